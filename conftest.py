@@ -1,0 +1,95 @@
+"""Fixtures that wire the harness to the conformance scenarios in ``scenarios/``.
+
+The CLI (``prefect-conformance run``) starts the reference server if needed, runs preflight, and passes
+``--target``; running ``pytest scenarios`` directly without ``--target`` starts a local reference per session.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from harness.api import ApiClient
+from harness.naming import new_run_prefix, unique_name
+from harness.objects import Created
+from harness.target import Target, preflight
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("prefect-conformance")
+    group.addoption("--target", default=os.environ.get("PREFECT_CONFORMANCE_TARGET"), help="API root of the server under test")
+    group.addoption("--target-kind", default="url", help="what the target is: url, or a reference mode")
+    group.addoption("--run-prefix", default=None, help="prefix of every object this run creates on the target")
+    group.addoption("--artifacts-dir", default=None, help="folder for per-scenario logs and transcripts")
+
+
+#: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
+FEATURES = {
+    "timestamps": "datetime formats returned and accepted",
+}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for feature, description in FEATURES.items():
+        config.addinivalue_line("markers", f"{feature}: {description}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """Mark exceptions that are not conformance verdicts (harness bugs, a dead target) as errors."""
+    outcome = yield
+    report = outcome.get_result()
+    if call.excinfo is not None and call.when == "call" and not call.excinfo.errisinstance((AssertionError, pytest.skip.Exception)):
+        report.user_properties.append(("harness_error", call.excinfo.typename))
+
+
+@pytest.fixture(scope="session")
+def run_prefix(request: pytest.FixtureRequest) -> str:
+    return request.config.getoption("--run-prefix") or new_run_prefix()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(request: pytest.FixtureRequest) -> Path:
+    configured = request.config.getoption("--artifacts-dir")
+    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="prefect-conformance-"))
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Target]:
+    """The server under test, after preflight; a local reference when no ``--target`` was given."""
+    url = request.config.getoption("--target")
+    if url:
+        yield preflight(url, kind=request.config.getoption("--target-kind"))
+        return
+    from harness.reference import LocalReference
+
+    with LocalReference(workdir=artifacts_dir / "reference") as reference:
+        yield preflight(reference.api_url, kind="local")
+
+
+@pytest.fixture(scope="session")
+def api(target: Target) -> Iterator[ApiClient]:
+    with ApiClient(target.api_url) as client:
+        yield client
+
+
+@pytest.fixture
+def names(run_prefix: str, request: pytest.FixtureRequest) -> Callable[..., str]:
+    """``names("flow")`` -> a unique, run-prefixed name that says which scenario created it."""
+    scenario = request.node.originalname.removeprefix("test_")
+    return lambda *parts: unique_name(run_prefix, scenario, *parts)
+
+
+@pytest.fixture
+def created(api: ApiClient) -> Iterator[Created]:
+    """Ledger of objects a scenario creates; they are deleted when it ends, whatever its outcome."""
+    ledger = Created(api)
+    yield ledger
+    ledger.delete_all()
+

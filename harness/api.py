@@ -1,0 +1,135 @@
+"""The harness's own HTTP client for the target's REST API.
+
+Scenarios act through real Prefect clients where the behaviour under test is the client's; everything else
+(creating fixtures, reading results back) goes through :class:`ApiClient`, which
+
+* retries transient answers a bounded number of times (the real Prefect server answers 503 on SQLite lock
+  contention right after start-up, and a dropped connection is not a conformance verdict), and
+* turns every unexpected answer into an :class:`~harness.errors.UnexpectedAnswer` that quotes the method,
+  path, status and body excerpt, so a failing scenario always shows what the server actually said.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import httpx
+
+from harness.errors import UnexpectedAnswer
+
+#: Answers worth retrying: the server said "not now", not "no".
+TRANSIENT_STATUSES = frozenset({502, 503, 504})
+TRANSIENT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """One response of the target, kept with the request that produced it."""
+
+    method: str
+    path: str
+    status: int
+    text: str
+    content_type: str
+    request_json: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return 200 <= self.status < 300
+
+    def json(self) -> Any:
+        """The parsed body; a non-JSON body is itself a conformance failure, so it raises UnexpectedAnswer."""
+        try:
+            return json.loads(self.text)
+        except ValueError:
+            raise UnexpectedAnswer(
+                f"{self.method} {self.path} answered {self.status} with a body that is not JSON "
+                f"({self.content_type or 'no content-type'}): {excerpt(self.text)}"
+            ) from None
+
+    def describe(self) -> str:
+        """One line for failure messages: what was asked and what came back."""
+        return f"{self.method} {self.path} -> {self.status} {excerpt(self.text)}"
+
+
+def excerpt(text: str, limit: int = 300) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+class ApiClient:
+    """A small synchronous client bound to one target's API root (the value of ``PREFECT_API_URL``)."""
+
+    def __init__(
+        self,
+        api_url: str,
+        *,
+        timeout: float = 30.0,
+        retries: int = 5,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        self.api_url = api_url.rstrip("/")
+        self.retries = retries
+        self._http = httpx.Client(timeout=timeout, headers=dict(headers or {}))
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> "ApiClient":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Answer:
+        """Send one request, retrying transient failures with a short bounded back-off; never raises on status."""
+        url = self.api_url + path
+        delay = 0.1
+        for attempt in range(self.retries + 1):
+            last_attempt = attempt == self.retries
+            try:
+                response = self._http.request(method, url, json=json_body, params=params)
+            except TRANSIENT_ERRORS:
+                if last_attempt:
+                    raise
+            else:
+                if response.status_code not in TRANSIENT_STATUSES or last_attempt:
+                    return Answer(
+                        method=method,
+                        path=path,
+                        status=response.status_code,
+                        text=response.text,
+                        content_type=response.headers.get("content-type", ""),
+                        request_json=json_body,
+                    )
+            time.sleep(delay)  # back-off between retries of a transient answer, not synchronisation
+            delay = min(delay * 2, 1.0)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
+        """Send a request that must succeed as it does on Prefect, and return the parsed JSON body."""
+        answer = self.request(method, path, json_body=json_body)
+        allowed = (expect,) if isinstance(expect, int) else expect
+        if answer.status not in allowed:
+            raise UnexpectedAnswer(
+                f"expected {'/'.join(map(str, allowed))} from {answer.describe()}"
+                + (f" (request body: {excerpt(json.dumps(json_body), 200)})" if json_body is not None else "")
+            )
+        if answer.status == 204 or not answer.text:
+            return None
+        return answer.json()
+
+    def get(self, path: str) -> Any:
+        return self.call("GET", path)
+
+    def post(self, path: str, body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
+        return self.call("POST", path, body, expect=expect)
+
+    def patch(self, path: str, body: Any) -> Any:
+        return self.call("PATCH", path, body, expect=(200, 204))
+
+    def delete(self, path: str) -> Any:
+        return self.call("DELETE", path, expect=(200, 204, 404))

@@ -1,0 +1,77 @@
+"""Creating the suite's own objects on the target, and removing them afterwards.
+
+Every helper takes a name that already carries the run prefix (see :mod:`harness.naming`) and records what it
+created in a :class:`Created` ledger, so teardown deletes exactly those objects and nothing else.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.api import ApiClient
+from harness.timestamps import describe_instant
+
+
+@dataclass
+class Created:
+    """What a scenario created on the target, deleted in reverse order at teardown (best effort)."""
+
+    api: ApiClient
+    paths: list[str] = field(default_factory=list)
+
+    def add(self, path: str) -> None:
+        self.paths.append(path)
+
+    def delete_all(self) -> None:
+        # Deleting is a courtesy to the target's owner, not a conformance check: a failure is ignored.
+        for path in reversed(self.paths):
+            try:
+                self.api.request("DELETE", path)
+            except Exception:
+                pass
+        self.paths.clear()
+
+
+def create_flow(api: ApiClient, created: Created, name: str) -> dict[str, Any]:
+    flow = api.post("/flows/", {"name": name})
+    created.add(f"/flows/{flow['id']}")
+    return flow
+
+
+def scheduled_state(scheduled_time: str | dt.datetime, name: str = "Scheduled") -> dict[str, Any]:
+    """A SCHEDULED state body; a datetime is sent in the canonical UTC form, a string exactly as given."""
+    when = describe_instant(scheduled_time) if isinstance(scheduled_time, dt.datetime) else scheduled_time
+    return {"type": "SCHEDULED", "name": name, "state_details": {"scheduled_time": when}}
+
+
+def create_scheduled_run(
+    api: ApiClient, flow_id: str, name: str, scheduled_time: str | dt.datetime, **fields: Any
+) -> dict[str, Any]:
+    """POST /flow_runs/ with a SCHEDULED state at ``scheduled_time`` (deleted with its flow)."""
+    body = {"flow_id": flow_id, "name": name, "state": scheduled_state(scheduled_time), **fields}
+    return api.post("/flow_runs/", body)
+
+
+def set_state(api: ApiClient, run_id: str, state_type: str, *, force: bool = True) -> dict[str, Any]:
+    """POST /flow_runs/{id}/set_state; returns the orchestration result (``status``, ``state``)."""
+    return api.post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}, "force": force})
+
+
+def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) -> dict[str, Any]:
+    return api.post("/deployments/", {"flow_id": flow_id, "name": name, **fields})
+
+
+def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process") -> dict[str, Any]:
+    pool = api.post("/work_pools/", {"name": name, "type": pool_type})
+    created.add(f"/work_pools/{name}")
+    return pool
+
+
+def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": name}
+    if priority is not None:
+        body["priority"] = priority
+    # No trailing slash: Prefect answers 307 to POST /work_pools/{name}/queues/.
+    return api.post(f"/work_pools/{pool_name}/queues", body)

@@ -1,0 +1,142 @@
+"""Child processes that never outlive the harness.
+
+Every server, runner and worker the harness starts is a :class:`ManagedProcess`: it runs in its own process
+group (so the child processes Prefect starts per flow run go with it), its output goes to a log file in the
+run's report folder, and it is stopped with escalating signals and bounded waits. A registry stops whatever is
+still running when the interpreter exits or receives SIGTERM/SIGINT, so a Ctrl-C or a crashed scenario leaves
+nothing behind.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import subprocess
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+_live: set["ManagedProcess"] = set()
+_live_lock = threading.Lock()
+
+
+@dataclass(eq=False)
+class ManagedProcess:
+    """A child process in its own process group, with its combined output in ``log_path``."""
+
+    name: str
+    argv: Sequence[str]
+    log_path: Path
+    popen: subprocess.Popen = field(repr=False)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def is_running(self) -> bool:
+        return self.popen.poll() is None
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the process's output, for error messages."""
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def stop(self, *, sigint_wait: float = 3.0, sigterm_wait: float = 5.0) -> int | None:
+        """SIGINT, then SIGTERM, then SIGKILL to the whole process group, each with a bounded wait.
+
+        Returns the exit code. The group is killed at the end even if the leader exited early, so grandchildren
+        (flow-run processes) cannot survive their parent.
+        """
+        try:
+            for sig, wait in ((signal.SIGINT, sigint_wait), (signal.SIGTERM, sigterm_wait)):
+                if self.popen.poll() is not None:
+                    break
+                _signal_group(self.popen.pid, sig)
+                try:
+                    self.popen.wait(timeout=wait)
+                except subprocess.TimeoutExpired:
+                    continue
+            _signal_group(self.popen.pid, signal.SIGKILL)
+            try:
+                self.popen.wait(timeout=5)
+            except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
+                pass
+            return self.popen.returncode
+        finally:
+            with _live_lock:
+                _live.discard(self)
+
+
+def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    cwd: Path | None = None,
+) -> ManagedProcess:
+    """Start ``argv`` in a new session/process group with output appended to ``log_path``."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        popen = subprocess.Popen(
+            list(argv),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=dict(env) if env is not None else None,
+            cwd=str(cwd) if cwd else None,
+            start_new_session=True,
+        )
+    proc = ManagedProcess(name=name, argv=list(argv), log_path=log_path, popen=popen)
+    with _live_lock:
+        _live.add(proc)
+    return proc
+
+
+def live_processes() -> list[ManagedProcess]:
+    """Processes started through :func:`spawn` that have not been stopped yet."""
+    with _live_lock:
+        return list(_live)
+
+
+def stop_all(*, quick: bool = False) -> None:
+    """Stop every live process; ``quick`` skips the polite SIGINT phase (used on interpreter exit)."""
+    for proc in live_processes():
+        if quick:
+            proc.stop(sigint_wait=0.0, sigterm_wait=2.0)
+        else:
+            proc.stop()
+
+
+def _signal_group(pid: int, sig: int) -> None:
+    try:
+        os.killpg(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _on_exit() -> None:
+    stop_all(quick=True)
+
+
+atexit.register(_on_exit)
+
+
+def install_termination_handler() -> None:
+    """Turn SIGTERM into KeyboardInterrupt in the main thread, so ``finally`` blocks and atexit cleanup run.
+
+    Called by the CLI: CI systems stop jobs with SIGTERM, and a bare SIGTERM would skip all cleanup.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def _raise(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"received signal {signum}")
+
+    signal.signal(signal.SIGTERM, _raise)
+
