@@ -1,0 +1,326 @@
+"""A recording reverse proxy between a client and a target.
+
+The harness puts one in front of the target for each actor (runner, worker, the harness itself): it forwards
+every request unchanged, websockets included with their ``prefect`` subprotocol, and keeps a transcript of
+what the client asked and what the target answered. The transcript is how scenarios *prove* which polling
+path a real client used instead of assuming it.
+
+The same proxy, given a :class:`Deviation`, becomes a deliberately non-conforming target: the project's own
+tests use that to show every check fails when the server gets something wrong.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import uvicorn
+
+HOP_BY_HOP = frozenset(
+    {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
+     "proxy-connection", "te", "trailer", "accept-encoding"}
+)
+
+
+@dataclass
+class ProxyRequest:
+    method: str
+    path: str
+    query: str
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def set_json(self, document: Any) -> None:
+        self.body = json.dumps(document).encode()
+
+
+@dataclass
+class ProxyResponse:
+    status: int
+    headers: list[tuple[str, str]]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body) if self.body else None
+
+    def set_json(self, document: Any) -> None:
+        self.body = json.dumps(document).encode()
+        self.headers = [(k, v) for k, v in self.headers if k.lower() != "content-type"] + [
+            ("content-type", "application/json")
+        ]
+
+    @classmethod
+    def of_json(cls, status: int, document: Any) -> "ProxyResponse":
+        return cls(status, [("content-type", "application/json")], json.dumps(document).encode())
+
+
+class Deviation:
+    """Changes the traffic between client and target; the base class changes nothing.
+
+    ``on_request`` may edit the request in place or return a response to answer without asking the target;
+    ``on_response`` returns the response to send back (edited or not); ``on_websocket`` may refuse a socket
+    by returning a close code.
+    """
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        return response
+
+    def on_websocket(self, path: str) -> int | None:
+        return None
+
+
+@dataclass
+class Exchange:
+    """One recorded request/response (or websocket session) in a transcript."""
+
+    actor: str
+    method: str
+    path: str
+    status: int
+    started: float
+    latency_ms: float
+    request_summary: str = ""
+    response_summary: str = ""
+    websocket: bool = False
+    subprotocol: str | None = None
+
+
+def summarize_body(body: bytes, limit: int = 300) -> str:
+    """A short, single-line summary of a JSON (or other) body for transcripts and failure messages."""
+    if not body:
+        return ""
+    try:
+        text = json.dumps(json.loads(body), separators=(",", ":"))
+    except ValueError:
+        text = body[:limit].decode(errors="replace")
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+@dataclass
+class ReverseProxy:
+    """A reverse proxy on a free loopback port in a background thread; use as a context manager.
+
+    ``api_url`` is what a client puts in ``PREFECT_API_URL``: the upstream API URL with the proxy's origin.
+    """
+
+    upstream_api_url: str
+    actor: str = "client"
+    deviation: Deviation = field(default_factory=Deviation)
+    headers: dict[str, str] = field(default_factory=dict)  # added to every upstream request (credentials)
+    exchanges: list[Exchange] = field(default_factory=list, init=False)
+    port: int = field(default=0, init=False)
+    _server: uvicorn.Server | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.upstream_api_url.rstrip("/"))
+        self._upstream_origin = f"{parts.scheme}://{parts.netloc}"
+        self._api_path = parts.path
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self._api_path}"
+
+    def __enter__(self) -> "ReverseProxy":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self._asgi, interface="asgi3", lifespan="off", log_level="critical", ws="websockets-sansio", ws_ping_interval=None, timeout_graceful_shutdown=2
+        )
+        self._server = uvicorn.Server(config)
+        started = threading.Event()
+
+        async def main() -> None:
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=200))
+            try:
+                serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
+                while not self._server.started and not serve.done():
+                    await asyncio.sleep(0.01)  # poll uvicorn's own readiness flag
+                started.set()
+                await serve
+            finally:
+                started.set()
+                await self._http.aclose()
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), name=f"proxy-{self.actor}", daemon=True)
+        self._thread.start()
+        if not started.wait(10) or not self._server.started:
+            raise RuntimeError(f"the {self.actor} proxy did not start listening within 10s")
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._server = None
+        self._thread = None
+
+    # --- transcript -------------------------------------------------------------------------------------
+
+    def transcript(self) -> list[Exchange]:
+        with self._lock:
+            return list(self.exchanges)
+
+    def requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
+        """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
+        return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
+
+    def write_transcript(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as out:
+            for exchange in self.transcript():
+                out.write(json.dumps(asdict(exchange)) + "\n")
+
+    def _record(self, exchange: Exchange) -> None:
+        with self._lock:
+            self.exchanges.append(exchange)
+
+    def _relative(self, path: str) -> str:
+        return path[len(self._api_path):] if path.startswith(self._api_path) else path
+
+    # --- ASGI ---------------------------------------------------------------------------------------------
+
+    async def _asgi(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await self._http_exchange(scope, receive, send)
+        elif scope["type"] == "websocket":
+            await self._websocket_session(scope, receive, send)
+
+    async def _http_exchange(self, scope: dict, receive: Any, send: Any) -> None:
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+        request = ProxyRequest(scope["method"], scope["path"], scope["query_string"].decode(), headers, body)
+        started = time.time()
+        response = self.deviation.on_request(request)
+        if response is None:
+            response = await self._forward(request)
+            response = self.deviation.on_response(request, response)
+        self._record(
+            Exchange(
+                actor=self.actor,
+                method=request.method,
+                path=self._relative(request.path),
+                status=response.status,
+                started=started,
+                latency_ms=round((time.time() - started) * 1000, 2),
+                request_summary=summarize_body(request.body),
+                response_summary=summarize_body(response.body, 160),
+            )
+        )
+        out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
+        out_headers.append(("content-length", str(len(response.body))))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": response.status,
+                "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in out_headers],
+            }
+        )
+        await send({"type": "http.response.body", "body": response.body})
+
+    async def _forward(self, request: ProxyRequest) -> ProxyResponse:
+        url = self._upstream_origin + request.path + (f"?{request.query}" if request.query else "")
+        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
+        headers += list(self.headers.items()) + [("accept-encoding", "identity")]
+        try:
+            upstream = await self._http.request(request.method, url, headers=headers, content=request.body)
+        except httpx.HTTPError as exc:
+            # The client sees what a dead target looks like: a 502 naming the failure.
+            return ProxyResponse.of_json(502, {"detail": f"proxy could not reach the target: {exc!r}"})
+        return ProxyResponse(upstream.status_code, list(upstream.headers.multi_items()), upstream.content)
+
+    async def _websocket_session(self, scope: dict, receive: Any, send: Any) -> None:
+        from websockets.asyncio.client import connect
+        from websockets.exceptions import ConnectionClosed
+
+        path = scope["path"]
+        started = time.time()
+        await receive()  # websocket.connect
+        refused = self.deviation.on_websocket(path)
+        offered = scope.get("subprotocols") or []
+
+        def record(status: int, subprotocol: str | None = None, detail: str = "") -> None:
+            self._record(
+                Exchange(self.actor, "WS", self._relative(path), status, started,
+                         round((time.time() - started) * 1000, 2), f"subprotocols={offered}", detail, True, subprotocol)
+            )
+
+        if refused is not None:
+            await send({"type": "websocket.close", "code": refused})
+            record(403, detail=f"refused with close code {refused}")
+            return
+        ws_origin = self._upstream_origin.replace("http", "ws", 1)
+        query = scope["query_string"].decode()
+        url = ws_origin + path + (f"?{query}" if query else "")
+        passthrough = {"authorization"}
+        extra = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() in passthrough]
+        extra += list(self.headers.items())
+        try:
+            upstream = await connect(url, subprotocols=offered or None, additional_headers=extra, proxy=None,
+                                     ping_interval=None, open_timeout=10, max_size=None)
+        except Exception as exc:
+            await send({"type": "websocket.close", "code": 1011})
+            record(502, detail=f"upstream websocket failed: {exc!r}")
+            return
+        await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
+        counts = {"in": 0, "out": 0}
+
+        async def client_to_upstream() -> None:
+            while True:
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
+                    await upstream.close()
+                    return
+                counts["in"] += 1
+                await upstream.send(message.get("text") if message.get("text") is not None else message.get("bytes"))
+
+        async def upstream_to_client() -> None:
+            try:
+                async for data in upstream:
+                    counts["out"] += 1
+                    key = "text" if isinstance(data, str) else "bytes"
+                    await send({"type": "websocket.send", key: data})
+            except ConnectionClosed:
+                pass
+            try:
+                await send({"type": "websocket.close", "code": upstream.close_code or 1000})
+            except Exception:
+                pass
+
+        tasks = [asyncio.ensure_future(client_to_upstream()), asyncio.ensure_future(upstream_to_client())]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await upstream.close()
+            record(101, upstream.subprotocol, f"messages client->target {counts['in']}, target->client {counts['out']}")

@@ -1,0 +1,89 @@
+"""Fixtures for the project's own tests: one real reference server per session, deviating proxies in front of
+it, and a runner for the real CLI (as a subprocess, exactly as users and CI run it)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from harness.proxy import Deviation, ReverseProxy
+from harness.reference import LocalReference
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class SuiteRun:
+    """The outcome of one ``prefect-conformance run`` subprocess."""
+
+    code: int
+    stdout: str
+    stderr: str
+    report_dir: Path
+    checks: dict[str, dict] = field(default_factory=dict)
+
+    def status(self, check_id: str) -> str:
+        return self.checks[check_id]["status"]
+
+    def failed(self) -> set[str]:
+        return {cid for cid, c in self.checks.items() if c["status"] == "failed"}
+
+    def passed(self) -> set[str]:
+        return {cid for cid, c in self.checks.items() if c["status"] == "passed"}
+
+    def message(self, check_id: str) -> str:
+        return self.checks[check_id]["message"]
+
+    def explain(self) -> str:
+        return f"exit {self.code}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-3000:]}"
+
+
+def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
+    """Run the real CLI; ``args`` are passed after ``run``."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "--report-dir", str(report_dir), *args],
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    results_path = report_dir / "latest" / "results.json"
+    checks = {}
+    if results_path.exists():
+        checks = {c["id"]: c for c in json.loads(results_path.read_text())["checks"]}
+    return SuiteRun(proc.returncode, proc.stdout, proc.stderr, report_dir / "latest", checks)
+
+
+@pytest.fixture(scope="session")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference]:
+    """A real Prefect server for the whole test session (the authority every deviation is compared with)."""
+    with LocalReference(workdir=tmp_path_factory.mktemp("reference")) as server:
+        yield server
+
+
+@pytest.fixture
+def deviating(reference: LocalReference) -> Iterator[Callable[[Deviation], ReverseProxy]]:
+    """``deviating(SomeDeviation())`` -> a running proxy in front of the reference that applies it."""
+    proxies: list[ReverseProxy] = []
+
+    def start(deviation: Deviation) -> ReverseProxy:
+        proxy = ReverseProxy(reference.api_url, actor="deviating-target", deviation=deviation)
+        proxy.start()
+        proxies.append(proxy)
+        return proxy
+
+    yield start
+    for proxy in proxies:
+        proxy.stop()
+
+
+@pytest.fixture
+def suite(tmp_path: Path) -> Callable[..., SuiteRun]:
+    """``suite("--target", url, "-k", expr)`` runs the CLI with a fresh report folder."""
+    return lambda *args, **kw: run_suite(*args, report_dir=tmp_path / "reports", **kw)

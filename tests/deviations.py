@@ -1,0 +1,161 @@
+"""Deliberately non-conforming targets: the reference behind a proxy that gets one thing wrong.
+
+Each deviation models a mistake a real server author could make (storing milliseconds, dropping the input
+offset, comparing timestamp strings, ...). The project's own tests run the conformance checks against them to
+show that every check can fail, and fails with a message that names the problem.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from typing import Any, Callable
+
+from harness.proxy import Deviation, ProxyRequest, ProxyResponse
+from harness.timestamps import DATE_LIKE, RFC3339, parse_instant
+
+Rewrite = Callable[[str], str]
+
+
+def map_strings(document: Any, fn: Callable[[str, str], str], key: str = "") -> Any:
+    """Apply ``fn(key, value)`` to every string value in a JSON document."""
+    if isinstance(document, dict):
+        return {k: map_strings(v, fn, k) for k, v in document.items()}
+    if isinstance(document, list):
+        return [map_strings(v, fn, key) for v in document]
+    if isinstance(document, str):
+        return fn(key, document)
+    return document
+
+
+def only_timestamps(rewrite: Rewrite) -> Callable[[str, str], str]:
+    return lambda key, value: rewrite(value) if DATE_LIKE.match(value) else value
+
+
+class RewriteResponses(Deviation):
+    """Rewrites every timestamp string in JSON responses (optionally only for some paths or keys)."""
+
+    def __init__(self, rewrite: Rewrite, *, path: str = "", keys: frozenset[str] | None = None) -> None:
+        self.rewrite, self.path, self.keys = rewrite, re.compile(path), keys
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if not self.path.search(request.path) or "json" not in dict(response.headers).get("content-type", ""):
+            return response
+        def fn(key: str, value: str) -> str:
+            if self.keys is not None and key not in self.keys:
+                return value
+            return self.rewrite(value) if DATE_LIKE.match(value) else value
+        response.set_json(map_strings(response.json(), fn))
+        return response
+
+
+class RewriteRequests(Deviation):
+    """Rewrites timestamp strings (or every string under ``keys``) in JSON request bodies."""
+
+    def __init__(self, rewrite: Rewrite, *, keys: frozenset[str] | None = None) -> None:
+        self.rewrite, self.keys = rewrite, keys
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.body and request.method in ("POST", "PATCH", "PUT"):
+            if self.keys is None:
+                fn = only_timestamps(self.rewrite)
+            else:
+                fn = lambda key, value: self.rewrite(value) if key in self.keys else value  # noqa: E731
+            request.set_json(map_strings(request.json(), fn))
+        return None
+
+
+class RejectRequests(Deviation):
+    """Answers ``status`` to any request whose body holds a string matching ``pattern`` (a parser that chokes)."""
+
+    def __init__(self, pattern: str, status: int = 422, detail: str = "unparsable datetime") -> None:
+        self.pattern, self.status, self.detail = re.compile(pattern), status, detail
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.body and request.method in ("POST", "PATCH") and self._matches(request.json()):
+            return ProxyResponse.of_json(self.status, {"detail": self.detail})
+        return None
+
+    def _matches(self, document: Any) -> bool:
+        found = False
+        def fn(key: str, value: str) -> str:
+            nonlocal found
+            found = found or bool(self.pattern.search(value))
+            return value
+        map_strings(document, fn)
+        return found
+
+
+class StringCompareFilters(Deviation):
+    """Emulates a server that filters ``expected_start_time`` by comparing the stored string with the bound."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.path.endswith("/flow_runs/filter") and request.body:
+            body = request.json()
+            bounds = (body.get("flow_runs") or {}).pop("expected_start_time", None)
+            request.set_json(body)
+            request.bounds = bounds  # type: ignore[attr-defined]
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        bounds = getattr(request, "bounds", None)
+        if bounds and response.status == 200:
+            kept = [
+                run for run in response.json()
+                if (bounds.get("after_") is None or run["expected_start_time"] >= bounds["after_"])
+                and (bounds.get("before_") is None or run["expected_start_time"] <= bounds["before_"])
+            ]
+            response.set_json(kept)
+        return response
+
+
+# --- rewrites of single timestamp strings -----------------------------------------------------------------------
+
+def _instant(value: str) -> dt.datetime | None:
+    try:
+        return parse_instant(value)
+    except ValueError:
+        return None
+
+
+def drop_offset(value: str) -> str:
+    """'2026-11-26T10:00:00Z' -> '2026-11-26T10:00:00' (naive output)."""
+    return re.sub(r"(Z|[+-]\d{2}:?\d{2})$", "", value) if RFC3339.match(value) else value
+
+
+def space_separator(value: str) -> str:
+    return value.replace("T", " ", 1)
+
+
+def to_offset(minutes: int) -> Rewrite:
+    """The same instant, written with a non-UTC offset (so only the format is wrong)."""
+    tz = dt.timezone(dt.timedelta(minutes=minutes))
+    def rewrite(value: str) -> str:
+        instant = _instant(value)
+        return instant.astimezone(tz).isoformat() if instant else value
+    return rewrite
+
+
+def truncate_to_millis(value: str) -> str:
+    return re.sub(r"\.(\d{3})\d*", r".\1", value) if RFC3339.match(value) else value
+
+
+def drop_fraction(value: str) -> str:
+    return re.sub(r"\.\d+", "", value) if RFC3339.match(value) else value
+
+
+def offset_ignored(value: str) -> str:
+    """Input '10:00+05:30' read as '10:00Z': the server drops the offset instead of converting."""
+    return re.sub(r"([+-]\d{2}:?\d{2})$", "Z", value) if not re.search(r"[+-]00:?00$", value) else value
+
+
+def naive_as_local(value: str) -> str:
+    """A naive input read in the server's local zone (UTC-08:00) instead of UTC."""
+    return value + "-08:00" if re.match(r"^\d{4}-\d{2}-\d{2}[T ][\d:.]+$", value) else value
+
+
+def garbage_to_now(value: str) -> str:
+    """A server that swallows unparsable input and stores the current time instead."""
+    if _instant(value.replace(" ", "T", 1)) is None and not re.match(r"^\d{4}-\d{2}-\d{2}[T ][\d:.]+$", value):
+        return dt.datetime.now(dt.timezone.utc).isoformat()
+    return value

@@ -1,0 +1,180 @@
+"""Every timestamp check passes on the reference and fails on a target that gets timestamps wrong.
+
+Each case is a mistake a server author could plausibly make; the run must exit 1, the named checks must fail
+with a message that explains the mistake, and the named unaffected checks must still pass (a check that fails
+on everything is as useless as one that never fails).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from harness.proxy import Deviation, ProxyRequest, ProxyResponse
+from harness.timestamps import INPUT_FORMATS
+from tests.conftest import SuiteRun
+from tests.deviations import (
+    RejectRequests,
+    RewriteRequests,
+    RewriteResponses,
+    StringCompareFilters,
+    drop_fraction,
+    drop_offset,
+    garbage_to_now,
+    naive_as_local,
+    offset_ignored,
+    space_separator,
+    to_offset,
+    truncate_to_millis,
+)
+
+KINDS = ("flow", "flow_run", "deployment", "work_pool")
+OUTPUT = {f"timestamps/output_format[{k}]" for k in KINDS}
+ROUND_TRIP = {f"timestamps/microsecond_round_trip[{m}]" for m in (1, 123456, 999999)}
+OFFSETS = ("positive-offset", "negative-offset", "offset-without-colon", "offset-crossing-midnight")
+
+
+def input_format(*ids: str) -> set[str]:
+    return {f"timestamps/input_format[{i}]" for i in ids}
+
+
+def in_filter(*ids: str) -> set[str]:
+    return {f"timestamps/input_format_in_filter[{i}]" for i in ids}
+
+
+class EpochCreated(Deviation):
+    """Returns ``created`` as a Unix epoch number, as a server storing integers might."""
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        document = response.json() if "json" in dict(response.headers).get("content-type", "") else None
+        if isinstance(document, dict) and "created" in document:
+            document["created"] = 1764151200
+            response.set_json(document)
+        return response
+
+
+@dataclass
+class Case:
+    id: str
+    deviation: Callable[[], Deviation]
+    select: str  # -k expression
+    fails: set[str]
+    says: str  # a regular expression every failure message of the case must match
+    passes: set[str] = field(default_factory=set)
+
+
+CASES = [
+    Case("naive-output", lambda: RewriteResponses(drop_offset), "output_format", OUTPUT, "has no timezone offset"),
+    Case("space-separator-output", lambda: RewriteResponses(space_separator), "output_format", OUTPUT, "uses a space"),
+    Case(
+        "non-utc-output",
+        lambda: RewriteResponses(to_offset(330)),
+        "output_format or microsecond_round_trip",
+        OUTPUT,
+        "is not in UTC",
+        passes=ROUND_TRIP,  # the instants are right, only their form is not
+    ),
+    Case("epoch-created", EpochCreated, "output_format", {"timestamps/output_format[flow]"}, "got int"),
+    Case(
+        "naive-nested-scheduled-time",
+        lambda: RewriteResponses(drop_offset, keys=frozenset({"scheduled_time"})),
+        "output_format",
+        {"timestamps/output_format[flow_run]"},
+        "state_details.scheduled_time",
+        passes={"timestamps/output_format[flow]", "timestamps/output_format[work_pool]"},
+    ),
+    Case("millisecond-storage", lambda: RewriteResponses(truncate_to_millis), "microsecond_round_trip", ROUND_TRIP, "off by"),
+    Case("whole-second-storage", lambda: RewriteResponses(drop_fraction), "microsecond_round_trip", ROUND_TRIP, "off by"),
+    Case(
+        "input-offset-ignored",
+        lambda: RewriteRequests(offset_ignored),
+        "input_format",
+        input_format(*OFFSETS) | in_filter(*OFFSETS),
+        "expected the instant|should return the run scheduled at exactly that instant",
+        passes=input_format("utc-z", "utc-offset", "space-separator", "naive"),
+    ),
+    Case(
+        "space-separator-rejected",
+        lambda: RejectRequests(r"^\d{4}-\d{2}-\d{2} \d"),
+        "input_format",
+        input_format("space-separator") | in_filter("space-separator"),
+        "rejected",
+        passes=input_format("utc-z", "positive-offset"),
+    ),
+    Case(
+        "z-designator-rejected",  # Python < 3.11's fromisoformat
+        lambda: RejectRequests(r"^\d{4}-\d{2}-\d{2}T.*Z$"),
+        "input_format and not filter",
+        input_format("utc-z", "utc-z-no-fraction", "utc-z-millis", "utc-z-nanos"),
+        "rejected",
+        passes=input_format("utc-offset", "negative-offset"),
+    ),
+    Case(
+        "nanoseconds-rejected",
+        lambda: RejectRequests(r"\.\d{7,}"),
+        "input_format and not filter",
+        input_format("utc-z-nanos"),
+        "rejected",
+        passes=input_format("utc-z", "utc-z-millis"),
+    ),
+    Case(
+        "naive-read-as-local-time",
+        lambda: RewriteRequests(naive_as_local),
+        "input_format",
+        input_format("naive") | in_filter("naive"),
+        "off by|should return the run scheduled at exactly that instant",
+        passes=input_format("utc-z", "space-separator"),
+    ),
+    Case(
+        "filters-compare-strings",
+        StringCompareFilters,
+        "input_format_in_filter",
+        in_filter("utc-offset", "utc-z-millis", "space-separator", "naive", *OFFSETS),
+        "compare parsed instants",
+        passes=in_filter("utc-z"),
+    ),
+    Case(
+        "invalid-input-accepted",
+        lambda: RewriteRequests(garbage_to_now, keys=frozenset({"scheduled_time"})),
+        "invalid_input",
+        {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")},
+        "-> 201",
+    ),
+    Case(
+        "invalid-input-crashes",
+        lambda: RejectRequests(r"^(not-a-timestamp|2026-13-.*|.*T25:.*|)$", status=500, detail="Internal Server Error"),
+        "invalid_input",
+        {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")},
+        "-> 500",
+    ),
+]
+
+
+def test_reference_passes_every_timestamp_check(reference, suite) -> None:
+    run: SuiteRun = suite("--target", reference.api_url, "-m", "timestamps")
+    assert run.code == 0, run.explain()
+    expected = len(OUTPUT) + len(ROUND_TRIP) + len(INPUT_FORMATS) * 2 - 1 + 4
+    assert len(run.passed()) == expected, run.explain()
+
+
+def test_pass_through_proxy_is_transparent(deviating, suite) -> None:
+    """The proxy itself changes nothing: every check still passes behind it."""
+    proxy = deviating(Deviation())
+    run = suite("--target", proxy.api_url, "-m", "timestamps")
+    assert run.code == 0, run.explain()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
+    proxy = deviating(case.deviation())
+    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select)
+    assert run.code == 1, f"{case.id}: expected exit 1 (conformance failure)\n{run.explain()}"
+    missing = case.fails - run.failed()
+    assert not missing, f"{case.id}: these checks did not fail: {sorted(missing)}\n{run.explain()}"
+    wrongly = case.passes - run.passed()
+    assert not wrongly, f"{case.id}: these unaffected checks did not pass: {sorted(wrongly)}\n{run.explain()}"
+    for check in case.fails:
+        assert re.search(case.says, run.message(check)), f"{check}: message does not say {case.says!r}: {run.message(check)}"
