@@ -1,0 +1,154 @@
+"""Unit tests of the harness's own logic (no server needed)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from freezegun import freeze_time
+
+from harness.cli import exit_code
+from harness.errors import WaitTimeout
+from harness.naming import PREFIX_PATTERN, new_run_prefix, unique_name
+from harness.processes import spawn
+from harness.results import check_id, prepare_report_dir
+from harness.timestamps import INPUT_FORMATS, UTC, check_timestamp, iter_timestamps, parse_instant
+from harness.waiting import wait_until
+
+INSTANT = dt.datetime(2026, 11, 26, 10, 17, 42, 123456, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("fmt", INPUT_FORMATS, ids=lambda f: f.id)
+def test_every_input_format_names_its_expected_instant(fmt) -> None:
+    text = fmt.render(INSTANT)
+    parsed = dt.datetime.fromisoformat(text.replace(" ", "T").replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    assert abs(parsed - fmt.expected(INSTANT)) <= fmt.tolerance
+
+
+def test_parse_instant_compares_instants_not_strings() -> None:
+    assert parse_instant("2026-11-26T10:00:00Z") == parse_instant("2026-11-26T15:30:00+05:30")
+    assert parse_instant("2026-11-26T10:00:00.123456789Z").microsecond == 123456
+    for bad in ("2026-11-26 10:00:00Z", "2026-11-26T10:00:00", "2026-11-26", "yesterday"):
+        with pytest.raises(ValueError):
+            parse_instant(bad)
+
+
+@pytest.mark.parametrize(
+    "value, reason",
+    [
+        ("2026-11-26T10:00:00", "no timezone offset"),
+        ("2026-11-26 10:00:00Z", "space instead of 'T'"),
+        ("2026-11-26T10:00:00+05:30", "not in UTC"),
+        ("2026-11-26T10:00:00-00:00", "not in UTC"),
+        ("2026-11-26T25:00:00Z", "not a valid date or time"),
+        (1764151200, "must be an ISO 8601 string"),
+    ],
+)
+def test_check_timestamp_names_the_problem(value, reason) -> None:
+    problem = check_timestamp("$.x", value, require_utc=True)
+    assert problem is not None and reason in problem.reason
+
+
+def test_conforming_timestamps_have_no_problem() -> None:
+    for value in ("2026-11-26T10:00:00Z", "2026-11-26T10:00:00.5Z", "2026-11-26T10:00:00.123456+00:00"):
+        assert check_timestamp("$.x", value, require_utc=True) is None
+
+
+def test_timestamp_walk_finds_known_keys_and_date_like_values() -> None:
+    document = {
+        "created": "2026-11-26T10:00:00Z",
+        "total_run_time": 0.0,  # a duration, not a timestamp
+        "name": "pc-run",
+        "state": {"state_details": {"scheduled_time": None}, "timestamp": 5},
+        "brand_new_field": "2026-11-26T10:00:00",
+        "items": ["2026-11-26T10:00:00Z", "text"],
+    }
+    found = dict(iter_timestamps(document))
+    assert found == {
+        "$.created": "2026-11-26T10:00:00Z",
+        "$.state.timestamp": 5,
+        "$.brand_new_field": "2026-11-26T10:00:00",
+        "$.items[0]": "2026-11-26T10:00:00Z",
+    }
+
+
+def test_wait_until_times_out_with_what_was_awaited_and_last_seen() -> None:
+    with freeze_time("2026-11-26 10:00:00") as frozen:
+        calls = []
+
+        def probe():
+            calls.append(1)
+            raise AssertionError(f"run is still SCHEDULED (poll {len(calls)})")
+
+        with pytest.raises(WaitTimeout) as excinfo:
+            wait_until(probe, awaiting="the run to be COMPLETED", timeout=5, interval=1,
+                       hint="is anything polling?", sleep=frozen.tick, clock=time.monotonic)
+    message = str(excinfo.value)
+    assert "Timed out after 5.0s waiting for the run to be COMPLETED" in message
+    assert "Last seen: run is still SCHEDULED (poll 6)" in message
+    assert message.endswith("Hint: is anything polling?")
+
+
+def test_wait_until_returns_the_first_truthy_value_and_scales(monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_CONFORMANCE_TIMEOUT_SCALE", "3")
+    with freeze_time("2026-11-26 10:00:00") as frozen:
+        values = iter([None, [], ["run"]])
+        assert wait_until(lambda: next(values), awaiting="x", timeout=1, interval=1, sleep=frozen.tick) == ["run"]
+        with pytest.raises(WaitTimeout, match="Timed out after 3.0s"):
+            wait_until(lambda: False, awaiting="x", timeout=1, interval=0.5, sleep=frozen.tick)
+
+
+def test_run_prefix_is_dated_and_unique() -> None:
+    with freeze_time("2026-11-26 10:17:42"):
+        a, b = new_run_prefix(), new_run_prefix()
+    assert a.startswith("pc-20261126t101742-") and PREFIX_PATTERN.match(a) and a != b
+    assert unique_name(a, "test_serve", "Flow Run").startswith(a + "-test-serve-flow-run-")
+
+
+def test_check_ids_are_derived_from_module_and_test_names() -> None:
+    assert check_id("scenarios/test_timestamps.py::test_input_format[utc-z]") == (
+        "timestamps/input_format[utc-z]",
+        "timestamps",
+    )
+
+
+@pytest.mark.parametrize(
+    "pytest_code, counts, expected",
+    [
+        (0, {"passed": 3, "failed": 0, "error": 0, "skipped": 1}, 0),
+        (1, {"passed": 3, "failed": 1, "error": 0, "skipped": 0}, 1),
+        (1, {"passed": 3, "failed": 1, "error": 1, "skipped": 0}, 2),
+        (5, {"passed": 0, "failed": 0, "error": 0, "skipped": 0}, 2),
+        (3, {"passed": 1, "failed": 0, "error": 0, "skipped": 0}, 2),
+    ],
+)
+def test_exit_codes(pytest_code, counts, expected) -> None:
+    assert exit_code(pytest_code, counts) == expected
+
+
+def test_report_dir_keeps_previous_run_in_a_dated_folder(tmp_path: Path) -> None:
+    first = prepare_report_dir(tmp_path)
+    (first / "results.json").write_text(json.dumps({"run": {"started": "2026-11-26T10:17:42+00:00"}}))
+    second = prepare_report_dir(tmp_path)
+    assert second == tmp_path / "latest" and not any(second.iterdir())
+    assert (tmp_path / "20261126-101742" / "results.json").exists()
+
+
+def test_stopping_a_process_kills_its_whole_group(tmp_path: Path) -> None:
+    """A flow-run process started by a runner must not outlive the runner."""
+    pidfile = tmp_path / "grandchild.pid"
+    script = f"import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(300)']); open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(300)"
+    proc = spawn("parent", [sys.executable, "-c", script], log_path=tmp_path / "parent.log")
+    wait_until(pidfile.exists, awaiting="the grandchild to start", timeout=10, interval=0.05)
+    wait_until(lambda: pidfile.read_text(), awaiting="the grandchild's pid", timeout=5, interval=0.05)
+    grandchild = int(pidfile.read_text())
+    proc.stop(sigint_wait=1, sigterm_wait=1)
+    gone = subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip()
+    assert gone in ("", "Z"), f"grandchild {grandchild} survived with state {gone!r}"
