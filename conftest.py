@@ -13,6 +13,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from harness.actors import Actor
 from harness.api import ApiClient
 from harness.naming import new_run_prefix, unique_name
 from harness.objects import Created
@@ -30,6 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 #: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
 FEATURES = {
     "timestamps": "datetime formats returned and accepted",
+    "scheduler": "the target's own cron scheduler creates runs",
+    "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
+    "worker": "a process worker polls its work pool and runs the pool's runs",
 }
 
 
@@ -93,3 +97,46 @@ def created(api: ApiClient) -> Iterator[Created]:
     yield ledger
     ledger.delete_all()
 
+
+
+# --- module-scoped fixtures for actor scenarios: one real client per module, several checks on its outcome ----
+
+
+@pytest.fixture(scope="module")
+def feature(request: pytest.FixtureRequest) -> str:
+    return request.module.__name__.rsplit(".", 1)[-1].removeprefix("test_")
+
+
+@pytest.fixture(scope="module")
+def module_names(run_prefix: str, feature: str) -> Callable[..., str]:
+    return lambda *parts: unique_name(run_prefix, feature, *parts)
+
+
+@pytest.fixture(scope="module")
+def module_created(api: ApiClient) -> Iterator[Created]:
+    ledger = Created(api)
+    yield ledger
+    ledger.delete_all()
+
+
+@pytest.fixture(scope="module")
+def scenario_dir(artifacts_dir: Path, feature: str) -> Path:
+    """Where a module's actors keep their logs and transcripts (``artifacts/<feature>/``)."""
+    path = artifacts_dir / feature
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture(scope="module")
+def actors(target: Target, scenario_dir: Path) -> Iterator[Callable[..., Actor]]:
+    """``actors(start_runner, flow_name=..., ...)`` starts a real client through a recorder; all stop at teardown."""
+    started: list[Actor] = []
+
+    def start(factory: Callable[..., Actor], **kwargs: object) -> Actor:
+        actor = factory(target.api_url, scenario_dir, **kwargs)
+        started.append(actor)
+        return actor
+
+    yield start
+    for actor in started:
+        actor.stop()

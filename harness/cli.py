@@ -133,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
     run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
     run_info.duration = round(time.monotonic() - clock, 2)
     write_results_json(report_dir / "results.json", run_info, results)
-    (report_dir / "report.md").write_text(render_markdown(run_info, results))
+    (report_dir / "report.md").write_text(render_markdown(run_info, results, report_dir / "artifacts"))
     counts = summarize(results)
     print(
         "prefect-conformance: "

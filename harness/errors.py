@@ -27,3 +27,8 @@ class UnexpectedAnswer(AssertionError):
 
 class WaitTimeout(AssertionError):
     """A bounded wait for a condition on the target ran out; the message names what was awaited."""
+
+
+class Hopeless(AssertionError):
+    """Raised by a wait's probe when the awaited condition can no longer become true (the actor died, or the
+    target refused every poll): the wait ends at once instead of running out its timeout."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 import time
@@ -97,6 +98,26 @@ class Exchange:
     response_summary: str = ""
     websocket: bool = False
     subprotocol: str | None = None
+
+
+UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def endpoint_of(path: str) -> str:
+    """A path with ids replaced by ``{id}``, so a transcript can be condensed per endpoint."""
+    return UUID.sub("{id}", path)
+
+
+def condense(exchanges: list[Exchange]) -> list[tuple[str, str, int]]:
+    """(method endpoint, statuses, count) per endpoint, in order of first use: a transcript at a glance."""
+    rows: dict[str, dict[int, int]] = {}
+    for exchange in exchanges:
+        statuses = rows.setdefault(f"{exchange.method} {endpoint_of(exchange.path)}", {})
+        statuses[exchange.status] = statuses.get(exchange.status, 0) + 1
+    return [
+        (endpoint, ", ".join(f"{s}x{n}" if n > 1 else str(s) for s, n in sorted(statuses.items())), sum(statuses.values()))
+        for endpoint, statuses in rows.items()
+    ]
 
 
 def summarize_body(body: bytes, limit: int = 300) -> str:
@@ -188,6 +209,9 @@ class ReverseProxy:
     def requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
         """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
         return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
+
+    def failed_requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
+        return [e for e in self.requests_to(method, path_suffix) if not 200 <= e.status < 300]
 
     def write_transcript(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,8 @@ from typing import Any, Iterable
 
 import pytest
 
+from harness.proxy import Exchange, condense
+
 RESULTS_SCHEMA_VERSION = 1
 
 #: Outcomes of one check. ``error`` means the harness could not reach a verdict.
@@ -116,7 +118,31 @@ def write_results_json(path: Path, run: RunInfo, results: list[CheckResult]) -> 
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def render_markdown(run: RunInfo, results: list[CheckResult]) -> str:
+def load_transcript(path: Path) -> list[Exchange]:
+    return [Exchange(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def transcript_sections(artifacts_dir: Path | None) -> list[str]:
+    """Markdown for every actor transcript under ``artifacts_dir``: requests per endpoint, collapsed."""
+    if artifacts_dir is None or not artifacts_dir.exists():
+        return []
+    lines: list[str] = []
+    for path in sorted(artifacts_dir.glob("*/*.transcript.jsonl")):
+        exchanges = load_transcript(path)
+        feature, actor = path.parent.name, path.name.removesuffix(".transcript.jsonl")
+        lines += [
+            f"<details><summary><code>{feature}</code>: {actor}, {len(exchanges)} requests "
+            f"(<code>{path.relative_to(artifacts_dir.parent)}</code>)</summary>",
+            "",
+            "| request | answers | count |",
+            "|---|---|---|",
+        ]
+        lines += [f"| `{endpoint}` | {statuses} | {count} |" for endpoint, statuses, count in condense(exchanges)]
+        lines += ["", "</details>", ""]
+    return lines
+
+
+def render_markdown(run: RunInfo, results: list[CheckResult], artifacts_dir: Path | None = None) -> str:
     counts = summarize(results)
     verdict = "PASS" if counts["failed"] == 0 and counts["error"] == 0 else "FAIL"
     lines = [
@@ -146,6 +172,9 @@ def render_markdown(run: RunInfo, results: list[CheckResult]) -> str:
         lines += ["", "## Failures", ""]
         for result in problems:
             lines += [f"### `{result.id}` ({result.status})", "", "```", result.message.strip(), "```", ""]
+    transcripts = transcript_sections(artifacts_dir)
+    if transcripts:
+        lines += ["", "## What the real clients sent", "", "Recorded by the proxy in front of each actor.", ""] + transcripts
     return "\n".join(lines).rstrip() + "\n"
 
 

@@ -1,0 +1,76 @@
+"""Waiting on flow runs and deployments while a real client works, with failure messages that say why.
+
+When a wait runs out, the message names what was awaited, the run's last state as the target reports it, and
+whether the actor that should have acted is still alive (with its last log lines if not).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.actors import Actor
+from harness.api import ApiClient
+from harness.errors import Hopeless
+from harness.waiting import wait_until
+
+FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+#: Refused polls after which a run can no longer be picked up: the wait for it ends early.
+REFUSED_POLLS_LIMIT = 3
+
+
+def actor_can_still_act(actor: Actor | None, poll_path: str = "") -> None:
+    """Raise :class:`Hopeless` if the actor died, or if the target refused its last polls of ``poll_path``."""
+    if actor is None:
+        return
+    if not actor.is_running():
+        raise Hopeless(
+            f"the {actor.name} exited with code {actor.process.popen.returncode}; its last log lines:\n{actor.log_tail()}"
+        )
+    if poll_path:
+        polls = actor.recorder.requests_to("POST", poll_path)
+        recent = polls[-REFUSED_POLLS_LIMIT:]
+        if len(recent) == REFUSED_POLLS_LIMIT and all(not 200 <= e.status < 300 for e in recent):
+            raise Hopeless(
+                f"the {actor.name} polled POST {poll_path} and the target refused it {len(polls)} times "
+                f"(last: {recent[-1].status} {recent[-1].response_summary}), so it can never get the run. "
+                f"Hint: implement POST {poll_path}"
+            )
+
+
+def describe_state(run: dict[str, Any]) -> str:
+    state = run.get("state") or {}
+    return f"{state.get('type')}/{state.get('name')} (run {run.get('name')!r})"
+
+
+def wait_for_final_state(
+    api: ApiClient, run_id: str, *, actor: Actor | None, timeout: float, poll_path: str = "", hint: str = ""
+) -> dict[str, Any]:
+    """Poll ``GET /flow_runs/{id}`` until the run reaches a final state; return the run.
+
+    Ends early if the actor dies or the target keeps refusing the actor's ``poll_path``.
+    """
+    def probe() -> dict[str, Any] | None:
+        run = api.get(f"/flow_runs/{run_id}")
+        if (run.get("state") or {}).get("type") in FINAL_STATE_TYPES:
+            return run
+        actor_can_still_act(actor, poll_path)
+        raise AssertionError(f"run is {describe_state(run)}")
+
+    who = f" by the {actor.name}" if actor else ""
+    return wait_until(probe, awaiting=f"flow run {run_id} to be executed{who} and reach a final state", timeout=timeout,
+                      interval=0.25, hint=hint)
+
+
+def wait_for_deployment(api: ApiClient, flow_name: str, deployment_name: str, *, actor: Actor, timeout: float) -> dict[str, Any]:
+    """Poll ``GET /deployments/name/{flow}/{deployment}`` until the actor has created the deployment."""
+    def probe() -> dict[str, Any] | None:
+        answer = api.request("GET", f"/deployments/name/{flow_name}/{deployment_name}")
+        if answer.status == 200:
+            return answer.json()
+        actor_can_still_act(actor)
+        raise AssertionError(answer.describe())
+
+    return wait_until(probe, awaiting=f"the {actor.name} to create deployment {flow_name}/{deployment_name}",
+                      timeout=timeout, interval=0.25)

@@ -1,0 +1,75 @@
+"""Assertions that prove from recorded traffic which polling path a real client used.
+
+Shared by the serve, worker and scheduler scenarios; every message quotes the transcript or the run as the
+target returned it.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+from harness.actors import Actor
+from harness.proxy import condense
+
+WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
+
+
+def transcript_digest(actor: Actor, limit: int = 25) -> str:
+    rows = condense(actor.recorder.transcript())
+    lines = [f"    {endpoint} -> {statuses}" for endpoint, statuses, _ in rows[:limit]]
+    more = f"\n    ... {len(rows) - limit} more endpoints" if len(rows) > limit else ""
+    return "\n".join(lines) + more if lines else "    (no requests at all)"
+
+
+def assert_polled(actor: Actor, path_suffix: str, *, must_mention: str = "") -> None:
+    """``actor`` sent ``POST ...path_suffix`` at least once, it answered 2xx, and (optionally) named ``must_mention``."""
+    polls = actor.recorder.requests_to("POST", path_suffix)
+    assert polls, (
+        f"the {actor.name} never sent POST {path_suffix}. Its transcript:\n{transcript_digest(actor)}"
+    )
+    ok = [e for e in polls if 200 <= e.status < 300]
+    assert ok, (
+        f"the {actor.name} polled POST {path_suffix} {len(polls)} times and the target never answered 2xx: "
+        f"last answer {polls[-1].status} {polls[-1].response_summary}. Hint: implement this endpoint; it is how the "
+        f"{actor.name} finds its runs"
+    )
+    if must_mention:
+        mentioned = [e for e in polls if must_mention in e.request_summary]
+        assert mentioned, (
+            f"the {actor.name}'s POST {path_suffix} requests never named {must_mention}: "
+            f"{polls[0].request_summary}"
+        )
+
+
+def assert_never_used(actor: Actor, path_prefix: str, why: str) -> None:
+    """``actor`` sent no request whose path starts with (or, for a full endpoint, equals) ``path_prefix``."""
+    used = [e for e in actor.recorder.transcript() if e.path.startswith(path_prefix)]
+    assert not used, (
+        f"the {actor.name} used {', '.join(sorted({f'{e.method} {e.path}' for e in used}))}, but {why}: the "
+        "recorded traffic contradicts the client path this scenario is about"
+    )
+
+
+def assert_final_state(final: dict[str, Any] | None, error: str, expected: str) -> None:
+    assert final is not None, error
+    state = final.get("state") or {}
+    assert state.get("type") == expected, (
+        f"the run ended {state.get('type')}/{state.get('name')} instead of {expected}: {state.get('message')!r}"
+    )
+
+
+def assert_reported_states(actor: Actor, run_id: str, states: Iterable[str]) -> None:
+    """The actor itself (not some other client) moved the run through ``states`` via set_state."""
+    sent = [e.request_summary for e in actor.recorder.requests_to("POST", f"/flow_runs/{run_id}/set_state")]
+    for state in states:
+        assert any(f'"type":"{state}"' in body for body in sent), (
+            f"the {actor.name} never reported {state} for run {run_id} through POST /flow_runs/{{id}}/set_state; "
+            f"it sent: {sent or 'nothing'}"
+        )
+
+
+def assert_not_worker_run(run: dict[str, Any]) -> None:
+    labels = run.get("labels") or {}
+    problems = [f"{k} = {run.get(k)!r}" for k in ("work_pool_name", "work_queue_id") if run.get(k)]
+    problems += [f"label {k} = {labels[k]!r}" for k in WORKER_LABELS if k in labels]
+    assert not problems, "the served run looks like a worker ran it: " + "; ".join(problems)

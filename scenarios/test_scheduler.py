@@ -1,0 +1,152 @@
+"""Scheduler: the *target's own* scheduler expands a deployment's cron schedule into SCHEDULED runs.
+
+Behaviour relied on (Prefect 3.9.1 server, ``SchedulerService``): shortly after a deployment with an active
+schedule is created (the recent-deployments loop), the server inserts SCHEDULED runs for the schedule's next
+occurrences (at least 3 and at least an hour ahead: 61 runs for ``* * * * *``), each with
+``expected_start_time == next_scheduled_start_time == state_details.scheduled_time``, and inserts each
+occurrence once however many times it loops. The deployment is created through Prefect's real client.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from harness.api import ApiClient
+from harness.objects import Created
+from harness.timestamps import describe_instant, parse_instant, utc_now
+from harness.waiting import timeout_scale, wait_until
+
+pytestmark = pytest.mark.scheduler
+
+CRON = "* * * * *"
+FIRST_RUNS_TIMEOUT = 30.0
+#: How long the run count must stay unchanged to count as stable: longer than a scheduler loop on the reference
+#: (2 s); scaled with --timeout-scale for targets whose scheduler loops more slowly.
+STABLE_FOR = 5.0
+
+
+@dataclass
+class ScheduleOutcome:
+    deployment_id: str
+    created_at: dt.datetime
+    runs: list[dict[str, Any]] = field(default_factory=list)
+    error: str = ""
+
+
+def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, cron: str) -> str:
+    """Create a flow and a cron-scheduled deployment with Prefect's own (synchronous) client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.actions import DeploymentScheduleCreate
+    from prefect.client.schemas.schedules import CronSchedule
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+        with get_client(sync_client=True) as client:
+            flow_id = client.create_flow_from_name(flow_name)
+            deployment_id = client.create_deployment(
+                flow_id=flow_id,
+                name=deployment_name,
+                schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron=cron, timezone="UTC"), active=True)],
+            )
+    return str(deployment_id)
+
+
+def scheduled_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
+    body = {
+        "deployments": {"id": {"any_": [deployment_id]}},
+        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
+        "sort": "EXPECTED_START_TIME_ASC",
+        "limit": 200,
+    }
+    return api.post("/flow_runs/filter", body)
+
+
+@pytest.fixture(scope="module")
+def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created) -> ScheduleOutcome:
+    """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing."""
+    flow_name = module_names("flow")
+    created_at = utc_now()
+    deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON)
+    outcome = ScheduleOutcome(deployment_id, created_at)
+    flow = api.get(f"/deployments/{deployment_id}")["flow_id"]
+    module_created.add(f"/flows/{flow}")
+    try:
+        wait_until(
+            lambda: scheduled_runs(api, deployment_id),
+            awaiting=f"the target's scheduler to create SCHEDULED runs for a deployment with cron {CRON!r}",
+            timeout=FIRST_RUNS_TIMEOUT,
+            interval=0.5,
+            hint="the server's scheduler service must expand active schedules into runs on its own; no client "
+            "creates them (Prefect does it within its recent-deployments loop, 5 s by default)",
+        )
+        outcome.runs = wait_until_stable(api, deployment_id)
+    except AssertionError as exc:
+        outcome.error = str(exc)
+    return outcome
+
+
+def wait_until_stable(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
+    """Runs of the deployment once their number has not changed for STABLE_FOR seconds (scheduler ticks)."""
+    seen: dict[str, Any] = {"count": -1, "since": time.monotonic()}
+    window = STABLE_FOR * timeout_scale()
+
+    def probe() -> list[dict[str, Any]] | None:
+        runs = scheduled_runs(api, deployment_id)
+        if len(runs) != seen["count"]:
+            seen.update(count=len(runs), since=time.monotonic())
+            raise AssertionError(f"{len(runs)} runs, still changing")
+        return runs if time.monotonic() - seen["since"] >= window else None
+
+    return wait_until(probe, awaiting=f"the number of scheduled runs to stay unchanged for {window:.0f}s",
+                      timeout=FIRST_RUNS_TIMEOUT + window, interval=0.5)
+
+
+def test_scheduler_creates_runs(scheduled: ScheduleOutcome) -> None:
+    """The target's scheduler creates SCHEDULED runs for an active cron schedule (at least Prefect's minimum of 3)."""
+    assert not scheduled.error, scheduled.error
+    assert len(scheduled.runs) >= 3, f"the scheduler created only {len(scheduled.runs)} runs; Prefect creates at least 3"
+
+
+def test_runs_fall_on_cron_boundaries(scheduled: ScheduleOutcome) -> None:
+    """Runs of ``* * * * *`` start on whole minutes, one minute apart, from the first minute after creation."""
+    assert not scheduled.error, scheduled.error
+    times = [parse_instant(r["expected_start_time"]) for r in scheduled.runs]
+    off_boundary = [describe_instant(t) for t in times if t.second or t.microsecond]
+    assert not off_boundary, f"runs of cron {CRON!r} not on a minute boundary: {off_boundary[:5]}"
+    gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
+    assert gaps <= {60.0}, f"runs of cron {CRON!r} should be 60 s apart; found gaps of {sorted(gaps)} s"
+    first = times[0]
+    assert scheduled.created_at - dt.timedelta(minutes=1) <= first <= scheduled.created_at + dt.timedelta(minutes=2), (
+        f"the first run starts at {describe_instant(first)}, the deployment was created at "
+        f"{describe_instant(scheduled.created_at)}; expected the next minute boundary"
+    )
+
+
+def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
+    """Each run's expected_start_time, next_scheduled_start_time and state_details.scheduled_time are one instant."""
+    assert not scheduled.error, scheduled.error
+    for run in scheduled.runs:
+        values = {
+            "expected_start_time": run.get("expected_start_time"),
+            "next_scheduled_start_time": run.get("next_scheduled_start_time"),
+            "state.state_details.scheduled_time": (run.get("state") or {}).get("state_details", {}).get("scheduled_time"),
+        }
+        missing = [k for k, v in values.items() if not v]
+        assert not missing, f"run {run['name']!r} created by the scheduler has no {', '.join(missing)}: {values}"
+        instants = {parse_instant(v) for v in values.values()}
+        assert len(instants) == 1, f"run {run['name']!r} created by the scheduler disagrees with itself: {values}"
+
+
+def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
+    """Each cron occurrence is scheduled once, however many times the scheduler loops."""
+    assert not scheduled.error, scheduled.error
+    by_time: dict[dt.datetime, list[str]] = {}
+    for run in scheduled.runs:
+        by_time.setdefault(parse_instant(run["expected_start_time"]), []).append(run["name"])
+    duplicated = {describe_instant(t): names for t, names in by_time.items() if len(names) > 1}
+    assert not duplicated, f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"

@@ -1,0 +1,168 @@
+"""Serve: a flow's ``.serve()`` Runner runs its own deployment's scheduled runs, with no work pool.
+
+Real-client behaviour relied on (Prefect 3.9.1, ``prefect.runner.Runner``): ``flow.serve(name=...)`` creates the
+deployment itself (``POST /deployments/``, no work pool), then every ``PREFECT_RUNNER_POLL_FREQUENCY`` seconds
+polls ``POST /deployments/get_scheduled_flow_runs`` with ``{"deployment_ids": [its deployment], "scheduled_before":
+now + 10 s}`` (sent as ``"2026-11-26 03:50:12.441280+00:00"``), and runs each run it gets in a child process,
+reporting PENDING, RUNNING and COMPLETED through ``POST /flow_runs/{id}/set_state``. It never polls a work pool.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from harness.actors import Actor, start_runner
+from harness.api import ApiClient
+from harness.objects import Created, scheduled_state
+from harness.runs import actor_can_still_act, wait_for_deployment, wait_for_final_state
+from harness.timestamps import utc_now
+from harness.waiting import wait_until
+from scenarios.proof import (
+    assert_final_state,
+    assert_never_used,
+    assert_not_worker_run,
+    assert_polled,
+    assert_reported_states,
+)
+
+pytestmark = pytest.mark.serve
+
+POLL_PATH = "/deployments/get_scheduled_flow_runs"
+DEPLOYMENT_TIMEOUT = 60.0
+RUN_TIMEOUT = 60.0
+
+
+@dataclass
+class ServeOutcome:
+    runner: Actor
+    deployment: dict[str, Any]
+    run: dict[str, Any]
+    final: dict[str, Any] | None
+    error: str = ""
+
+
+@pytest.fixture(scope="module")
+def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ServeOutcome:
+    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish."""
+    flow_name, deployment_name = module_names("flow"), module_names("deployment")
+    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
+    deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
+    module_created.add(f"/flows/{deployment['flow_id']}")
+    run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
+    try:
+        final = wait_for_final_state(api, run["id"], actor=runner, timeout=RUN_TIMEOUT, poll_path=POLL_PATH,
+                                     hint=f"the Runner only runs what POST {POLL_PATH} returns")
+        error = ""
+    except AssertionError as exc:
+        final, error = None, str(exc)
+    runner.stop()  # the transcript is complete once the Runner is gone
+    return ServeOutcome(runner, deployment, run, final, error)
+
+
+def test_served_deployment_has_no_work_pool(served: ServeOutcome) -> None:
+    """The deployment ``.serve()`` creates is not bound to a work pool."""
+    assert served.deployment.get("work_pool_name") is None, (
+        f"the deployment created by .serve() has work_pool_name {served.deployment.get('work_pool_name')!r}; "
+        "Prefect leaves it null for served deployments"
+    )
+
+
+def test_runner_polls_deployments_endpoint(served: ServeOutcome) -> None:
+    """The Runner asks ``POST /deployments/get_scheduled_flow_runs`` for its own deployment and gets 200."""
+    assert_polled(served.runner, POLL_PATH, must_mention=served.deployment["id"])
+
+
+def test_runner_never_polls_a_work_pool(served: ServeOutcome) -> None:
+    """Serving is not a worker: the Runner never touches a work pool's polling endpoint."""
+    assert_never_used(served.runner, "/work_pools/", "a .serve() Runner has no work pool")
+
+
+def test_served_run_completes(served: ServeOutcome) -> None:
+    """A run scheduled for now reaches COMPLETED, executed by the Runner."""
+    assert_final_state(served.final, served.error, "COMPLETED")
+    assert_reported_states(served.runner, served.run["id"], ("RUNNING", "COMPLETED"))
+
+
+def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:
+    """The run has no work pool, no work queue and no worker labels."""
+    assert_final_state(served.final, served.error, "COMPLETED")
+    assert_not_worker_run(served.final)
+
+
+# --- serve with a schedule: the server's scheduler creates the runs, the Runner executes them -------------------
+
+SCHEDULE_INTERVAL = 5  # seconds: the first occurrence is due within one interval of the deployment's creation
+
+
+@dataclass
+class ScheduledServeOutcome:
+    runner: Actor
+    deployment: dict[str, Any]
+    schedules: Any
+    completed: dict[str, Any] | None
+    error: str = ""
+
+
+def completed_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
+    return api.post("/flow_runs/filter", body)
+
+
+@pytest.fixture(scope="module")
+def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ScheduledServeOutcome:
+    """``flow.serve(interval=5)``; wait until the Runner has completed a run the server scheduled."""
+    flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
+    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name,
+                    serve_kwargs={"interval": SCHEDULE_INTERVAL}, name="scheduled-runner")
+    deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
+    module_created.add(f"/flows/{deployment['flow_id']}")
+    schedules = api.request("GET", f"/deployments/{deployment['id']}/schedules")
+    try:
+        runs = wait_until(
+            lambda: completed_runs(api, deployment["id"]) or actor_can_still_act(runner, POLL_PATH),
+            awaiting=f"the Runner to complete a run that the server scheduled for its interval-{SCHEDULE_INTERVAL}s deployment",
+            timeout=DEPLOYMENT_TIMEOUT,
+            interval=0.5,
+            hint=f"the server's scheduler must create the runs, and the Runner must find them through POST {POLL_PATH}",
+        )
+        completed, error = runs[0], ""
+    except AssertionError as exc:
+        completed, error = None, str(exc)
+    runner.stop()
+    return ScheduledServeOutcome(runner, deployment, schedules, completed, error)
+
+
+def test_served_deployment_has_its_schedule(served_on_schedule: ScheduledServeOutcome) -> None:
+    """``serve(interval=5)`` attaches one active 5-second interval schedule to the deployment."""
+    answer = served_on_schedule.schedules
+    assert answer.status == 200, f"reading the served deployment's schedules failed: {answer.describe()}"
+    schedules = answer.json()
+    intervals = [(s.get("schedule") or {}).get("interval") for s in schedules if s.get("active")]
+    assert intervals == [float(SCHEDULE_INTERVAL)], (
+        f"the served deployment should have one active schedule with interval {SCHEDULE_INTERVAL}; "
+        f"GET /deployments/{{id}}/schedules answered {answer.text[:300]}"
+    )
+
+
+def test_runner_executes_server_scheduled_runs(served_on_schedule: ScheduledServeOutcome) -> None:
+    """A run the *server* created from the schedule is executed to COMPLETED by the Runner.
+
+    Proof: the run is marked auto-scheduled, the Runner never created a run itself, and the Runner reported the
+    run's RUNNING and COMPLETED states.
+    """
+    outcome = served_on_schedule
+    assert outcome.completed is not None, outcome.error
+    run = outcome.completed
+    assert run.get("auto_scheduled") is True, (
+        f"the completed run {run['name']!r} is not marked auto_scheduled (got {run.get('auto_scheduled')!r}); "
+        "runs created by the server's scheduler are"
+    )
+    created_by_runner = [
+        e for e in outcome.runner.recorder.transcript()
+        if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))
+    ]
+    assert not created_by_runner, f"the Runner created runs itself: {[e.path for e in created_by_runner]}"
+    assert_reported_states(outcome.runner, run["id"], ("RUNNING", "COMPLETED"))

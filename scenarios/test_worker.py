@@ -1,0 +1,138 @@
+"""Worker: a process work-pool worker polls its pool, registers, and runs the pool's runs in new processes.
+
+Real-client behaviour relied on (Prefect 3.9.1, ``prefect worker start --type process``): the worker registers
+with the pool (3.9 opens the websocket ``/work_pools/{name}/workers/connect`` with the ``prefect`` subprotocol;
+older workers send ``POST /work_pools/{name}/workers/heartbeat``), polls ``POST /work_pools/{name}/get_scheduled_flow_runs``
+every ``PREFECT_WORKER_QUERY_SECONDS``, and submits each run it gets to the pool's infrastructure: for a
+process pool, a new ``python -m prefect.engine`` process that loads the deployment's entrypoint from disk
+(after its pull step sets the working directory) and reports RUNNING and COMPLETED. The worker labels the run
+with its own and its pool's names. It never polls ``POST /deployments/get_scheduled_flow_runs``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from harness.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_file
+from harness.api import ApiClient
+from harness.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
+from harness.runs import wait_for_final_state
+from harness.timestamps import parse_instant, utc_now
+from scenarios.proof import (
+    assert_final_state,
+    assert_never_used,
+    assert_polled,
+    assert_reported_states,
+    transcript_digest,
+)
+
+pytestmark = pytest.mark.worker
+
+RUN_TIMEOUT = 90.0
+
+
+@dataclass
+class WorkerOutcome:
+    worker: Actor
+    worker_name: str
+    pool_name: str
+    run: dict[str, Any]
+    final: dict[str, Any] | None
+    registered: Any
+    error: str = ""
+
+
+@pytest.fixture(scope="module")
+def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created, scenario_dir) -> WorkerOutcome:
+    """A process pool, a deployment of local flow code bound to it, a worker, and one run scheduled for now."""
+    pool_name, worker_name, flow_name = module_names("pool"), module_names("worker"), module_names("flow")
+    create_work_pool(api, module_created, pool_name)
+    flow_file = write_flow_file(scenario_dir / "flow", flow_name)
+    flow = create_flow(api, module_created, flow_name)
+    deployment = create_deployment(
+        api,
+        flow["id"],
+        module_names("deployment"),
+        work_pool_name=pool_name,
+        entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}],
+    )
+    worker = actors(start_worker, pool_name=pool_name, worker_name=worker_name)
+    run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
+    try:
+        final = wait_for_final_state(
+            api, run["id"], actor=worker, timeout=RUN_TIMEOUT, poll_path=f"/work_pools/{pool_name}/get_scheduled_flow_runs",
+            hint=f"the worker only runs what POST /work_pools/{pool_name}/get_scheduled_flow_runs returns",
+        )
+        error = ""
+    except AssertionError as exc:
+        final, error = None, str(exc)
+    registered = api.request("POST", f"/work_pools/{pool_name}/workers/filter", json_body={})
+    worker.stop()
+    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, error)
+
+
+def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
+    """The worker asks ``POST /work_pools/{name}/get_scheduled_flow_runs`` for its pool and gets 200."""
+    assert_polled(worked.worker, f"/work_pools/{worked.pool_name}/get_scheduled_flow_runs")
+
+
+def test_worker_never_polls_deployments_endpoint(worked: WorkerOutcome) -> None:
+    """A worker is not a Runner: it never asks for runs by deployment."""
+    assert_never_used(worked.worker, "/deployments/get_scheduled_flow_runs", "a worker finds runs through its pool")
+
+
+def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
+    """The worker appears in ``POST /work_pools/{name}/workers/filter`` with a heartbeat time."""
+    tried = [
+        e for e in worked.worker.recorder.transcript()
+        if e.path in (f"/work_pools/{worked.pool_name}/workers/connect", f"/work_pools/{worked.pool_name}/workers/heartbeat")
+    ]
+    how = ", ".join(f"{e.method} {e.path} -> {e.status}" for e in tried) or "neither the websocket nor the heartbeat endpoint"
+    answer = worked.registered
+    assert answer.status == 200, f"listing the pool's workers failed: {answer.describe()}"
+    workers = {w.get("name"): w for w in answer.json()}
+    assert worked.worker_name in workers, (
+        f"worker {worked.worker_name!r} is not registered with pool {worked.pool_name!r}: POST "
+        f"/work_pools/{{name}}/workers/filter listed {sorted(workers) or 'no workers'}. The worker tried: {how}. "
+        "Hint: 3.9 workers register through the websocket /work_pools/{name}/workers/connect (subprotocol 'prefect')"
+    )
+    heartbeat = workers[worked.worker_name].get("last_heartbeat_time")
+    assert heartbeat, f"worker {worked.worker_name!r} is listed without last_heartbeat_time: {workers[worked.worker_name]}"
+    parse_instant(heartbeat)
+
+
+def test_worker_run_completes(worked: WorkerOutcome) -> None:
+    """A run scheduled for now reaches COMPLETED; the worker and its flow-run process reported its states."""
+    assert_final_state(worked.final, worked.error + "\nWorker transcript:\n" + transcript_digest(worked.worker), "COMPLETED")
+    assert_reported_states(worked.worker, worked.run["id"], ("PENDING", "RUNNING", "COMPLETED"))
+
+
+def test_worker_runs_flow_in_a_new_process(worked: WorkerOutcome) -> None:
+    """A process pool runs each flow run in a new process: the run records an ``infrastructure_pid`` that is not the worker's."""
+    assert_final_state(worked.final, worked.error, "COMPLETED")
+    pid = worked.final.get("infrastructure_pid")
+    assert pid, "the completed run has no infrastructure_pid: the server dropped what the worker reported"
+    assert str(pid).rsplit(":", 1)[-1] != str(worked.worker.process.pid), f"the run ran inside the worker process ({pid})"
+
+
+def test_worker_run_carries_pool_and_worker_labels(worked: WorkerOutcome) -> None:
+    """The run names its pool and queue, and carries the worker's labels."""
+    assert_final_state(worked.final, worked.error, "COMPLETED")
+    run, labels = worked.final, worked.final.get("labels") or {}
+    expected = {
+        "work_pool_name": worked.pool_name,
+        "work_queue_name": "default",
+        "labels.prefect.worker.name": worked.worker_name,
+        "labels.prefect.worker.type": "process",
+        "labels.prefect.work-pool.name": worked.pool_name,
+    }
+    actual = {
+        key: labels.get(key.removeprefix("labels.")) if key.startswith("labels.") else run.get(key) for key in expected
+    }
+    wrong = {k: actual[k] for k in expected if actual[k] != expected[k]}
+    assert not wrong, f"the worker's run should carry {expected}; the target returned {wrong}"
+    assert run.get("work_queue_id"), "the worker's run has no work_queue_id"
