@@ -69,8 +69,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-n",
         "--parallel",
         metavar="N",
-        default="1",
-        help="run scenario modules in N parallel processes ('auto' = one per core; default 1)",
+        default="auto",
+        help="run scenario modules in N parallel processes ('auto' = one per core, the default; 1 = serially)",
     )
     run.add_argument(
         "--timeout-scale",

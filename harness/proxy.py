@@ -312,8 +312,10 @@ class ReverseProxy:
             upstream = await connect(url, subprotocols=offered or None, additional_headers=extra, proxy=None,
                                      ping_interval=None, open_timeout=10, max_size=None)
         except Exception as exc:
-            await send({"type": "websocket.close", "code": 1011})
-            record(502, detail=f"upstream websocket failed: {exc!r}")
+            # Record what the target answered to the handshake (e.g. 403/404), or 502 if it never answered.
+            status = getattr(getattr(exc, "response", None), "status_code", None) or 502
+            await send({"type": "websocket.close", "code": 1008 if status < 500 else 1011})
+            record(status, detail=f"target refused the websocket: {exc!r}")
             return
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
         counts = {"in": 0, "out": 0}

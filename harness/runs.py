@@ -20,13 +20,29 @@ FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 REFUSED_POLLS_LIMIT = 3
 
 
+#: Non-2xx answers that real clients expect and shrug off (Prefect answers 422 to the CSRF probe when CSRF is off).
+BENIGN_REFUSALS = frozenset({"/csrf-token"})
+
+
+def refused_requests(actor: Actor, limit: int = 3) -> str:
+    """The actor's last requests the target refused, as "METHOD path -> status body" for failure messages."""
+    refused = [
+        e for e in actor.recorder.transcript()
+        if not (200 <= e.status < 400) and e.path not in BENIGN_REFUSALS and not e.websocket
+    ]
+    return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
+
+
 def actor_can_still_act(actor: Actor | None, poll_path: str = "") -> None:
     """Raise :class:`Hopeless` if the actor died, or if the target refused its last polls of ``poll_path``."""
     if actor is None:
         return
     if not actor.is_running():
+        refused = refused_requests(actor)
+        cause = f" after the target answered: {refused}" if refused else ""
         raise Hopeless(
-            f"the {actor.name} exited with code {actor.process.popen.returncode}; its last log lines:\n{actor.log_tail()}"
+            f"the {actor.name} exited with code {actor.process.popen.returncode}{cause}; its last log lines:\n"
+            f"{actor.log_tail()}"
         )
     if poll_path:
         polls = actor.recorder.requests_to("POST", poll_path)

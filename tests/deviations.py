@@ -159,3 +159,91 @@ def garbage_to_now(value: str) -> str:
     if _instant(value.replace(" ", "T", 1)) is None and not re.match(r"^\d{4}-\d{2}-\d{2}[T ][\d:.]+$", value):
         return dt.datetime.now(dt.timezone.utc).isoformat()
     return value
+
+
+# --- deviations of the polling and scheduling paths -----------------------------------------------------------
+
+class Refuse(Deviation):
+    """Answers ``status`` to requests matching ``method`` and the ``path`` regex, and closes matching websockets:
+    a server that does not implement an endpoint."""
+
+    def __init__(self, method: str, path: str, status: int = 404, *, websocket_path: str = "") -> None:
+        self.method, self.path, self.status = method, re.compile(path), status
+        self.websocket_path = re.compile(websocket_path) if websocket_path else None
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == self.method and self.path.search(request.path):
+            return ProxyResponse.of_json(self.status, {"detail": "Not Found"})
+        return None
+
+    def on_websocket(self, path: str) -> int | None:
+        return 1008 if self.websocket_path and self.websocket_path.search(path) else None
+
+
+class EmptyPolls(Deviation):
+    """Both polling endpoints answer 200 with no runs: the query is implemented but never matches anything
+    (for instance because it compares timestamp strings)."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/get_scheduled_flow_runs"):
+            return ProxyResponse.of_json(200, [])
+        return None
+
+
+class RewriteRuns(Deviation):
+    """Applies ``fn`` to every flow run in responses of ``GET /flow_runs/{id}`` and ``POST /flow_runs/filter``."""
+
+    def __init__(self, fn: Callable[[dict], dict | list[dict]]) -> None:
+        self.fn = fn
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if response.status != 200 or not re.search(r"/flow_runs/([0-9a-f-]{36}|filter)$", request.path):
+            return response
+        document = response.json()
+        if isinstance(document, list):
+            runs: list[dict] = []
+            for run in document:
+                result = self.fn(run)
+                runs.extend(result if isinstance(result, list) else [result])
+            response.set_json(runs)
+        elif isinstance(document, dict):
+            response.set_json(self.fn(document))
+        return response
+
+
+class RewriteJson(Deviation):
+    """Applies ``fn`` to the JSON answer of requests matching ``method`` and the ``path`` regex."""
+
+    def __init__(self, method: str, path: str, fn: Callable[[Any], Any]) -> None:
+        self.method, self.path, self.fn = method, re.compile(path), fn
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == self.method and self.path.search(request.path) and response.status == 200:
+            response.set_json(self.fn(response.json()))
+        return response
+
+
+class Chain(Deviation):
+    """Several deviations at once, applied in order."""
+
+    def __init__(self, *deviations: Deviation) -> None:
+        self.deviations = deviations
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        for deviation in self.deviations:
+            answer = deviation.on_request(request)
+            if answer is not None:
+                return answer
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        for deviation in self.deviations:
+            response = deviation.on_response(request, response)
+        return response
+
+    def on_websocket(self, path: str) -> int | None:
+        for deviation in self.deviations:
+            code = deviation.on_websocket(path)
+            if code is not None:
+                return code
+        return None

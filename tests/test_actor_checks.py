@@ -1,0 +1,223 @@
+"""The serve, worker and scheduler checks pass on the reference and fail on targets that get those paths wrong.
+
+The distinction between serve and worker must cut both ways: a target without the work-pool polling endpoint
+fails the worker checks while the serve checks pass, and the reverse.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import uuid
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+from typing import Callable
+
+import pytest
+
+from harness.proxy import Deviation, Exchange
+from harness.reference import LocalReference
+from harness.timestamps import describe_instant, parse_instant
+from scenarios.proof import assert_never_used, assert_polled
+from tests.conftest import SuiteRun
+from tests.deviations import Chain, EmptyPolls, Refuse, RewriteJson, RewriteRuns
+
+POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
+DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"
+
+
+def shift_schedule(seconds: int) -> Callable[[dict], dict]:
+    """A scheduler that ignores the cron's boundaries: every time of the run moves by ``seconds``."""
+    def fn(run: dict) -> dict:
+        if not run.get("auto_scheduled"):
+            return run
+        delta = dt.timedelta(seconds=seconds)
+        for holder, key in ((run, "expected_start_time"), (run, "next_scheduled_start_time"),
+                            ((run.get("state") or {}).get("state_details") or {}, "scheduled_time")):
+            if holder.get(key):
+                holder[key] = describe_instant(parse_instant(holder[key]) + delta)
+        return run
+    return fn
+
+
+def duplicate_auto_scheduled(run: dict) -> dict | list[dict]:
+    """A scheduler that inserts each occurrence again on its next loop."""
+    if not run.get("auto_scheduled") or (run.get("state") or {}).get("type") != "SCHEDULED":
+        return run
+    return [run, {**run, "id": str(uuid.uuid4()), "name": run["name"] + "-again"}]
+
+
+def without(*keys: str) -> Callable[[dict], dict]:
+    return lambda run: {**run, **{k: None for k in keys}}
+
+
+def with_worker_labels(run: dict) -> dict:
+    return {**run, "labels": {**(run.get("labels") or {}), "prefect.worker.name": "someone-else"}}
+
+
+@dataclass
+class Case:
+    id: str
+    deviation: Callable[[], Deviation]
+    select: str  # -m expression
+    fails: set[str]
+    says: str  # a regex every failure message of the named checks matches
+    passes: set[str] = field(default_factory=set)
+    args: tuple[str, ...] = ()
+
+
+CASES = [
+    Case(
+        "no-work-pool-polling-endpoint",
+        lambda: Refuse("POST", POOL_POLL),
+        "serve or worker",
+        {"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
+        r"POST /work_pools/\S+/get_scheduled_flow_runs",
+        passes={"serve/runner_polls_deployments_endpoint", "serve/served_run_completes", "worker/worker_registers_with_its_pool"},
+    ),
+    Case(
+        "no-deployments-polling-endpoint",
+        lambda: Refuse("POST", DEPLOYMENT_POLL),
+        "serve or worker",
+        {"serve/runner_polls_deployments_endpoint", "serve/served_run_completes", "serve/runner_executes_server_scheduled_runs"},
+        r"POST /deployments/get_scheduled_flow_runs",
+        passes={"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
+    ),
+    Case(
+        "polls-never-return-runs",
+        EmptyPolls,
+        "serve or worker",
+        {"serve/served_run_completes", "worker/worker_run_completes"},
+        r"Timed out .* waiting for flow run \S+ to be executed .* run is SCHEDULED",
+        passes={"serve/runner_polls_deployments_endpoint", "worker/worker_polls_work_pool_endpoint"},
+        args=("--timeout-scale", "0.25"),
+    ),
+    Case(
+        "worker-cannot-register",
+        lambda: Refuse("POST", r"/workers/heartbeat$", websocket_path=r"/workers/connect$"),
+        "worker",
+        {"worker/worker_registers_with_its_pool"},
+        # 3.9.1 falls back from the refused websocket to the HTTP heartbeat, and exits when that is refused too.
+        r"is not registered with pool .* The worker tried: WS /work_pools/\S+/workers/connect -> 403, "
+        r"POST /work_pools/\S+/workers/heartbeat -> 404",
+    ),
+    Case(
+        "worker-run-loses-labels-and-pid",
+        lambda: RewriteRuns(without("labels", "infrastructure_pid", "work_pool_name")),
+        "worker",
+        {"worker/worker_run_carries_pool_and_worker_labels", "worker/worker_runs_flow_in_a_new_process"},
+        r"should carry|no infrastructure_pid",
+        passes={"worker/worker_polls_work_pool_endpoint"},
+    ),
+    Case(
+        "served-run-looks-like-a-worker-run",
+        lambda: RewriteRuns(with_worker_labels),
+        "serve",
+        {"serve/served_run_is_not_a_worker_run"},
+        r"looks like a worker ran it: label prefect.worker.name",
+        passes={"serve/served_run_completes"},
+    ),
+    Case(
+        "served-deployment-bound-to-a-pool",
+        lambda: RewriteJson("GET", r"/deployments/name/", lambda d: {**d, "work_pool_name": "default-agent-pool"}),
+        "serve",
+        {"serve/served_deployment_has_no_work_pool"},
+        r"has work_pool_name 'default-agent-pool'",
+    ),
+    Case(
+        "schedule-not-attached",
+        lambda: RewriteJson("GET", r"/deployments/[0-9a-f-]{36}/schedules$", lambda d: []),
+        "serve",
+        {"serve/served_deployment_has_its_schedule"},
+        r"should have one active schedule with interval 5",
+    ),
+    Case(
+        "scheduler-ignores-cron-boundaries",
+        lambda: RewriteRuns(shift_schedule(17)),
+        "scheduler",
+        {"scheduler/runs_fall_on_cron_boundaries"},
+        r"not on a minute boundary",
+        passes={"scheduler/scheduled_run_times_agree", "scheduler/no_duplicate_runs", "scheduler/scheduler_creates_runs"},
+    ),
+    Case(
+        "scheduler-duplicates-runs",
+        lambda: RewriteRuns(duplicate_auto_scheduled),
+        "scheduler",
+        {"scheduler/no_duplicate_runs"},
+        r"occurrences were scheduled more than once",
+        passes={"scheduler/scheduled_run_times_agree"},
+    ),
+    Case(
+        "scheduled-runs-without-next-scheduled-start-time",
+        lambda: RewriteRuns(without("next_scheduled_start_time")),
+        "scheduler",
+        {"scheduler/scheduled_run_times_agree"},
+        r"has no next_scheduled_start_time",
+        passes={"scheduler/runs_fall_on_cron_boundaries"},
+    ),
+]
+
+
+def test_reference_passes_every_actor_check(reference, suite) -> None:
+    run: SuiteRun = suite("--target", reference.api_url, "-m", "serve or worker or scheduler")
+    assert run.code == 0, run.explain()
+    assert len(run.passed()) == 17, run.explain()
+    report = (run.report_dir / "report.md").read_text()
+    for actor in ("runner", "scheduled-runner", "worker"):
+        assert f"{actor}, " in report and (run.report_dir / "artifacts").glob(f"*/{actor}.transcript.jsonl")
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
+    proxy = deviating(case.deviation())
+    run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
+    assert run.code == 1, f"{case.id}: expected exit 1\n{run.explain()}"
+    missing = case.fails - run.failed()
+    assert not missing, f"{case.id}: these checks did not fail: {sorted(missing)}\n{run.explain()}"
+    wrongly = case.passes - run.passed()
+    assert not wrongly, f"{case.id}: these unaffected checks did not pass: {sorted(wrongly)}\n{run.explain()}"
+    for check in case.fails:
+        assert re.search(case.says, run.message(check), re.S), f"{check}: message does not match {case.says!r}:\n{run.message(check)}"
+
+
+@pytest.fixture(scope="module")
+def reference_without_scheduler(tmp_path_factory):
+    """A real Prefect server whose scheduler service is off: a target that never expands schedules."""
+    with LocalReference(workdir=tmp_path_factory.mktemp("no-scheduler"),
+                        settings={"PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false"}) as server:
+        yield server
+
+
+def test_target_without_a_scheduler_fails_with_a_message_that_says_so(reference_without_scheduler, suite) -> None:
+    run = suite("--target", reference_without_scheduler.api_url, "-m", "scheduler or serve", "--timeout-scale", "0.5")
+    assert run.code == 1, run.explain()
+    expected = {f"scheduler/{c}" for c in ("scheduler_creates_runs", "runs_fall_on_cron_boundaries", "scheduled_run_times_agree", "no_duplicate_runs")}
+    assert expected | {"serve/runner_executes_server_scheduled_runs"} <= run.failed(), run.explain()
+    assert "waiting for the target's scheduler to create SCHEDULED runs" in run.message("scheduler/scheduler_creates_runs")
+    assert "serve/served_run_completes" in run.passed(), run.explain()
+
+
+# --- client-side proofs: shown failing on transcripts of the other kind of client ------------------------------
+
+def fake_actor(name: str, *requests: tuple[str, str, int]) -> SimpleNamespace:
+    exchanges = [Exchange(name, m, p, s, 0.0, 1.0, '{"deployment_ids":["d-1"]}') for m, p, s in requests]
+    return SimpleNamespace(name=name, recorder=SimpleNamespace(
+        transcript=lambda: exchanges,
+        requests_to=lambda method, suffix: [e for e in exchanges if e.method == method and e.path.endswith(suffix)],
+    ))
+
+
+def test_never_used_fails_on_a_transcript_that_used_the_other_path() -> None:
+    worker_like = fake_actor("runner", ("POST", "/work_pools/p/get_scheduled_flow_runs", 200))
+    with pytest.raises(AssertionError, match=r"the runner used POST /work_pools/p/get_scheduled_flow_runs"):
+        assert_never_used(worker_like, "/work_pools/", "a .serve() Runner has no work pool")
+
+
+def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_deployment() -> None:
+    with pytest.raises(AssertionError, match="never sent POST /deployments/get_scheduled_flow_runs"):
+        assert_polled(fake_actor("runner", ("GET", "/health", 200)), "/deployments/get_scheduled_flow_runs")
+    with pytest.raises(AssertionError, match="never answered 2xx: last answer 405"):
+        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 405)), "/deployments/get_scheduled_flow_runs")
+    with pytest.raises(AssertionError, match="never named d-2"):
+        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),
+                      "/deployments/get_scheduled_flow_runs", must_mention="d-2")
