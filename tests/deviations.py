@@ -247,3 +247,143 @@ class Chain(Deviation):
             if code is not None:
                 return code
         return None
+
+
+# --- deviations of the scheduling queries ---------------------------------------------------------------------
+
+def _nsst(run: dict) -> dt.datetime:
+    value = run.get("next_scheduled_start_time")
+    return parse_instant(value) if value else dt.datetime.min.replace(tzinfo=dt.timezone.utc)
+
+
+class RewritePoll(Deviation):
+    """Post-processes the answer of either polling endpoint: ``fn(request_body, items) -> items``.
+
+    Items are flow runs (deployments endpoint) or ``{work_pool_id, work_queue_id, flow_run}`` (work pools).
+    """
+
+    def __init__(self, fn: Callable[[dict, list], list], *, pools: bool = False, deployments: bool = True) -> None:
+        self.fn, self.pools, self.deployments = fn, pools, deployments
+
+    def _applies(self, path: str) -> bool:
+        return (self.deployments and path.endswith("/deployments/get_scheduled_flow_runs")) or (
+            self.pools and bool(re.search(r"/work_pools/[^/]+/get_scheduled_flow_runs$", path))
+        )
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == "POST" and self._applies(request.path) and response.status == 200:
+            response.set_json(self.fn(request.json() or {}, response.json()))
+        return response
+
+
+def run_of(item: dict) -> dict:
+    return item.get("flow_run", item)
+
+
+def string_sorted(body: dict, items: list) -> list:
+    """Sorted by the timestamp *string*: '...T10:00:00Z' lands after '...T10:00:00.500000Z'."""
+    return sorted(items, key=lambda item: run_of(item).get("next_scheduled_start_time") or "")
+
+
+def exclusive_before(body: dict, items: list) -> list:
+    """``next_scheduled_start_time < scheduled_before``: a half-open bound."""
+    if not body.get("scheduled_before"):
+        return items
+    bound = parse_instant(body["scheduled_before"].replace(" ", "T", 1))
+    return [item for item in items if _nsst(run_of(item)) != bound]
+
+
+def exclusive_after(body: dict, items: list) -> list:
+    if not body.get("scheduled_after"):
+        return items
+    bound = parse_instant(body["scheduled_after"].replace(" ", "T", 1))
+    return [item for item in items if _nsst(run_of(item)) != bound]
+
+
+class StringComparedBefore(Deviation):
+    """``stored_string <= bound_string`` on the deployments poll: right only when both happen to be written alike.
+
+    The bound is withheld from the reference (which would compare instants) and applied here to the strings.
+    """
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/deployments/get_scheduled_flow_runs") and request.body:
+            body = request.json()
+            request.bound = body.pop("scheduled_before", None)  # type: ignore[attr-defined]
+            request.set_json(body)
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        bound = getattr(request, "bound", None)
+        if bound and response.status == 200:
+            response.set_json([r for r in response.json() if (r.get("next_scheduled_start_time") or "") <= bound])
+        return response
+
+
+def time_sorted_ignoring_priority(body: dict, items: list) -> list:
+    return sorted(items, key=lambda item: _nsst(run_of(item)))
+
+
+def drop_ties(body: dict, items: list) -> list:
+    """Keyed by instant somewhere: of several runs at one instant, only the first survives."""
+    kept, last = [], None
+    for item in items:
+        instant = _nsst(run_of(item))
+        if instant != last:
+            kept.append(item)
+        last = instant
+    return kept
+
+
+class DropRequestFields(Deviation):
+    """Ignores some fields of the polling requests (``limit``, ``work_queue_names``...)."""
+
+    def __init__(self, *fields: str) -> None:
+        self.fields = fields
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/get_scheduled_flow_runs") and request.body:
+            body = request.json()
+            for name in self.fields:
+                body.pop(name, None)
+            request.set_json(body)
+        return None
+
+
+class PollFiltersOnlyByTime(Deviation):
+    """Answers the deployments poll with every run of the deployments' flows due by the bound, in any state and
+    of any deployment: a query that forgot its state and deployment conditions."""
+
+    def __init__(self, upstream_api_url: str) -> None:
+        self.upstream = upstream_api_url
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method != "POST" or not request.path.endswith("/deployments/get_scheduled_flow_runs"):
+            return None
+        import httpx
+
+        body = request.json() or {}
+        with httpx.Client(base_url=self.upstream, timeout=10) as http:
+            flows = {http.get(f"/deployments/{d}").json()["flow_id"] for d in body.get("deployment_ids", [])}
+            runs = http.post("/flow_runs/filter", json={"flows": {"id": {"any_": sorted(flows)}}, "sort": "EXPECTED_START_TIME_ASC"}).json()
+        bound = parse_instant(body["scheduled_before"].replace(" ", "T", 1)) if body.get("scheduled_before") else None
+        for run in runs:  # a run that left SCHEDULED has no next_scheduled_start_time: use the expected one
+            run["next_scheduled_start_time"] = run.get("next_scheduled_start_time") or run.get("expected_start_time")
+        due = [r for r in runs if bound is None or _nsst(r) <= bound]
+        return ProxyResponse.of_json(200, due[: body.get("limit") or None])
+
+
+class FirstValueOnly(Deviation):
+    """Keeps returning the first value it saw of a run's field: a column set on insert and never updated."""
+
+    def __init__(self, field_name: str) -> None:
+        self.field_name, self.first = field_name, {}
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if response.status not in (200, 201) or not re.search(r"/flow_runs/([0-9a-f-]{36})?$", request.path):
+            return response
+        run = response.json()
+        if isinstance(run, dict) and "id" in run:
+            run[self.field_name] = self.first.setdefault(run["id"], run.get(self.field_name))
+            response.set_json(run)
+        return response

@@ -1,0 +1,450 @@
+"""Scheduling queries: ``next_scheduled_start_time`` and the two polling endpoints, compared as instants.
+
+The single query that decides whether runners and workers ever run anything. Behaviour relied on (Prefect
+3.9.1 server; runs are created here directly through the API at crafted instants so every edge is exact):
+
+* ``next_scheduled_start_time`` equals the SCHEDULED state's ``scheduled_time`` (also for a "Late" SCHEDULED
+  state and after a reschedule) and is null once the run leaves SCHEDULED.
+* ``POST /deployments/get_scheduled_flow_runs`` returns the SCHEDULED runs of the given deployments with
+  ``next_scheduled_start_time <= scheduled_before`` (inclusive), ascending by it; without ``scheduled_before``,
+  all of them; ``limit`` above 200 is a 422. Polling marks the deployment READY and sets ``last_polled``.
+* ``POST /work_pools/{name}/get_scheduled_flow_runs`` returns ``{work_pool_id, work_queue_id, flow_run}`` items,
+  ``scheduled_after <= next_scheduled_start_time <= scheduled_before``, by queue priority first and time within
+  a queue; an unknown queue name is a 404.
+
+The crafted instants make string order differ from time order: ``...T10:00:00Z`` (Prefect drops a zero
+fraction) sorts after ``...T10:00:00.500000Z`` as a string but is earlier in time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+
+from harness.api import ApiClient
+from harness.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
+from harness.sequences import Entry, is_non_decreasing, sequence_message
+from harness.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, parse_instant
+from harness.waiting import wait_until
+
+pytestmark = pytest.mark.scheduling
+
+US = dt.timedelta(microseconds=1)
+
+
+def base_instant() -> dt.datetime:
+    """Two days ahead at 10:00:00 UTC exactly: a whole second, and +14:00 puts it on the next local date."""
+    return (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
+
+
+@dataclass
+class Dataset:
+    """Runs at crafted instants, with a readable label per run id for failure messages."""
+
+    t0: dt.datetime
+    labels: dict[str, str] = field(default_factory=dict)
+    instants: dict[str, dt.datetime] = field(default_factory=dict)
+
+    def add(self, run: dict[str, Any], label: str, instant: dt.datetime) -> dict[str, Any]:
+        self.labels[run["id"]] = label
+        self.instants[run["id"]] = instant
+        return run
+
+    def entries(self, runs: list[dict[str, Any]]) -> list[Entry]:
+        """(label, instant) of runs as the target returned them (unknown runs are labelled by name)."""
+        out = []
+        for run in runs:
+            assert isinstance(run, dict) and "id" in run, f"the answer holds something that is not a flow run: {str(run)[:200]}"
+            when = run.get("next_scheduled_start_time")
+            label = self.labels.get(run["id"], f"foreign:{run.get('name')}")
+            out.append((label, parse_instant(when) if when else dt.datetime.min.replace(tzinfo=UTC)))
+        return out
+
+    def expected(self, labels: list[str]) -> list[Entry]:
+        by_label = {label: self.instants[run_id] for run_id, label in self.labels.items()}
+        return [(label, by_label[label]) for label in labels]
+
+
+def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.datetime) -> dict[str, Any]:
+    return api.post(f"/deployments/{deployment_id}/create_flow_run", {"name": name, "state": scheduled_state(instant)})
+
+
+def assert_sequence(what: str, expected: list[Entry], actual: list[Entry]) -> None:
+    message = sequence_message(what, expected, actual)
+    assert message is None, message
+
+
+# --- next_scheduled_start_time field semantics --------------------------------------------------------------
+
+
+@pytest.fixture
+def flow(api: ApiClient, created: Created, names: Callable[..., str]) -> dict[str, Any]:
+    return create_flow(api, created, names("flow"))
+
+
+def test_next_scheduled_start_time_set_on_create(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+    """A run created in a SCHEDULED state has next_scheduled_start_time = its scheduled time (as an instant)."""
+    instant = base_instant() + dt.timedelta(microseconds=123456)
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(instant)})
+    for source, document in (("POST /flow_runs/", run), ("GET /flow_runs/{id}", api.get(f"/flow_runs/{run['id']}"))):
+        value = document.get("next_scheduled_start_time")
+        assert value is not None, f"{source} returned next_scheduled_start_time null for a SCHEDULED run; expected {describe_instant(instant)}"
+        assert parse_instant(value) == instant, (
+            f"{source} returned next_scheduled_start_time {value!r}; the run is scheduled for {describe_instant(instant)}"
+        )
+
+
+def test_next_scheduled_start_time_cleared_when_leaving_scheduled(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+    """Once a run leaves SCHEDULED (here: PENDING, as a runner sets it), next_scheduled_start_time is null."""
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())})
+    result = set_state(api, run["id"], "PENDING")
+    assert result.get("status") == "ACCEPT", f"setting PENDING was not accepted: {result}"
+    value = api.get(f"/flow_runs/{run['id']}").get("next_scheduled_start_time")
+    assert value is None, (
+        f"a PENDING run still has next_scheduled_start_time {value!r}; Prefect clears it when the run leaves "
+        "SCHEDULED, and pollers filter on it"
+    )
+
+
+def test_next_scheduled_start_time_kept_for_late_runs(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+    """A "Late" run is still SCHEDULED: next_scheduled_start_time keeps its (past) scheduled time."""
+    instant = (dt.datetime.now(UTC) - dt.timedelta(minutes=10)).replace(microsecond=654321)
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(instant)})
+    body = {"state": scheduled_state(instant, name="Late"), "force": True}
+    api.post(f"/flow_runs/{run['id']}/set_state", body)
+    read = api.get(f"/flow_runs/{run['id']}")
+    assert (read.get("state") or {}).get("name") == "Late", f"the run's state is {read.get('state')}, expected Late"
+    value = read.get("next_scheduled_start_time")
+    assert value is not None and parse_instant(value) == instant, (
+        f"a Late run has next_scheduled_start_time {value!r}; expected its scheduled time {describe_instant(instant)}"
+    )
+
+
+def test_next_scheduled_start_time_follows_reschedule(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+    """A new SCHEDULED state with a later scheduled time (as retries produce) moves next_scheduled_start_time."""
+    first = base_instant()
+    later = first + dt.timedelta(hours=1, microseconds=42)
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(first)})
+    api.post(f"/flow_runs/{run['id']}/set_state", {"state": scheduled_state(later, name="AwaitingRetry"), "force": True})
+    value = api.get(f"/flow_runs/{run['id']}").get("next_scheduled_start_time")
+    assert value is not None and parse_instant(value) == later, (
+        f"after rescheduling from {describe_instant(first)} to {describe_instant(later)}, next_scheduled_start_time "
+        f"is {value!r}"
+    )
+
+
+# --- POST /deployments/get_scheduled_flow_runs ----------------------------------------------------------------
+
+#: The SCHEDULED runs of the polled deployment, in time order, with their offsets from t0.
+DEPLOYMENT_RUNS = [
+    ("early", dt.timedelta(hours=-1)),
+    ("just-before", -US),  # 09:59:59.999999
+    ("whole", dt.timedelta(0)),  # 10:00:00 -> returned without a fraction
+    ("half", dt.timedelta(milliseconds=500)),  # 10:00:00.500000 -> sorts before "whole" as a string
+    ("late", dt.timedelta(hours=1)),
+]
+
+
+@dataclass
+class DeploymentPolling:
+    dataset: Dataset
+    deployment: dict[str, Any]
+    other_deployment: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def polling(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> DeploymentPolling:
+    """A deployment with runs at crafted instants, plus runs that must never be returned for it."""
+    flow = create_flow(api, module_created, module_names("flow"))
+    deployment = create_deployment(api, flow["id"], module_names("deployment"))
+    other = create_deployment(api, flow["id"], module_names("other-deployment"))
+    data = Dataset(base_instant())
+    # Created out of order, so an insertion-ordered answer is not accidentally right.
+    for label, offset in reversed(DEPLOYMENT_RUNS):
+        data.add(create_run(api, deployment["id"], module_names(label), data.t0 + offset), label, data.t0 + offset)
+    left = create_run(api, deployment["id"], module_names("left-scheduled"), data.t0 - dt.timedelta(minutes=30))
+    set_state(api, left["id"], "PENDING")
+    data.add(left, "left-scheduled(PENDING)", data.t0 - dt.timedelta(minutes=30))
+    foreign = create_run(api, other["id"], module_names("other-deployment-run"), data.t0 - dt.timedelta(minutes=20))
+    data.add(foreign, "other-deployment-run", data.t0 - dt.timedelta(minutes=20))
+    return DeploymentPolling(data, deployment, other)
+
+
+def poll_deployment(api: ApiClient, polling: DeploymentPolling, **body: Any) -> list[dict[str, Any]]:
+    return api.post("/deployments/get_scheduled_flow_runs", {"deployment_ids": [polling.deployment["id"]], **body})
+
+
+def expected_due(polling: DeploymentPolling, before: dt.datetime | None) -> list[Entry]:
+    labels = [label for label, offset in DEPLOYMENT_RUNS if before is None or polling.dataset.t0 + offset <= before]
+    return polling.dataset.expected(labels)
+
+
+def test_deployment_poll_orders_by_next_scheduled_start_time(api: ApiClient, polling: DeploymentPolling) -> None:
+    """All due runs of the deployment come back ascending by next_scheduled_start_time (as instants)."""
+    before = polling.dataset.t0 + dt.timedelta(hours=2)
+    runs = poll_deployment(api, polling, scheduled_before=describe_instant(before))
+    assert_sequence("POST /deployments/get_scheduled_flow_runs (every run due)", expected_due(polling, before), polling.dataset.entries(runs))
+
+
+@pytest.mark.parametrize(
+    "bound, offset",
+    [("at-a-run", dt.timedelta(0)), ("one-us-before-a-run", -US), ("one-us-after-a-run", US), ("at-a-fractional-run", dt.timedelta(milliseconds=500))],
+    ids=["at-a-run", "one-us-before-a-run", "one-us-after-a-run", "at-a-fractional-run"],
+)
+def test_deployment_poll_bound_is_inclusive(bound: str, offset: dt.timedelta, api: ApiClient, polling: DeploymentPolling) -> None:
+    """``scheduled_before`` is inclusive to the microsecond: a run exactly at the bound is returned, one 1 µs later is not."""
+    before = polling.dataset.t0 + offset
+    runs = poll_deployment(api, polling, scheduled_before=describe_instant(before))
+    assert_sequence(
+        f"POST /deployments/get_scheduled_flow_runs with scheduled_before {describe_instant(before)} ({bound})",
+        expected_due(polling, before),
+        polling.dataset.entries(runs),
+    )
+
+
+#: Each input format at the whole-second run and, where the format has a fraction, at the half-second run.
+BOUND_CASES = [
+    pytest.param(fmt, at, id=f"{at}-{fmt.id}")
+    for at in ("whole", "half")
+    for fmt in INPUT_FORMATS
+    if at == "whole" or fmt.fraction_digits
+]
+
+
+@pytest.mark.parametrize("fmt, at", BOUND_CASES)
+def test_deployment_poll_bound_in_any_format(fmt: InputFormat, at: str, api: ApiClient, polling: DeploymentPolling) -> None:
+    """The same bound written in any format real clients send selects the same runs: instants, not strings."""
+    instant = polling.dataset.t0 + dict(DEPLOYMENT_RUNS)[at]
+    sent = fmt.render(instant)
+    runs = poll_deployment(api, polling, scheduled_before=sent)
+    assert_sequence(
+        f"POST /deployments/get_scheduled_flow_runs with scheduled_before {sent!r} (= {describe_instant(instant)})",
+        expected_due(polling, instant),
+        polling.dataset.entries(runs),
+    )
+
+
+def test_deployment_poll_without_bound_returns_all_scheduled(api: ApiClient, polling: DeploymentPolling) -> None:
+    """Without ``scheduled_before`` every SCHEDULED run of the deployment is returned, in order."""
+    runs = poll_deployment(api, polling)
+    assert_sequence("POST /deployments/get_scheduled_flow_runs without scheduled_before", expected_due(polling, None), polling.dataset.entries(runs))
+
+
+def test_deployment_poll_only_returns_scheduled_runs_of_the_deployment(api: ApiClient, polling: DeploymentPolling) -> None:
+    """A run that left SCHEDULED, and a run of another deployment, are never returned."""
+    runs = poll_deployment(api, polling, scheduled_before=describe_instant(polling.dataset.t0 + dt.timedelta(hours=2)))
+    intruders = [
+        f"{label}@{describe_instant(instant)}" for label, instant in polling.dataset.entries(runs)
+        if label.startswith(("left-scheduled", "other-deployment", "foreign:"))
+    ]
+    assert not intruders, f"POST /deployments/get_scheduled_flow_runs returned runs it must not: {intruders}"
+
+
+def test_deployment_poll_limit(api: ApiClient, polling: DeploymentPolling) -> None:
+    """``limit`` keeps the earliest runs; a limit above 200 is rejected with 422."""
+    runs = poll_deployment(api, polling, limit=2)
+    assert_sequence("POST /deployments/get_scheduled_flow_runs with limit 2", expected_due(polling, None)[:2], polling.dataset.entries(runs))
+    answer = api.request("POST", "/deployments/get_scheduled_flow_runs", json_body={"deployment_ids": [polling.deployment["id"]], "limit": 201})
+    assert answer.status == 422, f"limit 201 should be rejected with 422 like Prefect does; got {answer.describe()}"
+
+
+def test_deployment_poll_marks_deployment_ready(api: ApiClient, polling: DeploymentPolling) -> None:
+    """Polling is how a Runner says it is alive: the deployment becomes READY and ``last_polled`` is set."""
+    poll_deployment(api, polling, limit=1)
+    path = f"/deployments/{polling.deployment['id']}"
+
+    def ready() -> dict[str, Any]:
+        deployment = api.get(path)
+        assert deployment.get("status") == "READY" and deployment.get("last_polled"), (
+            f"status {deployment.get('status')!r}, last_polled {deployment.get('last_polled')!r}"
+        )
+        return deployment
+
+    deployment = wait_until(ready, awaiting=f"GET {path} to show status READY and last_polled after a poll", timeout=15, interval=0.25)
+    parse_instant(deployment["last_polled"])
+
+
+# --- POST /work_pools/{name}/get_scheduled_flow_runs -----------------------------------------------------------
+
+#: (label, queue, offset from t0). The low-priority queue's runs are *earlier*, so priority must beat time.
+POOL_RUNS = [
+    ("urgent-1", "urgent", dt.timedelta(minutes=10)),
+    ("urgent-2", "urgent", dt.timedelta(minutes=20)),
+    ("routine-1", "routine", dt.timedelta(0)),
+    ("routine-2", "routine", dt.timedelta(minutes=5)),
+]
+QUEUE_PRIORITIES = {"urgent": 1, "routine": 50}
+
+
+@dataclass
+class PoolPolling:
+    dataset: Dataset
+    pool: dict[str, Any]
+    queues: dict[str, dict[str, Any]]
+    other_pool: dict[str, Any]
+    other_queue: dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def pool_polling(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> PoolPolling:
+    """A work pool with an urgent (priority 1) and a routine (priority 50) queue, each with a deployment and runs."""
+    pool = create_work_pool(api, module_created, module_names("pool"))
+    other_pool = create_work_pool(api, module_created, module_names("other-pool"))
+    other_queue = create_work_queue(api, other_pool["name"], module_names("other-queue"))
+    queues = {q: create_work_queue(api, pool["name"], module_names(q), priority=p) for q, p in QUEUE_PRIORITIES.items()}
+    flow = create_flow(api, module_created, module_names("pool-flow"))
+    deployments = {
+        q: create_deployment(api, flow["id"], module_names(f"{q}-deployment"), work_pool_name=pool["name"], work_queue_name=queue["name"])
+        for q, queue in queues.items()
+    }
+    data = Dataset(base_instant())
+    for label, queue, offset in reversed(POOL_RUNS):
+        run = create_run(api, deployments[queue]["id"], module_names(label), data.t0 + offset)
+        data.add(run, label, data.t0 + offset)
+    return PoolPolling(data, pool, queues, other_pool, other_queue)
+
+
+def poll_pool(api: ApiClient, pool_polling: PoolPolling, **body: Any):
+    return api.request("POST", f"/work_pools/{pool_polling.pool['name']}/get_scheduled_flow_runs", json_body=body)
+
+
+def pool_runs(answer, pool_polling: PoolPolling) -> list[dict[str, Any]]:
+    assert answer.status == 200, f"polling the work pool failed: {answer.describe()}"
+    items = answer.json()
+    assert isinstance(items, list), f"POST /work_pools/{{name}}/get_scheduled_flow_runs answered {answer.text[:200]}, not a list"
+    bare = [item for item in items if not isinstance(item, dict) or not isinstance(item.get("flow_run"), dict)]
+    assert not bare, (
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs items must be {{work_pool_id, work_queue_id, flow_run}}; "
+        f"got {str(bare[0])[:200]}"
+    )
+    return [item["flow_run"] for item in items]
+
+
+def expected_pool(pool_polling: PoolPolling, after: dt.datetime | None = None, before: dt.datetime | None = None, queues: tuple[str, ...] = ("urgent", "routine")) -> list[Entry]:
+    t0 = pool_polling.dataset.t0
+    chosen = [
+        label for queue in sorted(queues, key=QUEUE_PRIORITIES.get)
+        for label, q, offset in sorted(POOL_RUNS, key=lambda r: r[2])
+        if q == queue and (after is None or t0 + offset >= after) and (before is None or t0 + offset <= before)
+    ]
+    return pool_polling.dataset.expected(chosen)
+
+
+def test_work_pool_poll_response_shape(api: ApiClient, pool_polling: PoolPolling) -> None:
+    """Each item is ``{work_pool_id, work_queue_id, flow_run}`` naming the pool and the run's own queue."""
+    answer = poll_pool(api, pool_polling, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    assert answer.status == 200, f"polling the work pool failed: {answer.describe()}"
+    items = answer.json()
+    assert isinstance(items, list) and len(items) == len(POOL_RUNS), f"expected {len(POOL_RUNS)} items, got {answer.text[:300]}"
+    queue_ids = {q["id"] for q in pool_polling.queues.values()}
+    for item in items:
+        missing = {"work_pool_id", "work_queue_id", "flow_run"} - set(item)
+        assert not missing, f"an item lacks {sorted(missing)}: {str(item)[:300]}"
+        assert item["work_pool_id"] == pool_polling.pool["id"], f"item names work_pool_id {item['work_pool_id']}, the pool is {pool_polling.pool['id']}"
+        assert item["work_queue_id"] in queue_ids and item["work_queue_id"] == item["flow_run"].get("work_queue_id"), (
+            f"item names work_queue_id {item['work_queue_id']}, its run is in queue {item['flow_run'].get('work_queue_id')}"
+        )
+
+
+def test_work_pool_poll_orders_by_queue_priority_then_time(api: ApiClient, pool_polling: PoolPolling) -> None:
+    """Runs of the priority-1 queue come before earlier runs of the priority-50 queue; time orders each queue."""
+    answer = poll_pool(api, pool_polling, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs", expected_pool(pool_polling), pool_polling.dataset.entries(pool_runs(answer, pool_polling)))
+
+
+@pytest.mark.parametrize(
+    "case, after, before",
+    [
+        ("both-at-runs", dt.timedelta(minutes=5), dt.timedelta(minutes=10)),
+        ("one-us-inside", dt.timedelta(minutes=5) + US, dt.timedelta(minutes=10) - US),
+        ("space-form", dt.timedelta(minutes=5), dt.timedelta(minutes=10)),
+    ],
+    ids=["both-at-runs", "one-us-inside", "space-form"],
+)
+def test_work_pool_poll_bounds_are_inclusive(case: str, after: dt.timedelta, before: dt.timedelta, api: ApiClient, pool_polling: PoolPolling) -> None:
+    """``scheduled_after <= next_scheduled_start_time <= scheduled_before``, both inclusive to the microsecond."""
+    t0 = pool_polling.dataset.t0
+    render = (lambda i: str(i)) if case == "space-form" else describe_instant  # str(datetime) is what clients send
+    body = {"scheduled_after": render(t0 + after), "scheduled_before": render(t0 + before)}
+    answer = poll_pool(api, pool_polling, **body)
+    assert_sequence(
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs with {body}",
+        expected_pool(pool_polling, after=t0 + after, before=t0 + before),
+        pool_polling.dataset.entries(pool_runs(answer, pool_polling)),
+    )
+
+
+def test_work_pool_poll_filters_by_queue_names(api: ApiClient, pool_polling: PoolPolling) -> None:
+    """``work_queue_names`` restricts the answer to those queues; a queue of another pool is a 404."""
+    routine = pool_polling.queues["routine"]["name"]
+    answer = poll_pool(api, pool_polling, work_queue_names=[routine])
+    assert_sequence(
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs with work_queue_names [{routine!r}]",
+        expected_pool(pool_polling, queues=("routine",)),
+        pool_polling.dataset.entries(pool_runs(answer, pool_polling)),
+    )
+    foreign = poll_pool(api, pool_polling, work_queue_names=[pool_polling.other_queue["name"]])
+    assert foreign.status == 404, (
+        f"asking for a queue of another pool should be a 404 like in Prefect; got {foreign.describe()}"
+    )
+
+
+def test_work_pool_poll_limit(api: ApiClient, pool_polling: PoolPolling) -> None:
+    """``limit`` keeps the first runs in the endpoint's order (priority, then time)."""
+    answer = poll_pool(api, pool_polling, limit=3)
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with limit 3", expected_pool(pool_polling)[:3],
+                    pool_polling.dataset.entries(pool_runs(answer, pool_polling)))
+
+
+# --- ties and volume: paging the way a Runner does ------------------------------------------------------------
+
+SPACED_RUNS = 100  # one microsecond apart
+TIED_RUNS = 50  # all at one instant
+PAGE = 40
+
+
+def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> None:
+    """Hundreds of runs at microsecond spacing and at one identical instant, fetched ``limit`` at a time and
+    moved to PENDING after each page (as a Runner does): every page ascends, and every run arrives exactly once."""
+    flow = create_flow(api, module_created, module_names("volume-flow"))
+    deployment = create_deployment(api, flow["id"], module_names("volume-deployment"))
+    t0 = base_instant() + dt.timedelta(hours=3)
+    expected: dict[str, dt.datetime] = {}
+    for i in range(SPACED_RUNS):
+        instant = t0 + i * US
+        expected[create_run(api, deployment["id"], module_names(f"spaced-{i}"), instant)["id"]] = instant
+    tie = t0 + dt.timedelta(milliseconds=1)
+    for i in range(TIED_RUNS):
+        expected[create_run(api, deployment["id"], module_names(f"tied-{i}"), tie)["id"]] = tie
+    seen: list[tuple[str, dt.datetime]] = []
+    for page_number in range(len(expected) // PAGE + 3):
+        page = api.post("/deployments/get_scheduled_flow_runs",
+                        {"deployment_ids": [deployment["id"]], "scheduled_before": str(tie + dt.timedelta(seconds=1)), "limit": PAGE})
+        if not page:
+            break
+        assert len(page) <= PAGE, f"page {page_number} has {len(page)} runs, more than limit {PAGE}"
+        instants = [parse_instant(r["next_scheduled_start_time"]) for r in page]
+        back = is_non_decreasing(instants)
+        assert back is None, (
+            f"page {page_number} goes back in time at position {back}: {describe_instant(instants[back - 1])} then "
+            f"{describe_instant(instants[back])}"
+        )
+        assert not seen or instants[0] >= seen[-1][1], (
+            f"page {page_number} starts at {describe_instant(instants[0])}, before the previous page ended "
+            f"({describe_instant(seen[-1][1])})"
+        )
+        for run in page:
+            seen.append((run["id"], parse_instant(run["next_scheduled_start_time"])))
+            set_state(api, run["id"], "PENDING")
+    ids = [run_id for run_id, _ in seen]
+    duplicates = len(ids) - len(set(ids))
+    lost = set(expected) - set(ids)
+    assert not duplicates and not lost, (
+        f"paging {len(expected)} runs {PAGE} at a time returned {len(ids)} runs: {duplicates} duplicated, "
+        f"{len(lost)} never returned"
+    )
+    wrong = [(run_id, i) for run_id, i in seen if expected.get(run_id) != i]
+    assert not wrong, f"{len(wrong)} runs came back with another next_scheduled_start_time, e.g. {wrong[:2]}"

@@ -1,0 +1,205 @@
+"""The scheduling-query checks pass on the reference and fail on targets that get the query subtly wrong.
+
+The deviations are the mistakes alternative servers have actually made or could easily make: comparing or
+sorting timestamp strings, half-open bounds, a missing or never-updated ``next_scheduled_start_time``,
+ignored ``limit`` or queue names, queue priority ignored, ties collapsed.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from harness.proxy import Deviation
+from tests.conftest import SuiteRun
+from tests.deviations import (
+    DropRequestFields,
+    FirstValueOnly,
+    PollFiltersOnlyByTime,
+    RewriteJson,
+    RewritePoll,
+    RewriteRuns,
+    StringComparedBefore,
+    drop_ties,
+    exclusive_after,
+    exclusive_before,
+    string_sorted,
+    time_sorted_ignoring_priority,
+)
+
+
+def s(*names: str) -> set[str]:
+    return {f"scheduling/{n}" for n in names}
+
+
+def not_cleared(run: dict) -> dict:
+    if (run.get("state") or {}).get("type") != "SCHEDULED" and run.get("next_scheduled_start_time") is None:
+        return {**run, "next_scheduled_start_time": run.get("expected_start_time")}
+    return run
+
+
+@dataclass
+class Case:
+    id: str
+    deviation: Callable[[str], Deviation]  # given the reference's API URL
+    fails: set[str]
+    says: str
+    passes: set[str] = field(default_factory=set)
+    select: str = "scheduling"
+    args: tuple[str, ...] = ()
+
+
+CASES = [
+    Case(
+        "next-scheduled-start-time-missing",
+        lambda _: RewriteRuns(lambda run: {**run, "next_scheduled_start_time": None}),
+        s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
+        r"null for a SCHEDULED run|Late run has next_scheduled_start_time None",
+        select="next_scheduled_start_time",
+    ),
+    Case(
+        "next-scheduled-start-time-not-cleared",
+        lambda _: RewriteRuns(not_cleared),
+        s("next_scheduled_start_time_cleared_when_leaving_scheduled"),
+        r"a PENDING run still has next_scheduled_start_time",
+        passes=s("next_scheduled_start_time_set_on_create"),
+        select="next_scheduled_start_time",
+    ),
+    Case(
+        "next-scheduled-start-time-never-updated",
+        lambda _: FirstValueOnly("next_scheduled_start_time"),
+        s("next_scheduled_start_time_follows_reschedule"),
+        r"after rescheduling from .* next_scheduled_start_time is",
+        passes=s("next_scheduled_start_time_set_on_create"),
+        select="next_scheduled_start_time",
+    ),
+    Case(
+        "poll-sorted-as-strings",
+        lambda _: RewritePoll(string_sorted),
+        s("deployment_poll_orders_by_next_scheduled_start_time", "deployment_poll_without_bound_returns_all_scheduled"),
+        r"first difference at position 2 .*\n\s+expected .*whole@.*\n\s+actual .*half@",
+        passes=s("deployment_poll_bound_is_inclusive[one-us-before-a-run]"),
+        select="deployment_poll",
+    ),
+    Case(
+        "poll-sorted-descending",
+        lambda _: RewritePoll(lambda body, items: sorted(items, key=lambda r: r["next_scheduled_start_time"] or "", reverse=True)),
+        s("deployment_poll_orders_by_next_scheduled_start_time", "deployment_poll_limit"),
+        r"first difference at position 0",
+        select="deployment_poll",
+    ),
+    Case(
+        "poll-bound-exclusive",
+        lambda _: RewritePoll(exclusive_before),
+        s("deployment_poll_bound_is_inclusive[at-a-run]", "deployment_poll_bound_is_inclusive[at-a-fractional-run]"),
+        r"expected 3 runs, got 2|expected 4 runs, got 3",
+        # "one-us-before" is exactly at the just-before run, so only "one-us-after" (between runs) is unaffected.
+        passes=s("deployment_poll_bound_is_inclusive[one-us-after-a-run]"),
+        select="deployment_poll",
+    ),
+    Case(
+        "poll-bound-compared-as-strings",
+        lambda _: StringComparedBefore(),
+        s(
+            "deployment_poll_bound_in_any_format[whole-space-separator]",
+            "deployment_poll_bound_in_any_format[whole-positive-offset]",
+            "deployment_poll_bound_in_any_format[whole-utc-z-millis]",
+            "deployment_poll_bound_in_any_format[half-offset-crossing-midnight]",
+            "deployment_poll_bound_is_inclusive[at-a-fractional-run]",
+        ),
+        r"first difference at position",
+        # Only a bound written exactly like the stored strings, and not between two of them, comes out right.
+        passes=s("deployment_poll_bound_is_inclusive[one-us-before-a-run]"),
+        select="deployment_poll",
+    ),
+    Case(
+        "poll-filters-only-by-time",
+        PollFiltersOnlyByTime,
+        s("deployment_poll_only_returns_scheduled_runs_of_the_deployment"),
+        r"returned runs it must not: \[.*left-scheduled\(PENDING\)@.*other-deployment-run@",
+        select="deployment_poll",
+    ),
+    Case(
+        "limit-ignored",
+        lambda _: DropRequestFields("limit"),
+        s("deployment_poll_limit", "work_pool_poll_limit", "many_runs_paged_like_a_runner_lose_nothing"),
+        r"with limit 2: first difference at position 2|with limit 3: first difference|more than limit 40",
+        select="limit or many_runs",
+    ),
+    Case(
+        "deployment-never-marked-ready",
+        lambda _: RewriteJson("GET", r"/deployments/[0-9a-f-]{36}$", lambda d: {**d, "status": "NOT_READY"}),
+        s("deployment_poll_marks_deployment_ready"),
+        r"waiting for GET /deployments/\S+ to show status READY .* status 'NOT_READY'",
+        select="marks_deployment_ready",
+        args=("--timeout-scale", "0.2"),
+    ),
+    Case(
+        "work-pool-poll-ignores-queue-priority",
+        lambda _: RewritePoll(time_sorted_ignoring_priority, pools=True, deployments=False),
+        s("work_pool_poll_orders_by_queue_priority_then_time", "work_pool_poll_limit"),
+        r"expected \[urgent-1@.*\n\s+actual\s+\[routine-1@",
+        passes=s("work_pool_poll_response_shape", "work_pool_poll_filters_by_queue_names"),
+        select="work_pool_poll",
+    ),
+    Case(
+        "work-pool-poll-after-exclusive",
+        lambda _: RewritePoll(exclusive_after, pools=True, deployments=False),
+        s("work_pool_poll_bounds_are_inclusive[both-at-runs]", "work_pool_poll_bounds_are_inclusive[space-form]"),
+        r"expected 2 runs, got 1",
+        passes=s("work_pool_poll_bounds_are_inclusive[one-us-inside]"),
+        select="work_pool_poll",
+    ),
+    Case(
+        "work-pool-poll-before-exclusive",
+        lambda _: RewritePoll(exclusive_before, pools=True, deployments=False),
+        s("work_pool_poll_bounds_are_inclusive[both-at-runs]"),
+        r"expected 2 runs, got 1",
+        passes=s("work_pool_poll_bounds_are_inclusive[one-us-inside]"),
+        select="work_pool_poll",
+    ),
+    Case(
+        "work-pool-poll-ignores-queue-names",
+        lambda _: DropRequestFields("work_queue_names"),
+        s("work_pool_poll_filters_by_queue_names"),
+        r"with work_queue_names .*first difference at position 0",
+        select="work_pool_poll",
+    ),
+    Case(
+        "work-pool-poll-returns-bare-runs",
+        lambda _: RewritePoll(lambda body, items: [i["flow_run"] for i in items], pools=True, deployments=False),
+        s("work_pool_poll_response_shape"),
+        r"an item lacks \['flow_run'",
+        select="work_pool_poll",
+    ),
+    Case(
+        "tied-runs-collapsed",
+        lambda _: RewritePoll(drop_ties),
+        s("many_runs_paged_like_a_runner_lose_nothing"),
+        r"returned \d+ runs: 0 duplicated, \d+ never returned",
+        passes=s("deployment_poll_orders_by_next_scheduled_start_time"),
+        select="many_runs or deployment_poll_orders",
+    ),
+]
+
+
+def test_reference_passes_every_scheduling_check(reference, suite) -> None:
+    run: SuiteRun = suite("--target", reference.api_url, "-m", "scheduling")
+    assert run.code == 0, run.explain()
+    assert len(run.passed()) == 42 and not run.failed(), run.explain()
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_deviation_fails_the_checks_it_should(case: Case, reference, deviating, suite) -> None:
+    proxy = deviating(case.deviation(reference.api_url))
+    run: SuiteRun = suite("--target", proxy.api_url, "-m", "scheduling", "-k", case.select, *case.args)
+    assert run.code == 1, f"{case.id}: expected exit 1\n{run.explain()}"
+    missing = case.fails - run.failed()
+    assert not missing, f"{case.id}: these checks did not fail: {sorted(missing)}\n{run.explain()}"
+    wrongly = case.passes - run.passed()
+    assert not wrongly, f"{case.id}: these unaffected checks did not pass: {sorted(wrongly)}\n{run.explain()}"
+    for check in case.fails:
+        assert re.search(case.says, run.message(check), re.S), f"{check}: message does not match {case.says!r}:\n{run.message(check)}"
