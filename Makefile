@@ -1,7 +1,9 @@
 # prefect-conformance: every target creates/updates .venv from pyproject.toml on first use.
 #   make conformance                         suite against the bundled reference server (real Prefect)
 #   make conformance TARGET=http://h:4200/api suite against any Prefect-compatible server
+#   make conformance TARGET=url EXPECTATIONS=expectations/my-server.toml [UPDATE_EXPECTATIONS=1]
 #   make test                                the project's own tests (what .ci/run calls)
+#   make bench | make flake-check N=20       timings of the suite; pass rate per check over N runs
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -12,10 +14,10 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv conformance test clean help
+.PHONY: venv browser conformance test bench flake-check clean help
 
 help:
-	@sed -n '2,5p' Makefile
+	@sed -n '2,7p' Makefile
 
 venv: $(STAMP)
 
@@ -25,11 +27,33 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	@touch $@
 
-conformance: $(STAMP)
-	$(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) $(ARGS)
+EXPECTATIONS ?=
+UPDATE_EXPECTATIONS ?=
 
-test: $(STAMP)
+conformance: $(STAMP)
+	$(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) \
+	  $(if $(EXPECTATIONS),--expectations $(EXPECTATIONS)) $(if $(UPDATE_EXPECTATIONS),--update-expectations) $(ARGS)
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest tests $(ARGS)
+
+# The HTML report is checked in a real headless browser; installed from Debian's packages where we may.
+browser:
+	@if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "Installing Debian's chromium and poppler-utils for the HTML report test"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
+	  else echo "chromium or pdftotext missing and not root: the HTML report test will be skipped"; fi; \
+	fi
+
+# A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
+bench: $(STAMP)
+	$(BIN)/python -m harness.bench --report-dir $(REPORT_DIR)
+
+# The full suite N times in a row; pass rate per check (writes reports/flake/flake.md).
+N ?= 20
+flake-check: $(STAMP)
+	$(BIN)/python -m harness.flake -N $(N) --report-dir $(REPORT_DIR)
 
 clean:
 	rm -rf $(VENV) .cache

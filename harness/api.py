@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from harness.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer, Unsupported, means_not_implemented
 
 #: Answers worth retrying: the server said "not now", not "no".
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -68,7 +68,7 @@ class ApiClient:
         api_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 5,
+        retries: int = 8,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
@@ -85,7 +85,11 @@ class ApiClient:
         self.close()
 
     def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Answer:
-        """Send one request, retrying transient failures with a short bounded back-off; never raises on status."""
+        """Send one request, retrying transient failures with a bounded back-off; never raises on status.
+
+        The back-off doubles from 0.1 s to at most 2 s: with 8 retries a request gives up after about 9 s, long
+        enough for a SQLite-backed server to get through lock contention under two concurrent runs.
+        """
         url = self.api_url + path
         delay = 0.1
         for attempt in range(self.retries + 1):
@@ -106,13 +110,19 @@ class ApiClient:
                         request_json=json_body,
                     )
             time.sleep(delay)  # back-off between retries of a transient answer, not synchronisation
-            delay = min(delay * 2, 1.0)
+            delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")  # pragma: no cover
 
     def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
         """Send a request that must succeed as it does on Prefect, and return the parsed JSON body."""
         answer = self.request(method, path, json_body=json_body)
         allowed = (expect,) if isinstance(expect, int) else expect
+        if answer.status not in allowed and means_not_implemented(answer.status, answer.text):
+            raise Unsupported(
+                f"the target does not implement {method} {path}: it answered {answer.status} {excerpt(answer.text, 120)}. "
+                "Hint: this check needs that endpoint; list the check as unsupported in an expectations file "
+                "until it exists"
+            )
         if answer.status not in allowed:
             raise UnexpectedAnswer(
                 f"expected {'/'.join(map(str, allowed))} from {answer.describe()}"

@@ -1,4 +1,4 @@
-"""Per-check results of a run, and the reports written from them.
+"""Per-check results of a run: what happened (the *outcome*) and what it means for the gate (the *status*).
 
 A *check* is one pytest test item in ``scenarios/``. Its id is stable across releases of the suite, so
 expectation files and baselines survive upgrades:
@@ -6,27 +6,31 @@ expectation files and baselines survive upgrades:
     <feature>/<test function without "test_">[<parameter id>]
 
 where ``feature`` is the scenario module's name without ``test_`` (``scenarios/test_timestamps.py`` ->
-``timestamps``). A check that is renamed keeps its old id.
+``timestamps``). A check that is renamed keeps its old id (the scenario pins it with ``check_id``).
+
+Outcomes (from the run alone): passed, failed, unsupported, skipped, error.
+Statuses (after the expectations file): the same, plus expected-failure (listed, and not passing) and
+unexpected-pass (listed, but passing). The gate fails on failed, unsupported and error.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import re
-import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable
 
 import pytest
 
-from harness.proxy import Exchange, condense
-
+#: Version of the results.json layout; bumped on any incompatible change (see docs/results-schema.md).
 RESULTS_SCHEMA_VERSION = 1
 
-#: Outcomes of one check. ``error`` means the harness could not reach a verdict.
-STATUSES = ("passed", "failed", "error", "skipped")
+OUTCOMES = ("passed", "failed", "unsupported", "skipped", "error")
+STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "error")
+#: Statuses that fail the gate (exit 1, or 2 for error).
+GATE_FAILING = frozenset({"failed", "unsupported", "error"})
+NOT_PASSING = frozenset({"failed", "unsupported"})
 
 
 @dataclass
@@ -34,10 +38,15 @@ class CheckResult:
     id: str
     feature: str
     scenario: str
-    status: str
+    outcome: str
+    status: str = ""
     message: str = ""
     duration: float = 0.0
     nodeid: str = ""
+    expectation: str = ""  # the reason given in the expectations file, when the check is listed
+
+    def __post_init__(self) -> None:
+        self.status = self.status or self.outcome
 
 
 @dataclass
@@ -51,6 +60,7 @@ class RunInfo:
     started: str
     finished: str = ""
     duration: float = 0.0
+    expectations_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -75,12 +85,12 @@ class ResultCollector:
             scenario = report.nodeid.split("::")[-1]
             result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid)
         result.duration += report.duration
-        harness_error = dict(report.user_properties).get("harness_error")
-        if report.skipped and result.status == "passed":
-            result.status = "skipped"
+        if report.skipped and result.outcome == "passed":
+            result.outcome = result.status = "skipped"
             result.message = _skip_reason(report)
-        elif report.failed:
-            result.status = "error" if (report.when != "call" or harness_error) else "failed"
+        elif report.failed and result.outcome in ("passed", "skipped"):
+            # The conftest hook classified the exception; a failure without a class is a harness error.
+            result.outcome = result.status = dict(report.user_properties).get("outcome", "error")
             result.message = _failure_message(report)
 
     def ordered(self) -> list[CheckResult]:
@@ -96,7 +106,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
-    message = re.sub(r"^(harness\.errors\.)?(UnexpectedAnswer|WaitTimeout|AssertionError): ", "", message)
+    message = re.sub(r"^(harness\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|AssertionError): ", "", message)
     # pytest appends its assertion introspection after the first line of a message; keep what we wrote.
     return message.split("\nassert ")[0].strip()
 
@@ -118,91 +128,22 @@ def write_results_json(path: Path, run: RunInfo, results: list[CheckResult]) -> 
     path.write_text(json.dumps(document, indent=2) + "\n")
 
 
-def load_transcript(path: Path) -> list[Exchange]:
-    return [Exchange(**json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+@dataclass
+class StoredRun:
+    """A results.json read back (for --compare, --rerun-failed and the previous-run section of reports)."""
+
+    path: Path
+    run: dict[str, Any]
+    checks: dict[str, CheckResult]
 
 
-def transcript_sections(artifacts_dir: Path | None) -> list[str]:
-    """Markdown for every actor transcript under ``artifacts_dir``: requests per endpoint, collapsed."""
-    if artifacts_dir is None or not artifacts_dir.exists():
-        return []
-    lines: list[str] = []
-    for path in sorted(artifacts_dir.glob("*/*.transcript.jsonl")):
-        exchanges = load_transcript(path)
-        feature, actor = path.parent.name, path.name.removesuffix(".transcript.jsonl")
-        lines += [
-            f"<details><summary><code>{feature}</code>: {actor}, {len(exchanges)} requests "
-            f"(<code>{path.relative_to(artifacts_dir.parent)}</code>)</summary>",
-            "",
-            "| request | answers | count |",
-            "|---|---|---|",
-        ]
-        lines += [f"| `{endpoint}` | {statuses} | {count} |" for endpoint, statuses, count in condense(exchanges)]
-        lines += ["", "</details>", ""]
-    return lines
+def read_results_json(path: Path) -> StoredRun:
+    from harness.errors import HarnessError
 
-
-def render_markdown(run: RunInfo, results: list[CheckResult], artifacts_dir: Path | None = None) -> str:
-    counts = summarize(results)
-    verdict = "PASS" if counts["failed"] == 0 and counts["error"] == 0 else "FAIL"
-    lines = [
-        f"# Prefect conformance: {verdict}",
-        "",
-        f"- Target: `{run.target_url}` ({run.target_kind}), version `{run.target_version}`",
-        f"- Suite {run.suite_version}, clients from Prefect {run.client_version}, run prefix `{run.run_prefix}`",
-        f"- Started {run.started}, took {run.duration:.1f} s",
-        "",
-        "| " + " | ".join(STATUSES) + " |",
-        "|" + "---|" * len(STATUSES),
-        "| " + " | ".join(str(counts[s]) for s in STATUSES) + " |",
-        "",
-        "## By feature",
-        "",
-        "| feature | passed | failed | error | skipped |",
-        "|---|---|---|---|---|",
-    ]
-    by_feature: dict[str, list[CheckResult]] = {}
-    for result in results:
-        by_feature.setdefault(result.feature, []).append(result)
-    for feature, items in sorted(by_feature.items()):
-        c = summarize(items)
-        lines.append(f"| {feature} | {c['passed']} | {c['failed']} | {c['error']} | {c['skipped']} |")
-    problems = [r for r in results if r.status in ("failed", "error")]
-    if problems:
-        lines += ["", "## Failures", ""]
-        for result in problems:
-            lines += [f"### `{result.id}` ({result.status})", "", "```", result.message.strip(), "```", ""]
-    transcripts = transcript_sections(artifacts_dir)
-    if transcripts:
-        lines += ["", "## What the real clients sent", "", "Recorded by the proxy in front of each actor.", ""] + transcripts
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def prepare_report_dir(root: Path, keep: int = 20) -> Path:
-    """Move the previous ``latest`` run into a dated folder and return an empty ``latest``.
-
-    At most ``keep`` dated folders are kept; the oldest go first.
-    """
-    root.mkdir(parents=True, exist_ok=True)
-    latest = root / "latest"
-    if latest.exists():
-        stamp = _run_stamp(latest)
-        destination = root / stamp
-        suffix = 1
-        while destination.exists():
-            destination = root / f"{stamp}-{suffix}"
-            suffix += 1
-        latest.rename(destination)
-    dated = sorted(p for p in root.iterdir() if p.is_dir() and re.match(r"^\d{8}-\d{6}", p.name))
-    for old in dated[:-keep] if keep else dated:
-        shutil.rmtree(old, ignore_errors=True)
-    latest.mkdir()
-    return latest
-
-
-def _run_stamp(folder: Path) -> str:
     try:
-        started = json.loads((folder / "results.json").read_text())["run"]["started"]
-        return dt.datetime.fromisoformat(started).strftime("%Y%m%d-%H%M%S")
-    except (OSError, ValueError, KeyError, TypeError):
-        return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        document = json.loads(path.read_text())
+        known = {f.name for f in fields(CheckResult)}
+        checks = {c["id"]: CheckResult(**{k: v for k, v in c.items() if k in known}) for c in document["checks"]}
+        return StoredRun(path, document.get("run", {}), checks)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise HarnessError(f"Cannot read results file {path}: {exc}. Hint: pass a results.json written by this suite.") from None

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from harness.actors import Actor
+from harness.errors import Unsupported, means_not_implemented
 from harness.proxy import condense
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
@@ -28,6 +29,12 @@ def assert_polled(actor: Actor, path_suffix: str, *, must_mention: str = "") -> 
         f"the {actor.name} never sent POST {path_suffix}. Its transcript:\n{transcript_digest(actor)}"
     )
     ok = [e for e in polls if 200 <= e.status < 300]
+    if not ok and all(means_not_implemented(e.status, e.response_summary) for e in polls):
+        raise Unsupported(
+            f"the target does not implement POST {path_suffix}: the {actor.name} polled it {len(polls)} times and got "
+            f"{polls[-1].status} {polls[-1].response_summary}. Hint: implement this endpoint; it is how the "
+            f"{actor.name} finds its runs"
+        )
     assert ok, (
         f"the {actor.name} polled POST {path_suffix} {len(polls)} times and the target never answered 2xx: "
         f"last answer {polls[-1].status} {polls[-1].response_summary}. Hint: implement this endpoint; it is how the "
@@ -50,8 +57,10 @@ def assert_never_used(actor: Actor, path_prefix: str, why: str) -> None:
     )
 
 
-def assert_final_state(final: dict[str, Any] | None, error: str, expected: str) -> None:
-    assert final is not None, error
+def assert_final_state(final: dict[str, Any] | None, failure: AssertionError | None, expected: str) -> None:
+    """The run reached ``expected``; if the scenario's wait failed, re-raise that failure (keeping its kind)."""
+    if final is None:
+        raise failure or AssertionError("the run never reached a final state")
     state = final.get("state") or {}
     assert state.get("type") == expected, (
         f"the run ended {state.get('type')}/{state.get('name')} instead of {expected}: {state.get('message')!r}"

@@ -35,7 +35,13 @@ class ScheduleOutcome:
     deployment_id: str
     created_at: dt.datetime
     runs: list[dict[str, Any]] = field(default_factory=list)
-    error: str = ""
+    failure: AssertionError | None = None
+
+    def require_runs(self) -> list[dict[str, Any]]:
+        """The runs, or the failure that prevented observing them (re-raised with its kind)."""
+        if self.failure is not None:
+            raise self.failure
+        return self.runs
 
 
 def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, cron: str) -> str:
@@ -43,9 +49,17 @@ def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, c
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate
     from prefect.client.schemas.schedules import CronSchedule
-    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
 
-    with temporary_settings(updates={PREFECT_API_URL: api_url}):
+    from harness.credentials import client_environment
+
+    credentials = client_environment()
+    updates = {
+        PREFECT_API_URL: api_url,
+        PREFECT_API_KEY: credentials.get("PREFECT_API_KEY"),
+        PREFECT_API_AUTH_STRING: credentials.get("PREFECT_API_AUTH_STRING"),
+    }
+    with temporary_settings(updates=updates):
         with get_client(sync_client=True) as client:
             flow_id = client.create_flow_from_name(flow_name)
             deployment_id = client.create_deployment(
@@ -86,7 +100,7 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
         )
         outcome.runs = wait_until_stable(api, deployment_id)
     except AssertionError as exc:
-        outcome.error = str(exc)
+        outcome.failure = exc
     return outcome
 
 
@@ -108,14 +122,12 @@ def wait_until_stable(api: ApiClient, deployment_id: str) -> list[dict[str, Any]
 
 def test_scheduler_creates_runs(scheduled: ScheduleOutcome) -> None:
     """The target's scheduler creates SCHEDULED runs for an active cron schedule (at least Prefect's minimum of 3)."""
-    assert not scheduled.error, scheduled.error
-    assert len(scheduled.runs) >= 3, f"the scheduler created only {len(scheduled.runs)} runs; Prefect creates at least 3"
+    assert len(scheduled.require_runs()) >= 3, f"the scheduler created only {len(scheduled.runs)} runs; Prefect creates at least 3"
 
 
 def test_runs_fall_on_cron_boundaries(scheduled: ScheduleOutcome) -> None:
     """Runs of ``* * * * *`` start on whole minutes, one minute apart, from the first minute after creation."""
-    assert not scheduled.error, scheduled.error
-    times = [parse_instant(r["expected_start_time"]) for r in scheduled.runs]
+    times = [parse_instant(r["expected_start_time"]) for r in scheduled.require_runs()]
     off_boundary = [describe_instant(t) for t in times if t.second or t.microsecond]
     assert not off_boundary, f"runs of cron {CRON!r} not on a minute boundary: {off_boundary[:5]}"
     gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
@@ -129,8 +141,7 @@ def test_runs_fall_on_cron_boundaries(scheduled: ScheduleOutcome) -> None:
 
 def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
     """Each run's expected_start_time, next_scheduled_start_time and state_details.scheduled_time are one instant."""
-    assert not scheduled.error, scheduled.error
-    for run in scheduled.runs:
+    for run in scheduled.require_runs():
         values = {
             "expected_start_time": run.get("expected_start_time"),
             "next_scheduled_start_time": run.get("next_scheduled_start_time"),
@@ -144,9 +155,8 @@ def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
 
 def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
     """Each cron occurrence is scheduled once, however many times the scheduler loops."""
-    assert not scheduled.error, scheduled.error
     by_time: dict[dt.datetime, list[str]] = {}
-    for run in scheduled.runs:
+    for run in scheduled.require_runs():
         by_time.setdefault(parse_instant(run["expected_start_time"]), []).append(run["name"])
     duplicated = {describe_instant(t): names for t, names in by_time.items() if len(names) > 1}
     assert not duplicated, f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"

@@ -41,7 +41,7 @@ class ServeOutcome:
     deployment: dict[str, Any]
     run: dict[str, Any]
     final: dict[str, Any] | None
-    error: str = ""
+    failure: AssertionError | None = None
 
 
 @pytest.fixture(scope="module")
@@ -55,11 +55,11 @@ def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
     try:
         final = wait_for_final_state(api, run["id"], actor=runner, timeout=RUN_TIMEOUT, poll_path=POLL_PATH,
                                      hint=f"the Runner only runs what POST {POLL_PATH} returns")
-        error = ""
+        failure = None
     except AssertionError as exc:
-        final, error = None, str(exc)
+        final, failure = None, exc
     runner.stop()  # the transcript is complete once the Runner is gone
-    return ServeOutcome(runner, deployment, run, final, error)
+    return ServeOutcome(runner, deployment, run, final, failure)
 
 
 def test_served_deployment_has_no_work_pool(served: ServeOutcome) -> None:
@@ -82,13 +82,13 @@ def test_runner_never_polls_a_work_pool(served: ServeOutcome) -> None:
 
 def test_served_run_completes(served: ServeOutcome) -> None:
     """A run scheduled for now reaches COMPLETED, executed by the Runner."""
-    assert_final_state(served.final, served.error, "COMPLETED")
+    assert_final_state(served.final, served.failure, "COMPLETED")
     assert_reported_states(served.runner, served.run["id"], ("RUNNING", "COMPLETED"))
 
 
 def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:
     """The run has no work pool, no work queue and no worker labels."""
-    assert_final_state(served.final, served.error, "COMPLETED")
+    assert_final_state(served.final, served.failure, "COMPLETED")
     assert_not_worker_run(served.final)
 
 
@@ -103,7 +103,7 @@ class ScheduledServeOutcome:
     deployment: dict[str, Any]
     schedules: Any
     completed: dict[str, Any] | None
-    error: str = ""
+    failure: AssertionError | None = None
 
 
 def completed_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
@@ -128,11 +128,11 @@ def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_name
             interval=0.5,
             hint=f"the server's scheduler must create the runs, and the Runner must find them through POST {POLL_PATH}",
         )
-        completed, error = runs[0], ""
+        completed, failure = runs[0], None
     except AssertionError as exc:
-        completed, error = None, str(exc)
+        completed, failure = None, exc
     runner.stop()
-    return ScheduledServeOutcome(runner, deployment, schedules, completed, error)
+    return ScheduledServeOutcome(runner, deployment, schedules, completed, failure)
 
 
 def test_served_deployment_has_its_schedule(served_on_schedule: ScheduledServeOutcome) -> None:
@@ -154,7 +154,8 @@ def test_runner_executes_server_scheduled_runs(served_on_schedule: ScheduledServ
     run's RUNNING and COMPLETED states.
     """
     outcome = served_on_schedule
-    assert outcome.completed is not None, outcome.error
+    if outcome.completed is None:
+        raise outcome.failure or AssertionError("no run completed")
     run = outcome.completed
     assert run.get("auto_scheduled") is True, (
         f"the completed run {run['name']!r} is not marked auto_scheduled (got {run.get('auto_scheduled')!r}); "

@@ -42,7 +42,7 @@ class WorkerOutcome:
     run: dict[str, Any]
     final: dict[str, Any] | None
     registered: Any
-    error: str = ""
+    failure: AssertionError | None = None
 
 
 @pytest.fixture(scope="module")
@@ -67,12 +67,13 @@ def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
             api, run["id"], actor=worker, timeout=RUN_TIMEOUT, poll_path=f"/work_pools/{pool_name}/get_scheduled_flow_runs",
             hint=f"the worker only runs what POST /work_pools/{pool_name}/get_scheduled_flow_runs returns",
         )
-        error = ""
+        failure = None
     except AssertionError as exc:
-        final, error = None, str(exc)
+        exc.args = (f"{exc}\nWorker transcript:\n{transcript_digest(worker)}",)
+        final, failure = None, exc
     registered = api.request("POST", f"/work_pools/{pool_name}/workers/filter", json_body={})
     worker.stop()
-    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, error)
+    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, failure)
 
 
 def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
@@ -107,13 +108,13 @@ def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
 
 def test_worker_run_completes(worked: WorkerOutcome) -> None:
     """A run scheduled for now reaches COMPLETED; the worker and its flow-run process reported its states."""
-    assert_final_state(worked.final, worked.error + "\nWorker transcript:\n" + transcript_digest(worked.worker), "COMPLETED")
+    assert_final_state(worked.final, worked.failure, "COMPLETED")
     assert_reported_states(worked.worker, worked.run["id"], ("PENDING", "RUNNING", "COMPLETED"))
 
 
 def test_worker_runs_flow_in_a_new_process(worked: WorkerOutcome) -> None:
     """A process pool runs each flow run in a new process: the run records an ``infrastructure_pid`` that is not the worker's."""
-    assert_final_state(worked.final, worked.error, "COMPLETED")
+    assert_final_state(worked.final, worked.failure, "COMPLETED")
     pid = worked.final.get("infrastructure_pid")
     assert pid, "the completed run has no infrastructure_pid: the server dropped what the worker reported"
     assert str(pid).rsplit(":", 1)[-1] != str(worked.worker.process.pid), f"the run ran inside the worker process ({pid})"
@@ -121,7 +122,7 @@ def test_worker_runs_flow_in_a_new_process(worked: WorkerOutcome) -> None:
 
 def test_worker_run_carries_pool_and_worker_labels(worked: WorkerOutcome) -> None:
     """The run names its pool and queue, and carries the worker's labels."""
-    assert_final_state(worked.final, worked.error, "COMPLETED")
+    assert_final_state(worked.final, worked.failure, "COMPLETED")
     run, labels = worked.final, worked.final.get("labels") or {}
     expected = {
         "work_pool_name": worked.pool_name,

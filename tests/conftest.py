@@ -32,7 +32,11 @@ class SuiteRun:
         return self.checks[check_id]["status"]
 
     def failed(self) -> set[str]:
-        return {cid for cid, c in self.checks.items() if c["status"] == "failed"}
+        """Checks that fail the gate as conformance problems: failed or unsupported."""
+        return {cid for cid, c in self.checks.items() if c["status"] in ("failed", "unsupported")}
+
+    def with_status(self, status: str) -> set[str]:
+        return {cid for cid, c in self.checks.items() if c["status"] == status}
 
     def passed(self) -> set[str]:
         return {cid for cid, c in self.checks.items() if c["status"] == "passed"}

@@ -15,6 +15,7 @@ from typing import Callable
 
 import pytest
 
+from harness.errors import Unsupported
 from harness.proxy import Deviation, Exchange
 from harness.reference import LocalReference
 from harness.timestamps import describe_instant, parse_instant
@@ -216,7 +217,9 @@ def test_never_used_fails_on_a_transcript_that_used_the_other_path() -> None:
 def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_deployment() -> None:
     with pytest.raises(AssertionError, match="never sent POST /deployments/get_scheduled_flow_runs"):
         assert_polled(fake_actor("runner", ("GET", "/health", 200)), "/deployments/get_scheduled_flow_runs")
-    with pytest.raises(AssertionError, match="never answered 2xx: last answer 405"):
+    with pytest.raises(AssertionError, match="never answered 2xx: last answer 500"):
+        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 500)), "/deployments/get_scheduled_flow_runs")
+    with pytest.raises(Unsupported, match="the target does not implement POST /deployments/get_scheduled_flow_runs"):
         assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 405)), "/deployments/get_scheduled_flow_runs")
     with pytest.raises(AssertionError, match="never named d-2"):
         assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),

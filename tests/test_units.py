@@ -16,7 +16,8 @@ from harness.cli import exit_code
 from harness.errors import WaitTimeout
 from harness.naming import PREFIX_PATTERN, new_run_prefix, unique_name
 from harness.processes import spawn
-from harness.results import check_id, prepare_report_dir
+from harness.reports import prepare_report_dir
+from harness.results import check_id
 from harness.timestamps import INPUT_FORMATS, UTC, check_timestamp, iter_timestamps, parse_instant
 from harness.waiting import wait_until
 
@@ -152,3 +153,13 @@ def test_stopping_a_process_kills_its_whole_group(tmp_path: Path) -> None:
     proc.stop(sigint_wait=1, sigterm_wait=1)
     gone = subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip()
     assert gone in ("", "Z"), f"grandchild {grandchild} survived with state {gone!r}"
+
+
+def test_expectation_patterns_treat_only_star_as_special() -> None:
+    from harness.expectations import matches
+
+    assert matches("timestamps/output_format[flow]", "timestamps/output_format[*]")
+    assert matches("worker/worker_run_completes", "worker/*")
+    assert matches("timestamps/input_format[naive]", "timestamps/input_format[naive]")
+    assert not matches("timestamps/input_format[naive]", "timestamps/input_format[n]")
+    assert not matches("timestamps/output_format[flow]", "timestamps/output_format")
