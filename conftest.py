@@ -11,10 +11,13 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Iterator
 
+import httpx
 import pytest
 
 from harness.actors import Actor
 from harness.api import ApiClient
+from harness.credentials import api_headers
+from harness.errors import TargetUnavailable, Unsupported
 from harness.naming import new_run_prefix, unique_name
 from harness.objects import Created
 from harness.target import Target, preflight
@@ -43,13 +46,48 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{feature}: {description}")
 
 
+#: Set (per process) once the target stopped answering: every later check ends at once as an error.
+_target_down: list[str] = []
+
+
+def target_health(api_url: str) -> str | None:
+    """None if ``GET /health`` answers true within 3 s; otherwise what it answered instead."""
+    try:
+        with httpx.Client(timeout=3.0, headers=api_headers()) as http:
+            response = http.get(api_url.rstrip("/") + "/health")
+    except httpx.HTTPError as exc:
+        return f"GET /health failed: {type(exc).__name__}: {exc}"
+    if response.status_code == 200 and response.text.strip() == "true":
+        return None
+    return f"GET /health answered {response.status_code} {response.text[:120]!r}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if _target_down and "scenarios" in item.path.parts:
+        raise TargetUnavailable(f"not run: the target stopped answering earlier in this run ({_target_down[0]})")
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Mark exceptions that are not conformance verdicts (harness bugs, a dead target) as errors."""
+    """Classify what went wrong, for the results: a missing endpoint is ``unsupported``; an AssertionError in
+    setup or call is the target's failure; anything else (a harness bug, a teardown problem) is an ``error``."""
     outcome = yield
     report = outcome.get_result()
-    if call.excinfo is not None and call.when == "call" and not call.excinfo.errisinstance((AssertionError, pytest.skip.Exception)):
-        report.user_properties.append(("harness_error", call.excinfo.typename))
+    excinfo = call.excinfo
+    if excinfo is None or excinfo.errisinstance(pytest.skip.Exception):
+        return
+    target = item.config.getoption("--target")
+    if target and not _target_down and call.when in ("setup", "call") and not excinfo.errisinstance(TargetUnavailable):
+        problem = target_health(target)
+        if problem:  # the check failed because the target went away: say so, and stop asking it
+            _target_down.append(problem)
+            report.user_properties.append(("target_down", problem))
+    if excinfo.errisinstance(Unsupported):
+        report.user_properties.append(("outcome", "unsupported"))
+    elif call.when == "teardown" or not excinfo.errisinstance(AssertionError):
+        report.user_properties.append(("outcome", "error"))
+    else:
+        report.user_properties.append(("outcome", "failed"))
 
 
 @pytest.fixture(scope="session")
@@ -80,7 +118,7 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
 
 @pytest.fixture(scope="session")
 def api(target: Target) -> Iterator[ApiClient]:
-    with ApiClient(target.api_url) as client:
+    with ApiClient(target.api_url, headers=api_headers()) as client:
         yield client
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from harness.credentials import client_environment
 from harness.processes import ManagedProcess, spawn
 from harness.proxy import ReverseProxy
 from harness.reference import clean_environment, prefect_executable
@@ -94,9 +95,12 @@ class Actor:
         self.stop()
 
 
-def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+def actor_environment(api_url: str, home: Path) -> dict[str, str]:
+    """A clean environment for a real client: fast settings, its own PREFECT_HOME, the target, credentials."""
     home.mkdir(parents=True, exist_ok=True)
-    return clean_environment({**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **(extra or {})})
+    return clean_environment(
+        {**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **client_environment()}
+    )
 
 
 def start_runner(
@@ -107,11 +111,10 @@ def start_runner(
     deployment_name: str,
     serve_kwargs: Mapping[str, Any] | None = None,
     name: str = "runner",
-    credentials: Mapping[str, str] | None = None,
 ) -> Actor:
     """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder."""
     flow_file = write_flow_file(workdir / "flow", flow_name, deployment_name)
-    recorder = ReverseProxy(target_api_url, actor=name, headers=dict(credentials or {}))
+    recorder = ReverseProxy(target_api_url, actor=name)
     recorder.start()
     try:
         env = actor_environment(recorder.api_url, workdir / f"{name}-home")
@@ -130,10 +133,9 @@ def start_worker(
     pool_name: str,
     worker_name: str,
     name: str = "worker",
-    credentials: Mapping[str, str] | None = None,
 ) -> Actor:
     """``prefect worker start --pool POOL --type process`` in a child process, through a recorder."""
-    recorder = ReverseProxy(target_api_url, actor=name, headers=dict(credentials or {}))
+    recorder = ReverseProxy(target_api_url, actor=name)
     recorder.start()
     try:
         env = actor_environment(recorder.api_url, workdir / f"{name}-home")

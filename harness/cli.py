@@ -12,16 +12,29 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
+from harness.credentials import redact
 from harness.errors import HarnessError, TargetUnavailable
 from harness.naming import new_run_prefix
-from harness.processes import install_termination_handler, stop_all
-from harness.results import ResultCollector, RunInfo, prepare_report_dir, render_markdown, summarize, write_results_json
+from harness.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness import expectations as expectations_file
+from harness.reports import (
+    diff_runs,
+    prepare_report_dir,
+    previous_results,
+    render_diff_text,
+    render_html,
+    render_junit,
+    render_markdown,
+)
+from harness.results import NOT_PASSING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.target import Target, preflight
 from harness.waiting import TIMEOUT_SCALE_ENV
 
@@ -45,8 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the conformance suite",
         description="Run the conformance scenarios against TARGET, or against a bundled reference server "
         f"(real Prefect {PREFECT_REFERENCE_VERSION}) when no target is given, and write reports.",
-        epilog="Reports: REPORT_DIR/latest/{junit.xml,results.json,report.md}; the previous run moves to a "
-        "dated folder beside it. Exit codes: 0 passed, 1 conformance failures, 2 no verdict.",
+        epilog="Reports: REPORT_DIR/latest/{junit.xml,results.json,report.md,report.html}; the previous run moves "
+        "to a dated folder beside it. Exit codes: 0 passed (expected failures allowed), 1 conformance failures or "
+        "unsupported checks, 2 no verdict.",
     )
     run.add_argument(
         "--target",
@@ -64,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="where reports go (default: reports/)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
-    run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas, e.g. 'timestamps'")
+    run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (timestamps, scheduling, scheduler, serve, worker), "
+                     "e.g. 'timestamps or scheduling'")
     run.add_argument(
         "-n",
         "--parallel",
@@ -79,16 +94,50 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"multiply every wait's timeout by F for a slow target (also {TIMEOUT_SCALE_ENV})",
     )
+    gate = run.add_argument_group("CI gate")
+    gate.add_argument(
+        "--expectations",
+        type=Path,
+        metavar="FILE",
+        default=Path(os.environ["PREFECT_CONFORMANCE_EXPECTATIONS"]) if os.environ.get("PREFECT_CONFORMANCE_EXPECTATIONS") else None,
+        help="TOML file of checks known to fail on this target; they are reported as expected failures and do "
+        "not fail the gate (see README, 'Adopting the suite for a new server')",
+    )
+    gate.add_argument(
+        "--update-expectations",
+        action="store_true",
+        help="rewrite --expectations FILE from this run: every failing check listed, reasons of kept entries kept",
+    )
+    gate.add_argument(
+        "--strict-expectations",
+        action="store_true",
+        help="fail the gate on unexpected passes too, so the expectations file is kept current",
+    )
+    gate.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
+                      help="report new failures, fixes and still-failing checks against an earlier results.json "
+                      "(default: the previous run in REPORT_DIR)")
+    gate.add_argument("--rerun-failed", type=Path, metavar="RESULTS_JSON",
+                      help="run only the checks that failed, were unsupported or errored in that results.json")
     run.add_argument("-v", "--verbose", action="store_true", help="show each check as it runs")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="extra arguments passed to pytest after --")
+    compare = commands.add_parser(
+        "compare",
+        help="compare two results.json files",
+        description="Print new failures, fixes and still-failing checks between two runs. Exit 1 if there are new failures.",
+    )
+    compare.add_argument("before", type=Path, metavar="OLD_RESULTS_JSON")
+    compare.add_argument("after", type=Path, metavar="NEW_RESULTS_JSON")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     install_termination_handler()
+    registry = Path(tempfile.mkdtemp(prefix="prefect-conformance-processes-"))
+    os.environ[REGISTRY_ENV] = str(registry)
+    os.environ.setdefault(RUN_MARKER_ENV, registry.name)
     try:
-        return run(args)
+        return compare(args) if args.command == "compare" else run(args)
     except (TargetUnavailable, HarnessError) as exc:
         print(f"prefect-conformance: {exc}", file=sys.stderr)
         return EXIT_NO_VERDICT
@@ -97,6 +146,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     finally:
         stop_all()
+        leftovers = reap_registry(registry)
+        if leftovers:
+            print(f"prefect-conformance: killed leftover processes: {', '.join(sorted(leftovers))}", file=sys.stderr)
+        shutil.rmtree(registry, ignore_errors=True)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -104,9 +157,22 @@ def run(args: argparse.Namespace) -> int:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
+    # Everything that can be wrong with the invocation is checked before anything is written or started.
+    if args.update_expectations and not args.expectations:
+        raise HarnessError("--update-expectations needs --expectations FILE (the file to write).")
+    expected = load_expectation_entries(args)
+    rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
+    baseline_path = args.compare
+    baseline = read_results_json(baseline_path) if baseline_path else None
+    selection = rerun_selection(rerun) if rerun else None
+    if selection == []:
+        print(f"prefect-conformance: nothing failed in {args.rerun_failed}; nothing to rerun", flush=True)
+        return EXIT_PASSED
     # A user's target is checked before anything is written, so a typo leaves the previous reports alone.
     target = preflight(args.target) if args.target else None
     report_dir = prepare_report_dir(args.report_dir)
+    if baseline is None and (previous := previous_results(args.report_dir)) is not None:
+        baseline = read_results_json(previous)
     reference = None
     try:
         if target is None:
@@ -122,26 +188,74 @@ def run(args: argparse.Namespace) -> int:
             client_version=PREFECT_REFERENCE_VERSION,
             run_prefix=new_run_prefix(started),
             started=started.isoformat(),
+            expectations_file=str(args.expectations or ""),
         )
         if reference is not None:
             run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
-        pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector)
+        pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection)
     finally:
         if reference is not None:
             reference.stop()
     results = collector.ordered()
+    for result in results:
+        result.message = redact(result.message)
+    stale = expectations_file.apply(expected, results)
     run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
     run_info.duration = round(time.monotonic() - clock, 2)
+    diff = diff_runs(baseline, results) if baseline is not None else None
+    artifacts = report_dir / "artifacts"
     write_results_json(report_dir / "results.json", run_info, results)
-    (report_dir / "report.md").write_text(render_markdown(run_info, results, report_dir / "artifacts"))
+    (report_dir / "junit.xml").write_text(render_junit(run_info, results))
+    (report_dir / "report.md").write_text(render_markdown(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts))
+    (report_dir / "report.html").write_text(render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts))
+    if args.update_expectations:
+        write_expectations(args.expectations, expected, results, target.api_url)
+    print_summary(results, run_info, report_dir, diff)
+    if pytest_code == 2:
+        print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
+    return exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
+
+
+def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file.Expectation]:
+    if not args.expectations:
+        return []
+    if args.update_expectations and not args.expectations.exists():
+        return []  # the file is being created from this run
+    return expectations_file.load_expectations(args.expectations)
+
+
+def write_expectations(path: Path, previous: list, results: list[CheckResult], target_url: str) -> None:
+    entries = expectations_file.updated(previous, results)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(expectations_file.render(entries, target_url))
+    print(f"prefect-conformance: wrote {len(entries)} expected failures to {path}", flush=True)
+
+
+def rerun_selection(stored) -> list[str]:
+    """pytest node ids of the checks that did not pass in a stored run."""
+    return sorted(r.nodeid for r in stored.checks.values() if r.outcome in NOT_PASSING | {"error"} and r.nodeid)
+
+
+def print_summary(results: list[CheckResult], run_info: RunInfo, report_dir: Path, diff) -> None:
     counts = summarize(results)
+    for r in results:
+        if r.status == "unexpected-pass":
+            print(f"prefect-conformance: UNEXPECTED PASS {r.id} (listed as failing: {r.expectation})", flush=True)
+    if diff is not None and (diff.new_failures or diff.fixed):
+        print("prefect-conformance: " + render_diff_text(diff).replace("\n", "\nprefect-conformance: "), flush=True)
     print(
         "prefect-conformance: "
-        + ", ".join(f"{counts[s]} {s}" for s in counts)
+        + ", ".join(f"{counts[s]} {s}" for s in counts if counts[s] or s in ("passed", "failed"))
         + f" in {run_info.duration:.1f}s; reports in {report_dir}",
         flush=True,
     )
-    return exit_code(pytest_code, counts)
+
+
+def compare(args: argparse.Namespace) -> int:
+    before, after = read_results_json(args.before), read_results_json(args.after)
+    diff = diff_runs(before, list(after.checks.values()))
+    print(render_diff_text(diff))
+    return EXIT_FAILED if diff.new_failures else EXIT_PASSED
 
 
 def start_reference(mode: str, report_dir: Path):
@@ -153,11 +267,19 @@ def start_reference(mode: str, report_dir: Path):
     return reference
 
 
-def run_scenarios(args: argparse.Namespace, target: Target, run_prefix: str, report_dir: Path, collector: ResultCollector) -> int:
+def run_scenarios(
+    args: argparse.Namespace,
+    target: Target,
+    run_prefix: str,
+    report_dir: Path,
+    collector: ResultCollector,
+    selection: list[str] | None = None,
+) -> int:
     import pytest
 
+    paths = [str(PROJECT_ROOT / nodeid) for nodeid in selection] if selection else [str(SCENARIOS_DIR)]
     pytest_args = [
-        str(SCENARIOS_DIR),
+        *paths,
         f"--rootdir={PROJECT_ROOT}",
         "-c",
         str(PROJECT_ROOT / "pyproject.toml"),
@@ -165,9 +287,6 @@ def run_scenarios(args: argparse.Namespace, target: Target, run_prefix: str, rep
         f"--target-kind={target.kind}",
         f"--run-prefix={run_prefix}",
         f"--artifacts-dir={report_dir / 'artifacts'}",
-        f"--junitxml={report_dir / 'junit.xml'}",
-        "-o",
-        "junit_suite_name=prefect-conformance",
         "-p",
         "no:cacheprovider",
         "-W",
@@ -186,14 +305,15 @@ def run_scenarios(args: argparse.Namespace, target: Target, run_prefix: str, rep
     return int(pytest.main(pytest_args, plugins=[collector]))
 
 
-def exit_code(pytest_code: int, counts: dict[str, int]) -> int:
-    """Map pytest's exit code and the checks' outcomes onto the suite's 0/1/2 contract."""
+def exit_code(pytest_code: int, counts: dict[str, int], *, strict: bool = False) -> int:
+    """Map pytest's exit code and the checks' statuses onto the suite's 0/1/2 contract."""
     if pytest_code == 5 or sum(counts.values()) == 0:
         print("prefect-conformance: no checks were selected; nothing was verified", file=sys.stderr)
         return EXIT_NO_VERDICT
-    if pytest_code not in (0, 1) or counts["error"]:
+    if pytest_code not in (0, 1) or counts.get("error"):
         return EXIT_NO_VERDICT
-    return EXIT_FAILED if counts["failed"] else EXIT_PASSED
+    failing = counts.get("failed", 0) + counts.get("unsupported", 0) + (counts.get("unexpected-pass", 0) if strict else 0)
+    return EXIT_FAILED if failing else EXIT_PASSED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -2,9 +2,15 @@
 
 Every server, runner and worker the harness starts is a :class:`ManagedProcess`: it runs in its own process
 group (so the child processes Prefect starts per flow run go with it), its output goes to a log file in the
-run's report folder, and it is stopped with escalating signals and bounded waits. A registry stops whatever is
-still running when the interpreter exits or receives SIGTERM/SIGINT, so a Ctrl-C or a crashed scenario leaves
-nothing behind.
+run's report folder, and it is stopped with escalating signals and bounded waits.
+
+Two safety nets stop whatever is left when a run ends abnormally (Ctrl-C, SIGTERM, a crashed scenario):
+
+* in-process: an ``atexit`` hook stops every live process of this interpreter;
+* across processes: when ``PREFECT_CONFORMANCE_PROCESS_REGISTRY`` names a folder, each spawn leaves a file
+  there named after its process group, removed when the group is stopped. The CLI sets the folder for its
+  pytest workers and, last thing before it exits, kills every group still listed (:func:`reap_registry`), so
+  actors started in a worker that was killed outright are gone too.
 """
 
 from __future__ import annotations
@@ -17,6 +23,10 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
+
+REGISTRY_ENV = "PREFECT_CONFORMANCE_PROCESS_REGISTRY"
+#: Set in every child's environment, so a test can find any process of one run by its marker.
+RUN_MARKER_ENV = "PREFECT_CONFORMANCE_RUN_ID"
 
 _live: set["ManagedProcess"] = set()
 _live_lock = threading.Lock()
@@ -70,6 +80,7 @@ class ManagedProcess:
         finally:
             with _live_lock:
                 _live.discard(self)
+            _unregister(self.popen.pid)
 
 
 def spawn(
@@ -82,20 +93,60 @@ def spawn(
 ) -> ManagedProcess:
     """Start ``argv`` in a new session/process group with output appended to ``log_path``."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    child_env = dict(env if env is not None else os.environ)
+    if os.environ.get(RUN_MARKER_ENV):
+        child_env[RUN_MARKER_ENV] = os.environ[RUN_MARKER_ENV]
     with open(log_path, "ab") as log:
         popen = subprocess.Popen(
             list(argv),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=dict(env) if env is not None else None,
+            env=child_env,
             cwd=str(cwd) if cwd else None,
             start_new_session=True,
         )
     proc = ManagedProcess(name=name, argv=list(argv), log_path=log_path, popen=popen)
     with _live_lock:
         _live.add(proc)
+    _register(popen.pid, name)
     return proc
+
+
+def _registry() -> Path | None:
+    folder = os.environ.get(REGISTRY_ENV)
+    return Path(folder) if folder else None
+
+
+def _register(pgid: int, name: str) -> None:
+    folder = _registry()
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / str(pgid)).write_text(name)
+
+
+def _unregister(pgid: int) -> None:
+    folder = _registry()
+    if folder is not None:
+        (folder / str(pgid)).unlink(missing_ok=True)
+
+
+def reap_registry(folder: Path) -> list[str]:
+    """Kill every process group still listed in ``folder``; return the names of those that were alive."""
+    reaped = []
+    if not folder.exists():
+        return reaped
+    for entry in folder.iterdir():
+        if not entry.name.isdigit():
+            continue
+        pgid = int(entry.name)
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+            reaped.append(entry.read_text() or entry.name)
+        except (ProcessLookupError, PermissionError):
+            pass
+        entry.unlink(missing_ok=True)
+    return reaped
 
 
 def live_processes() -> list[ManagedProcess]:

@@ -71,8 +71,11 @@ class Deviation:
 
     ``on_request`` may edit the request in place or return a response to answer without asking the target;
     ``on_response`` returns the response to send back (edited or not); ``on_websocket`` may refuse a socket
-    by returning a close code.
+    by returning a close code. ``latency`` seconds are added before each HTTP request is answered (a slow
+    target), without blocking other requests.
     """
+
+    latency: float = 0.0
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         return None
@@ -141,7 +144,6 @@ class ReverseProxy:
     upstream_api_url: str
     actor: str = "client"
     deviation: Deviation = field(default_factory=Deviation)
-    headers: dict[str, str] = field(default_factory=dict)  # added to every upstream request (credentials)
     exchanges: list[Exchange] = field(default_factory=list, init=False)
     port: int = field(default=0, init=False)
     _server: uvicorn.Server | None = field(default=None, init=False, repr=False)
@@ -165,7 +167,9 @@ class ReverseProxy:
         self.stop()
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets, and without it every
+        # keep-alive response waits ~40 ms for a delayed ACK (uvicorn writes head and body separately).
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         self.port = sock.getsockname()[1]
@@ -244,6 +248,8 @@ class ReverseProxy:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         request = ProxyRequest(scope["method"], scope["path"], scope["query_string"].decode(), headers, body)
         started = time.time()
+        if self.deviation.latency:
+            await asyncio.sleep(self.deviation.latency)
         response = self.deviation.on_request(request)
         if response is None:
             response = await self._forward(request)
@@ -274,7 +280,7 @@ class ReverseProxy:
     async def _forward(self, request: ProxyRequest) -> ProxyResponse:
         url = self._upstream_origin + request.path + (f"?{request.query}" if request.query else "")
         headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP]
-        headers += list(self.headers.items()) + [("accept-encoding", "identity")]
+        headers.append(("accept-encoding", "identity"))
         try:
             upstream = await self._http.request(request.method, url, headers=headers, content=request.body)
         except httpx.HTTPError as exc:
@@ -307,7 +313,6 @@ class ReverseProxy:
         url = ws_origin + path + (f"?{query}" if query else "")
         passthrough = {"authorization"}
         extra = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() in passthrough]
-        extra += list(self.headers.items())
         try:
             upstream = await connect(url, subprotocols=offered or None, additional_headers=extra, proxy=None,
                                      ping_interval=None, open_timeout=10, max_size=None)

@@ -10,7 +10,7 @@ from typing import Any
 
 from harness.actors import Actor
 from harness.api import ApiClient
-from harness.errors import Hopeless
+from harness.errors import Hopeless, Unsupported, means_not_implemented
 from harness.waiting import wait_until
 
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -48,7 +48,8 @@ def actor_can_still_act(actor: Actor | None, poll_path: str = "") -> None:
         polls = actor.recorder.requests_to("POST", poll_path)
         recent = polls[-REFUSED_POLLS_LIMIT:]
         if len(recent) == REFUSED_POLLS_LIMIT and all(not 200 <= e.status < 300 for e in recent):
-            raise Hopeless(
+            missing = all(means_not_implemented(e.status, e.response_summary) for e in recent)
+            raise (Unsupported if missing else Hopeless)(
                 f"the {actor.name} polled POST {poll_path} and the target refused it {len(polls)} times "
                 f"(last: {recent[-1].status} {recent[-1].response_summary}), so it can never get the run. "
                 f"Hint: implement POST {poll_path}"

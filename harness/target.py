@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from harness.api import excerpt
+from harness.credentials import api_headers
 from harness.errors import TargetUnavailable
 
 PREFLIGHT_TIMEOUT = 10.0
@@ -41,7 +42,7 @@ def normalize_api_url(api_url: str) -> str:
     return url
 
 
-def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIMEOUT, headers: dict[str, str] | None = None) -> Target:
+def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIMEOUT) -> Target:
     """Check that ``api_url`` is a healthy Prefect API and return it with its version.
 
     Raises :class:`TargetUnavailable` with a single line naming the URL, what failed and the likely fix.
@@ -49,7 +50,7 @@ def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIM
     """
     url = normalize_api_url(api_url)
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=headers or {}) as http:
+    with httpx.Client(timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=api_headers()) as http:
         health = _get_json(http, url, "/health", deadline)
         if health is not True:
             raise TargetUnavailable(
@@ -94,6 +95,12 @@ def _get_json(http: httpx.Client, url: str, path: str, deadline: float) -> objec
         )
         what = "an HTML page" if "html" in content_type else "404"
         raise TargetUnavailable(f"Target {url} answered {what} to GET {full}; it is not a Prefect API root. Hint: {hint}.")
+    if response.status_code in (401, 403):
+        sent = "with" if http.headers.get("Authorization") else "without"
+        raise TargetUnavailable(
+            f"Target {url} answered {response.status_code} to GET {path} {sent} credentials. Hint: set "
+            "PREFECT_API_AUTH_STRING (user:password) or PREFECT_API_KEY to what the server expects."
+        )
     if response.status_code != 200:
         raise TargetUnavailable(
             f"Target {url} answered {response.status_code} to GET {path}: {excerpt(response.text, 160)}. "

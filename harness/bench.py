@@ -1,0 +1,124 @@
+"""``make bench``: how long the suite takes against the bundled reference, and where the time goes.
+
+Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
+in total), the reference server's start-up, and the recorder's added latency per request (the same requests
+sent directly and through a recording proxy). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
+Not a test: nothing asserts on time; the numbers are for people and for the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+from harness.proxy import ReverseProxy
+from harness.reference import LocalReference
+from harness.reports import FEATURE_ORDER
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+#: Waits no target can avoid, given the suite's settings (seconds), per feature: the floor a fast server meets.
+UNAVOIDABLE_WAITS = {
+    "scheduler": ("run count must hold still for 5 s (scheduler ticks) after the first runs appear", 5.0),
+    "serve": ("Runner polls every 1 s (x2 actors); the scheduled run waits up to one 5 s interval", 7.0),
+    "worker": ("worker queries every 1 s, then starts a flow-run process (~2 s of Python start-up)", 3.0),
+    "scheduling": ("none: pure API requests", 0.0),
+    "timestamps": ("none: pure API requests", 0.0),
+}
+
+
+def run_suite(parallel: str, report_dir: Path) -> tuple[float, dict]:
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.cli", "run", "-n", parallel, "--report-dir", str(report_dir)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True,
+    )
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: the suite did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    return wall, json.loads((report_dir / "latest" / "results.json").read_text())
+
+
+def per_feature(results: dict) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for check in results["checks"]:
+        totals[check["feature"]] = totals.get(check["feature"], 0.0) + check["duration"]
+    return totals
+
+
+def recorder_overhead(samples: int = 200) -> tuple[float, float]:
+    """Median latency (ms) of one realistic request, directly and through a recording proxy."""
+    with tempfile.TemporaryDirectory() as tmp, LocalReference(workdir=Path(tmp)) as reference:
+        with ReverseProxy(reference.api_url, actor="bench") as proxy, httpx.Client(timeout=10) as http:
+            body = {"flows": {"name": {"any_": ["no-such-flow"]}}, "limit": 1}
+
+            def median(url: str) -> float:
+                times = []
+                for _ in range(samples):
+                    started = time.perf_counter()
+                    http.post(url + "/flows/filter", json=body).raise_for_status()
+                    times.append((time.perf_counter() - started) * 1000)
+                return statistics.median(times)
+
+            median(reference.api_url)  # warm up both paths
+            median(proxy.api_url)
+            return median(reference.api_url), median(proxy.api_url)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports")
+    args = parser.parse_args(argv)
+    out = args.report_dir / "bench"
+    out.mkdir(parents=True, exist_ok=True)
+    serial_wall, serial = run_suite("1", out / "serial")
+    parallel_wall, parallel = run_suite("auto", out / "parallel")
+    direct_ms, proxied_ms = recorder_overhead()
+    features = per_feature(serial)
+    floor = sum(seconds for _, seconds in UNAVOIDABLE_WAITS.values())
+    lines = [
+        f"# prefect-conformance benchmark, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}; "
+        f"target: bundled reference (Prefect {serial['run']['target_version']}, SQLite).",
+        "",
+        "| feature | checks | time in checks, serial (s) | unavoidable waits (s) | what cannot be avoided |",
+        "|---|---|---|---|---|",
+    ]
+    counts: dict[str, int] = {}
+    for check in serial["checks"]:
+        counts[check["feature"]] = counts.get(check["feature"], 0) + 1
+    for feature in sorted(features, key=lambda f: FEATURE_ORDER.index(f) if f in FEATURE_ORDER else 99):
+        why, seconds = UNAVOIDABLE_WAITS.get(feature, ("", 0.0))
+        lines.append(f"| {feature} | {counts[feature]} | {features[feature]:.1f} | {seconds:.0f} | {why} |")
+    overhead = proxied_ms - direct_ms
+    lines += [
+        "",
+        "| measure | value |",
+        "|---|---|",
+        f"| reference server start-up (cached template DB) | {serial['run']['extra'].get('reference_startup_seconds', 0):.1f} s |",
+        f"| full suite, serial (`-n 1`), wall | {serial_wall:.1f} s |",
+        f"| full suite, parallel (`-n auto`), wall | {parallel_wall:.1f} s |",
+        f"| sum of unavoidable waits | {floor:.0f} s |",
+        f"| request latency direct / through the recorder (median of 200) | {direct_ms:.2f} ms / {proxied_ms:.2f} ms |",
+        f"| recorder overhead per request | {overhead:.2f} ms ({overhead / direct_ms * 100:.0f} %) |",
+        "",
+    ]
+    text = "\n".join(lines)
+    (out / "bench.md").write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""``make flake-check N=20``: run the full suite N times in a row and report each check's pass rate.
+
+The target is 20/20 for every check against the bundled reference. Writes ``REPORT_DIR/flake/flake.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.flake", description=__doc__.splitlines()[0])
+    parser.add_argument("-N", "--runs", type=int, default=20, help="how many runs (default 20)")
+    parser.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports")
+    parser.add_argument("run_args", nargs="*", help="extra arguments for `prefect-conformance run` (after --)")
+    args = parser.parse_args(argv)
+    out = args.report_dir / "flake"
+    passes: Counter[str] = Counter()
+    seen: Counter[str] = Counter()
+    failures: dict[str, list[str]] = {}
+    walls = []
+    for index in range(1, args.runs + 1):
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--report-dir", str(out / "runs"), *args.run_args],
+                              cwd=PROJECT_ROOT, capture_output=True, text=True)
+        walls.append(time.monotonic() - started)
+        results_path = out / "runs" / "latest" / "results.json"
+        checks = json.loads(results_path.read_text())["checks"] if results_path.exists() else []
+        for check in checks:
+            seen[check["id"]] += 1
+            if check["status"] == "passed":
+                passes[check["id"]] += 1
+            else:
+                failures.setdefault(check["id"], []).append(f"run {index}: {check['status']}: {check['message'][:200]}")
+        print(f"flake-check: run {index}/{args.runs}: exit {proc.returncode}, {len(checks)} checks, {walls[-1]:.1f}s", flush=True)
+    flaky = sorted(cid for cid in seen if passes[cid] < args.runs)
+    lines = [
+        f"# flake-check, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"{args.runs} runs of the full suite; {len(seen)} checks; {len(seen) - len(flaky)} passed every run; "
+        f"wall time per run {min(walls):.1f}-{max(walls):.1f} s.",
+        "",
+    ]
+    if flaky:
+        lines += ["| check | passed |", "|---|---|"] + [f"| `{cid}` | {passes[cid]}/{args.runs} |" for cid in flaky]
+        for cid in flaky:
+            lines += ["", f"## `{cid}`", ""] + [f"- {line}" for line in failures.get(cid, [])]
+    else:
+        lines.append(f"Every check passed {args.runs}/{args.runs}.")
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "flake.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    return 1 if flaky else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,218 @@
+"""Hostile and slow targets, interruption, isolation on a shared server, and credentials.
+
+A gate that hangs once, or leaves a worker running, or touches someone's data, stops being trusted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from harness.api import ApiClient
+from harness.proxy import Deviation, ProxyRequest, ProxyResponse, ReverseProxy
+from harness.reference import LocalReference
+from harness.waiting import wait_until
+from tests.conftest import PROJECT_ROOT, run_suite
+
+
+class BreaksAfter(Deviation):
+    """Answers like the reference for ``n`` requests, then 500 to everything (health included)."""
+
+    def __init__(self, n: int) -> None:
+        self.remaining = n
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        self.remaining -= 1
+        if self.remaining < 0:
+            return ProxyResponse(500, [("content-type", "text/plain")], b"Internal Server Error")
+        return None
+
+
+class DiesAfter(Deviation):
+    """After ``n`` requests the whole server goes away: the port stops accepting connections."""
+
+    def __init__(self, n: int) -> None:
+        self.remaining, self.proxy = n, None
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            threading.Thread(target=self.proxy.stop, daemon=True).start()
+        return None
+
+
+class Slow(Deviation):
+    latency = 0.3
+
+
+def processes_with_marker(marker: str) -> list[str]:
+    """Command lines of every live process whose environment carries ``marker`` (our run-id variable)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if f"PREFECT_CONFORMANCE_RUN_ID={marker}".encode() in (entry / "environ").read_bytes():
+                state = (entry / "stat").read_text().split(")")[-1].split()[0]
+                if state != "Z":
+                    found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")[:160])
+        except OSError:
+            continue
+    return found
+
+
+# --- a target that breaks in the middle of a run --------------------------------------------------------------
+
+
+def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
+    proxy = deviating(BreaksAfter(60))
+    started = time.monotonic()
+    run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", report_dir=tmp_path)
+    elapsed = time.monotonic() - started
+    assert run.code == 2, run.explain()  # no verdict: part of the suite could not run
+    statuses = [c["status"] for c in run.checks.values()]
+    assert "passed" in statuses and "error" in statuses, run.explain()
+    in_flight = [c for c in run.checks.values() if c["status"] == "failed"]
+    assert in_flight and all("-> 500" in c["message"] for c in in_flight), run.explain()
+    errors = [c for c in run.checks.values() if c["status"] == "error"]
+    assert all("the target stopped answering earlier in this run (GET /health answered 500" in c["message"] for c in errors)
+    assert (run.report_dir / "report.html").exists() and (run.report_dir / "junit.xml").exists()
+    assert elapsed < 60, f"took {elapsed:.0f}s"
+
+
+def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
+    deviation = DiesAfter(60)
+    proxy = ReverseProxy(reference.api_url, actor="dying-target", deviation=deviation)
+    deviation.proxy = proxy
+    proxy.start()
+    try:
+        started = time.monotonic()
+        run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", report_dir=tmp_path)
+        elapsed = time.monotonic() - started
+    finally:
+        proxy.stop()
+    assert run.code == 2, run.explain()
+    errors = [c for c in run.checks.values() if c["status"] == "error"]
+    assert errors and any("the target stopped answering" in c["message"] for c in errors), run.explain()
+    assert "passed" in {c["status"] for c in run.checks.values()}
+    assert elapsed < 60, f"took {elapsed:.0f}s"
+
+
+# --- a slow target ---------------------------------------------------------------------------------------------
+
+
+def test_slow_target_still_passes(deviating, tmp_path: Path) -> None:
+    """300 ms added to every request: the real clients and the checks still pass; waits scale, nothing sleeps."""
+    proxy = deviating(Slow())
+    run = run_suite("--target", proxy.api_url, "-m", "serve or worker or scheduler or timestamps",
+                    "-k", "not input_format", "--timeout-scale", "3", report_dir=tmp_path)
+    assert run.code == 0, run.explain()
+
+
+# --- interruption ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
+def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> None:
+    """Interrupt a real run (bundled reference, runner and worker up) and list what is left afterwards."""
+    marker = f"interrupt-{uuid.uuid4().hex[:8]}"
+    env = {**os.environ, "PREFECT_CONFORMANCE_RUN_ID": marker}
+    reports = tmp_path / "reports"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", "-m", "serve or worker", "--report-dir", str(reports)],
+        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        logs = [reports / "latest" / "artifacts" / feature / f"{actor}.log" for feature, actor in (("serve", "runner"), ("worker", "worker"))]
+        wait_until(lambda: all(p.exists() for p in logs), awaiting="a runner and a worker to be running", timeout=120, interval=0.2)
+        assert processes_with_marker(marker), "the marker should find the running processes"
+        if how == "ctrl-c":
+            os.killpg(cli.pid, signal.SIGINT)  # what a terminal does: the whole foreground process group
+        else:
+            cli.send_signal(signal.SIGTERM)  # what a CI system does: the main process only
+        output, _ = cli.communicate(timeout=60)
+    finally:
+        if cli.poll() is None:
+            os.killpg(cli.pid, signal.SIGKILL)
+    assert cli.returncode != 0, output
+    left = wait_until(lambda: not processes_with_marker(marker) or None, awaiting="every process of the run to exit",
+                      timeout=10, interval=0.2) if processes_with_marker(marker) else True
+    assert left and not processes_with_marker(marker)
+    assert (reports / "latest" / "results.json").exists(), f"reports of what finished should be kept:\n{output}"
+
+
+# --- isolation on a shared server ------------------------------------------------------------------------------
+
+
+def snapshot(api: ApiClient, ids: dict[str, str]) -> dict[str, object]:
+    return {
+        "flow": api.get(f"/flows/{ids['flow']}"),
+        "deployment": api.get(f"/deployments/{ids['deployment']}"),
+        "run": api.get(f"/flow_runs/{ids['run']}"),
+        "pool": api.get(f"/work_pools/{ids['pool']}"),
+        "queue": api.get(f"/work_pools/{ids['pool']}/queues/default"),
+    }
+
+
+def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) -> None:
+    """Objects that existed before are unchanged after two concurrent runs, and both runs pass."""
+    with ApiClient(reference.api_url) as api:
+        flow = api.post("/flows/", {"name": "users-precious-flow"})
+        deployment = api.post("/deployments/", {"flow_id": flow["id"], "name": "users-deployment", "paused": True})
+        run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
+                       {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": "2026-11-26T10:00:00Z"}}})
+        pool = api.post("/work_pools/", {"name": "users-pool", "type": "process"})
+        ids = {"flow": flow["id"], "deployment": deployment["id"], "run": run["id"], "pool": pool["name"]}
+        before = snapshot(api, ids)
+        select = ["-m", "scheduling or serve or worker or timestamps", "-k", "not input_format", "-n", "1"]
+        procs = [
+            subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--target", reference.api_url, *select,
+                              "--report-dir", str(tmp_path / name)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True)
+            for name in ("first", "second")
+        ]
+        outputs = [p.communicate(timeout=600)[0] for p in procs]
+        assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+        after = snapshot(api, ids)
+    assert after == before, "an object that existed before the runs was changed"
+    prefixes = [json.loads((tmp_path / n / "latest" / "results.json").read_text())["run"]["run_prefix"] for n in ("first", "second")]
+    assert prefixes[0] != prefixes[1]
+
+
+# --- credentials -----------------------------------------------------------------------------------------------
+
+SECRET = "conformance:s3cret-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture(scope="module")
+def protected_reference(tmp_path_factory):
+    with LocalReference(workdir=tmp_path_factory.mktemp("protected"), settings={"PREFECT_SERVER_API_AUTH_STRING": SECRET}) as server:
+        yield server
+
+
+def test_credentials_reach_the_target_and_never_the_reports(protected_reference, tmp_path: Path, monkeypatch) -> None:
+    assert httpx.get(protected_reference.api_url + "/admin/version").status_code == 401
+    without = run_suite("--target", protected_reference.api_url, report_dir=tmp_path / "without")
+    assert without.code == 2 and "answered 401 to GET /admin/version without credentials" in without.stderr, without.explain()
+
+    monkeypatch.setenv("PREFECT_API_AUTH_STRING", SECRET)
+    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker or scheduler", "-k", "not schedule or scheduler",
+                    report_dir=tmp_path / "with")
+    assert run.code == 0, run.explain()
+    import base64
+
+    encoded = base64.b64encode(SECRET.encode()).decode()
+    for path in (tmp_path / "with").rglob("*"):
+        if path.is_file():
+            data = path.read_bytes()
+            assert SECRET.encode() not in data and encoded.encode() not in data, f"the credential leaked into {path}"
