@@ -14,7 +14,7 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv browser conformance test bench flake-check clean help
+.PHONY: venv browser conformance test bench flake-check reference-images clean help
 
 help:
 	@sed -n '2,7p' Makefile
@@ -29,6 +29,8 @@ $(STAMP): pyproject.toml
 
 EXPECTATIONS ?=
 UPDATE_EXPECTATIONS ?=
+# Reference mode and images (read by the CLI from the environment): REFERENCE=local|local-postgres|docker|docker-postgres
+export REFERENCE REFERENCE_IMAGE POSTGRES_IMAGE REFERENCE_DB_URL
 
 conformance: $(STAMP)
 	$(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) \
@@ -45,6 +47,10 @@ browser:
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
 	  else echo "chromium or pdftotext missing and not root: the HTML report test will be skipped"; fi; \
 	fi
+
+# Docker images of the reference built from Debian's and PyPI's packages, for engines that cannot pull.
+reference-images: $(STAMP)
+	$(BIN)/python -m harness.images
 
 # A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
 bench: $(STAMP)

@@ -40,7 +40,7 @@ from harness.waiting import TIMEOUT_SCALE_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SCENARIOS_DIR = PROJECT_ROOT / "scenarios"
-REFERENCE_MODES = ("local",)
+REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_VERDICT = 0, 1, 2
 
@@ -72,10 +72,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--reference",
         choices=REFERENCE_MODES,
-        default="local",
+        default=os.environ.get("REFERENCE") or "local",
         help="how to run the bundled reference when no --target is given: 'local' = a `prefect server start` "
-        "subprocess with a throwaway SQLite database (default)",
+        "subprocess with a throwaway SQLite database (default, no Docker); 'local-postgres' = the same on the "
+        "PostgreSQL database --reference-db-url; 'docker' = a container (testcontainers) on SQLite; "
+        "'docker-postgres' = a container plus a PostgreSQL container on a private network (also $REFERENCE)",
     )
+    run.add_argument("--reference-image", metavar="IMAGE", default=os.environ.get("REFERENCE_IMAGE") or None,
+                     help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11; "
+                     "also $REFERENCE_IMAGE)")
+    run.add_argument("--postgres-image", metavar="IMAGE", default=os.environ.get("POSTGRES_IMAGE") or None,
+                     help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)")
+    run.add_argument("--reference-db-url", metavar="URL", default=os.environ.get("REFERENCE_DB_URL") or None,
+                     help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)")
     run.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="where reports go (default: reports/)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
     run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (timestamps, scheduling, scheduler, serve, worker), "
@@ -160,6 +169,9 @@ def run(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the invocation is checked before anything is written or started.
     if args.update_expectations and not args.expectations:
         raise HarnessError("--update-expectations needs --expectations FILE (the file to write).")
+    if not args.target and args.reference == "local-postgres" and not args.reference_db_url:
+        raise HarnessError("--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
+                           "(a database this run may own). Hint: or use --reference docker-postgres.")
     expected = load_expectation_entries(args)
     rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
     baseline_path = args.compare
@@ -176,7 +188,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     try:
         if target is None:
-            reference = start_reference(args.reference, report_dir)
+            reference = start_reference(args, report_dir)
             target = preflight(reference.api_url, kind=f"reference-{args.reference}")
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
         collector = ResultCollector()
@@ -258,11 +270,21 @@ def compare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff.new_failures else EXIT_PASSED
 
 
-def start_reference(mode: str, report_dir: Path):
-    from harness.reference import LocalReference
-
+def start_reference(args: argparse.Namespace, report_dir: Path):
+    """Start the bundled reference in the requested mode; the caller stops it."""
+    mode = args.reference
     print(f"prefect-conformance: starting the reference server (Prefect {PREFECT_REFERENCE_VERSION}, {mode})", flush=True)
-    reference = LocalReference(workdir=report_dir / "reference")
+    workdir = report_dir / "reference"
+    if mode.startswith("docker"):
+        from harness.containers import DEFAULT_POSTGRES_IMAGE, DEFAULT_REFERENCE_IMAGE, DockerReference
+
+        postgres = (args.postgres_image or DEFAULT_POSTGRES_IMAGE) if mode == "docker-postgres" else None
+        reference = DockerReference(workdir, image=args.reference_image or DEFAULT_REFERENCE_IMAGE, postgres_image=postgres,
+                                    run_id=os.environ.get(RUN_MARKER_ENV, ""))
+    else:
+        from harness.reference import LocalReference
+
+        reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "")
     reference.start()
     return reference
 

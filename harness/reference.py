@@ -79,6 +79,9 @@ class LocalReference:
     workdir: Path
     cache_dir: Path = DEFAULT_CACHE_DIR
     settings: Mapping[str, str] = field(default_factory=dict)
+    #: A PostgreSQL URL (``postgresql+asyncpg://...``) to use instead of a throwaway SQLite file; Prefect
+    #: migrates it on start. It must be a database this run may own.
+    db_url: str = ""
     port: int = 0
     process: ManagedProcess | None = field(default=None, init=False)
     startup_seconds: float = field(default=0.0, init=False)
@@ -102,15 +105,15 @@ class LocalReference:
         started = time.monotonic()
         home = self.workdir / "prefect-home"
         home.mkdir(parents=True, exist_ok=True)
-        template = ensure_template_database(self.cache_dir)
-        shutil.copy2(template, home / "prefect.db")
+        if not self.db_url:
+            shutil.copy2(ensure_template_database(self.cache_dir), home / "prefect.db")
         self.port = self.port or free_port()
         env = clean_environment(
             {
                 **FAST_SERVICE_SETTINGS,
                 **self.settings,
                 "PREFECT_HOME": str(home),
-                "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+                "PREFECT_SERVER_DATABASE_CONNECTION_URL": self.db_url or f"sqlite+aiosqlite:///{home / 'prefect.db'}",
                 "PREFECT_SERVER_API_HOST": "127.0.0.1",
                 "PREFECT_SERVER_API_PORT": str(self.port),
             }

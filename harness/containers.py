@@ -1,0 +1,192 @@
+"""The reference server in containers (testcontainers), on SQLite or on PostgreSQL.
+
+``--reference docker`` runs the pinned Prefect's ``prefect server start`` in a container from the official image
+(``prefecthq/prefect:3.9.1-python3.11``, overridable); ``--reference docker-postgres`` adds a PostgreSQL container
+on a private Docker network and points Prefect at it. PostgreSQL stores timestamps as ``TIMESTAMP WITH TIME
+ZONE`` and SQLite as naive text converted by Prefect, so the two storages are exactly what the timestamp checks
+must survive.
+
+Where no registry is reachable, ``make reference-images`` (:mod:`harness.images`) builds equivalent images
+from Debian's and PyPI's packages. Ryuk is disabled (its image cannot be pulled everywhere): every container
+and network carries the run's label and is removed by :meth:`DockerReference.stop`, on failure and on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import PREFECT_REFERENCE_VERSION
+from harness.errors import HarnessError
+from harness.reference import FAST_SERVICE_SETTINGS
+
+# Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
+os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
+DEFAULT_REFERENCE_IMAGE = f"prefecthq/prefect:{PREFECT_REFERENCE_VERSION}-python3.11"
+DEFAULT_POSTGRES_IMAGE = "postgres:15"
+RUN_LABEL = "prefect-conformance.run"
+READY_TIMEOUT = 180
+
+
+def docker_client():
+    """A Docker client, or a one-line HarnessError that suggests the local reference."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=10)
+        client.ping()
+        return client
+    except Exception as exc:  # docker.errors.DockerException and socket errors alike
+        raise HarnessError(
+            f"The docker reference needs a Docker engine, and none answered ({type(exc).__name__}). "
+            "Hint: run with --reference local (the default), which needs no Docker."
+        ) from None
+
+
+def require_image(client, image: str) -> None:
+    """Use a local image, or pull it; say clearly what to do when neither works."""
+    import docker
+
+    try:
+        client.images.get(image)
+        return
+    except docker.errors.ImageNotFound:
+        pass
+    try:
+        client.images.pull(image)
+    except Exception as exc:
+        raise HarnessError(
+            f"Docker image {image} is not on this machine and could not be pulled ({type(exc).__name__}). "
+            "Hint: without a registry, build local images with `make reference-images` and pass "
+            "REFERENCE_IMAGE=/POSTGRES_IMAGE= (see README)."
+        ) from None
+
+
+@dataclass
+class DockerReference:
+    """Prefect (and optionally PostgreSQL) in containers; use as a context manager like LocalReference."""
+
+    workdir: Path
+    image: str = DEFAULT_REFERENCE_IMAGE
+    postgres_image: str | None = None  # None: SQLite inside the Prefect container
+    run_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    startup_seconds: float = field(default=0.0, init=False)
+    _containers: list = field(default_factory=list, init=False, repr=False)
+    _network: object = field(default=None, init=False, repr=False)
+    _api_url: str = field(default="", init=False)
+
+    @property
+    def api_url(self) -> str:
+        return self._api_url
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "reference-server.log"
+
+    def __enter__(self) -> "DockerReference":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        from testcontainers.core.container import DockerContainer
+        from testcontainers.core.network import Network
+        from testcontainers.core.wait_strategies import HttpWaitStrategy
+
+        started = time.monotonic()
+        client = docker_client()
+        require_image(client, self.image)
+        labels = {RUN_LABEL: self.run_id}
+        env = {**FAST_SERVICE_SETTINGS, "PREFECT_SERVER_API_HOST": "0.0.0.0", "PREFECT_HOME": "/tmp/prefect-home"}
+        try:
+            if self.postgres_image:
+                require_image(client, self.postgres_image)
+                self._network = Network(docker_network_kw={"labels": labels}).create()
+                postgres = (
+                    DockerContainer(self.postgres_image, labels=labels)
+                    .with_env("POSTGRES_USER", "prefect")
+                    .with_env("POSTGRES_PASSWORD", "prefect")
+                    .with_env("POSTGRES_DB", "prefect")
+                    .with_network(self._network)
+                    .with_network_aliases("postgres")
+                )
+                self._containers.append(postgres)
+                postgres.start()
+                self._wait_for_postgres(postgres)
+                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = "postgresql+asyncpg://prefect:prefect@postgres:5432/prefect"
+            prefect = DockerContainer(self.image, labels=labels).with_exposed_ports(4200)
+            for key, value in env.items():
+                prefect.with_env(key, value)
+            prefect.with_command(["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200", "--no-ui"])
+            if self._network is not None:
+                prefect.with_network(self._network)
+            prefect.waiting_for(
+                HttpWaitStrategy(4200, "/api/health")
+                .for_response_predicate(lambda body: body.strip() == "true")
+                .with_startup_timeout(READY_TIMEOUT)
+                .with_poll_interval(0.25)
+            )
+            self._containers.append(prefect)
+            prefect.start()
+            self._api_url = f"http://{prefect.get_container_host_ip()}:{prefect.get_exposed_port(4200)}/api"
+        except HarnessError:
+            self.stop()
+            raise
+        except Exception as exc:
+            self._save_logs()
+            self.stop()
+            raise HarnessError(
+                f"The containerized reference ({self.image}{' + ' + self.postgres_image if self.postgres_image else ''}) "
+                f"did not become ready: {type(exc).__name__}: {str(exc)[:300]}. Logs: {self.log_path}"
+            ) from None
+        self.startup_seconds = time.monotonic() - started
+
+    def _wait_for_postgres(self, postgres) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while time.monotonic() < deadline:
+            code, _ = postgres.get_wrapped_container().exec_run(["pg_isready", "-h", "127.0.0.1", "-U", "prefect"])
+            if code == 0:
+                return
+            time.sleep(0.25)  # poll interval of a bounded readiness wait
+        raise HarnessError(f"Timed out after {READY_TIMEOUT}s waiting for PostgreSQL ({self.postgres_image}) to accept connections.")
+
+    def _save_logs(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        parts = []
+        for container in self._containers:
+            try:
+                stdout, stderr = container.get_logs()
+                parts.append(f"=== {container.image} ===\n{stdout.decode(errors='replace')}{stderr.decode(errors='replace')}")
+            except Exception:
+                continue
+        self.log_path.write_text("\n".join(parts))
+
+    def stop(self) -> None:
+        if self._containers:
+            self._save_logs()
+        for container in reversed(self._containers):
+            try:
+                container.stop()
+            except Exception:
+                pass
+        self._containers.clear()
+        if self._network is not None:
+            try:
+                self._network.remove()
+            except Exception:
+                pass
+            self._network = None
+
+
+def leftovers(run_id: str) -> list[str]:
+    """Containers and networks of a run that still exist (for tests and for users' peace of mind)."""
+    client = docker_client()
+    names = [c.name for c in client.containers.list(all=True, filters={"label": f"{RUN_LABEL}={run_id}"})]
+    names += [n.name for n in client.networks.list(filters={"label": f"{RUN_LABEL}={run_id}"})]
+    return names

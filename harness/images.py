@@ -1,0 +1,119 @@
+"""``make reference-images``: build the reference's Docker images from Debian's and PyPI's packages.
+
+For machines whose Docker engine cannot pull (no registry). One Debian root filesystem (``debootstrap
+--variant=minbase bookworm``) gets Python 3.11 and PostgreSQL 15 from Debian and the pinned Prefect from PyPI;
+it is imported as the Prefect image, and the PostgreSQL image is derived from it with an entrypoint that honours
+the official image's ``POSTGRES_USER``/``POSTGRES_DB`` (authentication is ``trust``: these containers only ever
+live on a private network for one run). Images are tagged with the Prefect version and not rebuilt when the tag
+exists.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from harness import PREFECT_REFERENCE_VERSION
+
+PREFECT_IMAGE = f"prefect-conformance/prefect:{PREFECT_REFERENCE_VERSION}-bookworm"
+POSTGRES_IMAGE = f"prefect-conformance/postgres:15-bookworm-{PREFECT_REFERENCE_VERSION}"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+PACKAGES = ["python3", "python3-venv", "ca-certificates", "tzdata", "postgresql-15", "procps"]
+
+POSTGRES_ENTRYPOINT = """#!/bin/sh
+# PostgreSQL from Debian's package, started like the official image: POSTGRES_USER and POSTGRES_DB.
+set -e
+PGBIN=/usr/lib/postgresql/15/bin
+PGDATA=/var/lib/postgresql/data
+USER_NAME="${POSTGRES_USER:-postgres}"
+DB_NAME="${POSTGRES_DB:-$USER_NAME}"
+mkdir -p "$PGDATA" /var/run/postgresql
+chown -R postgres:postgres "$PGDATA" /var/run/postgresql
+if [ ! -s "$PGDATA/PG_VERSION" ]; then
+  su postgres -s /bin/sh -c "$PGBIN/initdb -D $PGDATA --username=$USER_NAME --auth=trust" >/dev/null
+  echo "host all all 0.0.0.0/0 trust" >> "$PGDATA/pg_hba.conf"
+  if [ "$DB_NAME" != "postgres" ]; then
+    echo "CREATE DATABASE \\"$DB_NAME\\";" | su postgres -s /bin/sh -c "$PGBIN/postgres --single -D $PGDATA postgres" >/dev/null
+  fi
+fi
+exec su postgres -s /bin/sh -c "exec $PGBIN/postgres -D $PGDATA -c listen_addresses='*'"
+"""
+
+
+def image_exists(tag: str) -> bool:
+    return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
+
+
+def run(argv: list[str], **kwargs) -> None:
+    print("+ " + " ".join(argv), flush=True)
+    subprocess.run(argv, check=True, **kwargs)
+
+
+def build_rootfs(rootfs: Path) -> None:
+    if shutil.which("debootstrap") is None:
+        run(["apt-get", "update", "-qq"])
+        run(["apt-get", "install", "-y", "-qq", "debootstrap"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+    run(["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs), DEBIAN_MIRROR],
+        stdout=subprocess.DEVNULL)
+    # pip inside the chroot needs the host's CA bundle (the machine may use its own CA) and a clean environment.
+    ca = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
+    shutil.copy(ca, rootfs / "tmp" / "host-ca.crt")
+    chroot_env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
+                  "PIP_CERT=/tmp/host-ca.crt", "SSL_CERT_FILE=/tmp/host-ca.crt", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
+    run(["chroot", str(rootfs), *chroot_env, "python3", "-m", "venv", "/opt/prefect"])
+    run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/pip", "install", "-q", "--no-cache-dir",
+         f"prefect=={PREFECT_REFERENCE_VERSION}"])
+    (rootfs / "tmp" / "host-ca.crt").unlink()
+    entrypoint = rootfs / "usr" / "local" / "bin" / "postgres-entrypoint"
+    entrypoint.write_text(POSTGRES_ENTRYPOINT)
+    entrypoint.chmod(0o755)
+    for cache in ("var/cache/apt/archives", "var/lib/apt/lists", "usr/share/doc", "usr/share/man"):
+        shutil.rmtree(rootfs / cache, ignore_errors=True)
+
+
+def import_images(rootfs: Path) -> None:
+    tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
+    run(["docker", "import",
+         "-c", "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+         "-c", "ENV LANG=C.UTF-8",
+         "-c", "EXPOSE 4200",
+         "-c", 'CMD ["prefect", "server", "start", "--host", "0.0.0.0"]',
+         "-", PREFECT_IMAGE], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+    tar.wait()
+    dockerfile = f'FROM {PREFECT_IMAGE}\nEXPOSE 5432\nCMD ["/usr/local/bin/postgres-entrypoint"]\n'
+    run(["docker", "build", "-q", "-t", POSTGRES_IMAGE, "-"], input=dockerfile.encode(), stdout=subprocess.DEVNULL)
+
+
+def ensure_images(force: bool = False) -> tuple[str, str]:
+    """Build both images unless they exist; return their tags."""
+    if force or not (image_exists(PREFECT_IMAGE) and image_exists(POSTGRES_IMAGE)):
+        started = time.monotonic()
+        with tempfile.TemporaryDirectory(prefix="prefect-conformance-rootfs-") as tmp:
+            rootfs = Path(tmp) / "rootfs"
+            build_rootfs(rootfs)
+            import_images(rootfs)
+        print(f"reference-images: built {PREFECT_IMAGE} and {POSTGRES_IMAGE} in {time.monotonic() - started:.0f}s", flush=True)
+    else:
+        print(f"reference-images: {PREFECT_IMAGE} and {POSTGRES_IMAGE} exist; nothing to build", flush=True)
+    return PREFECT_IMAGE, POSTGRES_IMAGE
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__.splitlines()[0])
+    parser.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("reference-images: debootstrap and chroot need root", file=sys.stderr)
+        return 2
+    ensure_images(args.force)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
