@@ -14,7 +14,7 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv browser conformance test bench flake-check reference-images clean help
+.PHONY: venv browser conformance test bench flake-check reference-images differential clean help
 
 help:
 	@sed -n '2,7p' Makefile
@@ -51,6 +51,14 @@ browser:
 # Docker images of the reference built from Debian's and PyPI's packages, for engines that cannot pull.
 reference-images: $(STAMP)
 	$(BIN)/python -m harness.images
+
+# The differential self-check: the reference on SQLite and on PostgreSQL must give identical verdicts.
+# 'compare' lists checks that fail only on PostgreSQL as "new failures" and only on SQLite as "fixed".
+differential: $(STAMP)
+	REFERENCE=docker $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/sqlite $(ARGS) || true
+	REFERENCE=docker-postgres $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/postgres $(ARGS) || true
+	$(BIN)/prefect-conformance compare $(REPORT_DIR)/differential/sqlite/latest/results.json \
+	  $(REPORT_DIR)/differential/postgres/latest/results.json
 
 # A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
 bench: $(STAMP)

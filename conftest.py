@@ -44,6 +44,7 @@ FEATURES = {
 def pytest_configure(config: pytest.Config) -> None:
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
+    config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/results.py)")
 
 
 #: Set (per process) once the target stopped answering: every later check ends at once as an error.
@@ -73,6 +74,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     setup or call is the target's failure; anything else (a harness bug, a teardown problem) is an ``error``."""
     outcome = yield
     report = outcome.get_result()
+    pinned = item.get_closest_marker("check_id")
+    if pinned:  # on every phase, so setup, call and teardown land in one result
+        report.user_properties.append(("check_id", pinned.args[0]))
     excinfo = call.excinfo
     if excinfo is None or excinfo.errisinstance(pytest.skip.Exception):
         return

@@ -6,7 +6,8 @@ expectation files and baselines survive upgrades:
     <feature>/<test function without "test_">[<parameter id>]
 
 where ``feature`` is the scenario module's name without ``test_`` (``scenarios/test_timestamps.py`` ->
-``timestamps``). A check that is renamed keeps its old id (the scenario pins it with ``check_id``).
+``timestamps``). A check that is renamed keeps its old id: the test carries
+``@pytest.mark.check_id("feature/old_name")``, which replaces the part before any ``[parameter]``.
 
 Outcomes (from the run alone): passed, failed, unsupported, skipped, error.
 Statuses (after the expectations file): the same, plus expected-failure (listed, and not passing) and
@@ -64,11 +65,17 @@ class RunInfo:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def check_id(nodeid: str) -> tuple[str, str]:
-    """(check id, feature) for a pytest node id such as ``scenarios/test_timestamps.py::test_x[p]``."""
+def check_id(nodeid: str, pinned: str = "") -> tuple[str, str]:
+    """(check id, feature) for a pytest node id such as ``scenarios/test_timestamps.py::test_x[p]``.
+
+    ``pinned`` is the value of a ``check_id`` marker: the id a renamed check keeps.
+    """
     module, _, name = nodeid.partition("::")
-    feature = re.sub(r"^test_", "", Path(module).stem)
     name = name.split("::")[-1]
+    parameter = name[name.index("["):] if "[" in name else ""
+    if pinned:
+        return pinned + parameter, pinned.split("/", 1)[0]
+    feature = re.sub(r"^test_", "", Path(module).stem)
     return f"{feature}/{re.sub(r'^test_', '', name)}", feature
 
 
@@ -79,7 +86,7 @@ class ResultCollector:
         self.results: dict[str, CheckResult] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cid, feature = check_id(report.nodeid)
+        cid, feature = check_id(report.nodeid, dict(report.user_properties).get("check_id", ""))
         result = self.results.get(cid)
         if result is None:
             scenario = report.nodeid.split("::")[-1]

@@ -120,6 +120,11 @@ def test_check_ids_are_derived_from_module_and_test_names() -> None:
     )
 
 
+def test_a_renamed_check_keeps_its_pinned_id() -> None:
+    renamed = "scenarios/test_time_formats.py::test_accepts_input_format[utc-z]"
+    assert check_id(renamed, "timestamps/input_format") == ("timestamps/input_format[utc-z]", "timestamps")
+
+
 @pytest.mark.parametrize(
     "pytest_code, counts, expected",
     [
