@@ -21,7 +21,7 @@ from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
 from harness.errors import HarnessError
-from harness.reference import FAST_SERVICE_SETTINGS
+from harness.reference import FAST_SERVICE_SETTINGS, ReferenceServer
 
 # Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -67,7 +67,7 @@ def require_image(client, image: str) -> None:
 
 
 @dataclass
-class DockerReference:
+class DockerReference(ReferenceServer):
     """Prefect (and optionally PostgreSQL) in containers; use as a context manager like LocalReference."""
 
     workdir: Path
@@ -82,17 +82,6 @@ class DockerReference:
     @property
     def api_url(self) -> str:
         return self._api_url
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "reference-server.log"
-
-    def __enter__(self) -> "DockerReference":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         from testcontainers.core.container import DockerContainer

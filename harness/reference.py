@@ -72,8 +72,37 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
+class ReferenceServer:
+    """What every kind of bundled reference offers: ``start``/``stop`` (or ``with``), ``api_url``, and a log
+    file kept in the run's report folder (``workdir``)."""
+
+    workdir: Path
+    startup_seconds: float
+
+    @property
+    def api_url(self) -> str:  # pragma: no cover - each kind says where it listens
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "reference-server.log"
+
+    def start(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
 @dataclass
-class LocalReference:
+class LocalReference(ReferenceServer):
     """A real Prefect server in a child process; use as a context manager."""
 
     workdir: Path
@@ -89,17 +118,6 @@ class LocalReference:
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "reference-server.log"
-
-    def __enter__(self) -> "LocalReference":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def start(self) -> None:
         started = time.monotonic()

@@ -4,6 +4,7 @@ it, and a runner for the real CLI (as a subprocess, exactly as users and CI run 
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -46,6 +47,17 @@ class SuiteRun:
 
     def explain(self) -> str:
         return f"exit {self.code}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-3000:]}"
+
+    def assert_deviation_caught(self, name: str, fails: set[str], passes: set[str], says: str) -> None:
+        """The verdict a deviating target must get: exit 1, exactly-named checks failing with a message that
+        matches the regex ``says``, and the named unaffected checks still passing (so the checks are specific)."""
+        assert self.code == 1, f"{name}: expected exit 1 (conformance failure)\n{self.explain()}"
+        missing = fails - self.failed()
+        assert not missing, f"{name}: these checks did not fail: {sorted(missing)}\n{self.explain()}"
+        wrongly = passes - self.passed()
+        assert not wrongly, f"{name}: these unaffected checks did not pass: {sorted(wrongly)}\n{self.explain()}"
+        for check in fails:
+            assert re.search(says, self.message(check), re.S), f"{check}: message does not match {says!r}:\n{self.message(check)}"
 
 
 def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:

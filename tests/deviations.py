@@ -223,32 +223,6 @@ class RewriteJson(Deviation):
         return response
 
 
-class Chain(Deviation):
-    """Several deviations at once, applied in order."""
-
-    def __init__(self, *deviations: Deviation) -> None:
-        self.deviations = deviations
-
-    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        for deviation in self.deviations:
-            answer = deviation.on_request(request)
-            if answer is not None:
-                return answer
-        return None
-
-    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
-        for deviation in self.deviations:
-            response = deviation.on_response(request, response)
-        return response
-
-    def on_websocket(self, path: str) -> int | None:
-        for deviation in self.deviations:
-            code = deviation.on_websocket(path)
-            if code is not None:
-                return code
-        return None
-
-
 # --- deviations of the scheduling queries ---------------------------------------------------------------------
 
 def _nsst(run: dict) -> dt.datetime:

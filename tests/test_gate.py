@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pytest
 
-from harness.proxy import Deviation
 from harness.reports import render_html
 from harness.results import CheckResult, RunInfo
 from tests.conftest import run_suite
