@@ -2,9 +2,9 @@
 
 Exit codes (CI gates rely on the distinction):
 
-* 0 - every selected check passed;
-* 1 - at least one conformance failure (the target differs from Prefect);
-* 2 - no verdict: usage error, unreachable or non-Prefect target, or the harness itself broke.
+* 0 - every selected check passed, or failed as the expectations file says it will;
+* 1 - a conformance failure or unsupported endpoint not listed in the expectations file (a regression);
+* 2 - no verdict: usage error, unreachable or non-Prefect target, interrupted, or the harness itself broke.
 """
 
 from __future__ import annotations
@@ -49,8 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="prefect-conformance",
         description="Check that real Prefect clients work against a Prefect-compatible server.",
-        epilog="Exit codes: 0 all checks passed, 1 conformance failures, 2 no verdict (usage error, "
-        "unreachable target, harness error).",
+        epilog="Exit codes: 0 every check passed or failed as its expectations file says, 1 conformance "
+        "failures or unsupported endpoints (regressions), 2 no verdict (usage error, unreachable target, "
+        "harness error). See `prefect-conformance run --help` for every option.",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     run = commands.add_parser(
