@@ -34,7 +34,6 @@ class Answer:
     status: int
     text: str
     content_type: str
-    request_json: Any = None
 
     @property
     def ok(self) -> bool:
@@ -107,7 +106,6 @@ class ApiClient:
                         status=response.status_code,
                         text=response.text,
                         content_type=response.headers.get("content-type", ""),
-                        request_json=json_body,
                     )
             time.sleep(delay)  # back-off between retries of a transient answer, not synchronisation
             delay = min(delay * 2, 2.0)
@@ -137,9 +135,3 @@ class ApiClient:
 
     def post(self, path: str, body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
         return self.call("POST", path, body, expect=expect)
-
-    def patch(self, path: str, body: Any) -> Any:
-        return self.call("PATCH", path, body, expect=(200, 204))
-
-    def delete(self, path: str) -> Any:
-        return self.call("DELETE", path, expect=(200, 204, 404))

@@ -34,7 +34,7 @@ from harness.reports import (
     render_junit,
     render_markdown,
 )
-from harness.results import NOT_PASSING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
+from harness.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.target import Target, preflight
 from harness.waiting import TIMEOUT_SCALE_ENV
 
@@ -246,7 +246,7 @@ def write_expectations(path: Path, previous: list, results: list[CheckResult], t
 
 def rerun_selection(stored) -> list[str]:
     """pytest node ids of the checks that did not pass in a stored run."""
-    return sorted(r.nodeid for r in stored.checks.values() if r.outcome in NOT_PASSING | {"error"} and r.nodeid)
+    return sorted(r.nodeid for r in stored.checks.values() if r.outcome in GATE_FAILING and r.nodeid)
 
 
 def print_summary(results: list[CheckResult], run_info: RunInfo, report_dir: Path, diff) -> None:

@@ -54,6 +54,12 @@ def create_scheduled_run(
     return api.post("/flow_runs/", body)
 
 
+def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, **options: Any) -> list[dict[str, Any]]:
+    """``POST /flow_runs/filter``: the deployment's runs in ``state_type`` (``options``: sort, limit, ...)."""
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": [state_type]}}}}
+    return api.post("/flow_runs/filter", {**body, **options})
+
+
 def set_state(api: ApiClient, run_id: str, state_type: str, *, force: bool = True) -> dict[str, Any]:
     """POST /flow_runs/{id}/set_state; returns the orchestration result (``status``, ``state``)."""
     return api.post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}, "force": force})

@@ -214,9 +214,6 @@ class ReverseProxy:
         """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
         return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
 
-    def failed_requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
-        return [e for e in self.requests_to(method, path_suffix) if not 200 <= e.status < 300]
-
     def write_transcript(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with open(path, "w") as out:

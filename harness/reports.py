@@ -18,7 +18,6 @@ from pathlib import Path
 from harness.proxy import Exchange, condense
 from harness.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, StoredRun, summarize
 
-BAD_OUTCOMES = frozenset({"failed", "unsupported", "error"})
 FEATURE_ORDER = ("timestamps", "scheduling", "scheduler", "serve", "worker")
 
 
@@ -80,8 +79,6 @@ class RunDiff:
     new_failures: list[str] = field(default_factory=list)
     fixed: list[str] = field(default_factory=list)
     still_failing: list[str] = field(default_factory=list)
-    new_checks: list[str] = field(default_factory=list)
-    removed_checks: list[str] = field(default_factory=list)
 
 
 def diff_runs(before: StoredRun, after: list[CheckResult]) -> RunDiff:
@@ -89,18 +86,16 @@ def diff_runs(before: StoredRun, after: list[CheckResult]) -> RunDiff:
     diff = RunDiff(baseline=str(before.path))
     for cid, result in sorted(now.items()):
         old = before.checks.get(cid)
-        bad_now = result.outcome in BAD_OUTCOMES
+        bad_now = result.outcome in GATE_FAILING
         if old is None:
-            diff.new_checks.append(cid)
-            if bad_now:
+            if bad_now:  # a check the earlier run did not have, failing now
                 diff.new_failures.append(cid)
-        elif bad_now and old.outcome not in BAD_OUTCOMES:
+        elif bad_now and old.outcome not in GATE_FAILING:
             diff.new_failures.append(cid)
         elif bad_now:
             diff.still_failing.append(cid)
-        elif old.outcome in BAD_OUTCOMES and result.outcome == "passed":
+        elif old.outcome in GATE_FAILING and result.outcome == "passed":
             diff.fixed.append(cid)
-    diff.removed_checks = sorted(set(before.checks) - set(now))
     return diff
 
 

@@ -27,9 +27,8 @@ import pytest
 #: Version of the results.json layout; bumped on any incompatible change (see docs/results-schema.md).
 RESULTS_SCHEMA_VERSION = 1
 
-OUTCOMES = ("passed", "failed", "unsupported", "skipped", "error")
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "error")
-#: Statuses that fail the gate (exit 1, or 2 for error).
+#: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".
 GATE_FAILING = frozenset({"failed", "unsupported", "error"})
 NOT_PASSING = frozenset({"failed", "unsupported"})
 

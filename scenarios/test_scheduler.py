@@ -17,7 +17,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.api import ApiClient
-from harness.objects import Created
+from harness.objects import Created, runs_of_deployment
 from harness.timestamps import describe_instant, parse_instant, utc_now
 from harness.waiting import timeout_scale, wait_until
 
@@ -71,13 +71,7 @@ def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, c
 
 
 def scheduled_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
-    body = {
-        "deployments": {"id": {"any_": [deployment_id]}},
-        "flow_runs": {"state": {"type": {"any_": ["SCHEDULED"]}}},
-        "sort": "EXPECTED_START_TIME_ASC",
-        "limit": 200,
-    }
-    return api.post("/flow_runs/filter", body)
+    return runs_of_deployment(api, deployment_id, "SCHEDULED", sort="EXPECTED_START_TIME_ASC", limit=200)
 
 
 @pytest.fixture(scope="module")

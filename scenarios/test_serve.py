@@ -16,7 +16,7 @@ import pytest
 
 from harness.actors import Actor, start_runner
 from harness.api import ApiClient
-from harness.objects import Created, scheduled_state
+from harness.objects import Created, runs_of_deployment, scheduled_state
 from harness.runs import actor_can_still_act, wait_for_deployment, wait_for_final_state
 from harness.timestamps import utc_now
 from harness.waiting import wait_until
@@ -106,11 +106,6 @@ class ScheduledServeOutcome:
     failure: AssertionError | None = None
 
 
-def completed_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
-    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": ["COMPLETED"]}}}}
-    return api.post("/flow_runs/filter", body)
-
-
 @pytest.fixture(scope="module")
 def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ScheduledServeOutcome:
     """``flow.serve(interval=5)``; wait until the Runner has completed a run the server scheduled."""
@@ -122,7 +117,7 @@ def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_name
     schedules = api.request("GET", f"/deployments/{deployment['id']}/schedules")
     try:
         runs = wait_until(
-            lambda: completed_runs(api, deployment["id"]) or actor_can_still_act(runner, POLL_PATH),
+            lambda: runs_of_deployment(api, deployment["id"], "COMPLETED") or actor_can_still_act(runner, POLL_PATH),
             awaiting=f"the Runner to complete a run that the server scheduled for its interval-{SCHEDULE_INTERVAL}s deployment",
             timeout=DEPLOYMENT_TIMEOUT,
             interval=0.5,

@@ -259,19 +259,21 @@ def string_sorted(body: dict, items: list) -> list:
     return sorted(items, key=lambda item: run_of(item).get("next_scheduled_start_time") or "")
 
 
-def exclusive_before(body: dict, items: list) -> list:
-    """``next_scheduled_start_time < scheduled_before``: a half-open bound."""
-    if not body.get("scheduled_before"):
-        return items
-    bound = parse_instant(body["scheduled_before"].replace(" ", "T", 1))
-    return [item for item in items if _nsst(run_of(item)) != bound]
+def request_bound(body: dict, key: str) -> dt.datetime | None:
+    """A polling request's bound as an instant (clients send the space-separated form)."""
+    return parse_instant(body[key].replace(" ", "T", 1)) if body.get(key) else None
 
 
-def exclusive_after(body: dict, items: list) -> list:
-    if not body.get("scheduled_after"):
-        return items
-    bound = parse_instant(body["scheduled_after"].replace(" ", "T", 1))
-    return [item for item in items if _nsst(run_of(item)) != bound]
+def exclusive(key: str) -> Callable[[dict, list], list]:
+    """A half-open bound: runs exactly at ``key`` (``scheduled_before``/``scheduled_after``) are left out."""
+    def fn(body: dict, items: list) -> list:
+        bound = request_bound(body, key)
+        return items if bound is None else [item for item in items if _nsst(run_of(item)) != bound]
+    return fn
+
+
+exclusive_before = exclusive("scheduled_before")
+exclusive_after = exclusive("scheduled_after")
 
 
 class StringComparedBefore(Deviation):
@@ -340,7 +342,7 @@ class PollFiltersOnlyByTime(Deviation):
         with httpx.Client(base_url=self.upstream, timeout=10) as http:
             flows = {http.get(f"/deployments/{d}").json()["flow_id"] for d in body.get("deployment_ids", [])}
             runs = http.post("/flow_runs/filter", json={"flows": {"id": {"any_": sorted(flows)}}, "sort": "EXPECTED_START_TIME_ASC"}).json()
-        bound = parse_instant(body["scheduled_before"].replace(" ", "T", 1)) if body.get("scheduled_before") else None
+        bound = request_bound(body, "scheduled_before")
         for run in runs:  # a run that left SCHEDULED has no next_scheduled_start_time: use the expected one
             run["next_scheduled_start_time"] = run.get("next_scheduled_start_time") or run.get("expected_start_time")
         due = [r for r in runs if bound is None or _nsst(r) <= bound]
