@@ -32,9 +32,13 @@ UPDATE_EXPECTATIONS ?=
 # Reference mode and images (read by the CLI from the environment): REFERENCE=local|local-postgres|docker|docker-postgres
 export REFERENCE REFERENCE_IMAGE POSTGRES_IMAGE REFERENCE_DB_URL
 
+# make itself exits 2 whenever a recipe fails, so the CLI's own 0/1/2 verdict is printed as the last line.
+VERDICT = case $$1 in 0) echo "verdict: 0 — passed";; 1) echo "verdict: 1 — conformance failures";; \
+  2) echo "verdict: 2 — no verdict (see the message above)";; *) echo "verdict: $$1 — interrupted";; esac
 conformance: $(STAMP)
-	$(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) \
-	  $(if $(EXPECTATIONS),--expectations $(EXPECTATIONS)) $(if $(UPDATE_EXPECTATIONS),--update-expectations) $(ARGS)
+	@set -- 0; $(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) \
+	  $(if $(EXPECTATIONS),--expectations $(EXPECTATIONS)) $(if $(UPDATE_EXPECTATIONS),--update-expectations) $(ARGS) \
+	  || set -- $$?; $(VERDICT); exit $$1
 
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests $(ARGS)
@@ -54,11 +58,15 @@ reference-images: $(STAMP)
 
 # The differential self-check: the reference on SQLite and on PostgreSQL must give identical verdicts.
 # 'compare' lists checks that fail only on PostgreSQL as "new failures" and only on SQLite as "fixed".
+# Both runs always happen and are always compared; the target fails if either run or the comparison did.
 differential: $(STAMP)
-	REFERENCE=docker $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/sqlite $(ARGS) || true
-	REFERENCE=docker-postgres $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/postgres $(ARGS) || true
+	@sqlite=0; postgres=0; same=0; \
+	REFERENCE=docker $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/sqlite $(ARGS) || sqlite=$$?; \
+	REFERENCE=docker-postgres $(BIN)/prefect-conformance run --report-dir $(REPORT_DIR)/differential/postgres $(ARGS) || postgres=$$?; \
 	$(BIN)/prefect-conformance compare $(REPORT_DIR)/differential/sqlite/latest/results.json \
-	  $(REPORT_DIR)/differential/postgres/latest/results.json
+	  $(REPORT_DIR)/differential/postgres/latest/results.json || same=$$?; \
+	echo "differential: sqlite run exit $$sqlite, postgres run exit $$postgres, compare exit $$same"; \
+	[ $$sqlite = 0 ] && [ $$postgres = 0 ] && [ $$same = 0 ]
 
 # A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
 bench: $(STAMP)

@@ -17,7 +17,7 @@ import pytest
 from harness.actors import Actor
 from harness.api import ApiClient
 from harness.credentials import api_headers
-from harness.errors import TargetUnavailable, Unsupported
+from harness.errors import TargetUnavailable, outcome_of
 from harness.naming import new_run_prefix, unique_name
 from harness.objects import Created
 from harness.target import Target, preflight
@@ -70,8 +70,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Classify what went wrong, for the results: a missing endpoint is ``unsupported``; an AssertionError in
-    setup or call is the target's failure; anything else (a harness bug, a teardown problem) is an ``error``."""
+    """Classify what went wrong, for the results, by the one rule in :func:`harness.errors.outcome_of`."""
     outcome = yield
     report = outcome.get_result()
     pinned = item.get_closest_marker("check_id")
@@ -86,12 +85,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         if problem:  # the check failed because the target went away: say so, and stop asking it
             _target_down.append(problem)
             report.user_properties.append(("target_down", problem))
-    if excinfo.errisinstance(Unsupported):
-        report.user_properties.append(("outcome", "unsupported"))
-    elif call.when == "teardown" or not excinfo.errisinstance(AssertionError):
-        report.user_properties.append(("outcome", "error"))
-    else:
-        report.user_properties.append(("outcome", "failed"))
+    report.user_properties.append(("outcome", outcome_of(excinfo.value, call.when)))
 
 
 @pytest.fixture(scope="session")
@@ -102,7 +96,8 @@ def run_prefix(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session")
 def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     configured = request.config.getoption("--artifacts-dir")
-    path = Path(configured) if configured else Path(tempfile.mkdtemp(prefix="prefect-conformance-"))
+    # Resolved here, where the option enters: actors run in their own working directories.
+    path = Path(configured).resolve() if configured else Path(tempfile.mkdtemp(prefix="prefect-conformance-"))
     path.mkdir(parents=True, exist_ok=True)
     return path
 

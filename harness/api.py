@@ -25,6 +25,21 @@ TRANSIENT_STATUSES = frozenset({502, 503, 504})
 TRANSIENT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 
 
+class Document(dict):
+    """A JSON object as the target sent it, which knows where it came from.
+
+    Reading a field the target left out raises :class:`UnexpectedAnswer` quoting the answer, so a missing field
+    fails the check that needed it instead of crashing the harness with a ``KeyError``.
+    """
+
+    def __init__(self, data: dict, source: str) -> None:
+        super().__init__(data)
+        self.source = source
+
+    def __missing__(self, key: str) -> Any:
+        raise UnexpectedAnswer(f"{self.source} answered without the field {key!r}: {excerpt(json.dumps(self))}")
+
+
 @dataclass(frozen=True)
 class Answer:
     """One response of the target, kept with the request that produced it."""
@@ -40,9 +55,11 @@ class Answer:
         return 200 <= self.status < 300
 
     def json(self) -> Any:
-        """The parsed body; a non-JSON body is itself a conformance failure, so it raises UnexpectedAnswer."""
+        """The parsed body (objects as :class:`Document`); a non-JSON body is itself a conformance failure, so it
+        raises UnexpectedAnswer."""
+        source = f"{self.method} {self.path}"
         try:
-            return json.loads(self.text)
+            return json.loads(self.text, object_hook=lambda data: Document(data, source))
         except ValueError:
             raise UnexpectedAnswer(
                 f"{self.method} {self.path} answered {self.status} with a body that is not JSON "
@@ -86,6 +103,9 @@ class ApiClient:
     def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Answer:
         """Send one request, retrying transient failures with a bounded back-off; never raises on status.
 
+        No answer at all (a timeout, a connection refused or dropped on every attempt) raises UnexpectedAnswer:
+        like any answer, it is the target's, and the check that sent the request fails quoting it.
+
         The back-off doubles from 0.1 s to at most 2 s: with 8 retries a request gives up after about 9 s, long
         enough for a SQLite-backed server to get through lock contention under two concurrent runs.
         """
@@ -95,9 +115,17 @@ class ApiClient:
             last_attempt = attempt == self.retries
             try:
                 response = self._http.request(method, url, json=json_body, params=params)
-            except TRANSIENT_ERRORS:
-                if last_attempt:
-                    raise
+            except httpx.TimeoutException as exc:  # not retried: a stuck server stays stuck
+                raise UnexpectedAnswer(
+                    f"{method} {path}: the target did not answer within {self._http.timeout.read:.0f}s "
+                    f"({type(exc).__name__})"
+                ) from None
+            except TRANSIENT_ERRORS as exc:
+                if last_attempt:  # what the target failed to answer is its failure, quoted like an answer
+                    raise UnexpectedAnswer(
+                        f"{method} {path}: the target did not answer after {self.retries + 1} attempts "
+                        f"({type(exc).__name__}: {excerpt(str(exc), 160)})"
+                    ) from None
             else:
                 if response.status_code not in TRANSIENT_STATUSES or last_attempt:
                     return Answer(

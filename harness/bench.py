@@ -21,6 +21,7 @@ from pathlib import Path
 
 import httpx
 
+from harness.cli import absolute_path
 from harness.proxy import ReverseProxy
 from harness.reference import LocalReference
 from harness.reports import FEATURE_ORDER
@@ -77,7 +78,8 @@ def recorder_overhead(samples: int = 200) -> tuple[float, float]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports")
+    parser.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"),
+                        help="where to write (a relative path is taken from the current directory)")
     args = parser.parse_args(argv)
     out = args.report_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)

@@ -33,6 +33,7 @@ from harness.reports import (
     render_html,
     render_junit,
     render_markdown,
+    target_identity,
 )
 from harness.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.target import Target, preflight
@@ -43,6 +44,15 @@ SCENARIOS_DIR = PROJECT_ROOT / "scenarios"
 REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_VERDICT = 0, 1, 2
+
+
+def absolute_path(value: str) -> Path:
+    """A path option, resolved once against the directory the user ran the command in.
+
+    Everything below the CLI (reference servers, real clients) runs in its own working directory, so a relative
+    path must never travel further than this boundary.
+    """
+    return Path(value).expanduser().resolve()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,13 +90,15 @@ def build_parser() -> argparse.ArgumentParser:
         "'docker-postgres' = a container plus a PostgreSQL container on a private network (also $REFERENCE)",
     )
     run.add_argument("--reference-image", metavar="IMAGE", default=os.environ.get("REFERENCE_IMAGE") or None,
-                     help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11; "
+                     help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11, or its "
+                     "equivalent built here from Debian and PyPI packages when the engine cannot pull it; "
                      "also $REFERENCE_IMAGE)")
     run.add_argument("--postgres-image", metavar="IMAGE", default=os.environ.get("POSTGRES_IMAGE") or None,
                      help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)")
     run.add_argument("--reference-db-url", metavar="URL", default=os.environ.get("REFERENCE_DB_URL") or None,
                      help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)")
-    run.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports", help="where reports go (default: reports/)")
+    run.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"), help="where reports go; a relative path is taken from the current directory "
+                     "(default: reports/ of the suite's checkout)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
     run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (timestamps, scheduling, scheduler, serve, worker), "
                      "e.g. 'timestamps or scheduling'")
@@ -107,9 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
     gate = run.add_argument_group("CI gate")
     gate.add_argument(
         "--expectations",
-        type=Path,
+        type=absolute_path,
         metavar="FILE",
-        default=Path(os.environ["PREFECT_CONFORMANCE_EXPECTATIONS"]) if os.environ.get("PREFECT_CONFORMANCE_EXPECTATIONS") else None,
+        default=os.environ.get("PREFECT_CONFORMANCE_EXPECTATIONS") or None,
         help="TOML file of checks known to fail on this target; they are reported as expected failures and do "
         "not fail the gate (see README, 'Adopting the suite for a new server')",
     )
@@ -123,10 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="fail the gate on unexpected passes too, so the expectations file is kept current",
     )
-    gate.add_argument("--compare", type=Path, metavar="RESULTS_JSON",
+    gate.add_argument("--compare", type=absolute_path, metavar="RESULTS_JSON",
                       help="report new failures, fixes and still-failing checks against an earlier results.json "
-                      "(default: the previous run in REPORT_DIR)")
-    gate.add_argument("--rerun-failed", type=Path, metavar="RESULTS_JSON",
+                      "(default: the newest earlier run in REPORT_DIR against the same target)")
+    gate.add_argument("--rerun-failed", type=absolute_path, metavar="RESULTS_JSON",
                       help="run only the checks that failed, were unsupported or errored in that results.json")
     run.add_argument("-v", "--verbose", action="store_true", help="show each check as it runs")
     run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="extra arguments passed to pytest after --")
@@ -135,8 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="compare two results.json files",
         description="Print new failures, fixes and still-failing checks between two runs. Exit 1 if there are new failures.",
     )
-    compare.add_argument("before", type=Path, metavar="OLD_RESULTS_JSON")
-    compare.add_argument("after", type=Path, metavar="NEW_RESULTS_JSON")
+    compare.add_argument("before", type=absolute_path, metavar="OLD_RESULTS_JSON")
+    compare.add_argument("after", type=absolute_path, metavar="NEW_RESULTS_JSON")
     return parser
 
 
@@ -184,7 +196,8 @@ def run(args: argparse.Namespace) -> int:
     # A user's target is checked before anything is written, so a typo leaves the previous reports alone.
     target = preflight(args.target) if args.target else None
     report_dir = prepare_report_dir(args.report_dir)
-    if baseline is None and (previous := previous_results(args.report_dir)) is not None:
+    identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
+    if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
         baseline = read_results_json(previous)
     reference = None
     try:

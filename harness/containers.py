@@ -6,8 +6,8 @@ on a private Docker network and points Prefect at it. PostgreSQL stores timestam
 ZONE`` and SQLite as naive text converted by Prefect, so the two storages are exactly what the timestamp checks
 must survive.
 
-Where no registry is reachable, ``make reference-images`` (:mod:`harness.images`) builds equivalent images
-from Debian's and PyPI's packages. Ryuk is disabled (its image cannot be pulled everywhere): every container
+Where no registry is reachable, the default images are replaced by equivalents built from Debian's and PyPI's
+packages (:mod:`harness.images`, also ``make reference-images``), built on first use. Ryuk is disabled (its image cannot be pulled everywhere): every container
 and network carries the run's label and is removed by :meth:`DockerReference.stop`, on failure and on Ctrl-C.
 """
 
@@ -47,23 +47,57 @@ def docker_client():
         ) from None
 
 
-def require_image(client, image: str) -> None:
-    """Use a local image, or pull it; say clearly what to do when neither works."""
+def pullable(client, image: str) -> bool:
+    """True when ``image`` is on this machine or the engine could pull it."""
     import docker
 
     try:
         client.images.get(image)
-        return
+        return True
     except docker.errors.ImageNotFound:
         pass
     try:
         client.images.pull(image)
-    except Exception as exc:
+        return True
+    except Exception:  # no registry, no network, no such tag: all mean "not here"
+        return False
+
+
+def usable_images(client, image: str, postgres_image: str | None, log_path: Path) -> tuple[str, str | None]:
+    """The images to run: the requested ones when present or pullable. Where the engine can pull neither of
+    the *default* images (a machine without a registry), their equivalents built from Debian's and PyPI's
+    packages (:mod:`harness.images`), built once per machine, saying so in one line first."""
+    from harness import images
+
+    local = {DEFAULT_REFERENCE_IMAGE: images.PREFECT_IMAGE, DEFAULT_POSTGRES_IMAGE: images.POSTGRES_IMAGE}
+    missing = [i for i in (image, postgres_image) if i and not pullable(client, i)]
+    if not missing:
+        return image, postgres_image
+    custom = [i for i in missing if i not in local]
+    if custom:
         raise HarnessError(
-            f"Docker image {image} is not on this machine and could not be pulled ({type(exc).__name__}). "
-            "Hint: without a registry, build local images with `make reference-images` and pass "
-            "REFERENCE_IMAGE=/POSTGRES_IMAGE= (see README)."
-        ) from None
+            f"Docker image {custom[0]} is not on this machine and could not be pulled. Hint: build or load it first, "
+            "or leave REFERENCE_IMAGE/POSTGRES_IMAGE unset to use images built from Debian's and PyPI's packages."
+        )
+    if all(images.image_exists(local[i]) for i in missing):
+        print(f"prefect-conformance: cannot pull {', '.join(missing)}; using the locally built "
+              f"{', '.join(local[i] for i in missing)}", flush=True)
+    elif os.geteuid() != 0:
+        raise HarnessError(
+            f"Docker image {missing[0]} cannot be pulled here, and building its local equivalent needs root. "
+            "Hint: run `sudo make reference-images` once, or use --reference local."
+        )
+    else:
+        print(f"prefect-conformance: cannot pull {', '.join(missing)} (no registry); building equivalents from "
+              f"Debian's and PyPI's packages, once for this machine (about 2 minutes; log: {log_path})", flush=True)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "w") as log:
+            try:
+                images.ensure_images(output=log)
+            except Exception as exc:
+                raise HarnessError(f"Building the reference images failed ({type(exc).__name__}: {exc}). Log: {log_path}") from None
+    return local.get(image, image) if image in missing else image, (
+        local.get(postgres_image, postgres_image) if postgres_image in missing else postgres_image)
 
 
 @dataclass
@@ -90,12 +124,12 @@ class DockerReference(ReferenceServer):
 
         started = time.monotonic()
         client = docker_client()
-        require_image(client, self.image)
+        self.image, self.postgres_image = usable_images(client, self.image, self.postgres_image,
+                                                        self.workdir / "reference-images-build.log")
         labels = {RUN_LABEL: self.run_id}
         env = {**FAST_SERVICE_SETTINGS, "PREFECT_SERVER_API_HOST": "0.0.0.0", "PREFECT_HOME": "/tmp/prefect-home"}
         try:
             if self.postgres_image:
-                require_image(client, self.postgres_image)
                 self._network = Network(docker_network_kw={"labels": labels}).create()
                 postgres = (
                     DockerContainer(self.postgres_image, labels=labels)

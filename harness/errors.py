@@ -1,12 +1,16 @@
-"""The harness's own exceptions.
+"""The harness's own exceptions, and the one rule that says who is at fault (:func:`outcome_of`).
 
-Two families matter to users because they map to different exit codes:
+* :class:`UnexpectedAnswer` and :class:`WaitTimeout` (``AssertionError`` s) are raised when the *target* did not
+  behave like Prefect: it answered something else, answered nothing, or a real client it served died of it.
+  The check is ``failed`` (exit 1), with the target's answer quoted.
+* :class:`Unsupported` is raised when the target lacks an endpoint a check needs: ``unsupported``, never a pass,
+  and fails the gate unless an expectations file lists the check.
+* :class:`HarnessError` (and anything that is not an ``AssertionError``) means the harness or its machine broke:
+  the check is an ``error`` and the run has no verdict (exit 2). :class:`TargetUnavailable` is the one case
+  about the target: it cannot be tested at all (unreachable, not a Prefect API, gone mid-run).
 
-* :class:`TargetUnavailable` and :class:`HarnessError` mean "no verdict could be reached" (exit 2);
-* :class:`UnexpectedAnswer` and :class:`WaitTimeout` are raised inside a scenario when the target did not
-  behave like Prefect; pytest reports them as failures (exit 1);
-* :class:`Unsupported` is raised when the target lacks an endpoint a check needs; it is reported as
-  ``unsupported``, never as a pass, and fails the gate unless an expectations file lists the check.
+A server author must be able to list every known deviation of their server in an expectations file and get a
+green gate, so a target's deviation is never an ``error``, and a harness fault is never blamed on the target.
 """
 
 from __future__ import annotations
@@ -18,6 +22,10 @@ class HarnessError(Exception):
 
 class TargetUnavailable(HarnessError):
     """The target cannot be tested at all: unreachable, wrong URL, not a Prefect API, unhealthy."""
+
+
+class ActorCouldNotStart(HarnessError):
+    """A real client died for a local reason before the target had any part in it (its file, an import, a port)."""
 
 
 class UnexpectedAnswer(AssertionError):
@@ -53,3 +61,15 @@ def means_not_implemented(status: int, body: str) -> bool:
         return True
     return status == 404 and (" ".join(body.split()).replace(" ", "") in {b.replace(" ", "") for b in ROUTE_NOT_FOUND_BODIES}
                               or body.lstrip().lower().startswith(("<!doctype", "<html")))
+
+
+def outcome_of(error: BaseException, phase: str) -> str:
+    """The outcome of a check that raised ``error`` during ``phase`` (setup, call or teardown of pytest).
+
+    The one place that decides who is at fault: see the module docstring.
+    """
+    if isinstance(error, Unsupported):
+        return "unsupported"
+    if phase != "teardown" and isinstance(error, AssertionError):
+        return "failed"
+    return "error"

@@ -72,8 +72,18 @@ def find(expectations: list[Expectation], check_id: str) -> Expectation | None:
     return None
 
 
+def listed_as(outcome: str) -> str:
+    """The expectations file's word for a not-passing outcome (``failed`` -> ``fail``)."""
+    return "unsupported" if outcome == "unsupported" else "fail"
+
+
 def apply(expectations: list[Expectation], results: list[CheckResult]) -> list[str]:
-    """Set each result's status from its outcome and the expectations; return entries that matched no check."""
+    """Set each result's status from its outcome and the expectations; return entries that matched no check.
+
+    A listed check is an expected failure only with the outcome its entry names: a check listed as
+    ``unsupported`` that now fails (the endpoint appeared and is wrong), or one listed as ``fail`` whose endpoint
+    vanished, stays failing and says so.
+    """
     used: set[str] = set()
     for result in results:
         expectation = find(expectations, result.id)
@@ -82,8 +92,11 @@ def apply(expectations: list[Expectation], results: list[CheckResult]) -> list[s
             continue
         used.add(expectation.pattern)
         result.expectation = expectation.reason + (f" ({expectation.link})" if expectation.link else "")
-        if result.outcome in NOT_PASSING:
+        if result.outcome in NOT_PASSING and listed_as(result.outcome) == expectation.outcome:
             result.status = "expected-failure"
+        elif result.outcome in NOT_PASSING:  # listed, but for another outcome: a change the gate must see
+            result.message = (f"listed as outcome = {expectation.outcome!r} in the expectations file, but the check "
+                              f"{result.outcome}: {result.message}")
         elif result.outcome == "passed":
             result.status = "unexpected-pass"
     return [e.pattern for e in expectations if e.pattern not in used]
@@ -108,13 +121,14 @@ def render(expectations: list[Expectation], target: str) -> str:
 def updated(previous: list[Expectation], results: list[CheckResult]) -> list[Expectation]:
     """Expectations that match this run: every check that does not pass, keeping reasons of entries that stay.
 
-    Wildcard entries are kept as they are while they still match a failing check.
+    Wildcard entries are kept as they are while they still match a failing check with their outcome; a check
+    whose outcome changed gets an entry of its own with the new outcome.
     """
     failing = {r.id: r for r in results if r.outcome in NOT_PASSING}
     kept: list[Expectation] = []
     covered: set[str] = set()
     for e in previous:
-        matched = [cid for cid in failing if matches(cid, e.pattern)]
+        matched = [cid for cid in failing if matches(cid, e.pattern) and listed_as(failing[cid].outcome) == e.outcome]
         if matched:
             kept.append(e)
             covered.update(matched)
@@ -123,5 +137,5 @@ def updated(previous: list[Expectation], results: list[CheckResult]) -> list[Exp
             continue
         first_line = (result.message.splitlines() or ["(no message)"])[0]
         reason = "TODO: explain. First seen: " + (first_line[:160] + ("..." if len(first_line) > 160 else ""))
-        kept.append(Expectation(cid, "unsupported" if result.outcome == "unsupported" else "fail", reason))
+        kept.append(Expectation(cid, listed_as(result.outcome), reason))
     return kept

@@ -8,11 +8,14 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import shutil
 import subprocess
 import sys
 import time
 from collections import Counter
 from pathlib import Path
+
+from harness.cli import absolute_path
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -20,7 +23,8 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.flake", description=__doc__.splitlines()[0])
     parser.add_argument("-N", "--runs", type=int, default=20, help="how many runs (default 20)")
-    parser.add_argument("--report-dir", type=Path, default=PROJECT_ROOT / "reports")
+    parser.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"),
+                        help="where to write (a relative path is taken from the current directory)")
     parser.add_argument("run_args", nargs="*", help="extra arguments for `prefect-conformance run` (after --)")
     args = parser.parse_args(argv)
     out = args.report_dir / "flake"
@@ -28,13 +32,20 @@ def main(argv: list[str] | None = None) -> int:
     seen: Counter[str] = Counter()
     failures: dict[str, list[str]] = {}
     walls = []
+    empty_runs: list[str] = []  # runs that produced no results: they prove nothing, so the check fails
     for index in range(1, args.runs + 1):
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--report-dir", str(out / "runs"), *args.run_args],
+        # A folder per run: a run that ends before writing results must not be credited with an earlier run's.
+        run_dir = out / "runs" / f"{index:03d}"
+        shutil.rmtree(run_dir, ignore_errors=True)
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--report-dir", str(run_dir), *args.run_args],
                               cwd=PROJECT_ROOT, capture_output=True, text=True)
         walls.append(time.monotonic() - started)
-        results_path = out / "runs" / "latest" / "results.json"
+        results_path = run_dir / "latest" / "results.json"
         checks = json.loads(results_path.read_text())["checks"] if results_path.exists() else []
+        if not checks:
+            tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
+            empty_runs.append(f"run {index}: exit {proc.returncode}, no results: {tail[:300]}")
         for check in checks:
             seen[check["id"]] += 1
             if check["status"] == "passed":
@@ -50,16 +61,19 @@ def main(argv: list[str] | None = None) -> int:
         f"wall time per run {min(walls):.1f}-{max(walls):.1f} s.",
         "",
     ]
+    if empty_runs:
+        lines += [f"{len(empty_runs)} of {args.runs} runs produced no results, so nothing was verified in them:", ""]
+        lines += [f"- {line}" for line in empty_runs] + [""]
     if flaky:
         lines += ["| check | passed |", "|---|---|"] + [f"| `{cid}` | {passes[cid]}/{args.runs} |" for cid in flaky]
         for cid in flaky:
             lines += ["", f"## `{cid}`", ""] + [f"- {line}" for line in failures.get(cid, [])]
-    else:
+    elif not empty_runs:
         lines.append(f"Every check passed {args.runs}/{args.runs}.")
     out.mkdir(parents=True, exist_ok=True)
     (out / "flake.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    return 1 if flaky else 0
+    return 1 if flaky or empty_runs else 0
 
 
 if __name__ == "__main__":  # pragma: no cover

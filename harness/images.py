@@ -18,6 +18,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TextIO
 
 from harness import PREFECT_REFERENCE_VERSION
 
@@ -50,8 +51,16 @@ def image_exists(tag: str) -> bool:
     return subprocess.run(["docker", "image", "inspect", tag], capture_output=True).returncode == 0
 
 
+#: Where the build's commands and their output go: the terminal for `make reference-images`, a log file when a
+#: run builds the images on first use (see :func:`ensure_images`).
+_output: TextIO | None = None
+
+
 def run(argv: list[str], **kwargs) -> None:
-    print("+ " + " ".join(argv), flush=True)
+    print("+ " + " ".join(argv), flush=True, file=_output or sys.stdout)
+    if _output is not None:
+        kwargs.setdefault("stdout", _output)
+        kwargs.setdefault("stderr", _output)
     subprocess.run(argv, check=True, **kwargs)
 
 
@@ -90,17 +99,21 @@ def import_images(rootfs: Path) -> None:
     run(["docker", "build", "-q", "-t", POSTGRES_IMAGE, "-"], input=dockerfile.encode(), stdout=subprocess.DEVNULL)
 
 
-def ensure_images(force: bool = False) -> tuple[str, str]:
-    """Build both images unless they exist; return their tags."""
+def ensure_images(force: bool = False, output: TextIO | None = None) -> tuple[str, str]:
+    """Build both images unless they exist; return their tags. ``output``: where the build's output goes."""
+    global _output
+    _output = output
     if force or not (image_exists(PREFECT_IMAGE) and image_exists(POSTGRES_IMAGE)):
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="prefect-conformance-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
             build_rootfs(rootfs)
             import_images(rootfs)
-        print(f"reference-images: built {PREFECT_IMAGE} and {POSTGRES_IMAGE} in {time.monotonic() - started:.0f}s", flush=True)
+        print(f"reference-images: built {PREFECT_IMAGE} and {POSTGRES_IMAGE} in {time.monotonic() - started:.0f}s",
+              flush=True, file=output or sys.stdout)
     else:
-        print(f"reference-images: {PREFECT_IMAGE} and {POSTGRES_IMAGE} exist; nothing to build", flush=True)
+        print(f"reference-images: {PREFECT_IMAGE} and {POSTGRES_IMAGE} exist; nothing to build", flush=True,
+              file=output or sys.stdout)
     return PREFECT_IMAGE, POSTGRES_IMAGE
 
 

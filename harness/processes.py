@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import signal
 import subprocess
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
+
+from harness.errors import HarnessError
 
 REGISTRY_ENV = "PREFECT_CONFORMANCE_PROCESS_REGISTRY"
 #: Set in every child's environment, so a test can find any process of one run by its marker.
@@ -83,6 +86,35 @@ class ManagedProcess:
             _unregister(self.popen.pid)
 
 
+#: Environment variables whose value is a filesystem path (or a URL holding one) in the children we start.
+PATH_VALUED_ENV = re.compile(r"^PREFECT_.*(_HOME|_DIR|_PATH|_FILE|_CONNECTION_URL)$")
+
+
+def relative_paths(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, log_path: Path) -> list[str]:
+    """Every relative path among what a child would be started with, described for an error message.
+
+    A child runs in its own working directory, so a relative path there names a different file than it did in
+    the harness: the bug class behind "the Runner cannot open reports/latest/.../reports/latest/...". Paths are
+    resolved once, at the boundary (CLI options, pytest options); this check keeps it that way.
+    """
+    found = []
+    if cwd is not None and not Path(cwd).is_absolute():
+        found.append(f"cwd={cwd}")
+    if not Path(log_path).is_absolute():
+        found.append(f"log_path={log_path}")
+    for index, arg in enumerate(argv):
+        text = str(arg)
+        looks_like_path = "/" in text and not any(c.isspace() for c in text) and "://" not in text
+        if looks_like_path and not text.startswith(("/", "-", "{", "[")) and argv[index - 1 if index else 0] != "-c":
+            found.append(f"argv[{index}]={text}")
+    for key, value in env.items():
+        if PATH_VALUED_ENV.match(key) and value:
+            path = value.split(":///", 1)[1] if ":///" in value else value
+            if "://" not in path and not path.startswith("/"):
+                found.append(f"{key}={value}")
+    return found
+
+
 def spawn(
     name: str,
     argv: Sequence[str],
@@ -91,9 +123,18 @@ def spawn(
     env: Mapping[str, str] | None = None,
     cwd: Path | None = None,
 ) -> ManagedProcess:
-    """Start ``argv`` in a new session/process group with output appended to ``log_path``."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
+    """Start ``argv`` in a new session/process group with output appended to ``log_path``.
+
+    Refuses (``HarnessError``) a relative working directory, argv path or path-valued ``PREFECT_*`` variable.
+    """
     child_env = dict(env if env is not None else os.environ)
+    relative = relative_paths(argv, child_env, cwd, log_path)
+    if relative:
+        raise HarnessError(
+            f"Refusing to start {name} with relative paths ({', '.join(relative)}): the child would resolve them "
+            "against its own working directory. Hint: a harness bug; resolve paths where they enter the harness."
+        )
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     if os.environ.get(RUN_MARKER_ENV):
         child_env[RUN_MARKER_ENV] = os.environ[RUN_MARKER_ENV]
     with open(log_path, "ab") as log:

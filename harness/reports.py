@@ -52,10 +52,22 @@ def dated_runs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and re.match(r"^\d{8}-\d{6}", p.name))
 
 
-def previous_results(root: Path) -> Path | None:
-    """The newest earlier run's results.json, if any (the run just moved aside by prepare_report_dir)."""
+def target_identity(target_url: str, target_kind: str) -> str:
+    """What makes two runs comparable: the same URL, or the same kind of bundled reference (whose port varies)."""
+    return target_url if target_kind == "url" else target_kind
+
+
+def previous_results(root: Path, identity: str) -> Path | None:
+    """The newest earlier run's results.json against the same target (see :func:`target_identity`), if any.
+
+    A run against another server is no baseline: its failures are not this target's, and "fixed" would lie.
+    """
     for folder in reversed(dated_runs(root)):
-        if (folder / "results.json").exists():
+        try:
+            run = json.loads((folder / "results.json").read_text())["run"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if target_identity(run.get("target_url", ""), run.get("target_kind", "")) == identity:
             return folder / "results.json"
     return None
 
@@ -83,7 +95,11 @@ class RunDiff:
 
 def diff_runs(before: StoredRun, after: list[CheckResult]) -> RunDiff:
     now = {r.id: r for r in after}
-    diff = RunDiff(baseline=str(before.path))
+    target = before.run.get("target_url", "?")
+    kind = before.run.get("target_kind", "")
+    started = before.run.get("started", "?")
+    against = f"{target} ({kind})" if kind and kind != "url" else target
+    diff = RunDiff(baseline=f"{before.path} (run of {started} against {against})")
     for cid, result in sorted(now.items()):
         old = before.checks.get(cid)
         bad_now = result.outcome in GATE_FAILING
@@ -168,7 +184,7 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         c = summarize(items)
         lines.append(f"| {feature} | " + " | ".join(str(c[s]) for s in shown) + " |")
     if diff is not None:
-        lines += ["", "## Since the previous run", "", f"Compared with `{diff.baseline}`.", ""]
+        lines += ["", "## Since the previous run against this target", "", f"Compared with {diff.baseline}.", ""]
         for title, ids in (("New failures", diff.new_failures), ("Fixed", diff.fixed), ("Still failing", diff.still_failing)):
             lines.append(f"- **{title}** ({len(ids)})" + (": " + ", ".join(f"`{i}`" for i in ids) if ids else ""))
     unexpected = [r for r in results if r.status == "unexpected-pass"]
@@ -253,7 +269,7 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         out.append(f"<tr><td>{label}</td>{cells}</tr>")
     out.append("</table>")
     if diff is not None:
-        out.append(f"<h2>Since the previous run</h2><p class=meta>Compared with <code>{_e(diff.baseline)}</code></p><ul>")
+        out.append(f"<h2>Since the previous run against this target</h2><p class=meta>Compared with {_e(diff.baseline)}</p><ul>")
         for title, ids, css in (("New failures", diff.new_failures, "s-failed"), ("Fixed", diff.fixed, "s-passed"), ("Still failing", diff.still_failing, "")):
             items = ", ".join(f"<code>{_e(i)}</code>" for i in ids)
             out.append(f"<li class='{css}'><b>{title}</b> ({len(ids)}){': ' + items if ids else ''}</li>")

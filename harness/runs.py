@@ -6,11 +6,12 @@ whether the actor that should have acted is still alive (with its last log lines
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from harness.actors import Actor
 from harness.api import ApiClient
-from harness.errors import Hopeless, Unsupported, means_not_implemented
+from harness.errors import ActorCouldNotStart, Hopeless, Unsupported, means_not_implemented
 from harness.waiting import wait_until
 
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
@@ -33,17 +34,41 @@ def refused_requests(actor: Actor, limit: int = 3) -> str:
     return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
 
 
+#: Lines in a client's log that mean it could not start for a reason on this machine, not the target's answer.
+LOCAL_START_FAILURES = re.compile(
+    r"can't open file|No module named|ModuleNotFoundError|ImportError|Address already in use|Permission denied"
+)
+
+
+def died(actor: Actor) -> Exception:
+    """What a real client's death means: the target's failure (:class:`Hopeless`) when the target had a part in
+    it, a harness error (:class:`ActorCouldNotStart`) when the client died for a local reason.
+
+    The target had no part when no request of the client reached it, or when the client's log shows a local
+    start-up failure and the target refused nothing. Otherwise the client talked to the target and died:
+    the same client runs against the reference, so the target's answers are the cause, and they are quoted.
+    """
+    code, log = actor.process.popen.returncode, actor.log_tail()
+    refused = refused_requests(actor)
+    if refused:
+        return Hopeless(f"the {actor.name} exited with code {code} after the target answered: {refused}; its last "
+                        f"log lines:\n{log}")
+    if not actor.recorder.transcript() or LOCAL_START_FAILURES.search(log):
+        return ActorCouldNotStart(
+            f"the {actor.name} exited with code {code} before the target had any part in it (a harness or machine "
+            f"fault, not the target's); its last log lines ({actor.process.log_path}):\n{log}"
+        )
+    return Hopeless(f"the {actor.name} exited with code {code} while talking to the target (every answer was 2xx); "
+                    f"its last log lines:\n{log}")
+
+
 def actor_can_still_act(actor: Actor | None, poll_path: str = "") -> None:
-    """Raise :class:`Hopeless` if the actor died, or if the target refused its last polls of ``poll_path``."""
+    """Raise if the actor died (see :func:`died`), or :class:`Hopeless` if the target refused its last polls of
+    ``poll_path``."""
     if actor is None:
         return
     if not actor.is_running():
-        refused = refused_requests(actor)
-        cause = f" after the target answered: {refused}" if refused else ""
-        raise Hopeless(
-            f"the {actor.name} exited with code {actor.process.popen.returncode}{cause}; its last log lines:\n"
-            f"{actor.log_tail()}"
-        )
+        raise died(actor)
     if poll_path:
         polls = actor.recorder.requests_to("POST", poll_path)
         recent = polls[-REFUSED_POLLS_LIMIT:]

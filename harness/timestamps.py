@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
+from harness.errors import UnexpectedAnswer
+
 UTC = dt.timezone.utc
 
 #: RFC 3339 date-time: ``T`` separator, seconds, optional fraction, mandatory offset.
@@ -50,6 +52,43 @@ def parse_instant(text: str) -> dt.datetime:
     fraction = (match["fraction"] or "")[:7]  # '.' + at most 6 digits
     offset = "+00:00" if match["offset"] == "Z" else match["offset"]
     return dt.datetime.fromisoformat(f"{match['date']}T{match['time']}{fraction}{offset}")
+
+
+@lru_cache(maxsize=1)
+def _client_datetime():
+    """The pydantic type the pinned Prefect client validates every datetime field of an answer with."""
+    from pydantic import TypeAdapter
+    from prefect.types._datetime import DateTime
+
+    return TypeAdapter(DateTime)
+
+
+def read_instant(value: Any, where: str) -> dt.datetime:
+    """The instant a real Prefect client reads from ``value``, the field ``where`` of the target's answer.
+
+    Checks that need an instant (ordering, bounds, schedules) read it like the client does, so they reach a
+    verdict on a server with an unusual but client-readable format (a space separator; no offset, which the
+    client takes as UTC). Judging the format itself is the ``timestamps`` checks' job. A value that even the
+    client cannot read, or a missing one, is the target's deviation: :class:`UnexpectedAnswer` quoting it.
+    """
+    if value is None:
+        raise UnexpectedAnswer(f"{where} is null; a Prefect client needs a timestamp there")
+    try:
+        instant = _client_datetime().validate_python(value)
+    except Exception:  # pydantic's ValidationError, or a type it refuses outright
+        raise UnexpectedAnswer(f"{where} is {value!r}, which a Prefect client cannot read as a timestamp") from None
+    instant = instant.astimezone(UTC)
+    return dt.datetime(*instant.timetuple()[:6], instant.microsecond, tzinfo=UTC)
+
+
+def has_non_utc_offset(text: str) -> bool:
+    """True if the timestamp string carries an explicit offset other than UTC (``+05:30``, ``-0800``).
+
+    A naive value or one with a space separator is not flagged here: the client reads those as UTC, and their
+    format is judged by :func:`check_timestamp`.
+    """
+    match = re.search(r"(Z|[+-]\d{2}:?\d{2})$", text.strip()) if DATE_LIKE.match(text) else None
+    return bool(match) and match.group(1) not in ("Z", "+00:00", "+0000")
 
 
 def is_utc_designator(text: str) -> bool:

@@ -48,8 +48,13 @@ def assert_polled(actor: Actor, path_suffix: str, *, must_mention: str = "") -> 
         )
 
 
-def assert_never_used(actor: Actor, path_prefix: str, why: str) -> None:
-    """``actor`` sent no request whose path starts with (or, for a full endpoint, equals) ``path_prefix``."""
+def assert_never_used(actor: Actor, path_prefix: str, why: str, *, own_poll: str) -> None:
+    """``actor`` polled (``POST ...own_poll``, whatever the answer) and sent no request whose path starts with
+    ``path_prefix``. Without the first part a client that never got going would "prove" anything."""
+    assert actor.recorder.requests_to("POST", own_poll), (
+        f"the {actor.name} never sent POST {own_poll}, so its not using {path_prefix} proves nothing. Its "
+        f"transcript:\n{transcript_digest(actor)}"
+    )
     used = [e for e in actor.recorder.transcript() if e.path.startswith(path_prefix)]
     assert not used, (
         f"the {actor.name} used {', '.join(sorted({f'{e.method} {e.path}' for e in used}))}, but {why}: the "

@@ -18,7 +18,7 @@ import pytest
 
 from harness.api import ApiClient
 from harness.objects import Created, runs_of_deployment
-from harness.timestamps import describe_instant, parse_instant, utc_now
+from harness.timestamps import describe_instant, read_instant, utc_now
 from harness.waiting import timeout_scale, wait_until
 
 pytestmark = pytest.mark.scheduler
@@ -121,7 +121,7 @@ def test_scheduler_creates_runs(scheduled: ScheduleOutcome) -> None:
 
 def test_runs_fall_on_cron_boundaries(scheduled: ScheduleOutcome) -> None:
     """Runs of ``* * * * *`` start on whole minutes, one minute apart, from the first minute after creation."""
-    times = [parse_instant(r["expected_start_time"]) for r in scheduled.require_runs()]
+    times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in scheduled.require_runs()]
     off_boundary = [describe_instant(t) for t in times if t.second or t.microsecond]
     assert not off_boundary, f"runs of cron {CRON!r} not on a minute boundary: {off_boundary[:5]}"
     gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
@@ -139,11 +139,11 @@ def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
         values = {
             "expected_start_time": run.get("expected_start_time"),
             "next_scheduled_start_time": run.get("next_scheduled_start_time"),
-            "state.state_details.scheduled_time": (run.get("state") or {}).get("state_details", {}).get("scheduled_time"),
+            "state.state_details.scheduled_time": ((run.get("state") or {}).get("state_details") or {}).get("scheduled_time"),
         }
         missing = [k for k, v in values.items() if not v]
         assert not missing, f"run {run['name']!r} created by the scheduler has no {', '.join(missing)}: {values}"
-        instants = {parse_instant(v) for v in values.values()}
+        instants = {read_instant(v, f"{k} of run {run.get('name')!r}") for k, v in values.items()}
         assert len(instants) == 1, f"run {run['name']!r} created by the scheduler disagrees with itself: {values}"
 
 
@@ -151,6 +151,7 @@ def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
     """Each cron occurrence is scheduled once, however many times the scheduler loops."""
     by_time: dict[dt.datetime, list[str]] = {}
     for run in scheduled.require_runs():
-        by_time.setdefault(parse_instant(run["expected_start_time"]), []).append(run["name"])
+        when = read_instant(run.get("expected_start_time"), f"expected_start_time of run {run.get('name')!r}")
+        by_time.setdefault(when, []).append(run["name"])
     duplicated = {describe_instant(t): names for t, names in by_time.items() if len(names) > 1}
     assert not duplicated, f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"

@@ -27,7 +27,7 @@ import pytest
 from harness.api import ApiClient
 from harness.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
 from harness.sequences import Entry, is_non_decreasing, sequence_message
-from harness.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, parse_instant
+from harness.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, read_instant
 from harness.waiting import wait_until
 
 pytestmark = pytest.mark.scheduling
@@ -60,7 +60,8 @@ class Dataset:
             assert isinstance(run, dict) and "id" in run, f"the answer holds something that is not a flow run: {str(run)[:200]}"
             when = run.get("next_scheduled_start_time")
             label = self.labels.get(run["id"], f"foreign:{run.get('name')}")
-            out.append((label, parse_instant(when) if when else dt.datetime.min.replace(tzinfo=UTC)))
+            where = f"next_scheduled_start_time of run {run.get('name')!r}"
+            out.append((label, read_instant(when, where) if when is not None else dt.datetime.min.replace(tzinfo=UTC)))
         return out
 
     def expected(self, labels: list[str]) -> list[Entry]:
@@ -92,7 +93,7 @@ def test_next_scheduled_start_time_set_on_create(api: ApiClient, flow: dict, nam
     for source, document in (("POST /flow_runs/", run), ("GET /flow_runs/{id}", api.get(f"/flow_runs/{run['id']}"))):
         value = document.get("next_scheduled_start_time")
         assert value is not None, f"{source} returned next_scheduled_start_time null for a SCHEDULED run; expected {describe_instant(instant)}"
-        assert parse_instant(value) == instant, (
+        assert read_instant(value, f"{source} next_scheduled_start_time") == instant, (
             f"{source} returned next_scheduled_start_time {value!r}; the run is scheduled for {describe_instant(instant)}"
         )
 
@@ -118,7 +119,7 @@ def test_next_scheduled_start_time_kept_for_late_runs(api: ApiClient, flow: dict
     read = api.get(f"/flow_runs/{run['id']}")
     assert (read.get("state") or {}).get("name") == "Late", f"the run's state is {read.get('state')}, expected Late"
     value = read.get("next_scheduled_start_time")
-    assert value is not None and parse_instant(value) == instant, (
+    assert value is not None and read_instant(value, "the Late run's next_scheduled_start_time") == instant, (
         f"a Late run has next_scheduled_start_time {value!r}; expected its scheduled time {describe_instant(instant)}"
     )
 
@@ -130,7 +131,7 @@ def test_next_scheduled_start_time_follows_reschedule(api: ApiClient, flow: dict
     run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(first)})
     api.post(f"/flow_runs/{run['id']}/set_state", {"state": scheduled_state(later, name="AwaitingRetry"), "force": True})
     value = api.get(f"/flow_runs/{run['id']}").get("next_scheduled_start_time")
-    assert value is not None and parse_instant(value) == later, (
+    assert value is not None and read_instant(value, "next_scheduled_start_time after rescheduling") == later, (
         f"after rescheduling from {describe_instant(first)} to {describe_instant(later)}, next_scheduled_start_time "
         f"is {value!r}"
     )
@@ -264,7 +265,7 @@ def test_deployment_poll_marks_deployment_ready(api: ApiClient, polling: Deploym
         return deployment
 
     deployment = wait_until(ready, awaiting=f"GET {path} to show status READY and last_polled after a poll", timeout=15, interval=0.25)
-    parse_instant(deployment["last_polled"])
+    read_instant(deployment["last_polled"], f"GET {path} last_polled")
 
 
 # --- POST /work_pools/{name}/get_scheduled_flow_runs -----------------------------------------------------------
@@ -426,7 +427,8 @@ def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names
         if not page:
             break
         assert len(page) <= PAGE, f"page {page_number} has {len(page)} runs, more than limit {PAGE}"
-        instants = [parse_instant(r["next_scheduled_start_time"]) for r in page]
+        instants = [read_instant(r.get("next_scheduled_start_time"), f"page {page_number}: next_scheduled_start_time of run "
+                                 f"{r.get('name')!r}") for r in page]
         back = is_non_decreasing(instants)
         assert back is None, (
             f"page {page_number} goes back in time at position {back}: {describe_instant(instants[back - 1])} then "
@@ -436,8 +438,8 @@ def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names
             f"page {page_number} starts at {describe_instant(instants[0])}, before the previous page ended "
             f"({describe_instant(seen[-1][1])})"
         )
-        for run in page:
-            seen.append((run["id"], parse_instant(run["next_scheduled_start_time"])))
+        for run, instant in zip(page, instants):
+            seen.append((run["id"], instant))
             set_state(api, run["id"], "PENDING")
     ids = [run_id for run_id, _ in seen]
     duplicates = len(ids) - len(set(ids))

@@ -77,7 +77,7 @@ def test_runner_polls_deployments_endpoint(served: ServeOutcome) -> None:
 
 def test_runner_never_polls_a_work_pool(served: ServeOutcome) -> None:
     """Serving is not a worker: the Runner never touches a work pool's polling endpoint."""
-    assert_never_used(served.runner, "/work_pools/", "a .serve() Runner has no work pool")
+    assert_never_used(served.runner, "/work_pools/", "a .serve() Runner has no work pool", own_poll=POLL_PATH)
 
 
 def test_served_run_completes(served: ServeOutcome) -> None:

@@ -20,7 +20,7 @@ from harness.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_
 from harness.api import ApiClient
 from harness.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
 from harness.runs import wait_for_final_state
-from harness.timestamps import parse_instant, utc_now
+from harness.timestamps import read_instant, utc_now
 from scenarios.proof import (
     assert_final_state,
     assert_never_used,
@@ -83,7 +83,8 @@ def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
 
 def test_worker_never_polls_deployments_endpoint(worked: WorkerOutcome) -> None:
     """A worker is not a Runner: it never asks for runs by deployment."""
-    assert_never_used(worked.worker, "/deployments/get_scheduled_flow_runs", "a worker finds runs through its pool")
+    assert_never_used(worked.worker, "/deployments/get_scheduled_flow_runs", "a worker finds runs through its pool",
+                      own_poll=f"/work_pools/{worked.pool_name}/get_scheduled_flow_runs")
 
 
 def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
@@ -103,7 +104,7 @@ def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
     )
     heartbeat = workers[worked.worker_name].get("last_heartbeat_time")
     assert heartbeat, f"worker {worked.worker_name!r} is listed without last_heartbeat_time: {workers[worked.worker_name]}"
-    parse_instant(heartbeat)
+    read_instant(heartbeat, f"last_heartbeat_time of worker {worked.worker_name!r}")
 
 
 def test_worker_run_completes(worked: WorkerOutcome) -> None:

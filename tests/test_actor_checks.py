@@ -164,7 +164,8 @@ def test_reference_passes_every_actor_check(reference, suite) -> None:
     assert len(run.passed()) == 17, run.explain()
     report = (run.report_dir / "report.md").read_text()
     for actor in ("runner", "scheduled-runner", "worker"):
-        assert f"{actor}, " in report and (run.report_dir / "artifacts").glob(f"*/{actor}.transcript.jsonl")
+        assert f"{actor}, " in report, f"the report shows no transcript of the {actor}"
+        assert any((run.report_dir / "artifacts").glob(f"*/{actor}.transcript.jsonl")), f"no transcript file of the {actor}"
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -202,9 +203,20 @@ def fake_actor(name: str, *requests: tuple[str, str, int]) -> SimpleNamespace:
 
 
 def test_never_used_fails_on_a_transcript_that_used_the_other_path() -> None:
-    worker_like = fake_actor("runner", ("POST", "/work_pools/p/get_scheduled_flow_runs", 200))
+    worker_like = fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200),
+                             ("POST", "/work_pools/p/get_scheduled_flow_runs", 200))
     with pytest.raises(AssertionError, match=r"the runner used POST /work_pools/p/get_scheduled_flow_runs"):
-        assert_never_used(worker_like, "/work_pools/", "a .serve() Runner has no work pool")
+        assert_never_used(worker_like, "/work_pools/", "a .serve() Runner has no work pool",
+                          own_poll="/deployments/get_scheduled_flow_runs")
+
+
+def test_never_used_fails_when_the_client_never_polled_at_all() -> None:
+    """An idle client "never used" anything: that proves nothing, so the check fails instead of passing."""
+    idle = fake_actor("runner", ("GET", "/health", 200))
+    with pytest.raises(AssertionError, match=r"never sent POST /deployments/get_scheduled_flow_runs, so .* proves nothing"):
+        assert_never_used(idle, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs")
+    refused = fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 404))
+    assert_never_used(refused, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs")
 
 
 def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_deployment() -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.proxy import Deviation
 from harness.reports import render_html
 from harness.results import CheckResult, RunInfo
 from tests.conftest import run_suite
@@ -91,16 +92,22 @@ def test_update_expectations_lists_failures_and_keeps_reasons(naive_target, tmp_
     assert again.code == 0, again.explain()
 
 
-def test_compare_and_rerun_failed(naive_target, reference, tmp_path: Path) -> None:
+def test_compare_and_rerun_failed(deviating, reference, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    broken = run_suite("--target", naive_target.api_url, "-k", "output_format or in_filter", report_dir=reports)
+    server = deviating(RewriteResponses(drop_offset))
+    broken = run_suite("--target", server.api_url, "-k", "output_format or in_filter", report_dir=reports)
     assert broken.code == 1
     old = shutil.copy(broken.report_dir / "results.json", tmp_path / "broken.json")
-    rerun = run_suite("--target", reference.api_url, "--rerun-failed", str(old), report_dir=reports)
+    # A run against another server in between is no baseline for this one.
+    other = run_suite("--target", reference.api_url, "-k", "output_format and flow_run", report_dir=reports)
+    assert other.code == 0 and "Since the previous run" not in (other.report_dir / "report.md").read_text(), other.explain()
+    server.deviation = Deviation()  # the server is fixed, at the same address
+    rerun = run_suite("--target", server.api_url, "--rerun-failed", str(old), report_dir=reports)
     assert rerun.code == 0, rerun.explain()
     assert set(rerun.checks) == set(OUTPUT), "only the failed checks should run again"
     report = (rerun.report_dir / "report.md").read_text()
     assert "**Fixed** (4): " in report and "`timestamps/output_format[flow]`" in report, report
+    assert f"against {server.api_url})" in report, report  # the broken run, not the one against the reference
     # The standalone comparison: going from the fixed run back to the broken one is a regression (exit 1).
     cmd = [sys.executable, "-m", "harness.cli", "compare", str(rerun.report_dir / "results.json"), str(old)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent.parent)

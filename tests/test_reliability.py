@@ -5,6 +5,7 @@ A gate that hangs once, or leaves a worker running, or touches someone's data, s
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import signal
@@ -21,6 +22,7 @@ import pytest
 from harness.api import ApiClient
 from harness.proxy import Deviation, ProxyRequest, ProxyResponse, ReverseProxy
 from harness.reference import LocalReference
+from harness.timestamps import describe_instant, utc_now
 from harness.waiting import wait_until
 from tests.conftest import PROJECT_ROOT, run_suite
 
@@ -169,8 +171,10 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
     with ApiClient(reference.api_url) as api:
         flow = api.post("/flows/", {"name": "users-precious-flow"})
         deployment = api.post("/deployments/", {"flow_id": flow["id"], "name": "users-deployment", "paused": True})
+        # A day ahead of now: a past instant would let the late-runs service change the run during the test.
+        when = describe_instant(utc_now() + dt.timedelta(days=1))
         run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
-                       {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": "2026-11-26T10:00:00Z"}}})
+                       {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}})
         pool = api.post("/work_pools/", {"name": "users-pool", "type": "process"})
         ids = {"flow": flow["id"], "deployment": deployment["id"], "run": run["id"], "pool": pool["name"]}
         before = snapshot(api, ids)
