@@ -1,0 +1,115 @@
+"""The README's commands, executed exactly as written, in a fresh clone of the committed HEAD.
+
+The user's path is the product: the opening block of the README is parsed (never copied here), so when a
+command there changes, this test runs the new one. Three paths are walked, each asserting the exit code and
+the four report files:
+
+* every ``make conformance`` line of the opening block, in the clone (creates ``.venv``, starts the bundled
+  reference, runs the whole suite);
+* the README's "Against your own server" command, with its example URL replaced by a running reference;
+* the installed CLI from another working directory, with a relative ``--report-dir``.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
+EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
+
+
+def opening_commands(readme: str) -> list[str]:
+    """The commands of the README's first ``sh`` block, without their comments."""
+    block = re.search(r"```sh\n(.*?)```", readme, re.S)
+    assert block, "the README must open with a ```sh block of the commands that set up and run everything"
+    return [line.split("#", 1)[0].strip() for line in block.group(1).splitlines() if line.split("#", 1)[0].strip()]
+
+
+def own_server_command(readme: str) -> str:
+    """The README's command for running against your own server (the first ``make conformance TARGET=...``)."""
+    found = re.search(r"`(make conformance TARGET=\S+?)`", readme)
+    assert found, "the README must say how to run against your own server: `make conformance TARGET=...`"
+    return found.group(1)
+
+
+def cli_command(readme: str) -> str:
+    """The README's one-feature CLI example (``prefect-conformance run --target URL -m timestamps``)."""
+    found = re.search(r"^(prefect-conformance run --target \S+ -m timestamps)\b", readme, re.M)
+    assert found, "the README's 'Running it' block must show `prefect-conformance run --target URL -m timestamps`"
+    return found.group(1)
+
+
+def user_environment() -> dict[str, str]:
+    """The environment of a user's shell: none of this test run's virtualenv or Prefect settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_"))}
+    venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
+    return env
+
+
+def run_shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", "-c", command], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def explain(command: str, proc: subprocess.CompletedProcess) -> str:
+    return f"`{command}` exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-3000:]}"
+
+
+def assert_reports(folder: Path, command: str, proc: subprocess.CompletedProcess) -> None:
+    missing = [name for name in REPORT_FILES if not (folder / name).is_file()]
+    assert not missing, f"`{command}` wrote no {missing} in {folder}\n{explain(command, proc)}"
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh clone of the committed HEAD, as a new user gets it."""
+    folder = tmp_path_factory.mktemp("readme") / "prefect-conformance"
+    subprocess.run(["git", "clone", "-q", str(PROJECT_ROOT), str(folder)], check=True, capture_output=True)
+    return folder
+
+
+def test_readme_opening_commands_work_in_a_fresh_clone(clone: Path) -> None:
+    readme = (clone / "README.md").read_text()
+    commands = opening_commands(readme)
+    assert any(c.startswith("make conformance") for c in commands), commands
+    ci = (clone / ".ci" / "run").read_text()
+    for command in commands:
+        if command.startswith("make test"):  # running it here would recurse; CI runs it: .ci/run must say it
+            assert re.search(rf"^{re.escape(command)}\s*$", ci, re.M), f".ci/run does not run the README's `{command}`"
+            continue
+        proc = run_shell(command, clone, user_environment())
+        assert proc.returncode == 0, explain(command, proc)
+        assert "verdict: 0 — passed" in proc.stdout, explain(command, proc)
+        assert_reports(clone / "reports" / "latest", command, proc)
+
+
+def test_readme_command_against_a_running_server(clone: Path, reference) -> None:
+    command = EXAMPLE_URL.sub(reference.api_url, own_server_command((clone / "README.md").read_text()))
+    proc = run_shell(command, clone, user_environment())
+    assert proc.returncode == 0, explain(command, proc)
+    assert re.search(r"prefect-conformance: \d+ passed, 0 failed", proc.stdout), explain(command, proc)
+    assert_reports(clone / "reports" / "latest", command, proc)
+
+
+def test_cli_from_another_directory_with_a_relative_report_dir(clone: Path, reference, tmp_path: Path) -> None:
+    """Installed tools are run from wherever the user is; relative paths mean relative to that place."""
+    elsewhere = tmp_path / "somewhere-else"
+    elsewhere.mkdir()
+    env = user_environment()
+    if not (clone / ".venv" / "bin" / "prefect-conformance").exists():  # when this test runs on its own
+        subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
+    env["PATH"] = os.pathsep.join([str(clone / ".venv" / "bin"), env["PATH"]])  # as after `source .venv/bin/activate`
+    command = EXAMPLE_URL.sub(reference.api_url, cli_command((clone / "README.md").read_text()))
+    command += " --report-dir " + shlex.quote("relative/reports")
+    proc = run_shell(command, elsewhere, env)
+    assert proc.returncode == 0, explain(command, proc)
+    assert_reports(elsewhere / "relative" / "reports" / "latest", command, proc)
+    assert not (clone / "relative").exists()
