@@ -87,7 +87,7 @@ class ManagedProcess:
 
 
 #: Environment variables whose value is a filesystem path (or a URL holding one) in the children we start.
-PATH_VALUED_ENV = re.compile(r"^PREFECT_.*(_HOME|_DIR|_PATH|_FILE|_CONNECTION_URL)$")
+PATH_VALUED_ENV = re.compile(r"^PREFECT_(.*_)?(HOME|DIR|PATH|FILE|CONNECTION_URL)$")
 
 
 def relative_paths(argv: Sequence[str], env: Mapping[str, str], cwd: Path | None, log_path: Path) -> list[str]:

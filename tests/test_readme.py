@@ -107,7 +107,7 @@ def test_cli_from_another_directory_with_a_relative_report_dir(clone: Path, refe
     if not (clone / ".venv" / "bin" / "prefect-conformance").exists():  # when this test runs on its own
         subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
     env["PATH"] = os.pathsep.join([str(clone / ".venv" / "bin"), env["PATH"]])  # as after `source .venv/bin/activate`
-    command = EXAMPLE_URL.sub(reference.api_url, cli_command((clone / "README.md").read_text()))
+    command = re.sub(r"(?<=--target )\S+", reference.api_url, cli_command((clone / "README.md").read_text()))
     command += " --report-dir " + shlex.quote("relative/reports")
     proc = run_shell(command, elsewhere, env)
     assert proc.returncode == 0, explain(command, proc)
