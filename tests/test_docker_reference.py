@@ -30,6 +30,27 @@ def engine_available() -> bool:
 needs_docker = pytest.mark.skipif(not engine_available(), reason="no Docker engine answers on this machine")
 
 
+@needs_docker
+def test_docker_reference_on_an_engine_that_cannot_pull(tmp_path: Path) -> None:
+    """`--reference docker` with no image options, as a new user types it, on this registry-less engine: the
+    run builds (first time on a machine) or reuses the local equivalents, and says so in one line."""
+    import docker
+
+    from harness.containers import DEFAULT_REFERENCE_IMAGE
+
+    try:
+        docker.from_env().images.get(DEFAULT_REFERENCE_IMAGE)
+        pytest.skip(f"{DEFAULT_REFERENCE_IMAGE} is on this machine: nothing to replace")
+    except docker.errors.ImageNotFound:
+        pass
+    if os.geteuid() != 0:
+        pytest.skip("building the local images needs root")
+    run = run_suite("--reference", "docker", "-k", "output_format", report_dir=tmp_path, timeout=900)
+    assert run.code == 0, run.explain()
+    said = [line for line in run.stdout.splitlines() if f"cannot pull {DEFAULT_REFERENCE_IMAGE}" in line]
+    assert len(said) == 1 and ("using the locally built" in said[0] or "about 2 minutes" in said[0]), run.explain()
+
+
 @pytest.fixture(scope="module")
 def images() -> tuple[str, str]:
     from harness.images import POSTGRES_IMAGE, PREFECT_IMAGE, ensure_images, image_exists
