@@ -49,7 +49,9 @@ def cli_command(readme: str) -> str:
 
 def user_environment() -> dict[str, str]:
     """The environment of a user's shell: none of this test run's virtualenv or Prefect settings."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_"))}
+    # MAKEFLAGS & co. would hand `make test ARGS=...` down to the README's `make conformance`.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
     venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     return env
