@@ -54,7 +54,7 @@ browser:
 
 # Docker images of the reference built from Debian's and PyPI's packages, for engines that cannot pull.
 reference-images: $(STAMP)
-	$(BIN)/python -m harness.images
+	$(BIN)/python -m harness.reference.images
 
 # The differential self-check: the reference on SQLite and on PostgreSQL must give identical verdicts.
 # 'compare' lists checks that fail only on PostgreSQL as "new failures" and only on SQLite as "fixed".
@@ -70,12 +70,12 @@ differential: $(STAMP)
 
 # A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
 bench: $(STAMP)
-	$(BIN)/python -m harness.bench --report-dir $(REPORT_DIR)
+	$(BIN)/python -m harness.commands.bench --report-dir $(REPORT_DIR)
 
 # The full suite N times in a row; pass rate per check (writes reports/flake/flake.md).
 N ?= 20
 flake-check: $(STAMP)
-	$(BIN)/python -m harness.flake -N $(N) --report-dir $(REPORT_DIR)
+	$(BIN)/python -m harness.commands.flake -N $(N) --report-dir $(REPORT_DIR)
 
 clean:
 	rm -rf $(VENV) .cache

@@ -16,10 +16,10 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.api import ApiClient
-from harness.objects import Created, runs_of_deployment
-from harness.timestamps import describe_instant, read_instant, utc_now
-from harness.waiting import timeout_scale, wait_until
+from harness.target.api import ApiClient
+from harness.checks.objects import Created, runs_of_deployment
+from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.waits import timeout_scale, wait_until
 
 pytestmark = pytest.mark.scheduler
 
@@ -51,7 +51,7 @@ def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, c
     from prefect.client.schemas.schedules import CronSchedule
     from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
 
-    from harness.credentials import client_environment
+    from harness.target.credentials import client_environment
 
     credentials = client_environment()
     updates = {

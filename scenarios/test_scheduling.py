@@ -24,11 +24,11 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.api import ApiClient
-from harness.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
-from harness.sequences import Entry, is_non_decreasing, sequence_message
-from harness.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, read_instant
-from harness.waiting import wait_until
+from harness.target.api import ApiClient
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
+from harness.checks.sequences import Entry, is_non_decreasing, sequence_message
+from harness.checks.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, read_instant
+from harness.waits import wait_until
 
 pytestmark = pytest.mark.scheduling
 

@@ -14,13 +14,13 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.actors import Actor, start_runner
-from harness.api import ApiClient
-from harness.objects import Created, runs_of_deployment, scheduled_state
-from harness.runs import actor_can_still_act, wait_for_deployment, wait_for_final_state
-from harness.timestamps import utc_now
-from harness.waiting import wait_until
-from scenarios.proof import (
+from harness.clients.actors import Actor, start_runner
+from harness.target.api import ApiClient
+from harness.checks.objects import Created, runs_of_deployment, scheduled_state
+from harness.clients.runs import actor_can_still_act, wait_for_deployment, wait_for_final_state
+from harness.checks.timestamps import utc_now
+from harness.waits import wait_until
+from harness.checks.proof import (
     assert_final_state,
     assert_never_used,
     assert_not_worker_run,

@@ -14,9 +14,9 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.api import ApiClient
-from harness.errors import Unsupported, means_not_implemented
-from harness.objects import (
+from harness.target.api import ApiClient
+from harness.target.errors import Unsupported, means_not_implemented
+from harness.checks.objects import (
     Created,
     create_deployment,
     create_flow,
@@ -26,7 +26,7 @@ from harness.objects import (
     scheduled_state,
     set_state,
 )
-from harness.timestamps import (
+from harness.checks.timestamps import (
     INPUT_FORMATS,
     INVALID_TIMESTAMPS,
     UTC,

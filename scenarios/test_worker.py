@@ -16,12 +16,12 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_file
-from harness.api import ApiClient
-from harness.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
-from harness.runs import wait_for_final_state
-from harness.timestamps import read_instant, utc_now
-from scenarios.proof import (
+from harness.clients.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_file
+from harness.target.api import ApiClient
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
+from harness.clients.runs import wait_for_final_state
+from harness.checks.timestamps import read_instant, utc_now
+from harness.checks.proof import (
     assert_final_state,
     assert_never_used,
     assert_polled,

@@ -13,8 +13,9 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness.proxy import Deviation, ReverseProxy
-from harness.reference import LocalReference
+from harness.clients.recorder import ReverseProxy
+from tests.deviations import Deviation
+from harness.reference.local import LocalReference
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -63,7 +64,7 @@ class SuiteRun:
 def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
     """Run the real CLI; ``args`` are passed after ``run``."""
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "--report-dir", str(report_dir), *args],
+        [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir), *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

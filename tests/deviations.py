@@ -11,10 +11,31 @@ import datetime as dt
 import re
 from typing import Any, Callable
 
-from harness.proxy import Deviation, ProxyRequest, ProxyResponse
-from harness.timestamps import DATE_LIKE, RFC3339, parse_instant
+from harness.clients.recorder import ProxyRequest, ProxyResponse
+from harness.checks.timestamps import DATE_LIKE, RFC3339, parse_instant
 
 Rewrite = Callable[[str], str]
+
+
+class Deviation:
+    """Changes the traffic between client and target; the base class changes nothing.
+
+    ``on_request`` may edit the request in place or return a response to answer without asking the target;
+    ``on_response`` returns the response to send back (edited or not); ``on_websocket`` may refuse a socket
+    by returning a close code. ``latency`` seconds are added before each HTTP request is answered (a slow
+    target), without blocking other requests.
+    """
+
+    latency: float = 0.0
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        return response
+
+    def on_websocket(self, path: str) -> int | None:
+        return None
 
 
 def map_strings(document: Any, fn: Callable[[str, str], str], key: str = "") -> Any:

@@ -14,13 +14,13 @@ from typing import Callable
 
 import pytest
 
-from harness.errors import Unsupported
-from harness.proxy import Deviation, Exchange
-from harness.reference import LocalReference
-from harness.timestamps import describe_instant, parse_instant
-from scenarios.proof import assert_never_used, assert_polled
+from harness.target.errors import Unsupported
+from harness.clients.transcript import Exchange
+from harness.reference.local import LocalReference
+from harness.checks.timestamps import describe_instant, parse_instant
+from harness.checks.proof import assert_never_used, assert_polled
 from tests.conftest import SuiteRun
-from tests.deviations import EmptyPolls, Refuse, RewriteJson, RewriteRuns
+from tests.deviations import Deviation, EmptyPolls, Refuse, RewriteJson, RewriteRuns
 
 POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
 DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"

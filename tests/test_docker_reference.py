@@ -1,6 +1,6 @@
 """The reference in containers (testcontainers), on SQLite and on PostgreSQL, for real on this Docker engine.
 
-Images come from ``harness.images`` (built from Debian's and PyPI's packages when missing), because this
+Images come from ``harness.reference.images`` (built from Debian's and PyPI's packages when missing), because this
 machine's engine cannot pull. The same scenarios must give identical verdicts on both storages (the
 differential self-check), and no container or network of a run may be left afterwards.
 """
@@ -36,7 +36,7 @@ def test_docker_reference_on_an_engine_that_cannot_pull(tmp_path: Path) -> None:
     run builds (first time on a machine) or reuses the local equivalents, and says so in one line."""
     import docker
 
-    from harness.containers import DEFAULT_REFERENCE_IMAGE
+    from harness.reference.docker import DEFAULT_REFERENCE_IMAGE
 
     try:
         docker.from_env().images.get(DEFAULT_REFERENCE_IMAGE)
@@ -53,7 +53,7 @@ def test_docker_reference_on_an_engine_that_cannot_pull(tmp_path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def images() -> tuple[str, str]:
-    from harness.images import POSTGRES_IMAGE, PREFECT_IMAGE, ensure_images, image_exists
+    from harness.reference.images import POSTGRES_IMAGE, PREFECT_IMAGE, ensure_images, image_exists
 
     if not (image_exists(PREFECT_IMAGE) and image_exists(POSTGRES_IMAGE)):
         if os.geteuid() != 0:
@@ -64,7 +64,7 @@ def images() -> tuple[str, str]:
 
 @needs_docker
 def test_sqlite_and_postgres_references_pass_and_agree(images, tmp_path: Path, monkeypatch) -> None:
-    from harness.containers import leftovers
+    from harness.reference.docker import leftovers
 
     prefect_image, postgres_image = images
     verdicts = {}
@@ -105,8 +105,8 @@ def postgres_database():
     import subprocess
     import tempfile
 
-    from harness.reference import free_port
-    from harness.waiting import wait_until
+    from harness.reference.environment import free_port
+    from harness.waits import wait_until
 
     if not (PGBIN / "initdb").exists() or os.geteuid() != 0:
         pytest.skip("needs Debian's postgresql-15 binaries and root (to run them as the postgres user)")

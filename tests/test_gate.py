@@ -10,11 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.proxy import Deviation
-from harness.reports import render_html
-from harness.results import CheckResult, RunInfo
+from harness.reporting.html import render_html
+from harness.reporting.results import CheckResult, RunInfo
 from tests.conftest import run_suite
-from tests.deviations import Refuse, RewriteResponses, drop_offset
+from tests.deviations import Deviation, Refuse, RewriteResponses, drop_offset
 
 OUTPUT = sorted(f"timestamps/output_format[{k}]" for k in ("deployment", "flow", "flow_run", "work_pool"))
 
@@ -22,7 +21,7 @@ OUTPUT = sorted(f"timestamps/output_format[{k}]" for k in ("deployment", "flow",
 @pytest.fixture(scope="module")
 def naive_target(reference):
     """A target that returns naive timestamps: every output_format check fails on it."""
-    from harness.proxy import ReverseProxy
+    from harness.clients.recorder import ReverseProxy
 
     with ReverseProxy(reference.api_url, actor="naive-target", deviation=RewriteResponses(drop_offset)) as proxy:
         yield proxy
@@ -109,7 +108,7 @@ def test_compare_and_rerun_failed(deviating, reference, tmp_path: Path) -> None:
     assert "**Fixed** (4): " in report and "`timestamps/output_format[flow]`" in report, report
     assert f"against {server.api_url})" in report, report  # the broken run, not the one against the reference
     # The standalone comparison: going from the fixed run back to the broken one is a regression (exit 1).
-    cmd = [sys.executable, "-m", "harness.cli", "compare", str(rerun.report_dir / "results.json"), str(old)]
+    cmd = [sys.executable, "-m", "harness.commands.cli", "compare", str(rerun.report_dir / "results.json"), str(old)]
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).parent.parent)
     assert proc.returncode == 1 and "new failures: 4" in proc.stdout, proc.stdout + proc.stderr
 

@@ -6,8 +6,9 @@ import time
 
 import pytest
 
-from harness.api import ApiClient
-from harness.proxy import Deviation, ProxyRequest, ProxyResponse
+from harness.target.api import ApiClient
+from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviations import Deviation
 
 
 class Canned(Deviation):

@@ -19,11 +19,12 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.api import ApiClient
-from harness.proxy import Deviation, ProxyRequest, ProxyResponse, ReverseProxy
-from harness.reference import LocalReference
-from harness.timestamps import describe_instant, utc_now
-from harness.waiting import wait_until
+from harness.target.api import ApiClient
+from harness.clients.recorder import ProxyRequest, ProxyResponse, ReverseProxy
+from tests.deviations import Deviation
+from harness.reference.local import LocalReference
+from harness.checks.timestamps import describe_instant, utc_now
+from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, run_suite
 
 
@@ -131,7 +132,7 @@ def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> Non
     env = {**os.environ, "PREFECT_CONFORMANCE_RUN_ID": marker}
     reports = tmp_path / "reports"
     cli = subprocess.Popen(
-        [sys.executable, "-m", "harness.cli", "run", "-m", "serve or worker", "--report-dir", str(reports)],
+        [sys.executable, "-m", "harness.commands.cli", "run", "-m", "serve or worker", "--report-dir", str(reports)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
     )
     try:
@@ -180,7 +181,7 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         before = snapshot(api, ids)
         select = ["-m", "scheduling or serve or worker or timestamps", "-k", "not input_format", "-n", "1"]
         procs = [
-            subprocess.Popen([sys.executable, "-m", "harness.cli", "run", "--target", reference.api_url, *select,
+            subprocess.Popen([sys.executable, "-m", "harness.commands.cli", "run", "--target", reference.api_url, *select,
                               "--report-dir", str(tmp_path / name)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
             for name in ("first", "second")

@@ -12,9 +12,9 @@ from typing import Callable
 
 import pytest
 
-from harness.proxy import Deviation
 from tests.conftest import SuiteRun
 from tests.deviations import (
+    Deviation,
     DropRequestFields,
     FirstValueOnly,
     PollFiltersOnlyByTime,

@@ -13,10 +13,11 @@ from typing import Callable
 
 import pytest
 
-from harness.proxy import Deviation, ProxyRequest, ProxyResponse
-from harness.timestamps import INPUT_FORMATS
+from harness.clients.recorder import ProxyRequest, ProxyResponse
+from harness.checks.timestamps import INPUT_FORMATS
 from tests.conftest import SuiteRun
 from tests.deviations import (
+    Deviation,
     RejectRequests,
     RewriteRequests,
     RewriteResponses,

@@ -12,14 +12,14 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from harness.cli import exit_code
-from harness.errors import WaitTimeout
-from harness.naming import PREFIX_PATTERN, new_run_prefix, unique_name
-from harness.processes import spawn
-from harness.reports import prepare_report_dir
-from harness.results import check_id
-from harness.timestamps import INPUT_FORMATS, UTC, check_timestamp, iter_timestamps, parse_instant
-from harness.waiting import wait_until
+from harness.commands.cli import exit_code
+from harness.target.errors import WaitTimeout
+from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
+from harness.clients.processes import spawn
+from harness.reporting.history import prepare_report_dir
+from harness.reporting.results import check_id
+from harness.checks.timestamps import INPUT_FORMATS, UTC, check_timestamp, iter_timestamps, parse_instant
+from harness.waits import wait_until
 
 INSTANT = dt.datetime(2026, 11, 26, 10, 17, 42, 123456, tzinfo=UTC)
 
@@ -161,7 +161,7 @@ def test_stopping_a_process_kills_its_whole_group(tmp_path: Path) -> None:
 
 
 def test_expectation_patterns_treat_only_star_as_special() -> None:
-    from harness.expectations import matches
+    from harness.reporting.expectations import matches
 
     assert matches("timestamps/output_format[flow]", "timestamps/output_format[*]")
     assert matches("worker/worker_run_completes", "worker/*")

@@ -1,6 +1,6 @@
 """Who is at fault: the target's answers are failures, the harness's and the machine's faults are errors.
 
-Each rule of ``harness.errors.outcome_of`` and the places that feed it, shown on the smallest real thing that
+Each rule of ``harness.target.errors.outcome_of`` and the places that feed it, shown on the smallest real thing that
 exercises it (a real child process, a closed port, a real proxy in front of the reference).
 """
 
@@ -15,18 +15,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.actors import Actor
-from harness.api import Answer, ApiClient
-from harness.errors import ActorCouldNotStart, HarnessError, Hopeless, UnexpectedAnswer, Unsupported, outcome_of
-from harness.expectations import Expectation, apply, updated
-from harness.processes import spawn
-from harness.proxy import ReverseProxy
-from harness.reference import free_port
-from harness.reports import previous_results, prepare_report_dir
-from harness.results import CheckResult
-from harness.runs import actor_can_still_act
-from harness.timestamps import UTC, read_instant
-from harness.waiting import wait_until
+from harness.clients.actors import Actor
+from harness.target.api import Answer, ApiClient
+from harness.target.errors import ActorCouldNotStart, HarnessError, Hopeless, UnexpectedAnswer, Unsupported, outcome_of
+from harness.reporting.expectations import Expectation, apply, updated
+from harness.clients.processes import spawn
+from harness.clients.recorder import ReverseProxy
+from harness.reference.environment import free_port
+from harness.reporting.history import prepare_report_dir, previous_results
+from harness.reporting.results import CheckResult
+from harness.clients.runs import actor_can_still_act
+from harness.checks.timestamps import UTC, read_instant
+from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SuiteRun
 from tests.deviations import Refuse
 
@@ -131,7 +131,7 @@ def test_spawn_accepts_absolute_paths_urls_and_code(tmp_path: Path) -> None:
 
 def test_flake_check_fails_when_runs_produce_no_results(tmp_path: Path) -> None:
     """Run from another directory with a relative --report-dir, against a target that is not there."""
-    proc = subprocess.run([sys.executable, "-m", "harness.flake", "-N", "1", "--report-dir", "rel", "--",
+    proc = subprocess.run([sys.executable, "-m", "harness.commands.flake", "-N", "1", "--report-dir", "rel", "--",
                            "--target", f"http://127.0.0.1:{free_port()}/api"], cwd=tmp_path, capture_output=True, text=True,
                           env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PROJECT_ROOT)})
     assert proc.returncode == 1, proc.stdout + proc.stderr

@@ -5,15 +5,15 @@ every request unchanged, websockets included with their ``prefect`` subprotocol,
 what the client asked and what the target answered. The transcript is how scenarios *prove* which polling
 path a real client used instead of assuming it.
 
-The same proxy, given a :class:`Deviation`, becomes a deliberately non-conforming target: the project's own
-tests use that to show every check fails when the server gets something wrong.
+The same proxy, given a ``deviation`` (the project's own tests define them), becomes a deliberately
+non-conforming target: that is how the tests show every check fails when the server gets something wrong.
+The transcript's format lives in :mod:`harness.clients.transcript`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import re
 import socket
 import threading
 import time
@@ -24,6 +24,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import uvicorn
+
+from harness.clients.transcript import Exchange, summarize_body
 
 HOP_BY_HOP = frozenset(
     {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
@@ -66,74 +68,6 @@ class ProxyResponse:
         return cls(status, [("content-type", "application/json")], json.dumps(document).encode())
 
 
-class Deviation:
-    """Changes the traffic between client and target; the base class changes nothing.
-
-    ``on_request`` may edit the request in place or return a response to answer without asking the target;
-    ``on_response`` returns the response to send back (edited or not); ``on_websocket`` may refuse a socket
-    by returning a close code. ``latency`` seconds are added before each HTTP request is answered (a slow
-    target), without blocking other requests.
-    """
-
-    latency: float = 0.0
-
-    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        return None
-
-    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
-        return response
-
-    def on_websocket(self, path: str) -> int | None:
-        return None
-
-
-@dataclass
-class Exchange:
-    """One recorded request/response (or websocket session) in a transcript."""
-
-    actor: str
-    method: str
-    path: str
-    status: int
-    started: float
-    latency_ms: float
-    request_summary: str = ""
-    response_summary: str = ""
-    websocket: bool = False
-    subprotocol: str | None = None
-
-
-UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def endpoint_of(path: str) -> str:
-    """A path with ids replaced by ``{id}``, so a transcript can be condensed per endpoint."""
-    return UUID.sub("{id}", path)
-
-
-def condense(exchanges: list[Exchange]) -> list[tuple[str, str, int]]:
-    """(method endpoint, statuses, count) per endpoint, in order of first use: a transcript at a glance."""
-    rows: dict[str, dict[int, int]] = {}
-    for exchange in exchanges:
-        statuses = rows.setdefault(f"{exchange.method} {endpoint_of(exchange.path)}", {})
-        statuses[exchange.status] = statuses.get(exchange.status, 0) + 1
-    return [
-        (endpoint, ", ".join(f"{s}x{n}" if n > 1 else str(s) for s, n in sorted(statuses.items())), sum(statuses.values()))
-        for endpoint, statuses in rows.items()
-    ]
-
-
-def summarize_body(body: bytes, limit: int = 300) -> str:
-    """A short, single-line summary of a JSON (or other) body for transcripts and failure messages."""
-    if not body:
-        return ""
-    try:
-        text = json.dumps(json.loads(body), separators=(",", ":"))
-    except ValueError:
-        text = body[:limit].decode(errors="replace")
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
 @dataclass
 class ReverseProxy:
     """A reverse proxy on a free loopback port in a background thread; use as a context manager.
@@ -143,7 +77,9 @@ class ReverseProxy:
 
     upstream_api_url: str
     actor: str = "client"
-    deviation: Deviation = field(default_factory=Deviation)
+    #: An object that changes the traffic (``latency``, ``on_request``, ``on_response``, ``on_websocket``):
+    #: the project's own tests make deliberately non-conforming targets with it (``tests/deviations.py``).
+    deviation: Any = None
     exchanges: list[Exchange] = field(default_factory=list, init=False)
     port: int = field(default=0, init=False)
     _server: uvicorn.Server | None = field(default=None, init=False, repr=False)
@@ -245,12 +181,14 @@ class ReverseProxy:
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
         request = ProxyRequest(scope["method"], scope["path"], scope["query_string"].decode(), headers, body)
         started = time.time()
-        if self.deviation.latency:
-            await asyncio.sleep(self.deviation.latency)
-        response = self.deviation.on_request(request)
+        hook = self.deviation
+        if hook is not None and hook.latency:
+            await asyncio.sleep(hook.latency)
+        response = hook.on_request(request) if hook is not None else None
         if response is None:
             response = await self._forward(request)
-            response = self.deviation.on_response(request, response)
+            if hook is not None:
+                response = hook.on_response(request, response)
         self._record(
             Exchange(
                 actor=self.actor,
@@ -292,7 +230,7 @@ class ReverseProxy:
         path = scope["path"]
         started = time.time()
         await receive()  # websocket.connect
-        refused = self.deviation.on_websocket(path)
+        refused = self.deviation.on_websocket(path) if self.deviation is not None else None
         offered = scope.get("subprotocols") or []
 
         def record(status: int, subprotocol: str | None = None, detail: str = "") -> None:

@@ -8,7 +8,7 @@ Modelled on web-platform-tests' expectation files and test262's per-engine statu
     reason = "naive timestamps are rejected"
     link = "https://tracker.example/issue/12"   # optional
 
-Keys are check ids (see :mod:`harness.results`); ``*`` matches any run of characters (``"worker/*"``,
+Keys are check ids (see :mod:`harness.reporting.results`); ``*`` matches any run of characters (``"worker/*"``,
 ``"timestamps/input_format[*]"``) and nothing else is special, so the brackets of ids need no escaping. A listed
 check that fails (or is unsupported) is an *expected failure* and does not fail the gate; a listed check that
 passes is an *unexpected pass*, reported prominently so the entry can be removed.
@@ -22,8 +22,8 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.errors import HarnessError
-from harness.results import NOT_PASSING, CheckResult
+from harness.target.errors import HarnessError
+from harness.reporting.results import NOT_PASSING, CheckResult
 
 EXPECTED_OUTCOMES = ("fail", "unsupported")
 

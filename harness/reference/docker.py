@@ -7,7 +7,7 @@ ZONE`` and SQLite as naive text converted by Prefect, so the two storages are ex
 must survive.
 
 Where no registry is reachable, the default images are replaced by equivalents built from Debian's and PyPI's
-packages (:mod:`harness.images`, also ``make reference-images``), built on first use. Ryuk is disabled (its image cannot be pulled everywhere): every container
+packages (:mod:`harness.reference.images`, also ``make reference-images``), built on first use. Ryuk is disabled (its image cannot be pulled everywhere): every container
 and network carries the run's label and is removed by :meth:`DockerReference.stop`, on failure and on Ctrl-C.
 """
 
@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
-from harness.errors import HarnessError
-from harness.reference import FAST_SERVICE_SETTINGS, ReferenceServer
+from harness.target.errors import HarnessError
+from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.reference.server import ReferenceServer
 
 # Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
@@ -66,7 +67,7 @@ def pullable(client, image: str) -> bool:
 def usable_images(client, image: str, postgres_image: str | None, log_path: Path) -> tuple[str, str | None]:
     """The images to run: the requested ones when present or pullable. Where the engine can pull neither of
     the *default* images (a machine without a registry), their equivalents built from Debian's and PyPI's
-    packages (:mod:`harness.images`), built once per machine, saying so in one line first."""
+    packages (:mod:`harness.reference.images`), built once per machine, saying so in one line first."""
     from harness import images
 
     local = {DEFAULT_REFERENCE_IMAGE: images.PREFECT_IMAGE, DEFAULT_POSTGRES_IMAGE: images.POSTGRES_IMAGE}

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
-from harness.errors import UnexpectedAnswer
+from harness.target.errors import UnexpectedAnswer
 
 UTC = dt.timezone.utc
 

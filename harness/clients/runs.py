@@ -9,10 +9,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.actors import Actor
-from harness.api import ApiClient
-from harness.errors import ActorCouldNotStart, Hopeless, Unsupported, means_not_implemented
-from harness.waiting import wait_until
+from harness.clients.actors import Actor
+from harness.target.api import ApiClient
+from harness.target.errors import ActorCouldNotStart, Hopeless, Unsupported, means_not_implemented
+from harness.waits import wait_until
 
 FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
 

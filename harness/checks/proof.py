@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Any, Iterable
 
-from harness.actors import Actor
-from harness.errors import Unsupported, means_not_implemented
-from harness.proxy import condense
+from harness.clients.actors import Actor
+from harness.target.errors import Unsupported, means_not_implemented
+from harness.clients.transcript import condense
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
 

@@ -5,7 +5,7 @@ Scenarios act through real Prefect clients where the behaviour under test is the
 
 * retries transient answers a bounded number of times (the real Prefect server answers 503 on SQLite lock
   contention right after start-up, and a dropped connection is not a conformance verdict), and
-* turns every unexpected answer into an :class:`~harness.errors.UnexpectedAnswer` that quotes the method,
+* turns every unexpected answer into an :class:`~harness.target.errors.UnexpectedAnswer` that quotes the method,
   path, status and body excerpt, so a failing scenario always shows what the server actually said.
 """
 
@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from harness.errors import UnexpectedAnswer, Unsupported, means_not_implemented
+from harness.target.errors import UnexpectedAnswer, Unsupported, means_not_implemented
 
 #: Answers worth retrying: the server said "not now", not "no".
 TRANSIENT_STATUSES = frozenset({502, 503, 504})

@@ -13,17 +13,16 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from pathlib import Path
 
-from harness.cli import absolute_path
+from harness.commands.cli import absolute_path
+from harness.locations import default_report_dir
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.flake", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.commands.flake", description=__doc__.splitlines()[0])
     parser.add_argument("-N", "--runs", type=int, default=20, help="how many runs (default 20)")
-    parser.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"),
+    parser.add_argument("--report-dir", type=absolute_path, default=str(default_report_dir()),
                         help="where to write (a relative path is taken from the current directory)")
     parser.add_argument("run_args", nargs="*", help="extra arguments for `prefect-conformance run` (after --)")
     args = parser.parse_args(argv)
@@ -38,8 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         # A folder per run: a run that ends before writing results must not be credited with an earlier run's.
         run_dir = out / "runs" / f"{index:03d}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", "--report-dir", str(run_dir), *args.run_args],
-                              cwd=PROJECT_ROOT, capture_output=True, text=True)
+        proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(run_dir), *args.run_args],
+                              capture_output=True, text=True)
         walls.append(time.monotonic() - started)
         results_path = run_dir / "latest" / "results.json"
         checks = json.loads(results_path.read_text())["checks"] if results_path.exists() else []

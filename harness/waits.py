@@ -11,7 +11,7 @@ import os
 import time
 from typing import Callable, TypeVar
 
-from harness.errors import Hopeless, WaitTimeout
+from harness.target.errors import Hopeless, WaitTimeout
 
 T = TypeVar("T")
 
@@ -42,7 +42,7 @@ def wait_until(
     """Call ``probe`` until it returns something truthy, and return that.
 
     ``probe`` may also raise :class:`AssertionError` to mean "not yet, and here is why"; the last such message
-    (or the last falsy value) is quoted in the timeout message. A :class:`~harness.errors.Hopeless` from the
+    (or the last falsy value) is quoted in the timeout message. A :class:`~harness.target.errors.Hopeless` from the
     probe ends the wait at once. ``timeout`` is scaled by
     :func:`timeout_scale`.
     """

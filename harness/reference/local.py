@@ -5,15 +5,14 @@ the pinned Prefect release, on a free loopback port, with a throwaway ``PREFECT_
 the UI and analytics off, and short service loops so that scheduling scenarios finish in seconds.
 
 Start-up cost is dominated by database migrations (~9 s here on a fresh database, ~4 s on a migrated one),
-so a migrated template database is built once per Prefect version under ``.cache/`` and copied for each run.
+so a migrated template database is built once per Prefect version in the user cache directory
+(:func:`harness.locations.cache_dir`) and copied for each run.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-import socket
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -23,82 +22,13 @@ from typing import Mapping
 import httpx
 
 from harness import PREFECT_REFERENCE_VERSION
-from harness.errors import HarnessError
-from harness.processes import ManagedProcess, spawn
-
-#: Server settings every reference uses. Names as of Prefect 3.9.1 (``prefect config view --show-defaults``).
-FAST_SERVICE_SETTINGS: dict[str, str] = {
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "PREFECT_SERVER_UI_ENABLED": "false",
-    # The cron scheduler: look at recently changed deployments every second, at all of them every 2 s.
-    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
-    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
-    # Runs more than 5 s past their scheduled time become "Late" (still SCHEDULED) within a second.
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
-    "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "5",
-    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-}
+from harness.locations import cache_dir as user_cache_dir
+from harness.clients.processes import ManagedProcess, spawn
+from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port, prefect_executable
+from harness.reference.server import ReferenceServer
+from harness.target.errors import HarnessError
 
 READY_TIMEOUT = 90.0
-DEFAULT_CACHE_DIR = Path(__file__).resolve().parent.parent / ".cache"
-
-
-def free_port() -> int:
-    """A currently free TCP port on the loopback interface."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def prefect_executable() -> str:
-    """The ``prefect`` console script of the interpreter running the harness (the pinned release)."""
-    candidate = Path(sys.executable).with_name("prefect")
-    if candidate.exists():
-        return str(candidate)
-    found = shutil.which("prefect")
-    if not found:
-        raise HarnessError("Cannot find the `prefect` command. Hint: install the project with `make venv`.")
-    return found
-
-
-def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The harness's environment without any PREFECT_* setting the user may have, plus ``extra``.
-
-    A user's profile (``PREFECT_API_URL`` pointing at production, say) must never leak into a reference
-    server or an actor.
-    """
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
-    env.update(extra or {})
-    return env
-
-
-class ReferenceServer:
-    """What every kind of bundled reference offers: ``start``/``stop`` (or ``with``), ``api_url``, and a log
-    file kept in the run's report folder (``workdir``)."""
-
-    workdir: Path
-    startup_seconds: float
-
-    @property
-    def api_url(self) -> str:  # pragma: no cover - each kind says where it listens
-        raise NotImplementedError
-
-    @property
-    def log_path(self) -> Path:
-        return self.workdir / "reference-server.log"
-
-    def start(self) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def stop(self) -> None:  # pragma: no cover
-        raise NotImplementedError
-
-    def __enter__(self):
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 @dataclass
@@ -106,7 +36,7 @@ class LocalReference(ReferenceServer):
     """A real Prefect server in a child process; use as a context manager."""
 
     workdir: Path
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: Path = field(default_factory=user_cache_dir)
     settings: Mapping[str, str] = field(default_factory=dict)
     #: A PostgreSQL URL (``postgresql+asyncpg://...``) to use instead of a throwaway SQLite file; Prefect
     #: migrates it on start. It must be a database this run may own.

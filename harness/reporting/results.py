@@ -27,6 +27,9 @@ import pytest
 #: Version of the results.json layout; bumped on any incompatible change (see docs/results-schema.md).
 RESULTS_SCHEMA_VERSION = 1
 
+#: The order features are reported in.
+FEATURE_ORDER = ("timestamps", "scheduling", "scheduler", "serve", "worker")
+
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "error")
 #: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".
 GATE_FAILING = frozenset({"failed", "unsupported", "error"})
@@ -112,7 +115,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
-    message = re.sub(r"^(harness\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|AssertionError): ", "", message)
+    message = re.sub(r"^(harness\.target\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|AssertionError): ", "", message)
     # pytest appends its assertion introspection after the first line of a message; keep what we wrote.
     return message.split("\nassert ")[0].strip()
 
@@ -144,7 +147,7 @@ class StoredRun:
 
 
 def read_results_json(path: Path) -> StoredRun:
-    from harness.errors import HarnessError
+    from harness.target.errors import HarnessError
 
     try:
         document = json.loads(path.read_text())
@@ -153,3 +156,15 @@ def read_results_json(path: Path) -> StoredRun:
         return StoredRun(path, document.get("run", {}), checks)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise HarnessError(f"Cannot read results file {path}: {exc}. Hint: pass a results.json written by this suite.") from None
+
+
+def verdict(results: list[CheckResult]) -> str:
+    return "FAIL" if any(r.status in GATE_FAILING for r in results) else "PASS"
+
+
+def by_feature(results: list[CheckResult]) -> list[tuple[str, list[CheckResult]]]:
+    groups: dict[str, list[CheckResult]] = {}
+    for result in results:
+        groups.setdefault(result.feature, []).append(result)
+    order = {f: i for i, f in enumerate(FEATURE_ORDER)}
+    return sorted(groups.items(), key=lambda item: (order.get(item[0], len(order)), item[0]))

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import httpx
 
-from harness.cli import absolute_path
-from harness.proxy import ReverseProxy
-from harness.reference import LocalReference
-from harness.reports import FEATURE_ORDER
+from harness.commands.cli import absolute_path
+from harness.locations import default_report_dir
+from harness.clients.recorder import ReverseProxy
+from harness.reference.local import LocalReference
+from harness.reporting.results import FEATURE_ORDER
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 #: Waits no target can avoid, given the suite's settings (seconds), per feature: the floor a fast server meets.
 UNAVOIDABLE_WAITS = {
@@ -41,8 +41,8 @@ UNAVOIDABLE_WAITS = {
 def run_suite(parallel: str, report_dir: Path) -> tuple[float, dict]:
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.cli", "run", "-n", parallel, "--report-dir", str(report_dir)],
-        cwd=PROJECT_ROOT, capture_output=True, text=True,
+        [sys.executable, "-m", "harness.commands.cli", "run", "-n", parallel, "--report-dir", str(report_dir)],
+        capture_output=True, text=True,
     )
     wall = time.monotonic() - started
     if proc.returncode != 0:
@@ -77,8 +77,8 @@ def recorder_overhead(samples: int = 200) -> tuple[float, float]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"),
+    parser = argparse.ArgumentParser(prog="python -m harness.commands.bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--report-dir", type=absolute_path, default=str(default_report_dir()),
                         help="where to write (a relative path is taken from the current directory)")
     args = parser.parse_args(argv)
     out = args.report_dir / "bench"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Iterable, Sequence
 
-from harness.timestamps import describe_instant
+from harness.checks.timestamps import describe_instant
 
 Entry = tuple[str, dt.datetime]
 

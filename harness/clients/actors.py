@@ -1,6 +1,6 @@
 """Real Prefect clients as child processes: a ``.serve()`` Runner and a ``prefect worker start`` worker.
 
-Each actor talks to the target through its own recording :class:`~harness.proxy.ReverseProxy`, so its
+Each actor talks to the target through its own recording :class:`~harness.clients.recorder.ReverseProxy`, so its
 transcript shows which endpoints the real client used. Actors get a clean environment (no user profile, no
 ``PREFECT_*`` from the caller) with short poll intervals set through Prefect's own settings, and their output
 goes to a log file next to the transcript in the run's artifacts folder.
@@ -14,10 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.credentials import client_environment
-from harness.processes import ManagedProcess, spawn
-from harness.proxy import ReverseProxy
-from harness.reference import clean_environment, prefect_executable
+from harness.target.credentials import client_environment
+from harness.clients.processes import ManagedProcess, spawn
+from harness.clients.recorder import ReverseProxy
+from harness.reference.environment import clean_environment, prefect_executable
 
 #: Client settings every actor runs with (names as of Prefect 3.9.1).
 FAST_CLIENT_SETTINGS: dict[str, str] = {

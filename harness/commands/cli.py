@@ -20,27 +20,22 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
-from harness.credentials import redact
-from harness.errors import HarnessError, TargetUnavailable
-from harness.naming import new_run_prefix
-from harness.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
-from harness import expectations as expectations_file
-from harness.reports import (
-    diff_runs,
-    prepare_report_dir,
-    previous_results,
-    render_diff_text,
-    render_html,
-    render_junit,
-    render_markdown,
-    target_identity,
-)
-from harness.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
-from harness.target import Target, preflight
-from harness.waiting import TIMEOUT_SCALE_ENV
+from harness.locations import PACKAGE_DIR, default_report_dir, scenarios_dir
+from harness.target.credentials import redact
+from harness.target.errors import HarnessError, TargetUnavailable
+from harness.checks.naming import new_run_prefix
+from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.reporting import expectations as expectations_file
+from harness.reporting.diff import diff_runs, render_diff_text
+from harness.reporting.history import prepare_report_dir, previous_results, target_identity
+from harness.reporting.html import render_html
+from harness.reporting.junit import render_junit
+from harness.reporting.markdown import render_markdown
+from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
+from harness.target.preflight import Target, preflight
+from harness.waits import TIMEOUT_SCALE_ENV
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-SCENARIOS_DIR = PROJECT_ROOT / "scenarios"
+PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
 REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_VERDICT = 0, 1, 2
@@ -97,8 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)")
     run.add_argument("--reference-db-url", metavar="URL", default=os.environ.get("REFERENCE_DB_URL") or None,
                      help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)")
-    run.add_argument("--report-dir", type=absolute_path, default=str(PROJECT_ROOT / "reports"), help="where reports go; a relative path is taken from the current directory "
-                     "(default: reports/ of the suite's checkout)")
+    run.add_argument("--report-dir", type=absolute_path, default=None,
+                     help="where reports go; a relative path is taken from the current directory (default: reports/ "
+                     "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
     run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (timestamps, scheduling, scheduler, serve, worker), "
                      "e.g. 'timestamps or scheduling'")
@@ -154,6 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if getattr(args, "report_dir", "unset") is None:
+        args.report_dir = default_report_dir()
     install_termination_handler()
     registry = Path(tempfile.mkdtemp(prefix="prefect-conformance-processes-"))
     os.environ[REGISTRY_ENV] = str(registry)
@@ -290,13 +288,13 @@ def start_reference(args: argparse.Namespace, report_dir: Path):
     print(f"prefect-conformance: starting the reference server (Prefect {PREFECT_REFERENCE_VERSION}, {mode})", flush=True)
     workdir = report_dir / "reference"
     if mode.startswith("docker"):
-        from harness.containers import DEFAULT_POSTGRES_IMAGE, DEFAULT_REFERENCE_IMAGE, DockerReference
+        from harness.reference.docker import DEFAULT_POSTGRES_IMAGE, DEFAULT_REFERENCE_IMAGE, DockerReference
 
         postgres = (args.postgres_image or DEFAULT_POSTGRES_IMAGE) if mode == "docker-postgres" else None
         reference = DockerReference(workdir, image=args.reference_image or DEFAULT_REFERENCE_IMAGE, postgres_image=postgres,
                                     run_id=os.environ.get(RUN_MARKER_ENV, ""))
     else:
-        from harness.reference import LocalReference
+        from harness.reference.local import LocalReference
 
         reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "")
     reference.start()
@@ -313,20 +311,20 @@ def run_scenarios(
 ) -> int:
     import pytest
 
-    paths = [str(PROJECT_ROOT / nodeid) for nodeid in selection] if selection else [str(SCENARIOS_DIR)]
+    root = scenarios_dir().parent  # node ids, and so check ids, read "scenarios/test_x.py::..." everywhere
+    paths = [str(root / nodeid) for nodeid in selection] if selection else [str(scenarios_dir())]
     pytest_args = [
         *paths,
-        f"--rootdir={PROJECT_ROOT}",
+        f"--rootdir={root}",
         "-c",
-        str(PROJECT_ROOT / "pyproject.toml"),
+        str(PYTEST_INI),
+        *plugin_option(),
         f"--target={target.api_url}",
         f"--target-kind={target.kind}",
         f"--run-prefix={run_prefix}",
         f"--artifacts-dir={report_dir / 'artifacts'}",
         "-p",
         "no:cacheprovider",
-        "-W",
-        "ignore::pytest.PytestAssertRewriteWarning",
         "-rfE",
         "--tb=line",
         "-v" if args.verbose else "-q",
@@ -339,6 +337,14 @@ def run_scenarios(
         pytest_args += ["-n", str(args.parallel), "--dist", "loadfile"]
     pytest_args += list(args.pytest_args)
     return int(pytest.main(pytest_args, plugins=[collector]))
+
+
+def plugin_option() -> list[str]:
+    """``-p harness.plugin`` when pytest will not load the plugin through its ``pytest11`` entry point itself."""
+    from importlib.metadata import entry_points
+
+    registered = any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11"))
+    return [] if registered and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") else ["-p", "harness.plugin"]
 
 
 def exit_code(pytest_code: int, counts: dict[str, int], *, strict: bool = False) -> int:

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from harness.api import excerpt
-from harness.credentials import api_headers
-from harness.errors import TargetUnavailable
+from harness.target.api import excerpt
+from harness.target.credentials import api_headers
+from harness.target.errors import TargetUnavailable
 
 PREFLIGHT_TIMEOUT = 10.0
 

@@ -1,6 +1,6 @@
 """Creating the suite's own objects on the target, and removing them afterwards.
 
-Every helper takes a name that already carries the run prefix (see :mod:`harness.naming`) and records what it
+Every helper takes a name that already carries the run prefix (see :mod:`harness.checks.naming`) and records what it
 created in a :class:`Created` ledger, so teardown deletes exactly those objects and nothing else.
 """
 
@@ -10,8 +10,8 @@ import datetime as dt
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.api import ApiClient
-from harness.timestamps import describe_instant
+from harness.target.api import ApiClient
+from harness.checks.timestamps import describe_instant
 
 
 @dataclass

@@ -118,7 +118,7 @@ def ensure_images(force: bool = False, output: TextIO | None = None) -> tuple[st
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.images", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m harness.reference.images", description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:

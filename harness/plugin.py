@@ -14,13 +14,13 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
-from harness.actors import Actor
-from harness.api import ApiClient
-from harness.credentials import api_headers
-from harness.errors import TargetUnavailable, outcome_of
-from harness.naming import new_run_prefix, unique_name
-from harness.objects import Created
-from harness.target import Target, preflight
+from harness.clients.actors import Actor
+from harness.target.api import ApiClient
+from harness.target.credentials import api_headers
+from harness.target.errors import TargetUnavailable, outcome_of
+from harness.checks.naming import new_run_prefix, unique_name
+from harness.checks.objects import Created
+from harness.target.preflight import Target, preflight
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,7 +44,7 @@ FEATURES = {
 def pytest_configure(config: pytest.Config) -> None:
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
-    config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/results.py)")
+    config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)")
 
 
 #: Set (per process) once the target stopped answering: every later check ends at once as an error.
@@ -70,7 +70,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Classify what went wrong, for the results, by the one rule in :func:`harness.errors.outcome_of`."""
+    """Classify what went wrong, for the results, by the one rule in :func:`harness.target.errors.outcome_of`."""
     outcome = yield
     report = outcome.get_result()
     pinned = item.get_closest_marker("check_id")
@@ -109,7 +109,7 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
     if url:
         yield preflight(url, kind=request.config.getoption("--target-kind"))
         return
-    from harness.reference import LocalReference
+    from harness.reference.local import LocalReference
 
     with LocalReference(workdir=artifacts_dir / "reference") as reference:
         yield preflight(reference.api_url, kind="local")

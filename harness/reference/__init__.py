@@ -1,0 +1,7 @@
+"""The bundled reference server, real Prefect: a local process (SQLite or PostgreSQL), containers
+(testcontainers, SQLite or PostgreSQL), the images for engines without a registry, and the environment every
+reference and real client starts with.
+
+May import :mod:`harness.target`, :mod:`harness.clients.processes`, :mod:`harness.waits` and
+:mod:`harness.locations`.
+"""

@@ -1,0 +1,58 @@
+"""What every reference server and every real client is started with: settings, a clean environment, the
+``prefect`` executable of the pinned release, a free port.
+
+Imports nothing of the harness but :mod:`harness.target.errors`.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+from pathlib import Path
+from typing import Mapping
+
+from harness.target.errors import HarnessError
+
+#: Server settings every reference uses. Names as of Prefect 3.9.1 (``prefect config view --show-defaults``).
+FAST_SERVICE_SETTINGS: dict[str, str] = {
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "PREFECT_SERVER_UI_ENABLED": "false",
+    # The cron scheduler: look at recently changed deployments every second, at all of them every 2 s.
+    "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
+    # Runs more than 5 s past their scheduled time become "Late" (still SCHEDULED) within a second.
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "5",
+    "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+}
+
+
+def free_port() -> int:
+    """A currently free TCP port on the loopback interface."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def prefect_executable() -> str:
+    """The ``prefect`` console script of the interpreter running the harness (the pinned release)."""
+    candidate = Path(sys.executable).with_name("prefect")
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("prefect")
+    if not found:
+        raise HarnessError("Cannot find the `prefect` command. Hint: install the project with `make venv`.")
+    return found
+
+
+def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The harness's environment without any PREFECT_* setting the user may have, plus ``extra``.
+
+    A user's profile (``PREFECT_API_URL`` pointing at production, say) must never leak into a reference
+    server or an actor.
+    """
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
+    env.update(extra or {})
+    return env

@@ -1,0 +1,37 @@
+"""The contract every kind of bundled reference server keeps (local process, containers).
+
+Imports nothing of the harness.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class ReferenceServer:
+    """What every kind of bundled reference offers: ``start``/``stop`` (or ``with``), ``api_url``, and a log
+    file kept in the run's report folder (``workdir``)."""
+
+    workdir: Path
+    startup_seconds: float
+
+    @property
+    def api_url(self) -> str:  # pragma: no cover - each kind says where it listens
+        raise NotImplementedError
+
+    @property
+    def log_path(self) -> Path:
+        return self.workdir / "reference-server.log"
+
+    def start(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def stop(self) -> None:  # pragma: no cover
+        raise NotImplementedError
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

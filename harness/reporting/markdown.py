@@ -1,0 +1,71 @@
+"""``report.md``: the run for a person reading it in a terminal, a pull request or a CI log.
+
+May import the other reporting modules and :mod:`harness.clients.transcript` (the actors' recorded traffic).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.clients.transcript import condense, transcripts
+from harness.reporting.diff import RunDiff
+from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
+
+
+def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
+                    stale: list[str] | None = None, artifacts_dir: Path | None = None) -> str:
+    counts = summarize(results)
+    shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
+    lines = [
+        f"# Prefect conformance: {verdict(results)}",
+        "",
+        f"- Target: `{run.target_url}` ({run.target_kind}), version `{run.target_version}`",
+        f"- Suite {run.suite_version}, clients from Prefect {run.client_version}, run prefix `{run.run_prefix}`",
+        f"- Started {run.started}, took {run.duration:.1f} s"
+        + (f"; expectations: `{run.expectations_file}`" if run.expectations_file else ""),
+        "",
+        "| " + " | ".join(shown) + " |",
+        "|" + "---|" * len(shown),
+        "| " + " | ".join(str(counts[s]) for s in shown) + " |",
+        "",
+        "## By feature",
+        "",
+        "| feature | " + " | ".join(shown) + " |",
+        "|---|" + "---|" * len(shown),
+    ]
+    for feature, items in by_feature(results):
+        c = summarize(items)
+        lines.append(f"| {feature} | " + " | ".join(str(c[s]) for s in shown) + " |")
+    if diff is not None:
+        lines += ["", "## Since the previous run against this target", "", f"Compared with {diff.baseline}.", ""]
+        for title, ids in (("New failures", diff.new_failures), ("Fixed", diff.fixed), ("Still failing", diff.still_failing)):
+            lines.append(f"- **{title}** ({len(ids)})" + (": " + ", ".join(f"`{i}`" for i in ids) if ids else ""))
+    unexpected = [r for r in results if r.status == "unexpected-pass"]
+    if unexpected:
+        lines += ["", "## Unexpected passes", "", "Listed as failing in the expectations file, but passing now: remove them.", ""]
+        lines += [f"- `{r.id}` (was expected to fail: {r.expectation})" for r in unexpected]
+    if stale:
+        lines += ["", "## Expectation entries that matched no check", ""] + [f"- `{p}`" for p in stale]
+    problems = [r for r in results if r.status in GATE_FAILING]
+    if problems:
+        lines += ["", "## Failures", ""]
+        for result in problems:
+            lines += [f"### `{result.id}` ({result.status})", "", "```", result.message.strip(), "```", ""]
+    expected = [r for r in results if r.status == "expected-failure"]
+    if expected:
+        lines += ["", "## Expected failures", ""]
+        lines += [f"- `{r.id}`: {r.expectation}" for r in expected]
+    found = transcripts(artifacts_dir)
+    if found:
+        lines += ["", "## What the real clients sent", "", "Recorded by the proxy in front of each actor.", ""]
+        for t in found:
+            lines += [
+                f"<details><summary><code>{t.feature}</code>: {t.actor}, {len(t.exchanges)} requests "
+                f"(<code>{t.path.relative_to(artifacts_dir.parent)}</code>)</summary>",
+                "",
+                "| request | answers | count |",
+                "|---|---|---|",
+            ]
+            lines += [f"| `{endpoint}` | {statuses} | {count} |" for endpoint, statuses, count in condense(t.exchanges)]
+            lines += ["", "</details>", ""]
+    return "\n".join(lines).rstrip() + "\n"
