@@ -1,22 +1,42 @@
-"""Bounded polling: the only way the harness waits for anything.
+"""Bounded waits: the only way the harness waits for anything, as strategies in the manner of testcontainers'
+``wait_strategies``.
 
 There are no fixed sleeps used as synchronisation in this project. Every wait names what it awaits, has a
-deadline, and reports the last thing it saw when the deadline passes, in the manner of testcontainers'
-wait strategies.
+deadline scaled by ``--timeout-scale``, and when the deadline passes says what was awaited, what was last seen,
+and ends with a ``Hint:``. The strategies:
+
+* :func:`wait_until` - the core: a condition polled until it holds;
+* :func:`wait_for_health` - a server answers ``GET /health`` with ``true`` (reference, containers, preflight);
+* :func:`wait_for_stable` - a collection stops changing for a while (runs a scheduler creates);
+* :func:`wait_for_final_state` / :func:`wait_for_deployment` - a real client acts on the target;
+* the actor guard, :func:`actor_can_still_act` - ends such a wait at once when the client that should act has
+  died or keeps being refused, and says whose fault that is (:func:`died`).
+
+May import :mod:`harness.target`; actors and API clients are passed in.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import time
-from typing import Callable, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sized, TypeVar
 
-from harness.target.errors import Hopeless, WaitTimeout
+import httpx
+
+from harness.target.errors import ActorCouldNotStart, Hopeless, Unsupported, WaitTimeout, means_not_implemented
+
+if TYPE_CHECKING:  # only for annotations: the guard duck-types actors, so this layer imports no clients
+    from harness.clients.actors import Actor
+    from harness.target.api import ApiClient
 
 T = TypeVar("T")
+S = TypeVar("S", bound=Sized)
 
 #: Multiplies every timeout in the suite; raise it for slow targets (``PREFECT_CONFORMANCE_TIMEOUT_SCALE``).
 TIMEOUT_SCALE_ENV = "PREFECT_CONFORMANCE_TIMEOUT_SCALE"
+#: The hint of a wait that has no more specific one.
+DEFAULT_HINT = "the target (or this machine) may be slow; raise --timeout-scale if it is"
 
 
 def timeout_scale() -> float:
@@ -35,7 +55,7 @@ def wait_until(
     awaiting: str,
     timeout: float,
     interval: float = 0.2,
-    hint: str = "",
+    hint: str = DEFAULT_HINT,
     sleep: Callable[[float], None] = time.sleep,
     clock: Callable[[], float] = time.monotonic,
 ) -> T:
@@ -43,8 +63,8 @@ def wait_until(
 
     ``probe`` may also raise :class:`AssertionError` to mean "not yet, and here is why"; the last such message
     (or the last falsy value) is quoted in the timeout message. A :class:`~harness.target.errors.Hopeless` from the
-    probe ends the wait at once. ``timeout`` is scaled by
-    :func:`timeout_scale`.
+    probe ends the wait at once; any other exception propagates (a harness fault is not "not yet"). ``timeout``
+    is scaled by :func:`timeout_scale`.
     """
     limit = timeout * timeout_scale()
     deadline = clock() + limit
@@ -61,13 +81,170 @@ def wait_until(
                 return value
             last = value
         if clock() >= deadline:
-            message = f"Timed out after {limit:.1f}s waiting for {awaiting}. Last seen: {_excerpt(last)}."
-            if hint:
-                message += f" Hint: {hint}"
-            raise WaitTimeout(message)
+            raise WaitTimeout(f"Timed out after {limit:.1f}s waiting for {awaiting}. Last seen: {_excerpt(last)}. "
+                              f"Hint: {hint or DEFAULT_HINT}")
         sleep(min(interval, max(0.0, deadline - clock())) or interval)
 
 
 def _excerpt(value: object, limit: int = 400) -> str:
     text = repr(value) if not isinstance(value, str) else value
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+def wait_for_health(
+    api_url: str,
+    *,
+    timeout: float,
+    what: str = "the server",
+    alive: Callable[[], None] | None = None,
+    interval: float = 0.1,
+    hint: str = DEFAULT_HINT,
+) -> None:
+    """``GET {api_url}/health`` answers ``true``. ``alive`` raises when the server can no longer come up (its
+    process exited), which ends the wait at once with that exception."""
+    url = api_url.rstrip("/") + "/health"
+    with httpx.Client(timeout=2.0) as http:
+
+        def probe() -> bool:
+            if alive is not None:
+                alive()
+            try:
+                response = http.get(url)
+            except httpx.HTTPError as exc:
+                raise AssertionError(f"GET /health: {type(exc).__name__}") from None
+            if response.status_code == 200 and response.text.strip() == "true":
+                return True
+            raise AssertionError(f"GET /health answered {response.status_code} {_excerpt(response.text, 120)}")
+
+        wait_until(probe, awaiting=f"{what} to answer GET {url} with true", timeout=timeout, interval=interval, hint=hint)
+
+
+def wait_for_stable(
+    probe: Callable[[], S],
+    *,
+    awaiting: str,
+    stable_for: float,
+    timeout: float,
+    interval: float = 0.5,
+    hint: str = DEFAULT_HINT,
+    clock: Callable[[], float] = time.monotonic,
+) -> S:
+    """What ``probe`` returns once its length has not changed for ``stable_for`` seconds (scaled like every
+    timeout: a target whose loops are slower needs a longer window), e.g. the runs a scheduler creates."""
+    window = stable_for * timeout_scale()
+    seen: dict[str, Any] = {"count": -1, "since": clock()}
+
+    def stable() -> S | None:
+        value = probe()
+        if len(value) != seen["count"]:
+            seen.update(count=len(value), since=clock())
+            raise AssertionError(f"{len(value)}, still changing")
+        return value if clock() - seen["since"] >= window else None
+
+    return wait_until(stable, awaiting=f"{awaiting} to stay unchanged for {window:.0f}s", timeout=timeout + stable_for,
+                      interval=interval, hint=hint)
+
+
+# --- while a real client acts: final states, and the actor guard ------------------------------------------------
+
+FINAL_STATE_TYPES = frozenset({"COMPLETED", "FAILED", "CRASHED", "CANCELLED"})
+
+
+#: Refused polls after which a run can no longer be picked up: the wait for it ends early.
+REFUSED_POLLS_LIMIT = 3
+
+
+#: Non-2xx answers that real clients expect and shrug off (Prefect answers 422 to the CSRF probe when CSRF is off).
+BENIGN_REFUSALS = frozenset({"/csrf-token"})
+
+
+def refused_requests(actor: "Actor", limit: int = 3) -> str:
+    """The actor's last requests the target refused, as "METHOD path -> status body" for failure messages."""
+    refused = [
+        e for e in actor.recorder.transcript()
+        if not (200 <= e.status < 400) and e.path not in BENIGN_REFUSALS and not e.websocket
+    ]
+    return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
+
+
+#: Lines in a client's log that mean it could not start for a reason on this machine, not the target's answer.
+LOCAL_START_FAILURES = re.compile(
+    r"can't open file|No module named|ModuleNotFoundError|ImportError|Address already in use|Permission denied"
+)
+
+
+def died(actor: "Actor") -> Exception:
+    """What a real client's death means: the target's failure (:class:`Hopeless`) when the target had a part in
+    it, a harness error (:class:`ActorCouldNotStart`) when the client died for a local reason.
+
+    The target had no part when no request of the client reached it, or when the client's log shows a local
+    start-up failure and the target refused nothing. Otherwise the client talked to the target and died:
+    the same client runs against the reference, so the target's answers are the cause, and they are quoted.
+    """
+    code, log = actor.process.popen.returncode, actor.log_tail()
+    refused = refused_requests(actor)
+    if refused:
+        return Hopeless(f"the {actor.name} exited with code {code} after the target answered: {refused}; its last "
+                        f"log lines:\n{log}")
+    if not actor.recorder.transcript() or LOCAL_START_FAILURES.search(log):
+        return ActorCouldNotStart(
+            f"the {actor.name} exited with code {code} before the target had any part in it (a harness or machine "
+            f"fault, not the target's); its last log lines ({actor.process.log_path}):\n{log}"
+        )
+    return Hopeless(f"the {actor.name} exited with code {code} while talking to the target (every answer was 2xx); "
+                    f"its last log lines:\n{log}")
+
+
+def actor_can_still_act(actor: "Actor | None", poll_path: str = "") -> None:
+    """Raise if the actor died (see :func:`died`), or :class:`Hopeless` if the target refused its last polls of
+    ``poll_path``."""
+    if actor is None:
+        return
+    if not actor.is_running():
+        raise died(actor)
+    if poll_path:
+        polls = actor.recorder.requests_to("POST", poll_path)
+        recent = polls[-REFUSED_POLLS_LIMIT:]
+        if len(recent) == REFUSED_POLLS_LIMIT and all(not 200 <= e.status < 300 for e in recent):
+            missing = all(means_not_implemented(e.status, e.response_summary) for e in recent)
+            raise (Unsupported if missing else Hopeless)(
+                f"the {actor.name} polled POST {poll_path} and the target refused it {len(polls)} times "
+                f"(last: {recent[-1].status} {recent[-1].response_summary}), so it can never get the run. "
+                f"Hint: implement POST {poll_path}"
+            )
+
+
+def describe_state(run: dict[str, Any]) -> str:
+    state = run.get("state") or {}
+    return f"{state.get('type')}/{state.get('name')} (run {run.get('name')!r})"
+
+
+def wait_for_final_state(
+    api: "ApiClient", run_id: str, *, actor: "Actor | None", timeout: float, poll_path: str = "", hint: str = ""
+) -> dict[str, Any]:
+    """Poll ``GET /flow_runs/{id}`` until the run reaches a final state; return the run.
+
+    Ends early if the actor dies or the target keeps refusing the actor's ``poll_path``.
+    """
+    def probe() -> dict[str, Any] | None:
+        run = api.get(f"/flow_runs/{run_id}")
+        if (run.get("state") or {}).get("type") in FINAL_STATE_TYPES:
+            return run
+        actor_can_still_act(actor, poll_path)
+        raise AssertionError(f"run is {describe_state(run)}")
+
+    who = f" by the {actor.name}" if actor else ""
+    return wait_until(probe, awaiting=f"flow run {run_id} to be executed{who} and reach a final state", timeout=timeout,
+                      interval=0.25, hint=hint)
+
+
+def wait_for_deployment(api: "ApiClient", flow_name: str, deployment_name: str, *, actor: "Actor", timeout: float) -> dict[str, Any]:
+    """Poll ``GET /deployments/name/{flow}/{deployment}`` until the actor has created the deployment."""
+    def probe() -> dict[str, Any] | None:
+        answer = api.request("GET", f"/deployments/name/{flow_name}/{deployment_name}")
+        if answer.status == 200:
+            return answer.json()
+        actor_can_still_act(actor)
+        raise AssertionError(answer.describe())
+
+    return wait_until(probe, awaiting=f"the {actor.name} to create deployment {flow_name}/{deployment_name}",
+                      timeout=timeout, interval=0.25)

@@ -10,16 +10,16 @@ occurrence once however many times it loops. The deployment is created through P
 from __future__ import annotations
 
 import datetime as dt
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import pytest
 
+from harness.clients.prefect_client import create_cron_deployment
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
-from harness.waits import timeout_scale, wait_until
+from harness.waits import wait_for_stable, wait_until
 
 pytestmark = pytest.mark.scheduler
 
@@ -44,32 +44,6 @@ class ScheduleOutcome:
         return self.runs
 
 
-def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, cron: str) -> str:
-    """Create a flow and a cron-scheduled deployment with Prefect's own (synchronous) client."""
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.actions import DeploymentScheduleCreate
-    from prefect.client.schemas.schedules import CronSchedule
-    from prefect.settings import PREFECT_API_AUTH_STRING, PREFECT_API_KEY, PREFECT_API_URL, temporary_settings
-
-    from harness.target.credentials import client_environment
-
-    credentials = client_environment()
-    updates = {
-        PREFECT_API_URL: api_url,
-        PREFECT_API_KEY: credentials.get("PREFECT_API_KEY"),
-        PREFECT_API_AUTH_STRING: credentials.get("PREFECT_API_AUTH_STRING"),
-    }
-    with temporary_settings(updates=updates):
-        with get_client(sync_client=True) as client:
-            flow_id = client.create_flow_from_name(flow_name)
-            deployment_id = client.create_deployment(
-                flow_id=flow_id,
-                name=deployment_name,
-                schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron=cron, timezone="UTC"), active=True)],
-            )
-    return str(deployment_id)
-
-
 def scheduled_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
     return runs_of_deployment(api, deployment_id, "SCHEDULED", sort="EXPECTED_START_TIME_ASC", limit=200)
 
@@ -92,26 +66,11 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
             hint="the server's scheduler service must expand active schedules into runs on its own; no client "
             "creates them (Prefect does it within its recent-deployments loop, 5 s by default)",
         )
-        outcome.runs = wait_until_stable(api, deployment_id)
+        outcome.runs = wait_for_stable(lambda: scheduled_runs(api, deployment_id), awaiting="the number of scheduled runs",
+                                       stable_for=STABLE_FOR, timeout=FIRST_RUNS_TIMEOUT)
     except AssertionError as exc:
         outcome.failure = exc
     return outcome
-
-
-def wait_until_stable(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
-    """Runs of the deployment once their number has not changed for STABLE_FOR seconds (scheduler ticks)."""
-    seen: dict[str, Any] = {"count": -1, "since": time.monotonic()}
-    window = STABLE_FOR * timeout_scale()
-
-    def probe() -> list[dict[str, Any]] | None:
-        runs = scheduled_runs(api, deployment_id)
-        if len(runs) != seen["count"]:
-            seen.update(count=len(runs), since=time.monotonic())
-            raise AssertionError(f"{len(runs)} runs, still changing")
-        return runs if time.monotonic() - seen["since"] >= window else None
-
-    return wait_until(probe, awaiting=f"the number of scheduled runs to stay unchanged for {window:.0f}s",
-                      timeout=FIRST_RUNS_TIMEOUT + window, interval=0.5)
 
 
 def test_scheduler_creates_runs(scheduled: ScheduleOutcome) -> None:

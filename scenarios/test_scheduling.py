@@ -19,64 +19,29 @@ fraction) sorts after ``...T10:00:00.500000Z`` as a string but is earlier in tim
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
-from harness.checks.sequences import Entry, is_non_decreasing, sequence_message
+from harness.checks.polling import (
+    US,
+    Dataset,
+    assert_sequence,
+    base_instant,
+    create_run,
+    page_like_a_runner,
+    poll_deployments,
+    poll_pool,
+    pool_items,
+)
+from harness.checks.sequences import Entry, is_non_decreasing
 from harness.checks.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, read_instant
 from harness.waits import wait_until
 
 pytestmark = pytest.mark.scheduling
-
-US = dt.timedelta(microseconds=1)
-
-
-def base_instant() -> dt.datetime:
-    """Two days ahead at 10:00:00 UTC exactly: a whole second, and +14:00 puts it on the next local date."""
-    return (dt.datetime.now(UTC) + dt.timedelta(days=2)).replace(hour=10, minute=0, second=0, microsecond=0)
-
-
-@dataclass
-class Dataset:
-    """Runs at crafted instants, with a readable label per run id for failure messages."""
-
-    t0: dt.datetime
-    labels: dict[str, str] = field(default_factory=dict)
-    instants: dict[str, dt.datetime] = field(default_factory=dict)
-
-    def add(self, run: dict[str, Any], label: str, instant: dt.datetime) -> dict[str, Any]:
-        self.labels[run["id"]] = label
-        self.instants[run["id"]] = instant
-        return run
-
-    def entries(self, runs: list[dict[str, Any]]) -> list[Entry]:
-        """(label, instant) of runs as the target returned them (unknown runs are labelled by name)."""
-        out = []
-        for run in runs:
-            assert isinstance(run, dict) and "id" in run, f"the answer holds something that is not a flow run: {str(run)[:200]}"
-            when = run.get("next_scheduled_start_time")
-            label = self.labels.get(run["id"], f"foreign:{run.get('name')}")
-            where = f"next_scheduled_start_time of run {run.get('name')!r}"
-            out.append((label, read_instant(when, where) if when is not None else dt.datetime.min.replace(tzinfo=UTC)))
-        return out
-
-    def expected(self, labels: list[str]) -> list[Entry]:
-        by_label = {label: self.instants[run_id] for run_id, label in self.labels.items()}
-        return [(label, by_label[label]) for label in labels]
-
-
-def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.datetime) -> dict[str, Any]:
-    return api.post(f"/deployments/{deployment_id}/create_flow_run", {"name": name, "state": scheduled_state(instant)})
-
-
-def assert_sequence(what: str, expected: list[Entry], actual: list[Entry]) -> None:
-    message = sequence_message(what, expected, actual)
-    assert message is None, message
-
 
 # --- next_scheduled_start_time field semantics --------------------------------------------------------------
 
@@ -175,7 +140,7 @@ def polling(api: ApiClient, module_names: Callable[..., str], module_created: Cr
 
 
 def poll_deployment(api: ApiClient, polling: DeploymentPolling, **body: Any) -> list[dict[str, Any]]:
-    return api.post("/deployments/get_scheduled_flow_runs", {"deployment_ids": [polling.deployment["id"]], **body})
+    return poll_deployments(api, [polling.deployment["id"]], **body)
 
 
 def expected_due(polling: DeploymentPolling, before: dt.datetime | None) -> list[Entry]:
@@ -248,8 +213,8 @@ def test_deployment_poll_limit(api: ApiClient, polling: DeploymentPolling) -> No
     """``limit`` keeps the earliest runs; a limit above 200 is rejected with 422."""
     runs = poll_deployment(api, polling, limit=2)
     assert_sequence("POST /deployments/get_scheduled_flow_runs with limit 2", expected_due(polling, None)[:2], polling.dataset.entries(runs))
-    answer = api.request("POST", "/deployments/get_scheduled_flow_runs", json_body={"deployment_ids": [polling.deployment["id"]], "limit": 201})
-    assert answer.status == 422, f"limit 201 should be rejected with 422 like Prefect does; got {answer.describe()}"
+    api.post("/deployments/get_scheduled_flow_runs", {"deployment_ids": [polling.deployment["id"]], "limit": 201},
+             expect=422, what="limit 201 should be rejected with 422 like Prefect does")
 
 
 def test_deployment_poll_marks_deployment_ready(api: ApiClient, polling: DeploymentPolling) -> None:
@@ -308,20 +273,9 @@ def pool_polling(api: ApiClient, module_names: Callable[..., str], module_create
     return PoolPolling(data, pool, queues, other_pool, other_queue)
 
 
-def poll_pool(api: ApiClient, pool_polling: PoolPolling, **body: Any):
-    return api.request("POST", f"/work_pools/{pool_polling.pool['name']}/get_scheduled_flow_runs", json_body=body)
-
-
-def pool_runs(answer, pool_polling: PoolPolling) -> list[dict[str, Any]]:
-    assert answer.status == 200, f"polling the work pool failed: {answer.describe()}"
-    items = answer.json()
-    assert isinstance(items, list), f"POST /work_pools/{{name}}/get_scheduled_flow_runs answered {answer.text[:200]}, not a list"
-    bare = [item for item in items if not isinstance(item, dict) or not isinstance(item.get("flow_run"), dict)]
-    assert not bare, (
-        f"POST /work_pools/{{name}}/get_scheduled_flow_runs items must be {{work_pool_id, work_queue_id, flow_run}}; "
-        f"got {str(bare[0])[:200]}"
-    )
-    return [item["flow_run"] for item in items]
+def pool_runs(pool_polling: PoolPolling, api: ApiClient, **body: Any) -> list[Entry]:
+    """(label, instant) of the runs a worker's poll of the pool hands out."""
+    return pool_polling.dataset.entries(poll_pool(api, pool_polling.pool["name"], **body))
 
 
 def expected_pool(pool_polling: PoolPolling, after: dt.datetime | None = None, before: dt.datetime | None = None, queues: tuple[str, ...] = ("urgent", "routine")) -> list[Entry]:
@@ -336,10 +290,8 @@ def expected_pool(pool_polling: PoolPolling, after: dt.datetime | None = None, b
 
 def test_work_pool_poll_response_shape(api: ApiClient, pool_polling: PoolPolling) -> None:
     """Each item is ``{work_pool_id, work_queue_id, flow_run}`` naming the pool and the run's own queue."""
-    answer = poll_pool(api, pool_polling, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
-    assert answer.status == 200, f"polling the work pool failed: {answer.describe()}"
-    items = answer.json()
-    assert isinstance(items, list) and len(items) == len(POOL_RUNS), f"expected {len(POOL_RUNS)} items, got {answer.text[:300]}"
+    items = pool_items(api, pool_polling.pool["name"], scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    assert len(items) == len(POOL_RUNS), f"expected {len(POOL_RUNS)} items, got {str(items)[:300]}"
     queue_ids = {q["id"] for q in pool_polling.queues.values()}
     for item in items:
         missing = {"work_pool_id", "work_queue_id", "flow_run"} - set(item)
@@ -352,8 +304,8 @@ def test_work_pool_poll_response_shape(api: ApiClient, pool_polling: PoolPolling
 
 def test_work_pool_poll_orders_by_queue_priority_then_time(api: ApiClient, pool_polling: PoolPolling) -> None:
     """Runs of the priority-1 queue come before earlier runs of the priority-50 queue; time orders each queue."""
-    answer = poll_pool(api, pool_polling, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs", expected_pool(pool_polling), pool_polling.dataset.entries(pool_runs(answer, pool_polling)))
+    runs = pool_runs(pool_polling, api, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs", expected_pool(pool_polling), runs)
 
 
 @pytest.mark.parametrize(
@@ -370,34 +322,30 @@ def test_work_pool_poll_bounds_are_inclusive(case: str, after: dt.timedelta, bef
     t0 = pool_polling.dataset.t0
     render = (lambda i: str(i)) if case == "space-form" else describe_instant  # str(datetime) is what clients send
     body = {"scheduled_after": render(t0 + after), "scheduled_before": render(t0 + before)}
-    answer = poll_pool(api, pool_polling, **body)
     assert_sequence(
         f"POST /work_pools/{{name}}/get_scheduled_flow_runs with {body}",
         expected_pool(pool_polling, after=t0 + after, before=t0 + before),
-        pool_polling.dataset.entries(pool_runs(answer, pool_polling)),
+        pool_runs(pool_polling, api, **body),
     )
 
 
 def test_work_pool_poll_filters_by_queue_names(api: ApiClient, pool_polling: PoolPolling) -> None:
     """``work_queue_names`` restricts the answer to those queues; a queue of another pool is a 404."""
     routine = pool_polling.queues["routine"]["name"]
-    answer = poll_pool(api, pool_polling, work_queue_names=[routine])
     assert_sequence(
         f"POST /work_pools/{{name}}/get_scheduled_flow_runs with work_queue_names [{routine!r}]",
         expected_pool(pool_polling, queues=("routine",)),
-        pool_polling.dataset.entries(pool_runs(answer, pool_polling)),
+        pool_runs(pool_polling, api, work_queue_names=[routine]),
     )
-    foreign = poll_pool(api, pool_polling, work_queue_names=[pool_polling.other_queue["name"]])
-    assert foreign.status == 404, (
-        f"asking for a queue of another pool should be a 404 like in Prefect; got {foreign.describe()}"
-    )
+    api.post(f"/work_pools/{pool_polling.pool['name']}/get_scheduled_flow_runs",
+             {"work_queue_names": [pool_polling.other_queue["name"]]}, expect=404,
+             what="asking for a queue of another pool should be a 404 like in Prefect")
 
 
 def test_work_pool_poll_limit(api: ApiClient, pool_polling: PoolPolling) -> None:
     """``limit`` keeps the first runs in the endpoint's order (priority, then time)."""
-    answer = poll_pool(api, pool_polling, limit=3)
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with limit 3", expected_pool(pool_polling)[:3],
-                    pool_polling.dataset.entries(pool_runs(answer, pool_polling)))
+                    pool_runs(pool_polling, api, limit=3))
 
 
 # --- ties and volume: paging the way a Runner does ------------------------------------------------------------
@@ -420,15 +368,12 @@ def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names
     tie = t0 + dt.timedelta(milliseconds=1)
     for i in range(TIED_RUNS):
         expected[create_run(api, deployment["id"], module_names(f"tied-{i}"), tie)["id"]] = tie
+    pages = page_like_a_runner(api, deployment["id"], before=tie + dt.timedelta(seconds=1), page_size=PAGE,
+                               max_pages=len(expected) // PAGE + 3)
     seen: list[tuple[str, dt.datetime]] = []
-    for page_number in range(len(expected) // PAGE + 3):
-        page = api.post("/deployments/get_scheduled_flow_runs",
-                        {"deployment_ids": [deployment["id"]], "scheduled_before": str(tie + dt.timedelta(seconds=1)), "limit": PAGE})
-        if not page:
-            break
+    for page_number, page in enumerate(pages):
         assert len(page) <= PAGE, f"page {page_number} has {len(page)} runs, more than limit {PAGE}"
-        instants = [read_instant(r.get("next_scheduled_start_time"), f"page {page_number}: next_scheduled_start_time of run "
-                                 f"{r.get('name')!r}") for r in page]
+        instants = [instant for _, instant in page]
         back = is_non_decreasing(instants)
         assert back is None, (
             f"page {page_number} goes back in time at position {back}: {describe_instant(instants[back - 1])} then "
@@ -438,9 +383,7 @@ def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names
             f"page {page_number} starts at {describe_instant(instants[0])}, before the previous page ended "
             f"({describe_instant(seen[-1][1])})"
         )
-        for run, instant in zip(page, instants):
-            seen.append((run["id"], instant))
-            set_state(api, run["id"], "PENDING")
+        seen += page
     ids = [run_id for run_id, _ in seen]
     duplicates = len(ids) - len(set(ids))
     lost = set(expected) - set(ids)

@@ -17,7 +17,7 @@ import pytest
 from harness.clients.actors import Actor, start_runner
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
-from harness.clients.runs import actor_can_still_act, wait_for_deployment, wait_for_final_state
+from harness.waits import actor_can_still_act, wait_for_deployment, wait_for_final_state
 from harness.checks.timestamps import utc_now
 from harness.waits import wait_until
 from harness.checks.proof import (
@@ -26,6 +26,7 @@ from harness.checks.proof import (
     assert_not_worker_run,
     assert_polled,
     assert_reported_states,
+    runs_created_by,
 )
 
 pytestmark = pytest.mark.serve
@@ -133,8 +134,7 @@ def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_name
 def test_served_deployment_has_its_schedule(served_on_schedule: ScheduledServeOutcome) -> None:
     """``serve(interval=5)`` attaches one active 5-second interval schedule to the deployment."""
     answer = served_on_schedule.schedules
-    assert answer.status == 200, f"reading the served deployment's schedules failed: {answer.describe()}"
-    schedules = answer.json()
+    schedules = answer.expect(200, what="reading the served deployment's schedules failed")
     intervals = [(s.get("schedule") or {}).get("interval") for s in schedules if s.get("active")]
     assert intervals == [float(SCHEDULE_INTERVAL)], (
         f"the served deployment should have one active schedule with interval {SCHEDULE_INTERVAL}; "
@@ -156,9 +156,6 @@ def test_runner_executes_server_scheduled_runs(served_on_schedule: ScheduledServ
         f"the completed run {run['name']!r} is not marked auto_scheduled (got {run.get('auto_scheduled')!r}); "
         "runs created by the server's scheduler are"
     )
-    created_by_runner = [
-        e for e in outcome.runner.recorder.transcript()
-        if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))
-    ]
-    assert not created_by_runner, f"the Runner created runs itself: {[e.path for e in created_by_runner]}"
+    created = runs_created_by(outcome.runner)
+    assert not created, f"the Runner created runs itself: {created}"
     assert_reported_states(outcome.runner, run["id"], ("RUNNING", "COMPLETED"))

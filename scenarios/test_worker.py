@@ -19,13 +19,14 @@ import pytest
 from harness.clients.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_file
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
-from harness.clients.runs import wait_for_final_state
+from harness.waits import wait_for_final_state
 from harness.checks.timestamps import read_instant, utc_now
 from harness.checks.proof import (
     assert_final_state,
     assert_never_used,
     assert_polled,
     assert_reported_states,
+    registration_attempts,
     transcript_digest,
 )
 
@@ -89,14 +90,8 @@ def test_worker_never_polls_deployments_endpoint(worked: WorkerOutcome) -> None:
 
 def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
     """The worker appears in ``POST /work_pools/{name}/workers/filter`` with a heartbeat time."""
-    tried = [
-        e for e in worked.worker.recorder.transcript()
-        if e.path in (f"/work_pools/{worked.pool_name}/workers/connect", f"/work_pools/{worked.pool_name}/workers/heartbeat")
-    ]
-    how = ", ".join(f"{e.method} {e.path} -> {e.status}" for e in tried) or "neither the websocket nor the heartbeat endpoint"
-    answer = worked.registered
-    assert answer.status == 200, f"listing the pool's workers failed: {answer.describe()}"
-    workers = {w.get("name"): w for w in answer.json()}
+    how = registration_attempts(worked.worker, worked.pool_name)
+    workers = {w.get("name"): w for w in worked.registered.expect(200, what="listing the pool's workers failed")}
     assert worked.worker_name in workers, (
         f"worker {worked.worker_name!r} is not registered with pool {worked.pool_name!r}: POST "
         f"/work_pools/{{name}}/workers/filter listed {sorted(workers) or 'no workers'}. The worker tried: {how}. "

@@ -24,7 +24,7 @@ from harness.clients.recorder import ReverseProxy
 from harness.reference.environment import free_port
 from harness.reporting.history import prepare_report_dir, previous_results
 from harness.reporting.results import CheckResult
-from harness.clients.runs import actor_can_still_act
+from harness.waits import actor_can_still_act
 from harness.checks.timestamps import UTC, read_instant
 from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SuiteRun

@@ -87,3 +87,16 @@ def assert_not_worker_run(run: dict[str, Any]) -> None:
     problems = [f"{k} = {run.get(k)!r}" for k in ("work_pool_name", "work_queue_id") if run.get(k)]
     problems += [f"label {k} = {labels[k]!r}" for k in WORKER_LABELS if k in labels]
     assert not problems, "the served run looks like a worker ran it: " + "; ".join(problems)
+
+
+def registration_attempts(actor: Actor, pool_name: str) -> str:
+    """How a worker tried to register with its pool, as "METHOD path -> status" (websocket first, then HTTP)."""
+    paths = (f"/work_pools/{pool_name}/workers/connect", f"/work_pools/{pool_name}/workers/heartbeat")
+    tried = [e for e in actor.recorder.transcript() if e.path in paths]
+    return ", ".join(f"{e.method} {e.path} -> {e.status}" for e in tried) or "neither the websocket nor the heartbeat endpoint"
+
+
+def runs_created_by(actor: Actor) -> list[str]:
+    """Paths of the flow-run creations the actor sent (``POST /flow_runs/``, ``.../create_flow_run``)."""
+    return [e.path for e in actor.recorder.transcript()
+            if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))]

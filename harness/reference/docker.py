@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
-from harness.target.errors import HarnessError
+from harness.target.errors import HarnessError, WaitTimeout
+from harness.waits import wait_until
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.server import ReferenceServer
 
@@ -172,13 +173,17 @@ class DockerReference(ReferenceServer):
         self.startup_seconds = time.monotonic() - started
 
     def _wait_for_postgres(self, postgres) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while time.monotonic() < deadline:
-            code, _ = postgres.get_wrapped_container().exec_run(["pg_isready", "-h", "127.0.0.1", "-U", "prefect"])
-            if code == 0:
-                return
-            time.sleep(0.25)  # poll interval of a bounded readiness wait
-        raise HarnessError(f"Timed out after {READY_TIMEOUT}s waiting for PostgreSQL ({self.postgres_image}) to accept connections.")
+        def ready() -> bool:
+            code, output = postgres.get_wrapped_container().exec_run(["pg_isready", "-h", "127.0.0.1", "-U", "prefect"])
+            if code != 0:
+                raise AssertionError(f"pg_isready exited {code}: {output.decode(errors='replace').strip()}")
+            return True
+
+        try:
+            wait_until(ready, awaiting=f"PostgreSQL ({self.postgres_image}) to accept connections", timeout=READY_TIMEOUT,
+                       interval=0.25, hint="see the container's log in the report folder; the machine may be overloaded")
+        except WaitTimeout as exc:
+            raise HarnessError(str(exc)) from None
 
     def _save_logs(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -19,14 +19,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-import httpx
-
 from harness import PREFECT_REFERENCE_VERSION
 from harness.locations import cache_dir as user_cache_dir
 from harness.clients.processes import ManagedProcess, spawn
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port, prefect_executable
 from harness.reference.server import ReferenceServer
-from harness.target.errors import HarnessError
+from harness.target.errors import HarnessError, WaitTimeout
+from harness.waits import wait_for_health
 
 READY_TIMEOUT = 90.0
 
@@ -72,26 +71,22 @@ class LocalReference(ReferenceServer):
         self.startup_seconds = time.monotonic() - started
 
     def _wait_ready(self, timeout: float) -> None:
-        assert self.process is not None
-        deadline = time.monotonic() + timeout
-        with httpx.Client(timeout=2.0) as http:
-            while time.monotonic() < deadline:
-                if not self.process.is_running():
-                    raise HarnessError(
-                        f"The reference server exited with code {self.process.popen.returncode} before it was ready. "
-                        f"Last log lines ({self.log_path}):\n{self.process.log_tail()}"
-                    )
-                try:
-                    if http.get(self.api_url + "/health").json() is True:
-                        return
-                except (httpx.HTTPError, ValueError):
-                    pass
-                time.sleep(0.1)  # poll interval of a bounded readiness wait
-        self.stop()
-        raise HarnessError(
-            f"Timed out after {timeout:.0f}s waiting for the reference server to answer GET {self.api_url}/health "
-            f"with true. Log: {self.log_path}. Hint: the machine may be overloaded."
-        )
+        process = self.process
+        assert process is not None
+
+        def alive() -> None:
+            if not process.is_running():
+                raise HarnessError(
+                    f"The reference server exited with code {process.popen.returncode} before it was ready. "
+                    f"Last log lines ({self.log_path}):\n{process.log_tail()}"
+                )
+
+        try:
+            wait_for_health(self.api_url, timeout=timeout, what="the reference server", alive=alive,
+                            hint=f"see its log, {self.log_path}; the machine may be overloaded")
+        except (WaitTimeout, HarnessError) as exc:
+            self.stop()
+            raise HarnessError(str(exc)) from None
 
     def stop(self) -> None:
         if self.process is not None:

@@ -66,6 +66,28 @@ class Answer:
                 f"({self.content_type or 'no content-type'}): {excerpt(self.text)}"
             ) from None
 
+    def expect(self, status: int | tuple[int, ...] = (200, 201), *, what: str = "", request_body: Any = None) -> Any:
+        """The parsed body of an answer that must have one of ``status``, as Prefect's would.
+
+        Otherwise :class:`Unsupported` when the answer says the route is missing, else :class:`UnexpectedAnswer`
+        quoting it (after ``what``, a description of the request's purpose, when given).
+        """
+        allowed = (status,) if isinstance(status, int) else status
+        if self.status not in allowed and means_not_implemented(self.status, self.text):
+            raise Unsupported(
+                f"the target does not implement {self.method} {self.path}: it answered {self.status} "
+                f"{excerpt(self.text, 120)}. Hint: this check needs that endpoint; list the check as unsupported in an "
+                "expectations file until it exists"
+            )
+        if self.status not in allowed:
+            raise UnexpectedAnswer(
+                (f"{what}: " if what else "") + f"expected {'/'.join(map(str, allowed))} from {self.describe()}"
+                + (f" (request body: {excerpt(json.dumps(request_body), 200)})" if request_body is not None else "")
+            )
+        if self.status == 204 or not self.text:
+            return None
+        return self.json()
+
     def describe(self) -> str:
         """One line for failure messages: what was asked and what came back."""
         return f"{self.method} {self.path} -> {self.status} {excerpt(self.text)}"
@@ -139,27 +161,26 @@ class ApiClient:
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
+    def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201),
+             what: str = "") -> Any:
         """Send a request that must succeed as it does on Prefect, and return the parsed JSON body."""
         answer = self.request(method, path, json_body=json_body)
-        allowed = (expect,) if isinstance(expect, int) else expect
-        if answer.status not in allowed and means_not_implemented(answer.status, answer.text):
-            raise Unsupported(
-                f"the target does not implement {method} {path}: it answered {answer.status} {excerpt(answer.text, 120)}. "
-                "Hint: this check needs that endpoint; list the check as unsupported in an expectations file "
-                "until it exists"
-            )
-        if answer.status not in allowed:
-            raise UnexpectedAnswer(
-                f"expected {'/'.join(map(str, allowed))} from {answer.describe()}"
-                + (f" (request body: {excerpt(json.dumps(json_body), 200)})" if json_body is not None else "")
-            )
-        if answer.status == 204 or not answer.text:
-            return None
-        return answer.json()
+        return answer.expect(expect, what=what, request_body=json_body)
+
+    def reject(self, method: str, path: str, json_body: Any = None, *, what: str) -> Answer:
+        """Send a request Prefect rejects as a client error, and insist the target does too (4xx, never 2xx or 5xx).
+
+        A missing route rejects everything, good or bad, so it proves nothing: :class:`Unsupported`.
+        """
+        answer = self.request(method, path, json_body=json_body)
+        if means_not_implemented(answer.status, answer.text):
+            raise Unsupported(f"the target does not implement {method} {path}: it answered {answer.describe()}")
+        if not 400 <= answer.status < 500:
+            raise UnexpectedAnswer(f"{what} should be rejected with 4xx like Prefect does (422); got {answer.describe()}")
+        return answer
 
     def get(self, path: str) -> Any:
         return self.call("GET", path)
 
-    def post(self, path: str, body: Any = None, *, expect: int | tuple[int, ...] = (200, 201)) -> Any:
-        return self.call("POST", path, body, expect=expect)
+    def post(self, path: str, body: Any = None, *, expect: int | tuple[int, ...] = (200, 201), what: str = "") -> Any:
+        return self.call("POST", path, body, expect=expect, what=what)

@@ -16,7 +16,8 @@ import httpx
 
 from harness.target.api import excerpt
 from harness.target.credentials import api_headers
-from harness.target.errors import TargetUnavailable
+from harness.target.errors import TargetUnavailable, WaitTimeout
+from harness.waits import wait_until
 
 PREFLIGHT_TIMEOUT = 10.0
 
@@ -68,7 +69,9 @@ def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIM
 
 def _get_json(http: httpx.Client, url: str, path: str, deadline: float) -> object:
     full = url + path
-    while True:
+    answers: list[httpx.Response] = []
+
+    def answered() -> httpx.Response:
         try:
             response = http.get(full)
         except httpx.ConnectError as exc:
@@ -82,10 +85,16 @@ def _get_json(http: httpx.Client, url: str, path: str, deadline: float) -> objec
             ) from None
         except httpx.HTTPError as exc:
             raise TargetUnavailable(f"Target {url} broke the connection on GET {path}: {_reason(exc)}.") from None
-        if response.status_code == 503 and time.monotonic() < deadline:
-            time.sleep(0.25)  # back-off for a server that is still starting; bounded by the deadline
-            continue
-        break
+        answers.append(response)
+        if response.status_code == 503:  # a server still starting, or SQLite busy: ask again until the deadline
+            raise AssertionError(f"503 {excerpt(response.text, 80)}")
+        return response
+
+    try:
+        response = wait_until(answered, awaiting=f"{url} to answer GET {path} with something other than 503",
+                              timeout=max(0.0, deadline - time.monotonic()), interval=0.25)
+    except WaitTimeout:
+        response = answers[-1]  # still 503: judged below like any other answer
     content_type = response.headers.get("content-type", "")
     if response.status_code == 404 or "html" in content_type:
         hint = (
