@@ -14,12 +14,13 @@ from typing import Callable, Iterator
 import httpx
 import pytest
 
+from harness.checks.naming import new_run_prefix, unique_name
+from harness.checks.objects import Created
 from harness.clients.actors import Actor
+from harness.reporting.results import CHECK_ID, DESCRIPTION, OUTCOME, TARGET_DOWN, attach, describe
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
 from harness.target.errors import TargetUnavailable, outcome_of
-from harness.checks.naming import new_run_prefix, unique_name
-from harness.checks.objects import Created
 from harness.target.preflight import Target, preflight
 
 
@@ -75,7 +76,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     report = outcome.get_result()
     pinned = item.get_closest_marker("check_id")
     if pinned:  # on every phase, so setup, call and teardown land in one result
-        report.user_properties.append(("check_id", pinned.args[0]))
+        attach(report, CHECK_ID, pinned.args[0])
+    if call.when == "setup":
+        attach(report, DESCRIPTION, describe(item))
     excinfo = call.excinfo
     if excinfo is None or excinfo.errisinstance(pytest.skip.Exception):
         return
@@ -84,8 +87,8 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
         problem = target_health(target)
         if problem:  # the check failed because the target went away: say so, and stop asking it
             _target_down.append(problem)
-            report.user_properties.append(("target_down", problem))
-    report.user_properties.append(("outcome", outcome_of(excinfo.value, call.when)))
+            attach(report, TARGET_DOWN, problem)
+    attach(report, OUTCOME, outcome_of(excinfo.value, call.when))
 
 
 @pytest.fixture(scope="session")

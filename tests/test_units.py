@@ -168,3 +168,46 @@ def test_expectation_patterns_treat_only_star_as_special() -> None:
     assert matches("timestamps/input_format[naive]", "timestamps/input_format[naive]")
     assert not matches("timestamps/input_format[naive]", "timestamps/input_format[n]")
     assert not matches("timestamps/output_format[flow]", "timestamps/output_format")
+
+
+def test_failures_of_one_cause_are_grouped_and_long_lists_fold() -> None:
+    from harness.reporting.html import render_html
+    from harness.reporting.markdown import render_markdown
+    from harness.reporting.results import CheckResult, RunInfo
+
+    run = RunInfo("http://t/api", "url", "3.9.1", "0.1.0", "3.9.1", "pc-x", "2026-11-26T10:17:42+00:00")
+    kinds = [f"kind{i}" for i in range(10)]
+    same = [CheckResult(f"timestamps/output_format[{k}]", "timestamps", "s", "failed", description=f"about {k}",
+                        message=f"POST /{k}/ returned timestamps a Prefect client mis-reads:\n"
+                                f"  $.created = '2026-11-27 20:22:3{i}.1Z': uses a space instead of 'T'")
+            for i, k in enumerate(kinds)]
+    other = CheckResult("scheduling/deployment_poll_limit", "scheduling", "s", "failed", message="limit 201: expected 422")
+    markdown = render_markdown(run, same + [other])
+    assert "## Failures (11 checks, 2 causes)" in markdown
+    assert "### 10 checks, one cause (failed): `timestamps/output_format[kind0]` and 9 more" in markdown
+    assert "<details><summary>10 checks</summary>" in markdown and "`timestamps/output_format[kind9]`" in markdown
+    assert markdown.count("uses a space instead of 'T'") == 1, "one cause is shown once"
+    assert "_about kind0_" in markdown and "### `scheduling/deployment_poll_limit` (failed)" in markdown
+    page = render_html(run, same + [other])
+    assert "10 checks, one cause: timestamps/output_format[kind0] and 9 more" in page and page.count("uses a space") == 1
+
+
+def test_a_check_description_fills_in_its_parameters() -> None:
+    from types import SimpleNamespace
+
+    from harness.checks.timestamps import INPUT_FORMATS
+    from harness.reporting.results import describe
+
+    def check(fmt) -> None:
+        """A scheduled time sent as {fmt.description} is stored as the instant it names.
+
+        Details that are not the description.
+        """
+
+    def braces() -> None:
+        """Each item is ``{work_pool_id, flow_run}``."""
+
+    naive = next(f for f in INPUT_FORMATS if f.id == "naive")
+    item = SimpleNamespace(function=check, callspec=SimpleNamespace(params={"fmt": naive}))
+    assert describe(item) == "A scheduled time sent as no offset; Prefect reads it as UTC is stored as the instant it names."
+    assert describe(SimpleNamespace(function=braces)) == "Each item is ``{work_pool_id, flow_run}``."

@@ -9,7 +9,9 @@ import html
 from pathlib import Path
 
 from harness.clients.transcript import condense, transcripts
+from harness.reporting.causes import group_by_cause
 from harness.reporting.diff import RunDiff
+from harness.reporting.markdown import FOLD_AFTER
 from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
 
 CSS = """
@@ -74,11 +76,19 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
     if stale:
         out.append("<h2>Expectation entries that matched no check</h2><ul>" + "".join(f"<li><code>{_e(p)}</code></li>" for p in stale) + "</ul>")
     problems = [r for r in results if r.status in GATE_FAILING]
-    out.append(f"<h2>Failures ({len(problems)})</h2>")
+    causes = group_by_cause(problems)
+    out.append(f"<h2>Failures ({len(problems)} checks, {len(causes)} causes)</h2>")
     if not problems:
         out.append("<p>None: every check that ran behaved as on the reference.</p>")
-    for r in problems:
-        out.append(f"<div class=failure><h3>{_e(r.id)} <span class='s-{r.status}'>({r.status})</span></h3><pre>{_e(r.message.strip())}</pre></div>")
+    for cause in causes:
+        first = cause.results[0]
+        title = _e(first.id) if len(cause.ids) == 1 else f"{len(cause.ids)} checks, one cause: {_e(first.id)} and {len(cause.ids) - 1} more"
+        ids = ", ".join(f"<code>{_e(i)}</code>" for i in cause.ids)
+        listed = "" if len(cause.ids) == 1 else (
+            f"<details><summary>{len(cause.ids)} checks</summary><p>{ids}</p></details>" if len(cause.ids) > FOLD_AFTER else f"<p>{ids}</p>")
+        described = f"<p class=meta><i>{_e(first.description)}</i></p>" if first.description else ""
+        out.append(f"<div class=failure><h3>{title} <span class='s-{cause.status}'>({cause.status})</span></h3>{listed}{described}"
+                   f"<pre>{_e(cause.example)}</pre></div>")
     expected = [r for r in results if r.status == "expected-failure"]
     if expected:
         out.append(f"<h2>Expected failures ({len(expected)})</h2><table><tr><th>check</th><th>reason</th><th>message</th></tr>")

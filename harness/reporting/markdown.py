@@ -8,8 +8,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.clients.transcript import condense, transcripts
+from harness.reporting.causes import Cause, group_by_cause
 from harness.reporting.diff import RunDiff
 from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
+
+
+#: Lists of check ids longer than this are folded.
+FOLD_AFTER = 8
+
+
+def cause_heading(cause: Cause) -> str:
+    if len(cause.results) == 1:
+        return f"### `{cause.ids[0]}` ({cause.status})"
+    return f"### {len(cause.results)} checks, one cause ({cause.status}): `{cause.ids[0]}` and {len(cause.ids) - 1} more"
 
 
 def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
@@ -48,9 +59,17 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", "## Expectation entries that matched no check", ""] + [f"- `{p}`" for p in stale]
     problems = [r for r in results if r.status in GATE_FAILING]
     if problems:
-        lines += ["", "## Failures", ""]
-        for result in problems:
-            lines += [f"### `{result.id}` ({result.status})", "", "```", result.message.strip(), "```", ""]
+        causes = group_by_cause(problems)
+        lines += ["", f"## Failures ({len(problems)} checks, {len(causes)} causes)", ""]
+        for cause in causes:
+            lines += [cause_heading(cause), ""]
+            if len(cause.ids) > 1:
+                ids = ", ".join(f"`{i}`" for i in cause.ids)
+                lines += [f"<details><summary>{len(cause.ids)} checks</summary>\n\n{ids}\n\n</details>" if len(cause.ids) > FOLD_AFTER
+                          else ids, ""]
+            if cause.results[0].description:
+                lines += [f"_{cause.results[0].description}_", ""]
+            lines += ["```", cause.example, "```", ""]
     expected = [r for r in results if r.status == "expected-failure"]
     if expected:
         lines += ["", "## Expected failures", ""]

@@ -47,6 +47,7 @@ class CheckResult:
     duration: float = 0.0
     nodeid: str = ""
     expectation: str = ""  # the reason given in the expectations file, when the check is listed
+    description: str = ""  # what the check proves: its docstring's first paragraph, parameters filled in
 
     def __post_init__(self) -> None:
         self.status = self.status or self.outcome
@@ -81,6 +82,34 @@ def check_id(nodeid: str, pinned: str = "") -> tuple[str, str]:
     return f"{feature}/{re.sub(r'^test_', '', name)}", feature
 
 
+# --- the outcome contract between the plugin (in pytest's workers) and the collector (in the CLI's process) ---
+
+#: Properties the plugin attaches to each pytest report; the collector reads them. Written and read only here.
+CHECK_ID, OUTCOME, DESCRIPTION, TARGET_DOWN = "check_id", "outcome", "description", "target_down"
+
+
+def attach(report: pytest.TestReport, key: str, value: str) -> None:
+    """Record one property of the check on ``report`` (it travels from xdist workers with the report)."""
+    report.user_properties.append((key, value))
+
+
+def attached(report: pytest.TestReport) -> dict[str, str]:
+    return dict(report.user_properties)
+
+
+def describe(item: pytest.Item) -> str:
+    """The first paragraph of a check's docstring, with its parameters filled in (``{fmt.description}``)."""
+    import inspect
+
+    doc = inspect.getdoc(getattr(item, "function", None)) or ""
+    first = " ".join(doc.split("\n\n")[0].split())
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    try:
+        return first.format(**params)
+    except (KeyError, IndexError, AttributeError, ValueError):  # braces that are not placeholders
+        return first
+
+
 class ResultCollector:
     """A pytest plugin (registered by the CLI on the controlling process) that gathers one result per check."""
 
@@ -88,18 +117,20 @@ class ResultCollector:
         self.results: dict[str, CheckResult] = {}
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        cid, feature = check_id(report.nodeid, dict(report.user_properties).get("check_id", ""))
+        properties = attached(report)
+        cid, feature = check_id(report.nodeid, properties.get(CHECK_ID, ""))
         result = self.results.get(cid)
         if result is None:
             scenario = report.nodeid.split("::")[-1]
             result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid)
         result.duration += report.duration
+        result.description = result.description or properties.get(DESCRIPTION, "")
         if report.skipped and result.outcome == "passed":
             result.outcome = result.status = "skipped"
             result.message = _skip_reason(report)
         elif report.failed and result.outcome in ("passed", "skipped"):
-            # The conftest hook classified the exception; a failure without a class is a harness error.
-            result.outcome = result.status = dict(report.user_properties).get("outcome", "error")
+            # The plugin classified the exception; a failure without a class is a harness error.
+            result.outcome = result.status = properties.get(OUTCOME, "error")
             result.message = _failure_message(report)
 
     def ordered(self) -> list[CheckResult]:
