@@ -1,0 +1,82 @@
+"""The suite as users adopt tools like it: a wheel installed into a fresh virtual environment, run from an empty
+directory with no checkout in sight, both as ``prefect-conformance run`` and as plain ``pytest --target URL``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import PROJECT_ROOT
+
+REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
+
+
+def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
+    proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    return proc
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
+    """A fresh venv (outside the checkout) with the wheel built from this checkout, and a user's environment."""
+    base = tmp_path_factory.mktemp("wheel")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_", "PYTHONPATH"))}
+    env["XDG_CACHE_HOME"] = str(base / "user-cache")  # where platformdirs puts the user cache dir on Linux
+    # Built from a copy of the tracked files: a build writes build/ and *.egg-info/ next to its sources.
+    source = base / "source"
+    for name in subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split():
+        if (PROJECT_ROOT / name).is_file():
+            (source / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(PROJECT_ROOT / name, source / name)
+    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(base / "dist"), str(source)], cwd=base, env=env)
+    wheels = list((base / "dist").glob("prefect_conformance-*.whl"))
+    assert len(wheels) == 1, wheels
+    venv = base / "venv"
+    run([sys.executable, "-m", "venv", str(venv)], cwd=base, env=env)
+    run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheels[0])], cwd=base, env=env)
+    env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
+    return venv, env
+
+
+def test_wheel_holds_everything_a_run_needs(installed) -> None:
+    venv, env = installed
+    listing = run([str(venv / "bin" / "python"), "-c", "import harness, scenarios, harness.plugin; "
+                   "from harness.locations import checkout_root, scenarios_dir; "
+                   "print(checkout_root(), scenarios_dir()); print(harness.__file__)"], cwd=venv, env=env).stdout
+    assert listing.startswith("None "), f"an installed copy must not think it is a checkout: {listing}"
+    assert str(venv) in listing, listing
+    entry_points = run([str(venv / "bin" / "python"), "-c", "from importlib.metadata import entry_points; "
+                        "print([e.value for e in entry_points(group='pytest11')])"], cwd=venv, env=env).stdout
+    assert "harness.plugin" in entry_points
+
+
+def test_installed_cli_runs_from_an_empty_directory(installed, reference, tmp_path: Path) -> None:
+    venv, env = installed
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    run(["prefect-conformance", "run", "--target", reference.api_url, "-m", "timestamps"], cwd=empty, env=env)
+    latest = empty / "prefect-conformance-reports" / "latest"
+    assert all((latest / name).is_file() for name in REPORT_FILES), sorted(p.name for p in latest.iterdir())
+    site = next((venv / "lib").glob("python*/site-packages"))
+    assert not (site / "reports").exists() and not (site / ".cache").exists(), "nothing may be written into site-packages"
+
+
+def test_installed_scenarios_run_with_plain_pytest(installed, reference, tmp_path: Path) -> None:
+    """`pytest --target URL` for people who prefer pytest: the plugin comes through its pytest11 entry point."""
+    venv, env = installed
+    proc = run(["pytest", "--pyargs", "scenarios", "--target", reference.api_url, "-m", "timestamps", "-q",
+                "-p", "no:cacheprovider", "-k", "output_format"], cwd=tmp_path, env=env)
+    assert "4 passed" in proc.stdout, proc.stdout[-2000:]
+
+
+def test_installed_reference_keeps_its_cache_in_the_user_cache_dir(installed, tmp_path: Path) -> None:
+    venv, env = installed
+    run(["prefect-conformance", "run", "-m", "timestamps", "-k", "output_format and flow_run"], cwd=tmp_path, env=env)
+    cache = Path(env["XDG_CACHE_HOME"]) / "prefect-conformance"
+    assert list(cache.glob("reference-db-prefect-*/prefect.db")), f"no template database in {cache}"
