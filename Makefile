@@ -40,8 +40,10 @@ conformance: $(STAMP)
 	  $(if $(EXPECTATIONS),--expectations $(EXPECTATIONS)) $(if $(UPDATE_EXPECTATIONS),--update-expectations) $(ARGS) \
 	  || set -- $$?; $(VERDICT); exit $$1
 
+# The project's own tests run in parallel: most of their time is spent waiting on real servers and clients.
+TEST_WORKERS ?= 4
 test: $(STAMP) browser
-	$(BIN)/python -m pytest tests $(ARGS)
+	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
 # The HTML report is checked in a real headless browser; installed from Debian's packages where we may.
 browser:

@@ -4,6 +4,7 @@ it, and a runner for the real CLI (as a subprocess, exactly as users and CI run 
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -62,9 +63,14 @@ class SuiteRun:
 
 
 def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
-    """Run the real CLI; ``args`` are passed after ``run``."""
+    """Run the real CLI; ``args`` are passed after ``run``.
+
+    While the project's own tests run in parallel (``make test``), each run is serial unless a test says
+    otherwise: the tests already keep both cores busy, and extra pytest workers per run only cost start-up.
+    """
+    serial = ["-n", "1"] if os.environ.get("PYTEST_XDIST_WORKER") and "-n" not in args else []
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir), *args],
+        [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir), *serial, *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,

@@ -16,6 +16,10 @@ import pytest
 
 from tests.conftest import run_suite
 
+#: Tests of this module share one expensive setup (one worker runs them in order).
+pytestmark = pytest.mark.xdist_group("docker")
+
+
 
 def engine_available() -> bool:
     try:

@@ -25,6 +25,10 @@ from tests.conftest import PROJECT_ROOT
 REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 
+#: Tests of this module share one expensive setup (one worker runs them in order).
+pytestmark = pytest.mark.xdist_group("readme")
+
+
 
 def opening_commands(readme: str) -> list[str]:
     """The commands of the README's first ``sh`` block, without their comments."""

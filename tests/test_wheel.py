@@ -15,6 +15,10 @@ from tests.conftest import PROJECT_ROOT
 
 REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 
+#: Tests of this module share one expensive setup (one worker runs them in order).
+pytestmark = pytest.mark.xdist_group("wheel")
+
+
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
