@@ -2,7 +2,7 @@
 #   make conformance                         suite against the bundled reference server (real Prefect)
 #   make conformance TARGET=http://h:4200/api suite against any Prefect-compatible server
 #   make conformance TARGET=url EXPECTATIONS=expectations/my-server.toml [UPDATE_EXPECTATIONS=1]
-#   make test                                the project's own tests (what .ci/run calls)
+#   make test                                the project's own tests, in parallel (what .ci/run calls)
 #   make bench | make flake-check N=20       timings of the suite; pass rate per check over N runs
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
@@ -41,7 +41,7 @@ conformance: $(STAMP)
 	  || set -- $$?; $(VERDICT); exit $$1
 
 # The project's own tests run in parallel: most of their time is spent waiting on real servers and clients.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
@@ -79,5 +79,6 @@ N ?= 20
 flake-check: $(STAMP)
 	$(BIN)/python -m harness.commands.flake -N $(N) --report-dir $(REPORT_DIR)
 
+# The reference's template database lives in the user cache dir (~/.cache/prefect-conformance/).
 clean:
-	rm -rf $(VENV) .cache
+	rm -rf $(VENV) build *.egg-info

@@ -109,10 +109,14 @@ class ScheduledServeOutcome:
 
 @pytest.fixture(scope="module")
 def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ScheduledServeOutcome:
-    """``flow.serve(interval=5)``; wait until the Runner has completed a run the server scheduled."""
+    """``flow.serve(interval=5, limit=1)``; wait until the Runner has completed a run the server scheduled.
+
+    ``limit=1`` (the Runner's own concurrency limit) keeps it to one flow-run process at a time: a new run is
+    due every 5 s, and on a loaded machine unlimited start-ups would crowd each other out of completing.
+    """
     flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name,
-                    serve_kwargs={"interval": SCHEDULE_INTERVAL}, name="scheduled-runner")
+                    serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1}, name="scheduled-runner")
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
     module_created.add(f"/flows/{deployment['flow_id']}")
     schedules = api.request("GET", f"/deployments/{deployment['id']}/schedules")

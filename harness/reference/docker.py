@@ -69,7 +69,7 @@ def usable_images(client, image: str, postgres_image: str | None, log_path: Path
     """The images to run: the requested ones when present or pullable. Where the engine can pull neither of
     the *default* images (a machine without a registry), their equivalents built from Debian's and PyPI's
     packages (:mod:`harness.reference.images`), built once per machine, saying so in one line first."""
-    from harness import images
+    from harness.reference import images
 
     local = {DEFAULT_REFERENCE_IMAGE: images.PREFECT_IMAGE, DEFAULT_POSTGRES_IMAGE: images.POSTGRES_IMAGE}
     missing = [i for i in (image, postgres_image) if i and not pullable(client, i)]
