@@ -14,7 +14,7 @@ from typing import Any
 
 from harness.checks.objects import scheduled_state, set_state
 from harness.checks.sequences import Entry, sequence_message
-from harness.checks.timestamps import UTC, describe_instant, read_instant
+from harness.checks.timestamps import UTC, read_instant
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
 
@@ -110,7 +110,3 @@ def page_like_a_runner(
         for run in page:
             set_state(api, run["id"], "PENDING")
     return pages
-
-
-def describe_page(page: list[tuple[str, dt.datetime]]) -> str:
-    return ", ".join(describe_instant(instant) for _, instant in page)

@@ -50,10 +50,6 @@ class Answer:
     text: str
     content_type: str
 
-    @property
-    def ok(self) -> bool:
-        return 200 <= self.status < 300
-
     def json(self) -> Any:
         """The parsed body (objects as :class:`Document`); a non-JSON body is itself a conformance failure, so it
         raises UnexpectedAnswer."""
