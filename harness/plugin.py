@@ -1,7 +1,11 @@
-"""Fixtures that wire the harness to the conformance scenarios in ``scenarios/``.
+"""The pytest plugin that wires the harness to the conformance scenarios (``scenarios/``): options, fixtures,
+and the classification of every failure by the one rule of fault (:func:`harness.target.errors.outcome_of`),
+attached to each report through the contract in :mod:`harness.reporting.results`.
 
-The CLI (``prefect-conformance run``) starts the reference server if needed, runs preflight, and passes
-``--target``; running ``pytest scenarios`` directly without ``--target`` starts a local reference per session.
+Loaded through the ``pytest11`` entry point (or ``-p harness.plugin``). The CLI (``prefect-conformance run``)
+starts the reference server if needed, runs preflight, and passes ``--target``; ``pytest --pyargs scenarios
+--target URL`` works too, and without ``--target`` a local reference is started per session. The top layer
+beside :mod:`harness.commands`: it may import every other part of the harness.
 """
 
 from __future__ import annotations
