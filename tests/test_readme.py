@@ -20,9 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 
-REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 
 #: Tests of this module share one expensive setup (one worker runs them in order).
@@ -49,16 +48,6 @@ def cli_command(readme: str) -> str:
     found = re.search(r"^(prefect-conformance run --target \S+ -m timestamps)\b", readme, re.M)
     assert found, "the README's 'Running it' block must show `prefect-conformance run --target URL -m timestamps`"
     return found.group(1)
-
-
-def user_environment() -> dict[str, str]:
-    """The environment of a user's shell: none of this test run's virtualenv or Prefect settings."""
-    # MAKEFLAGS & co. would hand `make test ARGS=...` down to the README's `make conformance`.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_")) and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
-    venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
-    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
-    return env
 
 
 def run_shell(command: str, cwd: Path, env: dict[str, str], timeout: float = 900) -> subprocess.CompletedProcess:

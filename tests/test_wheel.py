@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PROJECT_ROOT
+from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 
-REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 
 #: Tests of this module share one expensive setup (one worker runs them in order).
 pytestmark = pytest.mark.xdist_group("wheel")
@@ -30,7 +29,7 @@ def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, str]]:
     """A fresh venv (outside the checkout) with the wheel built from this checkout, and a user's environment."""
     base = tmp_path_factory.mktemp("wheel")
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_", "PYTHONPATH"))}
+    env = user_environment()
     env["XDG_CACHE_HOME"] = str(base / "user-cache")  # where platformdirs puts the user cache dir on Linux
     # Built from a copy of the tracked files: a build writes build/ and *.egg-info/ next to its sources.
     source = base / "source"
