@@ -99,6 +99,25 @@ def test_api_client_retries_transient_answers(deviating) -> None:
 
 def test_api_client_gives_up_after_bounded_retries(deviating) -> None:
     proxy = deviating(FlakyThenFine(100))
-    with ApiClient(proxy.api_url, retries=2) as api:
+    with ApiClient(proxy.api_url, patience=0.3) as api:
         answer = api.request("GET", "/admin/version")
-    assert answer.status == 503 and len(proxy.transcript()) == 3
+    assert answer.status == 503 and answer.retried_for >= 0.3 and len(proxy.transcript()) >= 3
+    assert "-> 503" in answer.describe() and "(still 503 after 0s of retries)" in answer.describe()
+
+
+class BusyWithRetryAfter(FlakyThenFine):
+    """503 with ``Retry-After: 0`` (retry at once) for the first ``n`` requests."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        answer = super().on_request(request)
+        if answer is not None:
+            answer.headers.append(("retry-after", "0"))
+        return answer
+
+
+def test_api_client_follows_retry_after(deviating) -> None:
+    """Twenty busy answers that ask for an immediate retry cost no back-off, as with Prefect's client."""
+    proxy = deviating(BusyWithRetryAfter(20))
+    with ApiClient(proxy.api_url, patience=1.5) as api:
+        answer = api.request("GET", "/admin/version")
+    assert answer.status == 200 and len(proxy.transcript()) == 21

@@ -3,8 +3,9 @@
 Scenarios act through real Prefect clients where the behaviour under test is the client's; everything else
 (creating fixtures, reading results back) goes through :class:`ApiClient`, which
 
-* retries transient answers a bounded number of times (the real Prefect server answers 503 on SQLite lock
-  contention right after start-up, and a dropped connection is not a conformance verdict), and
+* retries transient answers for as long as Prefect's own client would (the real Prefect server answers 503
+  when its database is busy, e.g. SQLite lock contention under load, and real clients retry through it; so a
+  503 only becomes a verdict once a real client would have given up too), and
 * turns every unexpected answer into an :class:`~harness.target.errors.UnexpectedAnswer` that quotes the method,
   path, status and body excerpt, so a failing scenario always shows what the server actually said.
 """
@@ -23,6 +24,14 @@ from harness.target.errors import UnexpectedAnswer, Unsupported, means_not_imple
 #: Answers worth retrying: the server said "not now", not "no".
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
 TRANSIENT_ERRORS = (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
+
+#: How long a real Prefect client keeps retrying a transient answer: PREFECT_CLIENT_MAX_RETRIES (5) retries with
+#: a back-off of 2**n seconds, 2 + 4 + 8 + 16 + 32 s (prefect/client/base.py). The harness retries sooner and
+#: more often (a busy server is usually free again within a second) but gives up no earlier than they do.
+PREFECT_CLIENT_PATIENCE = 62.0
+#: How long a refused or dropped connection is retried. Shorter: a server that is busy answers 503, while one
+#: that accepts no connection for this long has gone away, and the run should say so without a minute's wait.
+NO_ANSWER_PATIENCE = 10.0
 
 
 class Document(dict):
@@ -49,6 +58,8 @@ class Answer:
     status: int
     text: str
     content_type: str
+    #: Seconds spent retrying transient answers before this one (0 when the first answer was final).
+    retried_for: float = 0.0
 
     def json(self) -> Any:
         """The parsed body (objects as :class:`Document`); a non-JSON body is itself a conformance failure, so it
@@ -86,7 +97,16 @@ class Answer:
 
     def describe(self) -> str:
         """One line for failure messages: what was asked and what came back."""
-        return f"{self.method} {self.path} -> {self.status} {excerpt(self.text)}"
+        retried = f" (still {self.status} after {self.retried_for:.0f}s of retries)" if self.retried_for else ""
+        return f"{self.method} {self.path} -> {self.status} {excerpt(self.text)}{retried}"
+
+
+def retry_after(header: str | None, *, default: float) -> float:
+    """Seconds a ``Retry-After`` header asks for (only the delta-seconds form; Prefect's server sends no other)."""
+    try:
+        return max(0.0, float(header)) if header else default
+    except ValueError:
+        return default
 
 
 def excerpt(text: str, limit: int = 300) -> str:
@@ -102,11 +122,11 @@ class ApiClient:
         api_url: str,
         *,
         timeout: float = 30.0,
-        retries: int = 8,
+        patience: float = PREFECT_CLIENT_PATIENCE,
         headers: Mapping[str, str] | None = None,
     ) -> None:
         self.api_url = api_url.rstrip("/")
-        self.retries = retries
+        self.patience = patience
         self._http = httpx.Client(timeout=timeout, headers=dict(headers or {}))
 
     def close(self) -> None:
@@ -119,18 +139,22 @@ class ApiClient:
         self.close()
 
     def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Answer:
-        """Send one request, retrying transient failures with a bounded back-off; never raises on status.
+        """Send one request, retrying transient failures for up to ``patience`` seconds; never raises on status.
 
-        No answer at all (a timeout, a connection refused or dropped on every attempt) raises UnexpectedAnswer:
-        like any answer, it is the target's, and the check that sent the request fails quoting it.
+        No answer at all (a timeout, a connection refused or dropped until patience ran out) raises
+        UnexpectedAnswer: like any answer, it is the target's, and the check that sent the request fails quoting it.
 
-        The back-off doubles from 0.1 s to at most 2 s: with 8 retries a request gives up after about 9 s, long
-        enough for a SQLite-backed server to get through lock contention under two concurrent runs.
+        The back-off doubles from 0.1 s to at most 4 s, or follows the answer's ``Retry-After`` as Prefect's
+        client does, and the request is always tried once more when patience runs out.
         """
         url = self.api_url + path
         delay = 0.1
-        for attempt in range(self.retries + 1):
-            last_attempt = attempt == self.retries
+        started = time.monotonic()
+        attempts = 0
+        while True:
+            attempts += 1
+            waited = time.monotonic() - started
+            out_of_patience = waited >= self.patience
             try:
                 response = self._http.request(method, url, json=json_body, params=params)
             except httpx.TimeoutException as exc:  # not retried: a stuck server stays stuck
@@ -139,23 +163,26 @@ class ApiClient:
                     f"({type(exc).__name__})"
                 ) from None
             except TRANSIENT_ERRORS as exc:
-                if last_attempt:  # what the target failed to answer is its failure, quoted like an answer
+                if waited >= min(self.patience, NO_ANSWER_PATIENCE):  # the target's failure, quoted like an answer
                     raise UnexpectedAnswer(
-                        f"{method} {path}: the target did not answer after {self.retries + 1} attempts "
+                        f"{method} {path}: the target did not answer after {attempts} attempts in {waited:.0f}s "
                         f"({type(exc).__name__}: {excerpt(str(exc), 160)})"
                     ) from None
+                pause = delay
             else:
-                if response.status_code not in TRANSIENT_STATUSES or last_attempt:
+                if response.status_code not in TRANSIENT_STATUSES or out_of_patience:
                     return Answer(
                         method=method,
                         path=path,
                         status=response.status_code,
                         text=response.text,
                         content_type=response.headers.get("content-type", ""),
+                        retried_for=waited if attempts > 1 else 0.0,
                     )
-            time.sleep(delay)  # back-off between retries of a transient answer, not synchronisation
-            delay = min(delay * 2, 2.0)
-        raise AssertionError("unreachable")  # pragma: no cover
+                pause = retry_after(response.headers.get("retry-after"), default=delay)
+            # back-off between retries of a transient answer, not synchronisation; never past patience
+            time.sleep(max(0.0, min(pause, self.patience - (time.monotonic() - started))))
+            delay = min(delay * 2, 4.0)
 
     def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201),
              what: str = "") -> Any:
