@@ -100,6 +100,20 @@ def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, report_dir / "latest", checks)
 
 
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Refuse to run when ``--dist loadgroup`` cannot group: the expensive shared setups (a fresh clone and its
+    venv, a wheel and its venv, the Docker images) would silently run once per worker instead of once."""
+    if not getattr(config.option, "loadgroup", False):
+        return
+    ungrouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
+    if ungrouped:
+        raise pytest.UsageError(
+            f"pytest-xdist did not tag {ungrouped[0]} with its xdist_group, so --dist loadgroup would not group it. "
+            "Hint: this pytest and pytest-xdist do not work together; see the pin in pyproject.toml"
+        )
+
+
 @pytest.fixture(scope="session")
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference]:
     """A real Prefect server for the whole test session (the authority every deviation is compared with)."""
