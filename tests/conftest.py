@@ -26,6 +26,10 @@ from harness.waits import wait_for_health
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
+#: ``-k`` expression of the checks that need the scheduled Runner (a second Runner, and a flow-run process per
+#: run). Tests that do not check it leave it out: the project's own tests are CPU-bound on 2 cores.
+SCHEDULED_RUNNER_CHECKS = "served_deployment_has_its_schedule or runner_executes_server_scheduled_runs"
+
 #: The four files every run writes into ``REPORT_DIR/latest/``.
 REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 

@@ -19,7 +19,7 @@ from harness.clients.transcript import Exchange
 from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled
-from tests.conftest import SuiteRun
+from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.deviations import Deviation, EmptyPolls, Refuse, RewriteJson, RewriteRuns
 
 POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
@@ -66,6 +66,9 @@ class Case:
     args: tuple[str, ...] = ()
 
 
+#: For a case whose checks need only the unscheduled Runner.
+UNSCHEDULED_RUNNER_ONLY = ("-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
+
 CASES = [
     Case(
         "no-work-pool-polling-endpoint",
@@ -74,6 +77,7 @@ CASES = [
         {"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
         r"POST /work_pools/\S+/get_scheduled_flow_runs",
         passes={"serve/runner_polls_deployments_endpoint", "serve/served_run_completes", "worker/worker_registers_with_its_pool"},
+        args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "no-deployments-polling-endpoint",
@@ -90,7 +94,7 @@ CASES = [
         {"serve/served_run_completes", "worker/worker_run_completes"},
         r"Timed out .* waiting for flow run \S+ to be executed .* run is SCHEDULED",
         passes={"serve/runner_polls_deployments_endpoint", "worker/worker_polls_work_pool_endpoint"},
-        args=("--timeout-scale", "0.25"),
+        args=("--timeout-scale", "0.25", *UNSCHEDULED_RUNNER_ONLY),
     ),
     Case(
         "worker-cannot-register",
@@ -116,6 +120,7 @@ CASES = [
         {"serve/served_run_is_not_a_worker_run"},
         r"looks like a worker ran it: label prefect.worker.name",
         passes={"serve/served_run_completes"},
+        args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "served-deployment-bound-to-a-pool",
@@ -123,6 +128,7 @@ CASES = [
         "serve",
         {"serve/served_deployment_has_no_work_pool"},
         r"has work_pool_name 'default-agent-pool'",
+        args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "schedule-not-attached",
@@ -130,6 +136,7 @@ CASES = [
         "serve",
         {"serve/served_deployment_has_its_schedule"},
         r"should have one active schedule with interval 5",
+        args=("-k", SCHEDULED_RUNNER_CHECKS),
     ),
     Case(
         "scheduler-ignores-cron-boundaries",
