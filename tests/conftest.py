@@ -88,8 +88,8 @@ class SuiteRun:
             assert re.search(says, self.message(check), re.S), f"{check}: message does not match {says!r}:\n{self.message(check)}"
 
 
-def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
-    """Run the real CLI; ``args`` are passed after ``run``.
+def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dict[str, str] | None = None) -> SuiteRun:
+    """Run the real CLI; ``args`` are passed after ``run``, ``extra_env`` is added to this environment.
 
     While the project's own tests run in parallel (``make test``), each run is serial unless a test says
     otherwise: the tests already keep both cores busy, and extra pytest workers per run only cost start-up.
@@ -98,6 +98,7 @@ def run_suite(*args: str, report_dir: Path, timeout: float = 600) -> SuiteRun:
     proc = subprocess.run(
         [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir), *serial, *args],
         cwd=PROJECT_ROOT,
+        env={**os.environ, **(extra_env or {})},
         capture_output=True,
         text=True,
         timeout=timeout,

@@ -10,11 +10,12 @@ from __future__ import annotations
 import os
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_suite
+from tests.conftest import SuiteRun, run_suite
 
 #: Tests of this module share one expensive setup (one worker runs them in order).
 pytestmark = pytest.mark.xdist_group("docker")
@@ -67,19 +68,25 @@ def images() -> tuple[str, str]:
 
 
 @needs_docker
-def test_sqlite_and_postgres_references_pass_and_agree(images, tmp_path: Path, monkeypatch) -> None:
+def test_sqlite_and_postgres_references_pass_and_agree(images, tmp_path: Path) -> None:
+    """Both containerized storages, side by side (each run owns its containers, found by its own label)."""
     from harness.reference.docker import leftovers
 
     prefect_image, postgres_image = images
+    markers = {mode: f"docker-{uuid.uuid4().hex[:8]}" for mode in ("docker", "docker-postgres")}
+
+    def run_on(mode: str) -> SuiteRun:
+        return run_suite("--reference", mode, "--reference-image", prefect_image, "--postgres-image", postgres_image,
+                         "-m", "timestamps or scheduling", report_dir=tmp_path / mode,
+                         extra_env={"PREFECT_CONFORMANCE_RUN_ID": markers[mode]})
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        runs = dict(zip(markers, pool.map(run_on, markers)))
     verdicts = {}
-    for mode in ("docker", "docker-postgres"):
-        marker = f"docker-{uuid.uuid4().hex[:8]}"
-        monkeypatch.setenv("PREFECT_CONFORMANCE_RUN_ID", marker)
-        run = run_suite("--reference", mode, "--reference-image", prefect_image, "--postgres-image", postgres_image,
-                        "-m", "timestamps or scheduling", report_dir=tmp_path / mode)
-        assert run.code == 0, run.explain()
-        assert len(run.passed()) == 74, run.explain()
-        assert leftovers(marker) == [], f"{mode} left containers or networks behind"
+    for mode, run in runs.items():
+        assert run.code == 0, f"{mode}: {run.explain()}"
+        assert len(run.passed()) == 74, f"{mode}: {run.explain()}"
+        assert leftovers(markers[mode]) == [], f"{mode} left containers or networks behind"
         assert (run.report_dir / "reference" / "reference-server.log").exists()
         verdicts[mode] = {cid: c["status"] for cid, c in run.checks.items()}
     differ = {cid for cid in verdicts["docker"] if verdicts["docker"][cid] != verdicts["docker-postgres"].get(cid)}
