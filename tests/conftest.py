@@ -6,11 +6,8 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
-import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -19,9 +16,7 @@ import pytest
 
 from harness.clients.recorder import ReverseProxy
 from tests.deviations import Deviation
-from harness.reference.environment import free_port
-from harness.reference.local import READY_TIMEOUT, LocalReference
-from harness.waits import wait_for_health
+from harness.reference.local import LocalReference
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -110,63 +105,6 @@ def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dic
     return SuiteRun(proc.returncode, proc.stdout, proc.stderr, report_dir / "latest", checks)
 
 
-#: Set by the xdist controller for its workers: the API URL of the one reference they all share.
-SHARED_REFERENCE = "PREFECT_CONFORMANCE_TESTS_REFERENCE"
-
-
-@dataclass
-class SharedReference:
-    """The controller's reference, as a worker sees it: a URL to wait for, not a process to own."""
-
-    api_url: str
-
-
-class ReferenceStarter:
-    """Starts the shared reference in a thread, so the workers boot and collect while it starts."""
-
-    def __init__(self, workdir: Path) -> None:
-        self.server = LocalReference(workdir=workdir, port=free_port())
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._start, name="shared-reference", daemon=True)
-        self.thread.start()
-
-    def _start(self) -> None:
-        try:
-            self.server.start()
-        except BaseException as exc:  # reported by the workers' fixture, which waits for the URL in vain
-            self.error = exc
-
-    def stop(self) -> None:
-        self.thread.join()
-        self.server.stop()
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """Under xdist, one reference for every worker (its start-up and idle services cost CPU the tests need).
-
-    Started by the controller before the workers exist, so they inherit its URL through the environment.
-    """
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None):
-        return
-    workdir = Path(tempfile.mkdtemp(prefix="prefect-conformance-tests-reference-"))
-    starter = ReferenceStarter(workdir)
-    config.stash[_starter_key] = starter
-    os.environ[SHARED_REFERENCE] = starter.server.api_url
-
-
-def pytest_unconfigure(config: pytest.Config) -> None:
-    starter = config.stash.get(_starter_key, None)
-    if starter is not None:
-        starter.stop()
-        if starter.error is not None:
-            print(f"\nthe shared reference server did not start: {starter.error}", file=sys.stderr)
-        shutil.rmtree(starter.server.workdir, ignore_errors=True)
-        os.environ.pop(SHARED_REFERENCE, None)
-
-
-_starter_key = pytest.StashKey[ReferenceStarter]()
-
-
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Refuse to run when ``--dist loadgroup`` cannot group: the expensive shared setups (a fresh clone and its
@@ -182,17 +120,8 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference | SharedReference]:
-    """A real Prefect server for the whole test session (the authority every deviation is compared with).
-
-    Under xdist, every worker shares the controller's; otherwise this session starts its own.
-    """
-    shared = os.environ.get(SHARED_REFERENCE)
-    if shared:
-        wait_for_health(shared, timeout=READY_TIMEOUT, what="the tests' shared reference server",
-                        hint="the controller starts it; its log is in prefect-conformance-tests-reference-*/ under the temp dir")
-        yield SharedReference(shared)
-        return
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference]:
+    """A real Prefect server for the whole test session (the authority every deviation is compared with)."""
     with LocalReference(workdir=tmp_path_factory.mktemp("reference")) as server:
         yield server
 
@@ -217,5 +146,3 @@ def deviating(reference: LocalReference) -> Iterator[Callable[[Deviation], Rever
 def suite(tmp_path: Path) -> Callable[..., SuiteRun]:
     """``suite("--target", url, "-k", expr)`` runs the CLI with a fresh report folder."""
     return lambda *args, **kw: run_suite(*args, report_dir=tmp_path / "reports", **kw)
-
-
