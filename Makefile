@@ -43,7 +43,7 @@ conformance: $(STAMP)
 	  || set -- $$?; $(VERDICT); exit $$1
 
 # The project's own tests run in parallel: most of their time is spent waiting on real servers and clients.
-TEST_WORKERS ?= 4
+TEST_WORKERS ?= 3
 test: $(STAMP) browser
 	$(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
