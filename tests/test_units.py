@@ -211,3 +211,16 @@ def test_a_check_description_fills_in_its_parameters() -> None:
     item = SimpleNamespace(function=check, callspec=SimpleNamespace(params={"fmt": naive}))
     assert describe(item) == "A scheduled time sent as no offset; Prefect reads it as UTC is stored as the instant it names."
     assert describe(SimpleNamespace(function=braces)) == "Each item is ``{work_pool_id, flow_run}``."
+
+
+def test_recorder_overhead_is_a_paired_ratio_with_an_interval() -> None:
+    """A machine that slows down halfway (both paths alike) must not show up as recorder overhead."""
+    from harness.commands.bench import paired_ratio
+
+    direct = [10.0] * 100 + [30.0] * 100
+    recorded = [d * 1.04 for d in direct]
+    ratio, low, high = paired_ratio(direct, recorded)
+    assert abs(ratio - 1.04) < 1e-9 and low <= ratio <= high
+    noisy = [d * (1.04 + (0.02 if i % 2 else -0.02)) for i, d in enumerate(direct)]
+    ratio, low, high = paired_ratio(direct, noisy)
+    assert 1.01 < low <= ratio <= high < 1.07
