@@ -224,3 +224,12 @@ def test_recorder_overhead_is_a_paired_ratio_with_an_interval() -> None:
     noisy = [d * (1.04 + (0.02 if i % 2 else -0.02)) for i, d in enumerate(direct)]
     ratio, low, high = paired_ratio(direct, noisy)
     assert 1.01 < low <= ratio <= high < 1.07
+
+
+def test_unavoidable_waits_follow_the_settings_and_the_measured_start_up() -> None:
+    from harness.commands.bench import unavoidable_waits
+
+    fast, slow = unavoidable_waits(1.0), unavoidable_waits(3.0)
+    assert slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 4.0  # two Runners
+    assert fast["scheduler"] == slow["scheduler"] and fast["timestamps"][1] == 0.0
+    assert "(3.0 s)" in slow["worker"][0]
