@@ -154,7 +154,6 @@ class ApiClient:
         while True:
             attempts += 1
             waited = time.monotonic() - started
-            out_of_patience = waited >= self.patience
             try:
                 response = self._http.request(method, url, json=json_body, params=params)
             except httpx.TimeoutException as exc:  # not retried: a stuck server stays stuck
@@ -163,14 +162,16 @@ class ApiClient:
                     f"({type(exc).__name__})"
                 ) from None
             except TRANSIENT_ERRORS as exc:
-                if waited >= min(self.patience, NO_ANSWER_PATIENCE):  # the target's failure, quoted like an answer
+                budget = min(self.patience, NO_ANSWER_PATIENCE)
+                if waited >= budget:  # what the target failed to answer is its failure, quoted like an answer
                     raise UnexpectedAnswer(
                         f"{method} {path}: the target did not answer after {attempts} attempts in {waited:.0f}s "
                         f"({type(exc).__name__}: {excerpt(str(exc), 160)})"
                     ) from None
                 pause = delay
             else:
-                if response.status_code not in TRANSIENT_STATUSES or out_of_patience:
+                budget = self.patience
+                if response.status_code not in TRANSIENT_STATUSES or waited >= budget:
                     return Answer(
                         method=method,
                         path=path,
@@ -180,8 +181,8 @@ class ApiClient:
                         retried_for=waited if attempts > 1 else 0.0,
                     )
                 pause = retry_after(response.headers.get("retry-after"), default=delay)
-            # back-off between retries of a transient answer, not synchronisation; never past patience
-            time.sleep(max(0.0, min(pause, self.patience - (time.monotonic() - started))))
+            # back-off between retries of a transient answer, not synchronisation; never past the budget
+            time.sleep(max(0.0, min(pause, budget - (time.monotonic() - started))))
             delay = min(delay * 2, 4.0)
 
     def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201),
