@@ -1,8 +1,9 @@
 """``make bench``: how long the suite takes against the bundled reference, and where the time goes.
 
 Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
-in total), the reference server's start-up, and the recorder's added latency per request (the same request
-sent directly and through a recording proxy, in interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
+in total), the reference server's start-up, the unavoidable waits (derived from the suite's settings), and the
+recorder's added latency per request (the same request sent directly and through a recording proxy, in
+interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
 """
 

@@ -71,13 +71,13 @@ def build_rootfs(rootfs: Path) -> None:
         run(["apt-get", "install", "-y", "-qq", "mmdebstrap"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs),
          DEBIAN_MIRROR], stdout=subprocess.DEVNULL)
-    # pip inside the chroot needs the host's CA bundle (the machine may use its own CA) and a clean environment.
+    # pip and uv inside the chroot need the host's CA bundle (the machine may use its own CA) and a clean environment.
     ca = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
     shutil.copy(ca, rootfs / "tmp" / "host-ca.crt")
     chroot_env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
                   "PIP_CERT=/tmp/host-ca.crt", "SSL_CERT_FILE=/tmp/host-ca.crt", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
     run(["chroot", str(rootfs), *chroot_env, "python3", "-m", "venv", "/opt/prefect"])
-    # uv (from PyPI) installs Prefect in a fifth of pip's time; it leaves the image with the venv (a few MB).
+    # uv (from PyPI, bootstrapped with pip) installs Prefect in a fifth of pip's time; it stays in the venv (a few MB).
     run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/pip", "install", "-q", "--no-cache-dir", "uv"])
     run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/uv", "pip", "install", "--quiet", "--no-cache",
          "--compile-bytecode", "--python", "/opt/prefect/bin/python", f"prefect=={PREFECT_REFERENCE_VERSION}"])
