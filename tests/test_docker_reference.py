@@ -21,7 +21,6 @@ from tests.conftest import SuiteRun, run_suite
 pytestmark = pytest.mark.xdist_group("docker")
 
 
-
 def engine_available() -> bool:
     try:
         import docker

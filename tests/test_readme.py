@@ -28,7 +28,6 @@ EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 pytestmark = pytest.mark.xdist_group("readme")
 
 
-
 def opening_commands(readme: str) -> list[str]:
     """The commands of the README's first ``sh`` block, without their comments."""
     block = re.search(r"```sh\n(.*?)```", readme, re.S)

@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -183,17 +184,13 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         # scheduled Runner would add a second Runner but no new kind of object.
         select = ["-m", "scheduling or serve or worker or timestamps", "-k", f"not input_format and not ({SCHEDULED_RUNNER_CHECKS})",
                   "-n", "1"]
-        procs = [
-            subprocess.Popen([sys.executable, "-m", "harness.commands.cli", "run", "--target", reference.api_url, *select,
-                              "--report-dir", str(tmp_path / name)], cwd=PROJECT_ROOT, stdout=subprocess.PIPE,
-                             stderr=subprocess.STDOUT, text=True)
-            for name in ("first", "second")
-        ]
-        outputs = [p.communicate(timeout=600)[0] for p in procs]
-        assert [p.returncode for p in procs] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+        with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
+            suites = list(executor.map(lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
+                                       ("first", "second")))
+        assert [suite.code for suite in suites] == [0, 0], "\n".join(suite.explain() for suite in suites)
         after = snapshot(api, ids)
     assert after == before, "an object that existed before the runs was changed"
-    prefixes = [json.loads((tmp_path / n / "latest" / "results.json").read_text())["run"]["run_prefix"] for n in ("first", "second")]
+    prefixes = [json.loads((suite.report_dir / "results.json").read_text())["run"]["run_prefix"] for suite in suites]
     assert prefixes[0] != prefixes[1]
 
 

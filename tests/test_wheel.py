@@ -18,7 +18,6 @@ from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 pytestmark = pytest.mark.xdist_group("wheel")
 
 
-
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
@@ -37,20 +36,19 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
         if (PROJECT_ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_ROOT / name, source / name)
+    venv = base / "venv"
     uv = Path(sys.executable).with_name("uv")  # what `make venv` installs; pip when the tests run elsewhere
     if uv.exists():
-        run([str(uv), "build", "--quiet", "--wheel", "--out-dir", str(base / "dist"), str(source)], cwd=base, env=env)
+        build = [str(uv), "build", "--quiet", "--wheel", "--out-dir"]
+        install = [str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(venv / "bin" / "python")]
     else:
-        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(base / "dist"), str(source)], cwd=base, env=env)
+        build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w"]
+        install = [str(venv / "bin" / "pip"), "install", "--quiet"]
+    run([*build, str(base / "dist"), str(source)], cwd=base, env=env)
     wheels = list((base / "dist").glob("prefect_conformance-*.whl"))
     assert len(wheels) == 1, wheels
-    venv = base / "venv"
     run([sys.executable, "-m", "venv", str(venv)], cwd=base, env=env)
-    if uv.exists():
-        run([str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(venv / "bin" / "python"), str(wheels[0])],
-            cwd=base, env=env)
-    else:
-        run([str(venv / "bin" / "pip"), "install", "--quiet", str(wheels[0])], cwd=base, env=env)
+    run([*install, str(wheels[0])], cwd=base, env=env)
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
     return venv, env
 
