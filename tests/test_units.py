@@ -18,7 +18,8 @@ from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
 from harness.clients.processes import spawn
 from harness.reporting.history import prepare_report_dir
 from harness.reporting.results import check_id
-from harness.checks.timestamps import INPUT_FORMATS, UTC, check_timestamp, iter_timestamps, parse_instant
+from harness.checks.timestamps import (EXTRA_DATETIME_KEYS, INPUT_FORMATS, UTC, check_timestamp, datetime_keys, iter_timestamps,
+                                       parse_instant, schema_datetime_keys)
 from harness.waits import wait_until
 
 INSTANT = dt.datetime(2026, 11, 26, 10, 17, 42, 123456, tzinfo=UTC)
@@ -233,3 +234,19 @@ def test_unavoidable_waits_follow_the_settings_and_the_measured_start_up() -> No
     assert slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 4.0  # two Runners
     assert fast["scheduler"] == slow["scheduler"] and fast["timestamps"][1] == 0.0
     assert "(3.0 s)" in slow["worker"][0]
+
+
+def test_datetime_fields_are_read_from_prefect_once_and_cached_per_release(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("PREFECT_CONFORMANCE_CACHE_DIR", str(tmp_path))
+    expected = frozenset(schema_datetime_keys()) | EXTRA_DATETIME_KEYS
+    assert {"next_scheduled_start_time", "expected_start_time", "created"} <= expected
+    datetime_keys.cache_clear()
+    try:
+        assert datetime_keys() == expected
+        (cached,) = tmp_path.glob("datetime-fields-*-prefect-*.json")
+        cached.write_text("{half a fi")  # a damaged cache is read again from Prefect, and rewritten
+        datetime_keys.cache_clear()
+        assert datetime_keys() == expected and json.loads(cached.read_text())
+    finally:
+        datetime_keys.cache_clear()
+

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import datetime as dt
 import inspect
+import json
+import os
 import re
 import typing
 from dataclasses import dataclass
@@ -27,6 +29,8 @@ DATE_LIKE = re.compile(r"^\d{4}-\d{2}-\d{2}([T ]|$)")
 
 #: Datetime fields that Prefect's schemas do not declare as ``datetime`` at module level but that hold one.
 EXTRA_DATETIME_KEYS = frozenset({"anchor_date", "occurred", "received", "start_date", "end_date"})
+#: Version of the cached list of schema datetime fields; bump it when ``schema_datetime_keys`` changes.
+DATETIME_KEYS_FORMAT = "v1"
 
 
 @dataclass(frozen=True)
@@ -121,8 +125,31 @@ def check_timestamp(path: str, value: Any, *, require_utc: bool) -> TimestampPro
 def datetime_keys() -> frozenset[str]:
     """Names of every datetime-valued field in Prefect's client schemas, plus a few known extras.
 
-    Read from the installed Prefect, so fields a new release adds are covered without editing this list.
+    Read from the installed Prefect, so fields a new release adds are covered without editing this list. Reading
+    them means importing Prefect's client schemas (about 1.5 s of CPU), so the names are kept per Prefect release
+    in the cache directory: every run of the suite, and every pytest worker of a run, reads them from there.
     """
+    from importlib.metadata import version
+
+    from harness.locations import cache_dir
+
+    cached = cache_dir() / f"datetime-fields-{DATETIME_KEYS_FORMAT}-prefect-{version('prefect')}.json"
+    try:
+        names = json.loads(cached.read_text())
+    except (OSError, ValueError):
+        names = sorted(schema_datetime_keys())
+        try:
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            partial = cached.with_name(f"{cached.name}.{os.getpid()}.tmp")
+            partial.write_text(json.dumps(names))
+            os.replace(partial, cached)  # atomic: concurrent runs never read half a file
+        except OSError:
+            pass  # a read-only cache directory costs time, not correctness
+    return frozenset(names) | EXTRA_DATETIME_KEYS
+
+
+def schema_datetime_keys() -> set[str]:
+    """The names of the datetime-valued fields of the installed Prefect's client response schemas."""
     import datetime as _dt
 
     import pydantic
@@ -134,12 +161,12 @@ def datetime_keys() -> frozenset[str]:
             return True
         return any(holds_datetime(arg) for arg in typing.get_args(annotation))
 
-    names: set[str] = set(EXTRA_DATETIME_KEYS)
+    names: set[str] = set()
     for module in (objects, responses):
         for obj in vars(module).values():
             if inspect.isclass(obj) and issubclass(obj, pydantic.BaseModel):
                 names.update(n for n, f in obj.model_fields.items() if holds_datetime(f.annotation))
-    return frozenset(names)
+    return names
 
 
 def iter_timestamps(document: Any, path: str = "$") -> Iterator[tuple[str, Any]]:
