@@ -5,15 +5,19 @@ command there changes, this test runs the new one. Three paths are walked, each 
 the four report files:
 
 * every ``make conformance`` line of the opening block, in the clone (creates ``.venv``, starts the bundled
-  reference, runs the whole suite);
-* the README's "Against your own server" command, with its example URL replaced by a running reference;
+  reference, runs the whole suite). This is also the project's one proof that the bundled reference passes every
+  check of every feature, with a transcript of each real client;
+* the README's "Against your own server" command, with its example URL replaced by a running reference, and
+  one feature selected through the Makefile's documented ``ARGS`` (the whole suite was just run);
 * the installed CLI from another working directory, with a relative ``--report-dir``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from collections import Counter
 import shlex
 import subprocess
 from pathlib import Path
@@ -23,6 +27,12 @@ import pytest
 from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 
 EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
+
+#: The suite's checks per feature. A check that silently stops being collected fails here.
+CHECKS_PER_FEATURE = {"timestamps": 32, "scheduling": 42, "scheduler": 4, "serve": 7, "worker": 6}
+
+#: Real clients whose recorded traffic every whole run keeps, as the proof of which path ran.
+TRANSCRIBED_ACTORS = ("runner", "scheduled-runner", "worker")
 
 #: Tests of this module share one expensive setup (one worker runs them in order).
 pytestmark = pytest.mark.xdist_group("readme")
@@ -82,14 +92,29 @@ def test_readme_opening_commands_work_in_a_fresh_clone(clone: Path) -> None:
         proc = run_shell(command, clone, user_environment())
         assert proc.returncode == 0, explain(command, proc)
         assert "verdict: 0 — passed" in proc.stdout, explain(command, proc)
-        assert_reports(clone / "reports" / "latest", command, proc)
+        latest = clone / "reports" / "latest"
+        assert_reports(latest, command, proc)
+        assert_every_check_passed(latest)
+
+
+def assert_every_check_passed(latest: Path) -> None:
+    """The bundled reference passes every check, and the report shows each real client's transcript."""
+    checks = json.loads((latest / "results.json").read_text())["checks"]
+    not_passed = {c["id"]: c["status"] for c in checks if c["status"] != "passed"}
+    assert not not_passed, f"on the bundled reference: {not_passed}"
+    assert Counter(c["feature"] for c in checks) == CHECKS_PER_FEATURE
+    report = (latest / "report.md").read_text()
+    for actor in TRANSCRIBED_ACTORS:
+        assert f"{actor}, " in report, f"the report shows no transcript of the {actor}"
+        assert any((latest / "artifacts").glob(f"*/{actor}.transcript.jsonl")), f"no transcript file of the {actor}"
 
 
 def test_readme_command_against_a_running_server(clone: Path, reference) -> None:
     command = EXAMPLE_URL.sub(reference.api_url, own_server_command((clone / "README.md").read_text()))
-    proc = run_shell(command, clone, user_environment())
+    proc = run_shell(command, clone, {**user_environment(), "ARGS": "-m timestamps"})
     assert proc.returncode == 0, explain(command, proc)
-    assert re.search(r"prefect-conformance: \d+ passed, 0 failed", proc.stdout), explain(command, proc)
+    passed = CHECKS_PER_FEATURE["timestamps"]
+    assert f"prefect-conformance: {passed} passed, 0 failed" in proc.stdout, explain(command, proc)
     assert_reports(clone / "reports" / "latest", command, proc)
 
 
