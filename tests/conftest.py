@@ -107,8 +107,12 @@ def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dic
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Refuse to run when ``--dist loadgroup`` cannot group: the expensive shared setups (a fresh clone and its
+    """Longest first: the shared setups (``xdist_group``) and the ``long`` runs start before the short tests, so
+    no worker starts a minute-long run while the others run out of work (the tests are CPU-bound on 2 cores).
+
+    Refuse to run when ``--dist loadgroup`` cannot group: the expensive shared setups (a fresh clone and its
     venv, a wheel and its venv, the Docker images) would silently run once per worker instead of once."""
+    items.sort(key=lambda item: 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("long") else 2)
     if not getattr(config.option, "loadgroup", False):
         return
     ungrouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]

@@ -94,7 +94,8 @@ CASES = [
         {"serve/served_run_completes", "worker/worker_run_completes"},
         r"Timed out .* waiting for flow run \S+ to be executed .* run is SCHEDULED",
         passes={"serve/runner_polls_deployments_endpoint", "worker/worker_polls_work_pool_endpoint"},
-        args=("--timeout-scale", "0.25", *UNSCHEDULED_RUNNER_ONLY),
+        # Both features wait out their timeouts: side by side, in two pytest workers, the waits overlap.
+        args=("--timeout-scale", "0.25", "-n", "2", *UNSCHEDULED_RUNNER_ONLY),
     ),
     Case(
         "worker-cannot-register",
@@ -180,8 +181,10 @@ def reference_without_scheduler(tmp_path_factory):
         yield server
 
 
+@pytest.mark.long
 def test_target_without_a_scheduler_fails_with_a_message_that_says_so(reference_without_scheduler, suite) -> None:
-    run = suite("--target", reference_without_scheduler.api_url, "-m", "scheduler or serve", "--timeout-scale", "0.5")
+    # The scheduler and serve modules each wait out their timeouts; in two pytest workers the waits overlap.
+    run = suite("--target", reference_without_scheduler.api_url, "-m", "scheduler or serve", "--timeout-scale", "0.5", "-n", "2")
     assert run.code == 1, run.explain()
     expected = {f"scheduler/{c}" for c in ("scheduler_creates_runs", "runs_fall_on_cron_boundaries", "scheduled_run_times_agree", "no_duplicate_runs")}
     assert expected | {"serve/runner_executes_server_scheduled_runs"} <= run.failed(), run.explain()

@@ -115,17 +115,22 @@ def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
 # --- a slow target ---------------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_slow_target_still_passes(deviating, tmp_path: Path) -> None:
-    """300 ms added to every request: the real clients and the checks still pass; waits scale, nothing sleeps."""
+    """300 ms added to every request: the real clients and the checks still pass; waits scale, nothing sleeps.
+
+    The features that wait on real clients and the server's scheduler (the request-and-answer checks have no
+    waits to scale), in two pytest workers as a user's run has them."""
     proxy = deviating(Slow())
-    run = run_suite("--target", proxy.api_url, "-m", "serve or worker or scheduler or timestamps",
-                    "-k", "not input_format", "--timeout-scale", "3", report_dir=tmp_path)
+    run = run_suite("--target", proxy.api_url, "-m", "serve or worker or scheduler", "--timeout-scale", "3", "-n", "2",
+                    report_dir=tmp_path)
     assert run.code == 0, run.explain()
 
 
 # --- interruption ----------------------------------------------------------------------------------------------
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("how", ["ctrl-c", "sigterm"])
 def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> None:
     """Interrupt a real run (bundled reference, runner and worker up) and list what is left afterwards."""
@@ -168,6 +173,7 @@ def snapshot(api: ApiClient, ids: dict[str, str]) -> dict[str, object]:
     }
 
 
+@pytest.mark.long
 def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) -> None:
     """Objects that existed before are unchanged after two concurrent runs, and both runs pass."""
     with ApiClient(reference.api_url) as api:
@@ -182,8 +188,7 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         before = snapshot(api, ids)
         # Every kind of object a run creates (flows, deployments, runs, pools, queues, a Runner, a worker); the
         # scheduled Runner would add a second Runner but no new kind of object.
-        select = ["-m", "scheduling or serve or worker or timestamps", "-k", f"not input_format and not ({SCHEDULED_RUNNER_CHECKS})",
-                  "-n", "1"]
+        select = ["-m", "scheduling or serve or worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})", "-n", "1"]
         with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
             suites = list(executor.map(lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
                                        ("first", "second")))
@@ -205,6 +210,7 @@ def protected_reference(tmp_path_factory):
         yield server
 
 
+@pytest.mark.long
 def test_credentials_reach_the_target_and_never_the_reports(protected_reference, tmp_path: Path, monkeypatch) -> None:
     assert httpx.get(protected_reference.api_url + "/admin/version").status_code == 401
     without = run_suite("--target", protected_reference.api_url, report_dir=tmp_path / "without")

@@ -175,6 +175,7 @@ UNUSUAL_OUTPUT = [
 ]
 
 
+@pytest.mark.long
 @pytest.mark.parametrize("rewrite, reason, quoted", UNUSUAL_OUTPUT)
 def test_unusual_timestamp_output_gets_failures_not_errors(rewrite, reason: str, quoted: str, deviating, suite) -> None:
     """A server that writes every timestamp with a space, or without an offset (the seed notes' port did), gets
