@@ -38,16 +38,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
             shutil.copy2(PROJECT_ROOT / name, source / name)
     venv = base / "venv"
     uv = Path(sys.executable).with_name("uv")  # what `make venv` installs; pip when the tests run elsewhere
-    if uv.exists():
+    if uv.exists():  # as a uv user does it: `uv build`, `uv venv`, `uv pip install`
         build = [str(uv), "build", "--quiet", "--wheel", "--out-dir"]
+        create = [str(uv), "venv", "--quiet", "--python", sys.executable, str(venv)]
         install = [str(uv), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(venv / "bin" / "python")]
     else:
         build = [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w"]
+        create = [sys.executable, "-m", "venv", str(venv)]
         install = [str(venv / "bin" / "pip"), "install", "--quiet"]
     run([*build, str(base / "dist"), str(source)], cwd=base, env=env)
     wheels = list((base / "dist").glob("prefect_conformance-*.whl"))
     assert len(wheels) == 1, wheels
-    run([sys.executable, "-m", "venv", str(venv)], cwd=base, env=env)
+    run(create, cwd=base, env=env)
     run([*install, str(wheels[0])], cwd=base, env=env)
     env["PATH"] = os.pathsep.join([str(venv / "bin"), env.get("PATH", "")])
     return venv, env
