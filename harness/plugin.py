@@ -26,6 +26,7 @@ from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
 from harness.target.errors import TargetUnavailable, outcome_of
 from harness.target.preflight import Target, preflight
+from harness.target.tls import tls_context
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -59,7 +60,7 @@ _target_down: list[str] = []
 def target_health(api_url: str) -> str | None:
     """None if ``GET /health`` answers true within 3 s; otherwise what it answered instead."""
     try:
-        with httpx.Client(timeout=3.0, headers=api_headers()) as http:
+        with httpx.Client(timeout=3.0, headers=api_headers(), verify=tls_context()) as http:
             response = http.get(api_url.rstrip("/") + "/health")
     except httpx.HTTPError as exc:
         return f"GET /health failed: {type(exc).__name__}: {exc}"

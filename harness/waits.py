@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Callable, Sized, TypeVar
 import httpx
 
 from harness.target.errors import ActorCouldNotStart, Hopeless, Unsupported, WaitTimeout, means_not_implemented
+from harness.target.tls import tls_context
 
 if TYPE_CHECKING:  # only for annotations: the guard duck-types actors, so this layer imports no clients
     from harness.clients.actors import Actor
@@ -102,7 +103,7 @@ def wait_for_health(
     """``GET {api_url}/health`` answers ``true``. ``alive`` raises when the server can no longer come up (its
     process exited), which ends the wait at once with that exception."""
     url = api_url.rstrip("/") + "/health"
-    with httpx.Client(timeout=2.0) as http:
+    with httpx.Client(timeout=2.0, verify=tls_context()) as http:
 
         def probe() -> bool:
             if alive is not None:

@@ -26,6 +26,7 @@ import httpx
 import uvicorn
 
 from harness.clients.transcript import Exchange, summarize_body
+from harness.target.tls import tls_context
 
 HOP_BY_HOP = frozenset(
     {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
@@ -116,7 +117,8 @@ class ReverseProxy:
         started = threading.Event()
 
         async def main() -> None:
-            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=200))
+            self._http = httpx.AsyncClient(timeout=httpx.Timeout(60.0, connect=5.0), limits=httpx.Limits(max_connections=200),
+                                           verify=tls_context())
             try:
                 serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
                 while not self._server.started and not serve.done():

@@ -20,6 +20,7 @@ from typing import Any, Mapping
 import httpx
 
 from harness.target.errors import UnexpectedAnswer, Unsupported, means_not_implemented
+from harness.target.tls import tls_context
 
 #: Answers worth retrying: the server said "not now", not "no".
 TRANSIENT_STATUSES = frozenset({502, 503, 504})
@@ -127,7 +128,7 @@ class ApiClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.patience = patience
-        self._http = httpx.Client(timeout=timeout, headers=dict(headers or {}))
+        self._http = httpx.Client(timeout=timeout, headers=dict(headers or {}), verify=tls_context())
 
     def close(self) -> None:
         self._http.close()

@@ -17,6 +17,7 @@ import httpx
 from harness.target.api import excerpt
 from harness.target.credentials import api_headers
 from harness.target.errors import TargetUnavailable, WaitTimeout
+from harness.target.tls import tls_context
 from harness.waits import wait_until
 
 PREFLIGHT_TIMEOUT = 10.0
@@ -51,7 +52,8 @@ def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIM
     """
     url = normalize_api_url(api_url)
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=api_headers()) as http:
+    with httpx.Client(timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=api_headers(),
+                      verify=tls_context()) as http:
         health = _get_json(http, url, "/health", deadline)
         if health is not True:
             raise TargetUnavailable(
