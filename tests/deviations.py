@@ -70,6 +70,18 @@ class RewriteResponses(Deviation):
         return response
 
 
+class UnusualTimestamps(Deviation):
+    """Readable but non-conforming timestamps everywhere: flow-run routes (and so both polling endpoints) answer
+    naive ones, as the seed notes' port did; every other route answers them with a space instead of 'T'."""
+
+    def __init__(self) -> None:
+        self.naive = RewriteResponses(drop_offset, path="flow_run")
+        self.spaced = RewriteResponses(space_separator, path=r"^(?!.*flow_run)")
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        return self.spaced.on_response(request, self.naive.on_response(request, response))
+
+
 class RewriteRequests(Deviation):
     """Rewrites timestamp strings (or every string under ``keys``) in JSON request bodies."""
 

@@ -64,6 +64,7 @@ class Case:
     says: str  # a regex every failure message of the named checks matches
     passes: set[str] = field(default_factory=set)
     args: tuple[str, ...] = ()
+    long: bool = False  # half a minute or more: started first (marker "long")
 
 
 #: For a case whose checks need only the unscheduled Runner.
@@ -96,6 +97,7 @@ CASES = [
         passes={"serve/runner_polls_deployments_endpoint", "worker/worker_polls_work_pool_endpoint"},
         # Both features wait out their timeouts: side by side, in two pytest workers, the waits overlap.
         args=("--timeout-scale", "0.25", "-n", "2", *UNSCHEDULED_RUNNER_ONLY),
+        long=True,
     ),
     Case(
         "worker-cannot-register",
@@ -166,7 +168,7 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=[pytest.mark.long] if c.long else []) for c in CASES])
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)

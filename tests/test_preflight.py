@@ -70,6 +70,7 @@ def test_target_that_is_not_a_working_prefect_api(status, body, content_type, sa
     assert_one_line_exit_2(run, says=says, within=10, elapsed=elapsed)
 
 
+@pytest.mark.long
 def test_target_stuck_answering_503_is_bounded(deviating, suite) -> None:
     """503 is retried (a starting server says that), but only until preflight's deadline."""
     proxy = deviating(Canned(503, b'{"detail":"busy"}', "application/json"))

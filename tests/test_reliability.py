@@ -78,6 +78,7 @@ def processes_with_marker(marker: str) -> list[str]:
 # --- a target that breaks in the middle of a run --------------------------------------------------------------
 
 
+@pytest.mark.long
 def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
     proxy = deviating(BreaksAfter(60))
     started = time.monotonic()
@@ -94,6 +95,7 @@ def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
     assert elapsed < 60, f"took {elapsed:.0f}s"
 
 
+@pytest.mark.long
 def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
     deviation = DiesAfter(60)
     proxy = ReverseProxy(reference.api_url, actor="dying-target", deviation=deviation)

@@ -29,6 +29,7 @@ from tests.deviations import (
     space_separator,
     to_offset,
     truncate_to_millis,
+    UnusualTimestamps,
 )
 
 KINDS = ("flow", "flow_run", "deployment", "work_pool")
@@ -169,25 +170,26 @@ def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> N
 
 # --- unusual but client-readable timestamps: a verdict for the whole suite, never "no verdict" -----------------
 
-UNUSUAL_OUTPUT = [
-    pytest.param(space_separator, "uses a space instead of 'T'", r"'\d{4}-\d{2}-\d{2} \d{2}:", id="space-separated"),
-    pytest.param(drop_offset, "has no timezone offset", r"'\d{4}-\d{2}-\d{2}T[\d:.]+'", id="naive"),
-]
+#: What each output_format check must quote from UnusualTimestamps: the reason and the value it saw.
+NAIVE = ("has no timezone offset", r"'\d{4}-\d{2}-\d{2}T[\d:.]+'")
+SPACED = ("uses a space instead of 'T'", r"'\d{4}-\d{2}-\d{2} \d{2}:")
 
 
 @pytest.mark.long
-@pytest.mark.parametrize("rewrite, reason, quoted", UNUSUAL_OUTPUT)
-def test_unusual_timestamp_output_gets_failures_not_errors(rewrite, reason: str, quoted: str, deviating, suite) -> None:
-    """A server that writes every timestamp with a space, or without an offset (the seed notes' port did), gets
-    exit 1: failures in `timestamps` that quote what it sent, and a verdict from every other check, which reads
-    instants the way Prefect's client does. An `error` could not be listed in an expectations file."""
-    proxy = deviating(RewriteResponses(rewrite))
+def test_unusual_timestamp_output_gets_failures_not_errors(deviating, suite) -> None:
+    """A server that writes timestamps without an offset (the seed notes' port did) on its flow runs and with a
+    space on everything else gets exit 1: failures in `timestamps` that quote what it sent, and a verdict from
+    every other check, which reads instants the way Prefect's client does (the Runner and the worker read naive
+    runs from their polls). An `error` could not be listed in an expectations file."""
+    proxy = deviating(UnusualTimestamps())
     run: SuiteRun = suite("--target", proxy.api_url)
     assert run.code == 1, run.explain()
     assert not run.with_status("error"), f"errors: {sorted(run.with_status('error'))}\n{run.explain()}"
     assert OUTPUT <= run.failed(), run.explain()
     assert all(cid.startswith("timestamps/") for cid in run.failed()), f"outside timestamps: {sorted(run.failed())}"
-    for cid in OUTPUT:
+    for kind in KINDS:
+        cid = f"timestamps/output_format[{kind}]"
+        reason, quoted = NAIVE if kind == "flow_run" else SPACED
         assert reason in run.message(cid) and re.search(quoted, run.message(cid)), run.message(cid)
     others = {cid for cid in run.checks if not cid.startswith("timestamps/")}
     assert others and others <= run.passed(), f"did not pass: {sorted(others - run.passed())}"

@@ -73,7 +73,7 @@ def test_installed_cli_runs_from_an_empty_directory(installed, tmp_path: Path) -
     venv, env = installed
     empty = tmp_path / "empty"
     empty.mkdir()
-    run(["prefect-conformance", "run", "-m", "timestamps"], cwd=empty, env=env)
+    run(["prefect-conformance", "run", "-m", "timestamps", "-k", "output_format"], cwd=empty, env=env)
     latest = empty / "prefect-conformance-reports" / "latest"
     assert all((latest / name).is_file() for name in REPORT_FILES), sorted(p.name for p in latest.iterdir())
     cache = Path(env["XDG_CACHE_HOME"]) / "prefect-conformance"
