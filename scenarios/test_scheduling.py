@@ -25,7 +25,8 @@ from typing import Any, Callable
 import pytest
 
 from harness.target.api import ApiClient
-from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, create_work_queue, scheduled_state, set_state
+from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue, pause_work_pool,
+                                    pause_work_queue, scheduled_state, set_state)
 from harness.checks.polling import (
     US,
     Dataset,
@@ -99,6 +100,23 @@ def test_next_scheduled_start_time_follows_reschedule(api: ApiClient, flow: dict
     assert value is not None and read_instant(value, "next_scheduled_start_time after rescheduling") == later, (
         f"after rescheduling from {describe_instant(first)} to {describe_instant(later)}, next_scheduled_start_time "
         f"is {value!r}"
+    )
+
+
+def test_next_scheduled_start_time_set_when_a_running_run_awaits_retry(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+    """A RUNNING run that fails into AwaitingRetry (a SCHEDULED-type state) gets next_scheduled_start_time = its
+    retry time: both polling endpoints filter on it, so a run without it is never retried by a Runner or worker."""
+    retry_at = base_instant() + dt.timedelta(microseconds=777)
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())})
+    for state_type in ("PENDING", "RUNNING"):
+        set_state(api, run["id"], state_type)
+    api.post(f"/flow_runs/{run['id']}/set_state", {"state": scheduled_state(retry_at, name="AwaitingRetry"), "force": True})
+    read = api.get(f"/flow_runs/{run['id']}")
+    assert (read.get("state") or {}).get("name") == "AwaitingRetry", f"the run's state is {read.get('state')}, expected AwaitingRetry"
+    value = read.get("next_scheduled_start_time")
+    assert value is not None and read_instant(value, "next_scheduled_start_time in AwaitingRetry") == retry_at, (
+        f"a run that went from RUNNING to AwaitingRetry at {describe_instant(retry_at)} has next_scheduled_start_time "
+        f"{value!r}; Prefect sets it on entering any SCHEDULED-type state"
     )
 
 
@@ -346,6 +364,51 @@ def test_work_pool_poll_limit(api: ApiClient, pool_polling: PoolPolling) -> None
     """``limit`` keeps the first runs in the endpoint's order (priority, then time)."""
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with limit 3", expected_pool(pool_polling)[:3],
                     pool_runs(pool_polling, api, limit=3))
+
+
+# --- paused work pools and queues hand out nothing -------------------------------------------------------------
+
+
+@dataclass
+class PausablePool:
+    dataset: Dataset
+    pool: dict[str, Any]
+    queues: dict[str, dict[str, Any]]
+
+    def poll(self, api: ApiClient) -> list[Entry]:
+        before = describe_instant(self.dataset.t0 + dt.timedelta(hours=1))
+        return self.dataset.entries(poll_pool(api, self.pool["name"], scheduled_before=before))
+
+
+@pytest.fixture
+def pausable_pool(api: ApiClient, names: Callable[..., str], created: Created) -> PausablePool:
+    """A work pool with a "held" and an "open" queue, each with a deployment and one run due within the hour."""
+    pool = create_work_pool(api, created, names("pool"))
+    queues = {q: create_work_queue(api, pool["name"], names(q)) for q in ("held", "open")}
+    flow = create_flow(api, created, names("flow"))
+    data = Dataset(base_instant())
+    for offset, (label, queue) in enumerate(queues.items()):
+        deployment = create_deployment(api, flow["id"], names(f"{label}-deployment"), work_pool_name=pool["name"],
+                                       work_queue_name=queue["name"])
+        instant = data.t0 + dt.timedelta(minutes=offset)
+        data.add(create_run(api, deployment["id"], names(label), instant), label, instant)
+    return PausablePool(data, pool, queues)
+
+
+def test_paused_work_pool_hands_out_nothing(api: ApiClient, pausable_pool: PausablePool) -> None:
+    """A worker polling a paused pool gets no runs; once resumed it gets them again (so they were due)."""
+    pause_work_pool(api, pausable_pool.pool["name"], True)
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of a paused pool", [], pausable_pool.poll(api))
+    pause_work_pool(api, pausable_pool.pool["name"], False)
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of the resumed pool",
+                    pausable_pool.dataset.expected(["held", "open"]), pausable_pool.poll(api))
+
+
+def test_paused_work_queue_hands_out_nothing(api: ApiClient, pausable_pool: PausablePool) -> None:
+    """A worker polling a pool gets no runs of its paused queue, and still gets the other queue's runs."""
+    pause_work_queue(api, pausable_pool.pool["name"], pausable_pool.queues["held"]["name"], True)
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with the 'held' queue paused",
+                    pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
 
 
 # --- ties and volume: paging the way a Runner does ------------------------------------------------------------

@@ -119,6 +119,16 @@ class RejectRequests(Deviation):
         return found
 
 
+class IgnorePause(Deviation):
+    """Accepts pausing a work pool or queue (204) without pausing it: a server whose polls ignore ``is_paused``."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "PATCH" and "/work_pools/" in request.path and request.body:
+            if (request.json() or {}).get("is_paused") is True:
+                return ProxyResponse(204, [], b"")
+        return None
+
+
 class StringCompareFilters(Deviation):
     """Emulates a server that filters ``expected_start_time`` by comparing the stored string with the bound."""
 

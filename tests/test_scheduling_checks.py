@@ -17,6 +17,7 @@ from tests.deviations import (
     Deviation,
     DropRequestFields,
     FirstValueOnly,
+    IgnorePause,
     PollFiltersOnlyByTime,
     RewriteJson,
     RewritePoll,
@@ -52,6 +53,23 @@ class Case:
 
 
 CASES = [
+    Case(
+        "awaiting-retry-without-next-scheduled-start-time",
+        lambda _: RewriteRuns(lambda run: {**run, "next_scheduled_start_time": None}
+                              if (run.get("state") or {}).get("name") == "AwaitingRetry" else run),
+        s("next_scheduled_start_time_set_when_a_running_run_awaits_retry", "next_scheduled_start_time_follows_reschedule"),
+        r"next_scheduled_start_time (is )?None",
+        passes=s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
+        select="next_scheduled_start_time",
+    ),
+    Case(
+        "pause-ignored",
+        lambda _: IgnorePause(),
+        s("paused_work_pool_hands_out_nothing", "paused_work_queue_hands_out_nothing"),
+        r"paused",
+        passes=s("work_pool_poll_limit"),
+        select="paused or work_pool_poll_limit",
+    ),
     Case(
         "next-scheduled-start-time-missing",
         lambda _: RewriteRuns(lambda run: {**run, "next_scheduled_start_time": None}),

@@ -81,3 +81,15 @@ def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int |
         body["priority"] = priority
     # No trailing slash: Prefect answers 307 to POST /work_pools/{name}/queues/.
     return api.post(f"/work_pools/{pool_name}/queues", body)
+
+
+def pause_work_pool(api: ApiClient, pool_name: str, paused: bool) -> None:
+    """PATCH /work_pools/{name} ``is_paused`` (Prefect answers 204)."""
+    api.call("PATCH", f"/work_pools/{pool_name}", {"is_paused": paused}, expect=(200, 204),
+             what=f"{'pausing' if paused else 'resuming'} the work pool failed")
+
+
+def pause_work_queue(api: ApiClient, pool_name: str, queue_name: str, paused: bool) -> None:
+    """PATCH /work_pools/{pool}/queues/{queue} ``is_paused`` (Prefect answers 204)."""
+    api.call("PATCH", f"/work_pools/{pool_name}/queues/{queue_name}", {"is_paused": paused}, expect=(200, 204),
+             what=f"{'pausing' if paused else 'resuming'} the work queue failed")
