@@ -80,8 +80,7 @@ def test_next_scheduled_start_time_kept_for_late_runs(api: ApiClient, flow: dict
     """A "Late" run is still SCHEDULED: next_scheduled_start_time keeps its (past) scheduled time."""
     instant = (dt.datetime.now(UTC) - dt.timedelta(minutes=10)).replace(microsecond=654321)
     run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(instant)})
-    body = {"state": scheduled_state(instant, name="Late"), "force": True}
-    api.post(f"/flow_runs/{run['id']}/set_state", body)
+    set_state(api, run["id"], scheduled_state(instant, name="Late"))
     read = api.get(f"/flow_runs/{run['id']}")
     assert (read.get("state") or {}).get("name") == "Late", f"the run's state is {read.get('state')}, expected Late"
     value = read.get("next_scheduled_start_time")
@@ -95,7 +94,7 @@ def test_next_scheduled_start_time_follows_reschedule(api: ApiClient, flow: dict
     first = base_instant()
     later = first + dt.timedelta(hours=1, microseconds=42)
     run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(first)})
-    api.post(f"/flow_runs/{run['id']}/set_state", {"state": scheduled_state(later, name="AwaitingRetry"), "force": True})
+    set_state(api, run["id"], scheduled_state(later, name="AwaitingRetry"))
     value = api.get(f"/flow_runs/{run['id']}").get("next_scheduled_start_time")
     assert value is not None and read_instant(value, "next_scheduled_start_time after rescheduling") == later, (
         f"after rescheduling from {describe_instant(first)} to {describe_instant(later)}, next_scheduled_start_time "
@@ -110,7 +109,7 @@ def test_next_scheduled_start_time_set_when_a_running_run_awaits_retry(api: ApiC
     run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())})
     for state_type in ("PENDING", "RUNNING"):
         set_state(api, run["id"], state_type)
-    api.post(f"/flow_runs/{run['id']}/set_state", {"state": scheduled_state(retry_at, name="AwaitingRetry"), "force": True})
+    set_state(api, run["id"], scheduled_state(retry_at, name="AwaitingRetry"))
     read = api.get(f"/flow_runs/{run['id']}")
     assert (read.get("state") or {}).get("name") == "AwaitingRetry", f"the run's state is {read.get('state')}, expected AwaitingRetry"
     value = read.get("next_scheduled_start_time")

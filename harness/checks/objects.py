@@ -60,9 +60,11 @@ def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, **op
     return api.post("/flow_runs/filter", {**body, **options})
 
 
-def set_state(api: ApiClient, run_id: str, state_type: str, *, force: bool = True) -> dict[str, Any]:
-    """POST /flow_runs/{id}/set_state; returns the orchestration result (``status``, ``state``)."""
-    return api.post(f"/flow_runs/{run_id}/set_state", {"state": {"type": state_type}, "force": force})
+def set_state(api: ApiClient, run_id: str, state: str | dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+    """POST /flow_runs/{id}/set_state with a state type (``"PENDING"``) or a whole state body (e.g.
+    :func:`scheduled_state`); returns the orchestration result (``status``, ``state``)."""
+    body = {"type": state} if isinstance(state, str) else state
+    return api.post(f"/flow_runs/{run_id}/set_state", {"state": body, "force": force})
 
 
 def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) -> dict[str, Any]:
