@@ -142,6 +142,8 @@ def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> Non
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.commands.cli", "run", "-m", "serve or worker", "--report-dir", str(reports)],
         cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        # As from a terminal: a shell's background job (`make test &`) hands its children SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
         logs = [reports / "latest" / "artifacts" / feature / f"{actor}.log" for feature, actor in (("serve", "runner"), ("worker", "worker"))]
@@ -165,14 +167,19 @@ def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> Non
 # --- isolation on a shared server ------------------------------------------------------------------------------
 
 
+#: Fields the server computes when it answers (how late a run not yet started is), not stored data.
+COMPUTED_ON_READ = ("estimated_start_time_delta", "estimated_run_time")
+
+
 def snapshot(api: ApiClient, ids: dict[str, str]) -> dict[str, object]:
-    return {
+    return {name: {k: v for k, v in document.items() if k not in COMPUTED_ON_READ} for name, document in {
         "flow": api.get(f"/flows/{ids['flow']}"),
         "deployment": api.get(f"/deployments/{ids['deployment']}"),
         "run": api.get(f"/flow_runs/{ids['run']}"),
         "pool": api.get(f"/work_pools/{ids['pool']}"),
         "queue": api.get(f"/work_pools/{ids['pool']}/queues/default"),
-    }
+        "task_run": api.get(f"/task_runs/{ids['task_run']}"),
+    }.items()}
 
 
 @pytest.mark.long
@@ -186,11 +193,14 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
                        {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}})
         pool = api.post("/work_pools/", {"name": "users-pool", "type": "process"})
-        ids = {"flow": flow["id"], "deployment": deployment["id"], "run": run["id"], "pool": pool["name"]}
+        # A background task run waiting for its own task worker: no task worker of the runs may take it.
+        task_run = api.post("/task_runs/", {"name": "users-task-run", "task_key": "users-task", "dynamic_key": "users-task-1",
+                                            "state": {"type": "SCHEDULED", "name": "Scheduled"}})
+        ids = {"flow": flow["id"], "deployment": deployment["id"], "run": run["id"], "pool": pool["name"], "task_run": task_run["id"]}
         before = snapshot(api, ids)
-        # Every kind of object a run creates (flows, deployments, runs, pools, queues, a Runner, a worker); the
-        # scheduled Runner would add a second Runner but no new kind of object.
-        select = ["-m", "scheduling or serve or worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})", "-n", "1"]
+        # Every kind of object a run creates (flows, deployments, runs, pools, queues, task runs, a Runner, a worker,
+        # a task worker); the scheduled Runner would add a second Runner but no new kind of object.
+        select = ["-m", "scheduling or serve or worker or task_worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})", "-n", "1"]
         with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
             suites = list(executor.map(lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
                                        ("first", "second")))
@@ -219,9 +229,9 @@ def test_credentials_reach_the_target_and_never_the_reports(protected_reference,
     assert without.code == 2 and "answered 401 to GET /admin/version without credentials" in without.stderr, without.explain()
 
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", SECRET)
-    # Every real client (Runner, worker, their flow-run processes) and the harness's own calls; the scheduler
-    # feature adds no client of its own.
-    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})",
+    # Every real client (Runner, worker, their flow-run processes, task worker and submitter, websockets included)
+    # and the harness's own calls; the scheduler feature adds no client of its own.
+    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker or task_worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})",
                     report_dir=tmp_path / "with")
     assert run.code == 0, run.explain()
     import base64
