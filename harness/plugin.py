@@ -43,6 +43,7 @@ FEATURES = {
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
+    "task_worker": "a task worker subscribes to background task runs that another client delays",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
 }
 

@@ -24,7 +24,14 @@ from typing import TYPE_CHECKING, Any, Callable, Sized, TypeVar
 
 import httpx
 
-from harness.target.errors import ActorCouldNotStart, Hopeless, Unsupported, WaitTimeout, means_not_implemented
+from harness.target.errors import (
+    ActorCouldNotStart,
+    Hopeless,
+    Unsupported,
+    WaitTimeout,
+    means_not_implemented,
+    websocket_means_not_implemented,
+)
 from harness.target.tls import tls_context
 
 if TYPE_CHECKING:  # only for annotations: the guard duck-types actors, so this layer imports no clients
@@ -212,6 +219,23 @@ def actor_can_still_act(actor: "Actor | None", poll_path: str = "") -> None:
                 f"(last: {recent[-1].status} {recent[-1].response_summary}), so it can never get the run. "
                 f"Hint: implement POST {poll_path}"
             )
+
+
+def subscriber_can_still_act(actor: "Actor", subscription: str) -> None:
+    """The actor guard for a client that lives on one websocket (a task worker): when it has exited after the
+    target refused ``subscription``, say so (:class:`Unsupported` when the refusal means the route is missing);
+    otherwise as :func:`actor_can_still_act`."""
+    if actor.is_running():
+        return
+    refused = [e for e in actor.recorder.transcript() if e.websocket and e.path == subscription and e.status != 101]
+    if refused:
+        missing = all(websocket_means_not_implemented(e.status) for e in refused)
+        raise (Unsupported if missing else Hopeless)(
+            f"the {actor.name} exited with code {actor.process.popen.returncode} after the target refused WS "
+            f"{subscription} with {refused[-1].status} ({refused[-1].response_summary}). Hint: implement the websocket "
+            f"{subscription}; it is the only way a {actor.name} gets its runs"
+        )
+    raise died(actor)
 
 
 def describe_state(run: dict[str, Any]) -> str:

@@ -1,4 +1,4 @@
-"""The serve, worker and scheduler checks pass on the reference and fail on targets that get those paths wrong.
+"""The serve, worker, task worker and scheduler checks pass on the reference and fail on targets that get those paths wrong.
 
 The distinction between serve and worker must cut both ways: a target without the work-pool polling endpoint
 fails the worker checks while the serve checks pass, and the reverse.
@@ -18,7 +18,7 @@ from harness.target.errors import Unsupported
 from harness.clients.transcript import Exchange
 from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
-from harness.checks.proof import assert_never_used, assert_polled
+from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.deviations import Deviation, EmptyPolls, Refuse, RewriteJson, RewriteRuns
 
@@ -65,6 +65,7 @@ class Case:
     passes: set[str] = field(default_factory=set)
     args: tuple[str, ...] = ()
     long: bool = False  # half a minute or more: started first (marker "long")
+    unsupported: bool = False  # the failing checks must be "unsupported" (a missing endpoint), not "failed"
 
 
 #: For a case whose checks need only the unscheduled Runner.
@@ -142,6 +143,35 @@ CASES = [
         args=("-k", SCHEDULED_RUNNER_CHECKS),
     ),
     Case(
+        "no-task-run-subscription",
+        lambda: Refuse("NONE", r"^$", websocket_path=r"/task_runs/subscriptions/scheduled$"),
+        "task_worker",
+        {"task_worker/task_worker_subscribes_over_the_websocket", "task_worker/task_worker_never_polls_for_flow_runs",
+         "task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
+         "task_worker/each_delayed_task_run_executes_exactly_once"},
+        r"WS /task_runs/subscriptions/scheduled.* with 403",
+        unsupported=True,
+    ),
+    Case(
+        "task-run-events-refused",
+        # Task runs report their states as events (WS /events/in), which the server records.
+        lambda: Refuse("NONE", r"^$", websocket_path=r"/events/in$"),
+        "task_worker",
+        {"task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
+         "task_worker/each_delayed_task_run_executes_exactly_once"},
+        r"future.result\(\) calls gave .*TimeoutError.*Hint: the task worker reports|run_count of the delayed task runs .*: 0",
+        passes={"task_worker/task_worker_subscribes_over_the_websocket", "task_worker/task_worker_never_polls_for_flow_runs"},
+        args=("--timeout-scale", "0.25"),
+    ),
+    Case(
+        "task-runs-not-counted",
+        lambda: RewriteJson("POST", r"/task_runs/filter$", lambda runs: [{**run, "run_count": 0} for run in runs]),
+        "task_worker",
+        {"task_worker/each_delayed_task_run_executes_exactly_once"},
+        r"run_count of the delayed task runs as the target returns them: .*: 0",
+        passes={"task_worker/delayed_task_runs_complete_with_results_for_the_submitter"},
+    ),
+    Case(
         "scheduler-ignores-cron-boundaries",
         lambda: RewriteRuns(shift_schedule(17)),
         "scheduler",
@@ -173,6 +203,8 @@ def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> N
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
     run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+    if case.unsupported:
+        assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +263,20 @@ def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_depl
     with pytest.raises(AssertionError, match="never named d-2"):
         assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),
                       "/deployments/get_scheduled_flow_runs", must_mention="d-2")
+
+
+def fake_subscriber(*statuses: int) -> SimpleNamespace:
+    exchanges = [Exchange("task-worker", "WS", "/task_runs/subscriptions/scheduled", s, 0.0, 1.0, "", "", True) for s in statuses]
+    return SimpleNamespace(name="task-worker", recorder=SimpleNamespace(transcript=lambda: exchanges))
+
+
+def test_subscribed_fails_without_an_accepted_subscription_and_is_unsupported_only_for_a_missing_route() -> None:
+    path = "/task_runs/subscriptions/scheduled"
+    assert_subscribed(fake_subscriber(403, 101), path)
+    with pytest.raises(AssertionError, match=r"never opened WS /task_runs/subscriptions/scheduled"):
+        assert_subscribed(fake_subscriber(), path)
+    with pytest.raises(Unsupported, match=r"does not implement WS .* 2 upgrade\(s\) with 404"):
+        assert_subscribed(fake_subscriber(403, 404), path)
+    with pytest.raises(AssertionError, match=r"refused every WS .* last 500") as caught:
+        assert_subscribed(fake_subscriber(500), path)
+    assert not isinstance(caught.value, Unsupported)

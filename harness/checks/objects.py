@@ -95,3 +95,8 @@ def pause_work_queue(api: ApiClient, pool_name: str, queue_name: str, paused: bo
     """PATCH /work_pools/{pool}/queues/{queue} ``is_paused`` (Prefect answers 204)."""
     api.call("PATCH", f"/work_pools/{pool_name}/queues/{queue_name}", {"is_paused": paused}, expect=(200, 204),
              what=f"{'pausing' if paused else 'resuming'} the work queue failed")
+
+
+def task_runs_named(api: ApiClient, name: str) -> list[dict[str, Any]]:
+    """``POST /task_runs/filter``: the task runs whose name contains ``name`` (a run-prefixed, unique task name)."""
+    return api.post("/task_runs/filter", {"task_runs": {"name": {"like_": name}}, "limit": 200})

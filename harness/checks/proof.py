@@ -1,6 +1,6 @@
 """Assertions that prove from recorded traffic which polling path a real client used.
 
-Shared by the serve, worker and scheduler scenarios; every message quotes the transcript or the run as the
+Shared by the serve, worker, task worker and scheduler scenarios; every message quotes the transcript or the run as the
 target returned it.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from harness.clients.actors import Actor
-from harness.target.errors import Unsupported, means_not_implemented
+from harness.target.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
 from harness.clients.transcript import condense
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
@@ -59,6 +59,25 @@ def assert_never_used(actor: Actor, path_prefix: str, why: str, *, own_poll: str
     assert not used, (
         f"the {actor.name} used {', '.join(sorted({f'{e.method} {e.path}' for e in used}))}, but {why}: the "
         "recorded traffic contradicts the client path this scenario is about"
+    )
+
+
+def assert_subscribed(actor: Actor, subscription: str) -> None:
+    """``actor`` opened ``WS subscription`` and the target accepted it at least once."""
+    tried = [e for e in actor.recorder.transcript() if e.websocket and e.path == subscription]
+    assert tried, f"the {actor.name} never opened WS {subscription}. Its transcript:\n{transcript_digest(actor)}"
+    if any(e.status == 101 for e in tried):
+        return
+    last = tried[-1]
+    if all(websocket_means_not_implemented(e.status) for e in tried):
+        raise Unsupported(
+            f"the target does not implement WS {subscription}: it refused the {actor.name}'s {len(tried)} upgrade(s) "
+            f"with {last.status} ({last.response_summary}). Hint: implement this websocket; it is how the "
+            f"{actor.name} gets its runs"
+        )
+    raise AssertionError(
+        f"the target refused every WS {subscription} the {actor.name} opened ({len(tried)}): last {last.status} "
+        f"({last.response_summary})"
     )
 
 

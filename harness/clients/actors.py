@@ -1,4 +1,5 @@
-"""Real Prefect clients as child processes: a ``.serve()`` Runner and a ``prefect worker start`` worker.
+"""Real Prefect clients as child processes: a ``.serve()`` Runner, a ``prefect worker start`` worker, and a task
+worker (``prefect.task_worker.serve``) with the client that submits its background tasks (``task.delay``).
 
 Each actor talks to the target through its own recording :class:`~harness.clients.recorder.ReverseProxy`, so its
 transcript shows which endpoints the real client used. Actors get a clean environment (no user profile, no
@@ -59,6 +60,56 @@ def write_flow_file(directory: Path, flow_name: str, deployment_name: str = "") 
     return path
 
 
+TASKS_SOURCE = '''"""Background tasks for prefect-conformance actors (generated; one file per scenario)."""
+import json
+import os
+import sys
+import time
+
+from prefect import task
+
+
+@task(name={task_name!r})
+def conformance_task(n: int) -> int:
+    # The marker makes this function's code, and so its task key, unique to one run: no other task worker on the
+    # target subscribes to these runs, and this run's task worker gets no one else's.
+    with open(os.environ["PREFECT_CONFORMANCE_TASK_LEDGER"], "a") as ledger:
+        ledger.write(json.dumps({{"marker": {marker!r}, "n": n, "pid": os.getpid()}}) + "\\n")
+    return n * n
+
+
+if __name__ == "__main__":
+    if sys.argv[1] == "serve":  # a task worker: subscribes to scheduled runs of this task and executes them
+        from prefect.task_worker import serve
+
+        serve(conformance_task)
+    else:  # submit COUNT TIMEOUT OUT: delay COUNT runs, wait for their results, write ids and results to OUT
+        count, timeout, out = int(sys.argv[2]), float(sys.argv[3]), sys.argv[4]
+        futures = [conformance_task.delay(n) for n in range(count)]
+        ids = [str(future.task_run_id) for future in futures]
+        print(f"submitted task runs {{ids}}", flush=True)
+        deadline, results = time.monotonic() + timeout, []
+        for future in futures:
+            try:
+                results.append({{"result": future.result(timeout=max(0.1, deadline - time.monotonic()))}})
+            except Exception as exc:  # reported to the harness as the client saw it
+                results.append({{"error": f"{{type(exc).__name__}}: {{exc}}"}})
+        with open(out + ".tmp", "w") as handle:
+            json.dump({{"task_run_ids": ids, "results": results}}, handle)
+        os.replace(out + ".tmp", out)
+'''
+
+TASK_FUNCTION = "conformance_task"
+
+
+def write_tasks_file(directory: Path, task_name: str, marker: str) -> Path:
+    """Write the module that both the task worker and the submitter import (the same task, the same task key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "conformance_tasks.py"
+    path.write_text(TASKS_SOURCE.format(task_name=task_name, marker=marker))
+    return path
+
+
 @dataclass
 class Actor:
     """A running real client and the recorder in front of its target."""
@@ -95,12 +146,26 @@ class Actor:
         self.stop()
 
 
-def actor_environment(api_url: str, home: Path) -> dict[str, str]:
+def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
     """A clean environment for a real client: fast settings, its own PREFECT_HOME, the target, credentials."""
     home.mkdir(parents=True, exist_ok=True)
     return clean_environment(
-        {**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **client_environment()}
+        {**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **(extra or {}),
+         **client_environment()}
     )
+
+
+def _start(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
+           extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
+    recorder = ReverseProxy(target_api_url, actor=name)
+    recorder.start()
+    try:
+        env = actor_environment(recorder.api_url, workdir / f"{name}-home", extra_env)
+        process = spawn(name, argv, log_path=workdir / f"{name}.log", env=env, cwd=cwd)
+    except BaseException:
+        recorder.stop()
+        raise
+    return Actor(name, process, recorder, workdir, sigint_wait=sigint_wait)
 
 
 def start_runner(
@@ -114,16 +179,8 @@ def start_runner(
 ) -> Actor:
     """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder."""
     flow_file = write_flow_file(workdir / "flow", flow_name, deployment_name)
-    recorder = ReverseProxy(target_api_url, actor=name)
-    recorder.start()
-    try:
-        env = actor_environment(recorder.api_url, workdir / f"{name}-home")
-        argv = [sys.executable, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
-        process = spawn(name, argv, log_path=workdir / f"{name}.log", env=env, cwd=flow_file.parent)
-    except BaseException:
-        recorder.stop()
-        raise
-    return Actor(name, process, recorder, workdir, sigint_wait=3.0)
+    argv = [sys.executable, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
+    return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0)
 
 
 def start_worker(
@@ -135,13 +192,43 @@ def start_worker(
     name: str = "worker",
 ) -> Actor:
     """``prefect worker start --pool POOL --type process`` in a child process, through a recorder."""
-    recorder = ReverseProxy(target_api_url, actor=name)
-    recorder.start()
+    argv = [prefect_executable(), "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
+    return _start(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
+
+
+def task_environment(workdir: Path) -> dict[str, str]:
+    """What the task worker and its submitter share on this machine: result storage (where the submitter's
+    parameters and the worker's results are written) and the ledger each execution appends to."""
+    return {"PREFECT_LOCAL_STORAGE_PATH": str(workdir / "task-storage"),
+            "PREFECT_CONFORMANCE_TASK_LEDGER": str(workdir / "task-ledger.jsonl")}
+
+
+def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, name: str = "task-worker") -> Actor:
+    """``prefect.task_worker.serve(task)`` in a child process, through a recorder."""
+    return _start(target_api_url, workdir, name, [sys.executable, str(tasks_file), "serve"], cwd=tasks_file.parent,
+                  extra_env=task_environment(workdir), sigint_wait=3.0)
+
+
+def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path, count: int, timeout: float,
+                         out: Path, name: str = "task-submitter") -> Actor:
+    """A second real client: ``task.delay(n)`` for n in range(count), then each future's ``result()``; it writes
+    the task run ids and what each ``result()`` gave to ``out`` and exits."""
+    argv = [sys.executable, str(tasks_file), "submit", str(count), str(timeout), str(out)]
+    return _start(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir))
+
+
+def read_submission(out: Path) -> dict[str, Any] | None:
+    """What the task submitter wrote (``task_run_ids``, ``results``), or None while it has not finished."""
     try:
-        env = actor_environment(recorder.api_url, workdir / f"{name}-home")
-        argv = [prefect_executable(), "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
-        process = spawn(name, argv, log_path=workdir / f"{name}.log", env=env, cwd=workdir)
-    except BaseException:
-        recorder.stop()
-        raise
-    return Actor(name, process, recorder, workdir, sigint_wait=1.0)
+        return json.loads(out.read_text())
+    except FileNotFoundError:
+        return None
+
+
+def read_task_ledger(workdir: Path, marker: str) -> list[dict[str, Any]]:
+    """One entry per execution of the generated task's body in this scenario (``n`` and the executing ``pid``)."""
+    path = Path(task_environment(workdir)["PREFECT_CONFORMANCE_TASK_LEDGER"])
+    if not path.exists():
+        return []
+    entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return [entry for entry in entries if entry.get("marker") == marker]

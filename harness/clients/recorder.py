@@ -255,9 +255,15 @@ class ReverseProxy:
                                      ping_interval=None, open_timeout=10, max_size=None)
         except Exception as exc:
             # Record what the target answered to the handshake (e.g. 403/404), or 502 if it never answered.
-            status = getattr(getattr(exc, "response", None), "status_code", None) or 502
+            response = getattr(exc, "response", None)
+            status = getattr(response, "status_code", None) or 502
             await send({"type": "websocket.close", "code": 1008 if status < 500 else 1011})
-            record(status, detail=f"target refused the websocket: {exc!r}")
+            if response is not None:
+                body = bytes(getattr(response, "body", b"") or b"").decode(errors="replace")[:120]
+                detail = f"target refused the websocket: {status} {getattr(response, 'reason_phrase', '')} {body!r}"
+            else:
+                detail = f"target never answered the websocket handshake: {type(exc).__name__}: {exc}"
+            record(status, detail=detail)
             return
         await send({"type": "websocket.accept", "subprotocol": upstream.subprotocol})
         counts = {"in": 0, "out": 0}

@@ -60,6 +60,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
                   2 * (poll + startup) + SCHEDULE_INTERVAL),
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
+        "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
         "scheduling": ("none: pure API requests", 0.0),
         "timestamps": ("none: pure API requests", 0.0),
     }

@@ -28,7 +28,7 @@ import pytest
 RESULTS_SCHEMA_VERSION = 1
 
 #: The order features are reported in.
-FEATURE_ORDER = ("timestamps", "scheduling", "scheduler", "serve", "worker")
+FEATURE_ORDER = ("timestamps", "scheduling", "scheduler", "serve", "worker", "task_worker")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "error")
 #: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".

@@ -63,6 +63,12 @@ def means_not_implemented(status: int, body: str) -> bool:
                               or body.lstrip().lower().startswith(("<!doctype", "<html")))
 
 
+def websocket_means_not_implemented(status: int) -> bool:
+    """True when a refused websocket handshake says the route is missing. Starlette, and so Prefect's own server,
+    answers 403 to a websocket path it has no route for; other servers answer 404, 405 or 501."""
+    return status in (403, 404, 405, 501)
+
+
 def outcome_of(error: BaseException, phase: str) -> str:
     """The outcome of a check that raised ``error`` during ``phase`` (setup, call or teardown of pytest).
 
