@@ -33,6 +33,7 @@ from harness.checks.polling import (
     assert_sequence,
     base_instant,
     create_run,
+    create_runs,
     page_like_a_runner,
     poll_deployments,
     poll_pool,
@@ -412,24 +413,21 @@ def test_paused_work_queue_hands_out_nothing(api: ApiClient, pausable_pool: Paus
 
 # --- ties and volume: paging the way a Runner does ------------------------------------------------------------
 
-SPACED_RUNS = 100  # one microsecond apart
-TIED_RUNS = 50  # all at one instant
-PAGE = 40
+SPACED_RUNS = 40  # one microsecond apart
+TIED_RUNS = 25  # all at one instant: more than a page, so ties straddle page boundaries
+PAGE = 15
 
 
 def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> None:
-    """Hundreds of runs at microsecond spacing and at one identical instant, fetched ``limit`` at a time and
+    """Dozens of runs at microsecond spacing and at one identical instant, fetched ``limit`` at a time and
     moved to PENDING after each page (as a Runner does): every page ascends, and every run arrives exactly once."""
     flow = create_flow(api, module_created, module_names("volume-flow"))
     deployment = create_deployment(api, flow["id"], module_names("volume-deployment"))
     t0 = base_instant() + dt.timedelta(hours=3)
-    expected: dict[str, dt.datetime] = {}
-    for i in range(SPACED_RUNS):
-        instant = t0 + i * US
-        expected[create_run(api, deployment["id"], module_names(f"spaced-{i}"), instant)["id"]] = instant
     tie = t0 + dt.timedelta(milliseconds=1)
-    for i in range(TIED_RUNS):
-        expected[create_run(api, deployment["id"], module_names(f"tied-{i}"), tie)["id"]] = tie
+    wanted = [(module_names(f"spaced-{i}"), t0 + i * US) for i in range(SPACED_RUNS)]
+    wanted += [(module_names(f"tied-{i}"), tie) for i in range(TIED_RUNS)]
+    expected = {run["id"]: instant for run, (_, instant) in zip(create_runs(api, deployment["id"], wanted), wanted)}
     pages = page_like_a_runner(api, deployment["id"], before=tie + dt.timedelta(seconds=1), page_size=PAGE,
                                max_pages=len(expected) // PAGE + 3)
     seen: list[tuple[str, dt.datetime]] = []

@@ -143,7 +143,7 @@ CASES = [
         "limit-ignored",
         lambda _: DropRequestFields("limit"),
         s("deployment_poll_limit", "work_pool_poll_limit", "many_runs_paged_like_a_runner_lose_nothing"),
-        r"with limit 2: first difference at position 2|with limit 3: first difference|more than limit 40",
+        r"with limit 2: first difference at position 2|with limit 3: first difference|more than limit 15",
         select="limit or many_runs",
     ),
     Case(

@@ -9,6 +9,7 @@ work_queue_id, flow_run}`` items. Instants in answers are read the way Prefect's
 from __future__ import annotations
 
 import datetime as dt
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -62,6 +63,17 @@ def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.dateti
     return api.post(f"/deployments/{deployment_id}/create_flow_run", {"name": name, "state": scheduled_state(instant)})
 
 
+#: Requests a scenario may have in flight at once when it creates or moves many runs: a Runner's own paging is
+#: one request at a time, but the setup around it need not be (a few, so a small server is not flooded).
+SETUP_CONCURRENCY = 4
+
+
+def create_runs(api: ApiClient, deployment_id: str, named_instants: list[tuple[str, dt.datetime]]) -> list[dict[str, Any]]:
+    """:func:`create_run` for each (name, instant), a few at a time; the runs in the order given."""
+    with ThreadPoolExecutor(SETUP_CONCURRENCY) as pool:
+        return list(pool.map(lambda item: create_run(api, deployment_id, *item), named_instants))
+
+
 def assert_sequence(what: str, expected: list[Entry], actual: list[Entry]) -> None:
     """The target answered ``expected`` in that order, or a message up to the first difference."""
     message = sequence_message(what, expected, actual)
@@ -107,6 +119,6 @@ def page_like_a_runner(
         pages.append([(run["id"], read_instant(run.get("next_scheduled_start_time"),
                                                f"page {number}: next_scheduled_start_time of run {run.get('name')!r}"))
                       for run in page])
-        for run in page:
-            set_state(api, run["id"], "PENDING")
+        with ThreadPoolExecutor(SETUP_CONCURRENCY) as pool:  # the Runner proposes PENDING for each run it got
+            list(pool.map(lambda run: set_state(api, run["id"], "PENDING"), page))
     return pages
