@@ -12,9 +12,10 @@ refused with 403; a task worker refused that way exits at once.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -52,15 +53,23 @@ class TaskWorkerOutcome:
 
 
 @pytest.fixture(scope="module")
+def task_storage() -> Iterator[Path]:
+    """Result storage the task worker and its submitter share, outside the reports: Prefect pickles each
+    background run's context into it, the target's credentials included."""
+    with tempfile.TemporaryDirectory(prefix="prefect-conformance-task-storage-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="module")
 def task_worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-                scenario_dir: Path) -> TaskWorkerOutcome:
+                scenario_dir: Path, task_storage: Path) -> TaskWorkerOutcome:
     """A task worker serving one task, and a second client that delays ``TASK_RUNS`` runs of it and waits for
     their results."""
     task_name = module_names("task")
     tasks_file = write_tasks_file(scenario_dir / "tasks", task_name=task_name, marker=task_name)
-    worker = actors(start_task_worker, tasks_file=tasks_file)
+    worker = actors(start_task_worker, tasks_file=tasks_file, storage=task_storage)
     out = scenario_dir / "task-submitter.json"
-    submitter = actors(start_task_submitter, tasks_file=tasks_file, count=TASK_RUNS, out=out,
+    submitter = actors(start_task_submitter, tasks_file=tasks_file, storage=task_storage, count=TASK_RUNS, out=out,
                        timeout=RESULT_TIMEOUT * timeout_scale())
 
     def submitted() -> dict[str, Any] | None:

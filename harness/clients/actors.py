@@ -196,25 +196,34 @@ def start_worker(
     return _start(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
 
 
-def task_environment(workdir: Path) -> dict[str, str]:
-    """What the task worker and its submitter share on this machine: result storage (where the submitter's
-    parameters and the worker's results are written) and the ledger each execution appends to."""
-    return {"PREFECT_LOCAL_STORAGE_PATH": str(workdir / "task-storage"),
-            "PREFECT_CONFORMANCE_TASK_LEDGER": str(workdir / "task-ledger.jsonl")}
+def task_ledger(workdir: Path) -> Path:
+    """The file each execution of the generated task appends to (in the artifacts: it holds no secrets)."""
+    return workdir / "task-ledger.jsonl"
 
 
-def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, name: str = "task-worker") -> Actor:
+def task_environment(workdir: Path, storage: Path) -> dict[str, str]:
+    """What the task worker and its submitter share on this machine: result storage, where the submitter's
+    parameters and the worker's results are written, and the ledger.
+
+    ``storage`` must lie outside the reports: Prefect pickles each background run's context into it, settings and
+    so the target's credentials included.
+    """
+    return {"PREFECT_LOCAL_STORAGE_PATH": str(storage), "PREFECT_CONFORMANCE_TASK_LEDGER": str(task_ledger(workdir))}
+
+
+def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path,
+                      name: str = "task-worker") -> Actor:
     """``prefect.task_worker.serve(task)`` in a child process, through a recorder."""
     return _start(target_api_url, workdir, name, [sys.executable, str(tasks_file), "serve"], cwd=tasks_file.parent,
-                  extra_env=task_environment(workdir), sigint_wait=3.0)
+                  extra_env=task_environment(workdir, storage), sigint_wait=3.0)
 
 
-def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path, count: int, timeout: float,
-                         out: Path, name: str = "task-submitter") -> Actor:
+def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path, count: int,
+                         timeout: float, out: Path, name: str = "task-submitter") -> Actor:
     """A second real client: ``task.delay(n)`` for n in range(count), then each future's ``result()``; it writes
     the task run ids and what each ``result()`` gave to ``out`` and exits."""
     argv = [sys.executable, str(tasks_file), "submit", str(count), str(timeout), str(out)]
-    return _start(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir))
+    return _start(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage))
 
 
 def read_submission(out: Path) -> dict[str, Any] | None:
@@ -227,7 +236,7 @@ def read_submission(out: Path) -> dict[str, Any] | None:
 
 def read_task_ledger(workdir: Path, marker: str) -> list[dict[str, Any]]:
     """One entry per execution of the generated task's body in this scenario (``n`` and the executing ``pid``)."""
-    path = Path(task_environment(workdir)["PREFECT_CONFORMANCE_TASK_LEDGER"])
+    path = task_ledger(workdir)
     if not path.exists():
         return []
     entries = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
