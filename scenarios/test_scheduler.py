@@ -5,6 +5,10 @@ schedule is created (the recent-deployments loop), the server inserts SCHEDULED 
 occurrences (at least 3 and at least an hour ahead: 61 runs for ``* * * * *``), each with
 ``expected_start_time == next_scheduled_start_time == state_details.scheduled_time``, and inserts each
 occurrence once however many times it loops. The deployment is created through Prefect's real client.
+
+The same expansion on demand (``POST /deployments/{id}/schedule`` over a window) must follow the schedule's time
+zone through daylight-saving changes exactly as Prefect computes it: checked against the pinned Prefect's own
+schedule classes, with no waiting.
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import pytest
 
 from harness.clients.prefect_client import create_cron_deployment
 from harness.target.api import ApiClient
-from harness.checks.objects import Created, runs_of_deployment
-from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.checks.objects import Created, create_deployment, create_flow, runs_of_deployment
+from harness.checks.polling import assert_sequence
+from harness.checks.schedules import expand_schedules, prefect_occurrences
+from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
 from harness.waits import wait_for_stable, wait_until
 
 pytestmark = pytest.mark.scheduler
@@ -114,3 +120,45 @@ def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
         by_time.setdefault(when, []).append(run["name"])
     duplicated = {describe_instant(t): names for t, names in by_time.items() if len(names) > 1}
     assert not duplicated, f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"
+
+
+# --- time zones: the expansion follows daylight-saving time as Prefect does ------------------------------------
+
+ZONE = "America/New_York"
+#: Windows around New York's next daylight-saving changes: 02:00-03:00 local is skipped on 2027-03-14, and
+#: 01:00-02:00 local happens twice on 2027-11-07.
+DST_WINDOWS = {
+    "spring-forward": (dt.datetime(2027, 3, 13, tzinfo=UTC), dt.datetime(2027, 3, 16, tzinfo=UTC)),
+    "fall-back": (dt.datetime(2027, 11, 6, tzinfo=UTC), dt.datetime(2027, 11, 9, tzinfo=UTC)),
+}
+DST_SCHEDULES = {
+    "cron-hourly": {"cron": "0 * * * *", "timezone": ZONE},
+    "cron-daily-0130": {"cron": "30 1 * * *", "timezone": ZONE},
+    "rrule-daily-0130": {"rrule": "DTSTART:20270301T013000\nFREQ=DAILY", "timezone": ZONE},
+}
+
+
+def local_label(instant: dt.datetime) -> str:
+    """The wall-clock time in the schedule's zone, so a failure reads "01:30EDT@2027-03-15T05:30:00Z"."""
+    from zoneinfo import ZoneInfo
+
+    return instant.astimezone(ZoneInfo(ZONE)).strftime("%d %H:%M%Z")
+
+
+@pytest.mark.parametrize("transition", DST_WINDOWS)
+@pytest.mark.parametrize("kind", DST_SCHEDULES)
+def test_schedule_follows_daylight_saving_time(kind: str, transition: str, api: ApiClient, created: Created,
+                                               names: Callable[..., str]) -> None:
+    """A {kind} schedule in America/New_York, expanded over the {transition} of 2027: its runs fall on the UTC
+    instants Prefect computes, none twice and none missing."""
+    schedule, (start, end) = DST_SCHEDULES[kind], DST_WINDOWS[transition]
+    flow = create_flow(api, created, names("flow"))
+    # Paused, so the target's scheduler service leaves it alone: the runs are exactly the window's.
+    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
+                                   schedules=[{"schedule": schedule, "active": True}])
+    expand_schedules(api, deployment["id"], start, end)
+    runs = runs_of_deployment(api, deployment["id"], "SCHEDULED", sort="EXPECTED_START_TIME_ASC", limit=200)
+    instants = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
+    assert_sequence(f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (local day, time, zone)",
+                    [(local_label(i), i) for i in prefect_occurrences(schedule, start, end)],
+                    [(local_label(i), i) for i in instants])

@@ -40,6 +40,17 @@ def shift_schedule(seconds: int) -> Callable[[dict], dict]:
     return fn
 
 
+def standard_time_all_year(run: dict) -> dict:
+    """A scheduler that expands New York schedules at a fixed UTC-5: a run in daylight-saving time comes an hour late."""
+    from zoneinfo import ZoneInfo
+
+    if not run.get("auto_scheduled") or not run.get("expected_start_time"):
+        return run
+    if not parse_instant(run["expected_start_time"]).astimezone(ZoneInfo("America/New_York")).dst():
+        return run
+    return shift_schedule(3600)(run)
+
+
 def duplicate_auto_scheduled(run: dict) -> dict | list[dict]:
     """A scheduler that inserts each occurrence again on its next loop."""
     if not run.get("auto_scheduled") or (run.get("state") or {}).get("type") != "SCHEDULED":
@@ -178,6 +189,15 @@ CASES = [
         {"scheduler/runs_fall_on_cron_boundaries"},
         r"not on a minute boundary",
         passes={"scheduler/scheduled_run_times_agree", "scheduler/no_duplicate_runs", "scheduler/scheduler_creates_runs"},
+    ),
+    Case(
+        "schedule-ignores-daylight-saving",
+        lambda: RewriteRuns(standard_time_all_year),
+        "scheduler",
+        {f"scheduler/schedule_follows_daylight_saving_time[{kind}-{transition}]"
+         for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
+        r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
+        args=("-k", "daylight_saving"),
     ),
     Case(
         "scheduler-duplicates-runs",
