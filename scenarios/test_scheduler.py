@@ -162,3 +162,55 @@ def test_schedule_follows_daylight_saving_time(kind: str, transition: str, api: 
     assert_sequence(f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (local day, time, zone)",
                     [(local_label(i), i) for i in prefect_occurrences(schedule, start, end)],
                     [(local_label(i), i) for i in instants])
+
+
+# --- deleting: a schedule's or a deployment's scheduled runs go with it -----------------------------------------
+
+HOURLY = {"cron": "0 * * * *", "timezone": "UTC"}
+#: A window far enough ahead that no run in it is due, or late, while the check runs.
+WINDOW = (dt.datetime(2027, 1, 10, tzinfo=UTC), dt.datetime(2027, 1, 10, 4, tzinfo=UTC))
+
+
+def expanded_deployment(api: ApiClient, created: Created, names: Callable[..., str]) -> tuple[dict[str, Any], list[str]]:
+    """A paused deployment with an ``HOURLY`` schedule, expanded over ``WINDOW``: it and its SCHEDULED runs' ids."""
+    flow = create_flow(api, created, names("flow"))
+    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
+                                   schedules=[{"schedule": HOURLY, "active": True}])
+    expand_schedules(api, deployment["id"], *WINDOW)
+    runs = [run["id"] for run in runs_of_deployment(api, deployment["id"], "SCHEDULED", limit=200)]
+    expected = len(prefect_occurrences(HOURLY, *WINDOW))
+    assert len(runs) == expected, (
+        f"expanding {HOURLY} from {describe_instant(WINDOW[0])} to {describe_instant(WINDOW[1])} should give "
+        f"{expected} SCHEDULED runs, as in Prefect; got {len(runs)}"
+    )
+    return deployment, runs
+
+
+def still_scheduled(api: ApiClient, run_ids: list[str]) -> list[str]:
+    """The runs among ``run_ids`` that still exist in a SCHEDULED state."""
+    left = []
+    for run_id in run_ids:
+        answer = api.request("GET", f"/flow_runs/{run_id}")
+        if answer.status != 404 and ((answer.expect(200, what="reading a run back failed").get("state") or {}).get("type") == "SCHEDULED"):
+            left.append(run_id)
+    return left
+
+
+def test_deleting_a_schedule_removes_its_scheduled_runs(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+    """Deleting a deployment's schedule removes the SCHEDULED runs it created: no worker or Runner finds them."""
+    deployment, runs = expanded_deployment(api, created, names)
+    (schedule,) = api.get(f"/deployments/{deployment['id']}/schedules")
+    api.call("DELETE", f"/deployments/{deployment['id']}/schedules/{schedule['id']}", expect=(200, 204))
+    left = still_scheduled(api, runs)
+    assert not left, (
+        f"{len(left)} of the {len(runs)} SCHEDULED runs of the deleted schedule are still there after DELETE "
+        "/deployments/{id}/schedules/{schedule_id}; Prefect deletes a schedule's scheduled runs with it"
+    )
+
+
+def test_deleting_a_deployment_leaves_no_scheduled_runs(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+    """Deleting a deployment removes its SCHEDULED runs: no worker or Runner may find them afterwards."""
+    deployment, runs = expanded_deployment(api, created, names)
+    api.call("DELETE", f"/deployments/{deployment['id']}", expect=(200, 204))
+    left = still_scheduled(api, runs)
+    assert not left, f"{len(left)} of the deployment's {len(runs)} SCHEDULED runs are still there after DELETE /deployments/{{id}}"

@@ -25,8 +25,8 @@ from typing import Any, Callable
 import pytest
 
 from harness.target.api import ApiClient
-from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue, pause_work_pool,
-                                    pause_work_queue, scheduled_state, set_state)
+from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue,
+                                    limit_concurrency, pause_work_pool, pause_work_queue, scheduled_state, set_state)
 from harness.checks.polling import (
     US,
     Dataset,
@@ -374,6 +374,7 @@ class PausablePool:
     dataset: Dataset
     pool: dict[str, Any]
     queues: dict[str, dict[str, Any]]
+    flow: dict[str, Any]
 
     def poll(self, api: ApiClient) -> list[Entry]:
         before = describe_instant(self.dataset.t0 + dt.timedelta(hours=1))
@@ -392,7 +393,7 @@ def pausable_pool(api: ApiClient, names: Callable[..., str], created: Created) -
                                        work_queue_name=queue["name"])
         instant = data.t0 + dt.timedelta(minutes=offset)
         data.add(create_run(api, deployment["id"], names(label), instant), label, instant)
-    return PausablePool(data, pool, queues)
+    return PausablePool(data, pool, queues, flow)
 
 
 def test_paused_work_pool_hands_out_nothing(api: ApiClient, pausable_pool: PausablePool) -> None:
@@ -409,6 +410,31 @@ def test_paused_work_queue_hands_out_nothing(api: ApiClient, pausable_pool: Paus
     pause_work_queue(api, pausable_pool.pool["name"], pausable_pool.queues["held"]["name"], True)
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with the 'held' queue paused",
                     pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
+
+
+# --- concurrency limits: PENDING and RUNNING runs use up the pool's or the queue's slots ------------------------
+
+ACTIVE_STATES = {"running": "RUNNING", "pending": "PENDING"}
+
+
+@pytest.mark.parametrize("holder", ["work_pool", "work_queue"])
+def test_concurrency_limit_counts_pending_and_running_runs(holder: str, api: ApiClient, pausable_pool: PausablePool,
+                                                           names: Callable[..., str]) -> None:
+    """A {holder} with ``concurrency_limit`` 2 and one RUNNING and one PENDING run in it is full: a worker's poll
+    hands out none of its runs (the other queue's still, for a queue), and all of them once the limit is lifted."""
+    pool, queue = pausable_pool.pool["name"], pausable_pool.queues["held"]["name"]
+    deployment = create_deployment(api, pausable_pool.flow["id"], names("busy-deployment"), work_pool_name=pool,
+                                   work_queue_name=queue)
+    data = pausable_pool.dataset
+    for offset, (label, state) in enumerate(ACTIVE_STATES.items()):  # due before the "held" and "open" runs
+        run = create_run(api, deployment["id"], names(label), data.t0 - dt.timedelta(minutes=10 - offset))
+        set_state(api, run["id"], state)
+    limit_concurrency(api, pool, 2, queue if holder == "work_queue" else None)
+    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with {holder} concurrency_limit 2 and 2 runs "
+                    "PENDING or RUNNING in it", data.expected([] if holder == "work_pool" else ["open"]), pausable_pool.poll(api))
+    limit_concurrency(api, pool, None, queue if holder == "work_queue" else None)
+    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with the {holder} limit lifted",
+                    data.expected(["held", "open"]), pausable_pool.poll(api))
 
 
 # --- ties and volume: paging the way a Runner does ------------------------------------------------------------

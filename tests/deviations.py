@@ -129,6 +129,31 @@ class IgnorePause(Deviation):
         return None
 
 
+class AcceptWithout(Deviation):
+    """Answers like the reference to requests matching ``method`` and the ``path`` regex, but drops ``fields`` from
+    their JSON body first: a server that accepts a setting and never stores it."""
+
+    def __init__(self, method: str, path: str, *fields: str) -> None:
+        self.method, self.path, self.fields = method, re.compile(path), fields
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == self.method and self.path.search(request.path) and request.body:
+            request.set_json({k: v for k, v in (request.json() or {}).items() if k not in self.fields})
+        return None
+
+
+class IgnoreDeletes(Deviation):
+    """Answers 204 to DELETEs matching the ``path`` regex without deleting anything."""
+
+    def __init__(self, path: str) -> None:
+        self.path = re.compile(path)
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "DELETE" and self.path.search(request.path):
+            return ProxyResponse(204, [], b"")
+        return None
+
+
 class StringCompareFilters(Deviation):
     """Emulates a server that filters ``expected_start_time`` by comparing the stored string with the bound."""
 

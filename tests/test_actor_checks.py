@@ -20,7 +20,7 @@ from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
-from tests.deviations import Deviation, EmptyPolls, Refuse, RewriteJson, RewriteRuns
+from tests.deviations import Deviation, EmptyPolls, IgnoreDeletes, Refuse, RewriteJson, RewriteRuns
 
 POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
 DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"
@@ -198,6 +198,14 @@ CASES = [
          for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
         args=("-k", "daylight_saving"),
+    ),
+    Case(
+        "deletes-leave-scheduled-runs",
+        lambda: IgnoreDeletes(r"/deployments/[0-9a-f-]{36}(/schedules/[0-9a-f-]{36})?$"),
+        "scheduler",
+        {"scheduler/deleting_a_schedule_removes_its_scheduled_runs", "scheduler/deleting_a_deployment_leaves_no_scheduled_runs"},
+        r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE",
+        args=("-k", "deleting"),
     ),
     Case(
         "scheduler-duplicates-runs",

@@ -14,6 +14,7 @@ import pytest
 
 from tests.conftest import SuiteRun
 from tests.deviations import (
+    AcceptWithout,
     Deviation,
     DropRequestFields,
     FirstValueOnly,
@@ -61,6 +62,15 @@ CASES = [
         r"next_scheduled_start_time (is )?None",
         passes=s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
         select="next_scheduled_start_time",
+    ),
+    Case(
+        "concurrency-limit-not-stored",
+        lambda _: AcceptWithout("PATCH", r"/work_pools/", "concurrency_limit"),
+        s("concurrency_limit_counts_pending_and_running_runs[work_pool]",
+          "concurrency_limit_counts_pending_and_running_runs[work_queue]"),
+        r"with work_(pool|queue) concurrency_limit 2 .*first difference at position 0",
+        passes=s("paused_work_pool_hands_out_nothing"),
+        select="concurrency_limit or paused_work_pool",
     ),
     Case(
         "pause-ignored",

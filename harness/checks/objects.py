@@ -100,3 +100,10 @@ def pause_work_queue(api: ApiClient, pool_name: str, queue_name: str, paused: bo
 def task_runs_named(api: ApiClient, name: str) -> list[dict[str, Any]]:
     """``POST /task_runs/filter``: the task runs whose name contains ``name`` (a run-prefixed, unique task name)."""
     return api.post("/task_runs/filter", {"task_runs": {"name": {"like_": name}}, "limit": 200})
+
+
+def limit_concurrency(api: ApiClient, pool_name: str, limit: int | None, queue_name: str | None = None) -> None:
+    """``PATCH /work_pools/{name}`` (or one of its queues) with ``concurrency_limit``: how many of its runs may be
+    PENDING or RUNNING at once (None: no limit)."""
+    path = f"/work_pools/{pool_name}" + (f"/queues/{queue_name}" if queue_name else "")
+    api.call("PATCH", path, {"concurrency_limit": limit}, expect=(200, 204), what=f"setting concurrency_limit on {path}")
