@@ -21,8 +21,8 @@ import pytest
 
 from harness.clients.prefect_client import create_cron_deployment
 from harness.target.api import ApiClient
-from harness.checks.objects import Created, create_deployment, create_flow, runs_of_deployment
-from harness.checks.polling import assert_sequence
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, runs_of_deployment
+from harness.checks.polling import Dataset, assert_sequence, create_run, poll_deployments, poll_pool
 from harness.checks.schedules import expand_schedules, prefect_occurrences
 from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
 from harness.waits import wait_for_stable, wait_until
@@ -31,6 +31,8 @@ pytestmark = pytest.mark.scheduler
 
 CRON = "* * * * *"
 FIRST_RUNS_TIMEOUT = 30.0
+#: How overdue the Late-run check's run is when created: past Prefect's default threshold (15 s) and the reference's.
+OVERDUE_BY = dt.timedelta(minutes=1)
 #: How long the run count must stay unchanged to count as stable: longer than a scheduler loop on the reference
 #: (2 s); scaled with --timeout-scale for targets whose scheduler loops more slowly.
 STABLE_FOR = 5.0
@@ -40,6 +42,11 @@ STABLE_FOR = 5.0
 class ScheduleOutcome:
     deployment_id: str
     created_at: dt.datetime
+    #: A second ``* * * * *`` deployment, created paused at the same time: the scheduler must leave it alone.
+    paused_deployment_id: str
+    #: A run of a work-pool deployment, created a minute overdue at the same time: the server must mark it Late.
+    overdue: Dataset
+    overdue_pool: str
     runs: list[dict[str, Any]] = field(default_factory=list)
     failure: AssertionError | None = None
 
@@ -56,11 +63,20 @@ def scheduled_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created) -> ScheduleOutcome:
-    """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing."""
+    """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing.
+
+    A paused twin is created first, so the scheduler has looped over both by the time the count holds still."""
     flow_name = module_names("flow")
     created_at = utc_now()
+    paused_flow = create_flow(api, module_created, module_names("paused-flow"))
+    paused = create_deployment(api, paused_flow["id"], module_names("paused-deployment"), paused=True,
+                               schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
+    pool = create_work_pool(api, module_created, module_names("late-pool"))
+    late_deployment = create_deployment(api, paused_flow["id"], module_names("late-deployment"), work_pool_name=pool["name"])
+    overdue = Dataset(created_at - OVERDUE_BY)
+    overdue.add(create_run(api, late_deployment["id"], module_names("overdue"), overdue.t0), "overdue", overdue.t0)
     deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON)
-    outcome = ScheduleOutcome(deployment_id, created_at)
+    outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"])
     flow = api.get(f"/deployments/{deployment_id}")["flow_id"]
     module_created.add(f"/flows/{flow}")
     try:
@@ -110,6 +126,47 @@ def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
         assert not missing, f"run {run['name']!r} created by the scheduler has no {', '.join(missing)}: {values}"
         instants = {read_instant(v, f"{k} of run {run.get('name')!r}") for k, v in values.items()}
         assert len(instants) == 1, f"run {run['name']!r} created by the scheduler disagrees with itself: {values}"
+
+
+def test_late_runs_stay_scheduled_and_are_handed_out(scheduled: ScheduleOutcome, api: ApiClient) -> None:
+    """A run a minute overdue is marked ``Late`` by the server, stays SCHEDULED-type with its
+    next_scheduled_start_time, and both polling endpoints still hand it out (a worker or Runner starts it late)."""
+    (run_id,) = scheduled.overdue.labels
+
+    def marked_late() -> dict[str, Any] | None:
+        run = api.get(f"/flow_runs/{run_id}")
+        return run if (run.get("state") or {}).get("name") == "Late" else None
+
+    run = wait_until(marked_late, awaiting=f"the server to mark run {run_id}, due {describe_instant(scheduled.overdue.t0)}, Late",
+                     timeout=FIRST_RUNS_TIMEOUT, interval=0.5,
+                     hint="Prefect's late-runs service renames overdue SCHEDULED runs Late (15 s overdue, every 5 s by default)")
+    assert run["state"].get("type") == "SCHEDULED", f"the Late run's state type is {run['state'].get('type')!r}, expected SCHEDULED"
+    entries = scheduled.overdue.entries([run])
+    assert entries == scheduled.overdue.expected(["overdue"]), (
+        f"the Late run's next_scheduled_start_time is {run.get('next_scheduled_start_time')!r}; it must keep its "
+        f"scheduled time {describe_instant(scheduled.overdue.t0)}"
+    )
+    now = describe_instant(utc_now())
+    assert_sequence("POST /deployments/get_scheduled_flow_runs of the deployment with the Late run", entries,
+                    scheduled.overdue.entries(poll_deployments(api, [run["deployment_id"]], scheduled_before=now)))
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of the pool with the Late run", entries,
+                    scheduled.overdue.entries(poll_pool(api, scheduled.overdue_pool, scheduled_before=now)))
+
+
+def test_paused_deployment_gets_no_runs_until_resumed(scheduled: ScheduleOutcome, api: ApiClient) -> None:
+    """While the scheduler expanded its active twin, a paused deployment got no runs; resumed, it gets them."""
+    scheduled.require_runs()  # the scheduler works at all, and has looped over both deployments
+    runs = scheduled_runs(api, scheduled.paused_deployment_id)
+    assert not runs, (
+        f"the scheduler created {len(runs)} runs for a paused deployment (e.g. {runs[0].get('name')!r} at "
+        f"{runs[0].get('expected_start_time')}); Prefect schedules no runs for a paused deployment"
+    )
+    api.call("PATCH", f"/deployments/{scheduled.paused_deployment_id}", {"paused": False}, expect=(200, 204),
+             what="resuming the deployment failed")
+    wait_until(lambda: scheduled_runs(api, scheduled.paused_deployment_id),
+               awaiting="the target's scheduler to create runs for the deployment once it was resumed",
+               timeout=FIRST_RUNS_TIMEOUT, interval=0.5,
+               hint="resuming a deployment (PATCH paused=false) must bring its schedule back into the scheduler's loop")
 
 
 def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:

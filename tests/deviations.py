@@ -322,6 +322,11 @@ def run_of(item: dict) -> dict:
     return item.get("flow_run", item)
 
 
+def skip_late(body: dict, items: list) -> list:
+    """A poll that filters on the state *name* Scheduled instead of the type SCHEDULED: Late runs are never started."""
+    return [item for item in items if (run_of(item).get("state") or {}).get("name") != "Late"]
+
+
 def string_sorted(body: dict, items: list) -> list:
     """Sorted by the timestamp *string*: '...T10:00:00Z' lands after '...T10:00:00.500000Z'."""
     return sorted(items, key=lambda item: run_of(item).get("next_scheduled_start_time") or "")

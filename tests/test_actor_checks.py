@@ -20,7 +20,17 @@ from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
-from tests.deviations import Deviation, EmptyPolls, IgnoreDeletes, Refuse, RewriteJson, RewriteRuns
+from tests.deviations import (
+    AcceptWithout,
+    Deviation,
+    EmptyPolls,
+    IgnoreDeletes,
+    Refuse,
+    RewriteJson,
+    RewritePoll,
+    RewriteRuns,
+    skip_late,
+)
 
 POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
 DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"
@@ -198,6 +208,24 @@ CASES = [
          for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
         args=("-k", "daylight_saving"),
+    ),
+    Case(
+        "polls-skip-late-runs",
+        lambda: RewritePoll(skip_late, pools=True, deployments=True),
+        "scheduler",
+        {"scheduler/late_runs_stay_scheduled_and_are_handed_out"},
+        r"get_scheduled_flow_runs of the (deployment|pool) with the Late run: first difference at position 0",
+        passes={"scheduler/scheduler_creates_runs"},
+        args=("-k", "late_runs or scheduler_creates_runs"),
+    ),
+    Case(
+        "paused-deployment-scheduled-anyway",
+        lambda: AcceptWithout("POST", r"/deployments/$", "paused"),
+        "scheduler",
+        {"scheduler/paused_deployment_gets_no_runs_until_resumed"},
+        r"the scheduler created \d+ runs for a paused deployment",
+        passes={"scheduler/scheduler_creates_runs"},
+        args=("-k", "paused_deployment or scheduler_creates_runs"),
     ),
     Case(
         "deletes-leave-scheduled-runs",
