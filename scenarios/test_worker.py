@@ -16,9 +16,9 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.clients.actors import ENTRYPOINT_FUNCTION, Actor, start_worker, write_flow_file
+from harness.clients.actors import ENTRYPOINT_FUNCTION, FAST_CLIENT_SETTINGS, Actor, start_worker, write_flow_file
 from harness.target.api import ApiClient
-from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state, watch_heartbeats
 from harness.waits import wait_for_final_state
 from harness.checks.timestamps import read_instant, utc_now
 from harness.checks.proof import (
@@ -33,6 +33,8 @@ from harness.checks.proof import (
 pytestmark = pytest.mark.worker
 
 RUN_TIMEOUT = 90.0
+#: How long to watch for the worker's heartbeat to move: three of its intervals (PREFECT_WORKER_HEARTBEAT_SECONDS).
+HEARTBEAT_WATCH = 3 * float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_HEARTBEAT_SECONDS"])
 
 
 @dataclass
@@ -43,6 +45,8 @@ class WorkerOutcome:
     run: dict[str, Any]
     final: dict[str, Any] | None
     registered: Any
+    #: The worker's ``last_heartbeat_time`` values seen while it idled after the run (until one moved).
+    heartbeats: list[str]
     failure: AssertionError | None = None
 
 
@@ -73,8 +77,9 @@ def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
         exc.args = (f"{exc}\nWorker transcript:\n{transcript_digest(worker)}",)
         final, failure = None, exc
     registered = api.request("POST", f"/work_pools/{pool_name}/workers/filter", json_body={})
+    heartbeats = watch_heartbeats(api, pool_name, worker_name, timeout=HEARTBEAT_WATCH)
     worker.stop()
-    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, failure)
+    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, heartbeats, failure)
 
 
 def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
@@ -100,6 +105,23 @@ def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
     heartbeat = workers[worked.worker_name].get("last_heartbeat_time")
     assert heartbeat, f"worker {worked.worker_name!r} is listed without last_heartbeat_time: {workers[worked.worker_name]}"
     read_instant(heartbeat, f"last_heartbeat_time of worker {worked.worker_name!r}")
+
+
+def test_worker_stays_online_with_a_moving_heartbeat(worked: WorkerOutcome) -> None:
+    """While the worker idles, the pool lists it ``ONLINE`` and its ``last_heartbeat_time`` moves forward."""
+    workers = {w.get("name"): w for w in worked.registered.expect(200, what="listing the pool's workers failed")}
+    listed = workers.get(worked.worker_name)
+    assert listed, f"worker {worked.worker_name!r} is not listed by POST /work_pools/{{name}}/workers/filter"
+    assert listed.get("status") == "ONLINE", (
+        f"worker {worked.worker_name!r} is listed with status {listed.get('status')!r} while it heartbeats; Prefect "
+        "lists a worker ONLINE until it misses its heartbeats"
+    )
+    seen = [read_instant(value, f"last_heartbeat_time of worker {worked.worker_name!r}") for value in worked.heartbeats]
+    assert len(seen) >= 2 and seen[-1] > seen[0], (
+        f"the worker's last_heartbeat_time did not move in {HEARTBEAT_WATCH:.0f} s (it heartbeats every "
+        f"{FAST_CLIENT_SETTINGS['PREFECT_WORKER_HEARTBEAT_SECONDS']} s): seen {worked.heartbeats}. How it "
+        f"registered: {registration_attempts(worked.worker, worked.pool_name)}"
+    )
 
 
 def test_worker_run_completes(worked: WorkerOutcome) -> None:

@@ -7,6 +7,7 @@ fails the worker checks while the serve checks pass, and the reverse.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import uuid
 from dataclasses import dataclass, field
 from types import SimpleNamespace
@@ -129,6 +130,15 @@ CASES = [
         # 3.9.1 falls back from the refused websocket to the HTTP heartbeat, and exits when that is refused too.
         r"is not registered with pool .* The worker tried: WS /work_pools/\S+/workers/connect -> 403, "
         r"POST /work_pools/\S+/workers/heartbeat -> 404",
+    ),
+    Case(
+        "worker-heartbeat-frozen",
+        lambda: RewriteJson("POST", r"/workers/filter$",
+                            lambda workers: [{**w, "last_heartbeat_time": "2026-11-01T00:00:00Z"} for w in workers]),
+        "worker",
+        {"worker/worker_stays_online_with_a_moving_heartbeat"},
+        r"last_heartbeat_time did not move in \d+ s .* seen \['2026-11-01T00:00:00Z'\]",
+        passes={"worker/worker_registers_with_its_pool", "worker/worker_run_completes"},
     ),
     Case(
         "worker-run-loses-labels-and-pid",
@@ -261,6 +271,19 @@ def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> N
     run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
     if case.unsupported:
         assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
+
+
+def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, suite) -> None:
+    """A target that refuses the websocket ``/work_pools/{pool}/workers/connect`` (as one without it does: 403 from
+    Starlette, 404 elsewhere) still gets a working worker: 3.9.1 falls back to ``POST .../workers/heartbeat``, and
+    every worker check passes. Which path the target supports shows in the worker's transcript."""
+    proxy = deviating(Refuse("NONE", r"^$", websocket_path=r"/workers/connect$"))
+    run = suite("--target", proxy.api_url, "-m", "worker")
+    assert run.code == 0, run.explain()
+    transcript = (run.report_dir / "artifacts" / "worker" / "worker.transcript.jsonl").read_text()
+    exchanges = [json.loads(line) for line in transcript.splitlines()]
+    assert any(e["path"].endswith("/workers/connect") and e["status"] == 403 for e in exchanges), transcript[:2000]
+    assert any(e["path"].endswith("/workers/heartbeat") and 200 <= e["status"] < 300 for e in exchanges), transcript[:2000]
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,8 @@ from typing import Any
 
 from harness.target.api import ApiClient
 from harness.checks.timestamps import describe_instant
+from harness.target.errors import WaitTimeout
+from harness.waits import wait_until
 
 
 @dataclass
@@ -107,3 +109,22 @@ def limit_concurrency(api: ApiClient, pool_name: str, limit: int | None, queue_n
     PENDING or RUNNING at once (None: no limit)."""
     path = f"/work_pools/{pool_name}" + (f"/queues/{queue_name}" if queue_name else "")
     api.call("PATCH", path, {"concurrency_limit": limit}, expect=(200, 204), what=f"setting concurrency_limit on {path}")
+
+
+def watch_heartbeats(api: ApiClient, pool_name: str, worker_name: str, *, timeout: float) -> list[str]:
+    """The distinct ``last_heartbeat_time`` values ``POST /work_pools/{name}/workers/filter`` lists for the worker,
+    watched until a second one appears or ``timeout`` passes (both are outcomes: a check judges the list)."""
+    seen: list[str] = []
+
+    def moved() -> bool:
+        workers = api.post(f"/work_pools/{pool_name}/workers/filter", {})
+        value = next((w.get("last_heartbeat_time") for w in workers if w.get("name") == worker_name), None)
+        if value and value not in seen:
+            seen.append(value)
+        return len(seen) >= 2
+
+    try:
+        wait_until(moved, awaiting=f"worker {worker_name!r} to heartbeat again", timeout=timeout, interval=0.5)
+    except WaitTimeout:
+        pass
+    return seen
