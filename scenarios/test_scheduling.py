@@ -412,6 +412,26 @@ def test_paused_work_queue_hands_out_nothing(api: ApiClient, pausable_pool: Paus
                     pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
 
 
+def test_work_queue_names_hands_out_a_run_moved_back_to_scheduled(api: ApiClient, pausable_pool: PausablePool) -> None:
+    """A run handed out, moved to PENDING and then back to SCHEDULED (as a worker that gave it up leaves it) is
+    handed out again by a poll naming its queue, at its new time."""
+    pool, queue = pausable_pool.pool["name"], pausable_pool.queues["held"]["name"]
+    data = pausable_pool.dataset
+
+    def poll() -> list[Entry]:
+        return data.entries(poll_pool(api, pool, work_queue_names=[queue],
+                                      scheduled_before=describe_instant(data.t0 + dt.timedelta(hours=1))))
+
+    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with work_queue_names [{queue!r}]",
+                    data.expected(["held"]), poll())
+    (run_id,) = [run_id for run_id, label in data.labels.items() if label == "held"]
+    later = data.t0 + dt.timedelta(minutes=5)
+    set_state(api, run_id, "PENDING")
+    set_state(api, run_id, scheduled_state(later))
+    assert_sequence(f"the same poll after the run went PENDING and back to SCHEDULED at {describe_instant(later)}",
+                    [("held", later)], poll())
+
+
 # --- concurrency limits: PENDING and RUNNING runs use up the pool's or the queue's slots ------------------------
 
 ACTIVE_STATES = {"running": "RUNNING", "pending": "PENDING"}

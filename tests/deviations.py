@@ -322,6 +322,20 @@ def run_of(item: dict) -> dict:
     return item.get("flow_run", item)
 
 
+class HandsOutOnce(RewritePoll):
+    """Polls never hand out a run twice: a server that marks runs as claimed and never clears the mark, so a run
+    moved back to SCHEDULED is lost."""
+
+    def __init__(self) -> None:
+        self.handed_out: set[str] = set()
+        super().__init__(self._once, pools=True, deployments=True)
+
+    def _once(self, body: dict, items: list) -> list:
+        fresh = [item for item in items if run_of(item)["id"] not in self.handed_out]
+        self.handed_out.update(run_of(item)["id"] for item in fresh)
+        return fresh
+
+
 def skip_late(body: dict, items: list) -> list:
     """A poll that filters on the state *name* Scheduled instead of the type SCHEDULED: Late runs are never started."""
     return [item for item in items if (run_of(item).get("state") or {}).get("name") != "Late"]

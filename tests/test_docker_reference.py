@@ -72,7 +72,7 @@ def test_sqlite_and_postgres_references_pass_and_agree(tmp_path: Path) -> None:
     verdicts = {}
     for mode, run in runs.items():
         assert run.code == 0, f"{mode}: {run.explain()}"
-        assert len(run.passed()) == 79, f"{mode}: {run.explain()}"
+        assert len(run.passed()) == 80, f"{mode}: {run.explain()}"
         assert leftovers(markers[mode]) == [], f"{mode} left containers or networks behind"
         assert (run.report_dir / "reference" / "reference-server.log").exists()
         verdicts[mode] = {cid: c["status"] for cid, c in run.checks.items()}

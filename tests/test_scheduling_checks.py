@@ -18,6 +18,7 @@ from tests.deviations import (
     Deviation,
     DropRequestFields,
     FirstValueOnly,
+    HandsOutOnce,
     IgnorePause,
     PollFiltersOnlyByTime,
     RewriteJson,
@@ -62,6 +63,14 @@ CASES = [
         r"next_scheduled_start_time (is )?None",
         passes=s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
         select="next_scheduled_start_time",
+    ),
+    Case(
+        "polls-hand-out-each-run-once",
+        lambda _: HandsOutOnce(),
+        s("work_queue_names_hands_out_a_run_moved_back_to_scheduled"),
+        r"the same poll after the run went PENDING and back to SCHEDULED .*first difference at position 0",
+        passes=s("paused_work_pool_hands_out_nothing"),
+        select="moved_back or paused_work_pool",
     ),
     Case(
         "concurrency-limit-not-stored",
