@@ -43,6 +43,10 @@ S = TypeVar("S", bound=Sized)
 
 #: Multiplies every timeout in the suite; raise it for slow targets (``PREFECT_CONFORMANCE_TIMEOUT_SCALE``).
 TIMEOUT_SCALE_ENV = "PREFECT_CONFORMANCE_TIMEOUT_SCALE"
+#: How often the target's scheduler loops, in seconds (``--scheduler-interval``); Prefect's default is 60
+#: (``PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS``), the bundled reference's 2.
+SCHEDULER_INTERVAL_ENV = "PREFECT_CONFORMANCE_SCHEDULER_INTERVAL"
+PREFECT_SCHEDULER_INTERVAL = 60.0
 #: The hint of a wait that has no more specific one.
 DEFAULT_HINT = "the target (or this machine) may be slow; raise --timeout-scale if it is"
 
@@ -55,6 +59,22 @@ def timeout_scale() -> float:
     except ValueError:
         return 1.0
     return scale if scale > 0 else 1.0
+
+
+def scheduler_interval() -> float:
+    """Seconds between two loops of the target's scheduler: what the scheduler waits are sized by, instead of by
+    ``--timeout-scale`` (a server can be fast and still loop every minute)."""
+    try:
+        interval = float(os.environ.get(SCHEDULER_INTERVAL_ENV, PREFECT_SCHEDULER_INTERVAL))
+    except ValueError:
+        return PREFECT_SCHEDULER_INTERVAL
+    return interval if interval > 0 else PREFECT_SCHEDULER_INTERVAL
+
+
+def stability_window(interval: float) -> float:
+    """How long the runs a scheduler makes must stay unchanged to count as complete: one whole loop of
+    ``interval`` seconds and then some (a duplicate would come from a later loop), and at least 5 s."""
+    return max(5.0, interval + 3.0)
 
 
 def wait_until(

@@ -25,17 +25,20 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import Dataset, assert_sequence, create_run, poll_deployments, poll_pool
 from harness.checks.schedules import expand_schedules, prefect_occurrences
 from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
-from harness.waits import wait_for_stable, wait_until
+from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until
 
 pytestmark = pytest.mark.scheduler
 
 CRON = "* * * * *"
-FIRST_RUNS_TIMEOUT = 30.0
+def first_runs_timeout() -> float:
+    """How long a new or resumed deployment may wait for its first runs: Prefect schedules them within its
+    recent-deployments loop (5 s), a port with one loop within that loop."""
+    return max(30.0, 2 * scheduler_interval())
 #: How overdue the Late-run check's run is when created: past Prefect's default threshold (15 s) and the reference's.
 OVERDUE_BY = dt.timedelta(minutes=1)
-#: How long the run count must stay unchanged to count as stable: longer than a scheduler loop on the reference
-#: (2 s); scaled with --timeout-scale for targets whose scheduler loops more slowly.
-STABLE_FOR = 5.0
+def stable_for() -> float:
+    """How long the run count must stay unchanged to count as stable (sized by ``--scheduler-interval``)."""
+    return stability_window(scheduler_interval())
 
 
 @dataclass
@@ -83,13 +86,13 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
         wait_until(
             lambda: scheduled_runs(api, deployment_id),
             awaiting=f"the target's scheduler to create SCHEDULED runs for a deployment with cron {CRON!r}",
-            timeout=FIRST_RUNS_TIMEOUT,
+            timeout=first_runs_timeout(),
             interval=0.5,
             hint="the server's scheduler service must expand active schedules into runs on its own; no client "
             "creates them (Prefect does it within its recent-deployments loop, 5 s by default)",
         )
         outcome.runs = wait_for_stable(lambda: scheduled_runs(api, deployment_id), awaiting="the number of scheduled runs",
-                                       stable_for=STABLE_FOR, timeout=FIRST_RUNS_TIMEOUT)
+                                       stable_for=stable_for(), timeout=first_runs_timeout())
     except AssertionError as exc:
         outcome.failure = exc
     return outcome
@@ -138,7 +141,7 @@ def test_late_runs_stay_scheduled_and_are_handed_out(scheduled: ScheduleOutcome,
         return run if (run.get("state") or {}).get("name") == "Late" else None
 
     run = wait_until(marked_late, awaiting=f"the server to mark run {run_id}, due {describe_instant(scheduled.overdue.t0)}, Late",
-                     timeout=FIRST_RUNS_TIMEOUT, interval=0.5,
+                     timeout=first_runs_timeout(), interval=0.5,
                      hint="Prefect's late-runs service renames overdue SCHEDULED runs Late (15 s overdue, every 5 s by default)")
     assert run["state"].get("type") == "SCHEDULED", f"the Late run's state type is {run['state'].get('type')!r}, expected SCHEDULED"
     entries = scheduled.overdue.entries([run])
@@ -165,7 +168,7 @@ def test_paused_deployment_gets_no_runs_until_resumed(scheduled: ScheduleOutcome
              what="resuming the deployment failed")
     wait_until(lambda: scheduled_runs(api, scheduled.paused_deployment_id),
                awaiting="the target's scheduler to create runs for the deployment once it was resumed",
-               timeout=FIRST_RUNS_TIMEOUT, interval=0.5,
+               timeout=first_runs_timeout(), interval=0.5,
                hint="resuming a deployment (PATCH paused=false) must bring its schedule back into the scheduler's loop")
 
 

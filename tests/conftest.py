@@ -16,9 +16,15 @@ import pytest
 
 from harness.clients.recorder import ReverseProxy
 from tests.deviations import Deviation
+from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.local import LocalReference
+from harness.waits import SCHEDULER_INTERVAL_ENV
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+# Every target of these tests is a reference with the bundled fast settings (or a proxy in front of one): its
+# scheduler loops every 2 s, not Prefect's default 60 s, and the CLI runs are told so.
+os.environ.setdefault(SCHEDULER_INTERVAL_ENV, FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
 
 
 #: ``-k`` expression of the checks that need the scheduled Runner (a second Runner, and a flow-run process per

@@ -236,6 +236,21 @@ def test_unavoidable_waits_follow_the_settings_and_the_measured_start_up() -> No
     assert "(3.0 s)" in slow["worker"][0]
 
 
+def test_scheduler_waits_follow_the_scheduler_interval(monkeypatch) -> None:
+    """--scheduler-interval (or its variable) sizes the window in which a scheduler's runs must stop changing: one
+    whole loop and 3 s more, at least 5 s; Prefect's own 60 s when nothing says otherwise."""
+    from harness.waits import SCHEDULER_INTERVAL_ENV, scheduler_interval, stability_window
+
+    monkeypatch.delenv(SCHEDULER_INTERVAL_ENV, raising=False)
+    assert scheduler_interval() == 60.0 and stability_window(scheduler_interval()) == 63.0
+    monkeypatch.setenv(SCHEDULER_INTERVAL_ENV, "30")
+    assert stability_window(scheduler_interval()) == 33.0
+    monkeypatch.setenv(SCHEDULER_INTERVAL_ENV, "2")
+    assert stability_window(scheduler_interval()) == 5.0
+    monkeypatch.setenv(SCHEDULER_INTERVAL_ENV, "soon")
+    assert scheduler_interval() == 60.0
+
+
 def test_datetime_fields_are_read_from_prefect_once_and_cached_per_release(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.setenv("PREFECT_CONFORMANCE_CACHE_DIR", str(tmp_path))
     expected = frozenset(schema_datetime_keys()) | EXTRA_DATETIME_KEYS

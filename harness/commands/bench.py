@@ -31,7 +31,7 @@ from harness.clients.recorder import ReverseProxy
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment
 from harness.reference.local import LocalReference
 from harness.reporting.results import FEATURE_ORDER
-from scenarios.test_scheduler import STABLE_FOR
+from harness.waits import stability_window
 from scenarios.test_serve import SCHEDULE_INTERVAL
 
 
@@ -52,9 +52,10 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     poll = float(FAST_CLIENT_SETTINGS["PREFECT_RUNNER_POLL_FREQUENCY"])
     query = float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_QUERY_SECONDS"])
     loop = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS"])
+    stable = stability_window(float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"]))
     return {
         "scheduler": (f"the scheduler's first loop ({loop:.0f} s), then the run count must hold still for "
-                      f"{STABLE_FOR:.0f} s", loop + STABLE_FOR),
+                      f"{stable:.0f} s", loop + stable),
         "serve": (f"two Runners in turn, each polling every {poll:.0f} s and starting a flow-run process "
                   f"({startup:.1f} s); the scheduled run comes due up to {SCHEDULE_INTERVAL} s after its deployment",
                   2 * (poll + startup) + SCHEDULE_INTERVAL),

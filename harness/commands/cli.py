@@ -32,8 +32,9 @@ from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
 from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
+from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.target.preflight import Target, preflight
-from harness.waits import TIMEOUT_SCALE_ENV
+from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
 
 PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
 REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
@@ -112,6 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help=f"multiply every wait's timeout by F for a slow target (also {TIMEOUT_SCALE_ENV})",
     )
+    run.add_argument(
+        "--scheduler-interval",
+        type=float,
+        metavar="S",
+        default=None,
+        help="seconds between two loops of the target's scheduler; sizes the scheduler checks' waits (runs must "
+        f"stop changing for longer than one loop). Default: {PREFECT_SCHEDULER_INTERVAL:.0f} (Prefect's "
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS) for --target, the bundled reference's own when it runs; "
+        f"also {SCHEDULER_INTERVAL_ENV}",
+    )
     gate = run.add_argument_group("CI gate")
     gate.add_argument(
         "--expectations",
@@ -175,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.timeout_scale:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
+    if args.scheduler_interval:
+        os.environ[SCHEDULER_INTERVAL_ENV] = str(args.scheduler_interval)
+    elif not args.target:  # the bundled reference loops as its settings say
+        os.environ.setdefault(SCHEDULER_INTERVAL_ENV, FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
     # Everything that can be wrong with the invocation is checked before anything is written or started.
