@@ -30,6 +30,7 @@ from harness.waits import scheduler_interval, stability_window, wait_for_stable,
 pytestmark = pytest.mark.scheduler
 
 CRON = "* * * * *"
+UPDATED_CRON = "*/2 * * * *"
 def first_runs_timeout() -> float:
     """How long a new or resumed deployment may wait for its first runs: Prefect schedules them within its
     recent-deployments loop (5 s), a port with one loop within that loop."""
@@ -50,6 +51,8 @@ class ScheduleOutcome:
     #: A run of a work-pool deployment, created a minute overdue at the same time: the server must mark it Late.
     overdue: Dataset
     overdue_pool: str
+    #: A third ``* * * * *`` deployment whose schedule becomes ``*/2 * * * *`` once the scheduler is running.
+    updated_deployment_id: str
     runs: list[dict[str, Any]] = field(default_factory=list)
     failure: AssertionError | None = None
 
@@ -68,7 +71,8 @@ def scheduled_runs(api: ApiClient, deployment_id: str) -> list[dict[str, Any]]:
 def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created) -> ScheduleOutcome:
     """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing.
 
-    A paused twin is created first, so the scheduler has looped over both by the time the count holds still."""
+    A paused twin and a deployment whose schedule is changed once the first runs exist are created first, so the
+    scheduler has looped over all three by the time the count holds still."""
     flow_name = module_names("flow")
     created_at = utc_now()
     paused_flow = create_flow(api, module_created, module_names("paused-flow"))
@@ -78,8 +82,10 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
     late_deployment = create_deployment(api, paused_flow["id"], module_names("late-deployment"), work_pool_name=pool["name"])
     overdue = Dataset(created_at - OVERDUE_BY)
     overdue.add(create_run(api, late_deployment["id"], module_names("overdue"), overdue.t0), "overdue", overdue.t0)
+    updated = create_deployment(api, paused_flow["id"], module_names("updated-deployment"),
+                                schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
     deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON)
-    outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"])
+    outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"], updated["id"])
     flow = api.get(f"/deployments/{deployment_id}")["flow_id"]
     module_created.add(f"/flows/{flow}")
     try:
@@ -91,6 +97,9 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
             hint="the server's scheduler service must expand active schedules into runs on its own; no client "
             "creates them (Prefect does it within its recent-deployments loop, 5 s by default)",
         )
+        (schedule,) = api.get(f"/deployments/{updated['id']}/schedules")  # changed while the scheduler runs
+        api.call("PATCH", f"/deployments/{updated['id']}/schedules/{schedule['id']}", expect=(200, 204),
+                 json_body={"schedule": {"cron": UPDATED_CRON, "timezone": "UTC"}}, what="changing a deployment's schedule failed")
         outcome.runs = wait_for_stable(lambda: scheduled_runs(api, deployment_id), awaiting="the number of scheduled runs",
                                        stable_for=stable_for(), timeout=first_runs_timeout())
     except AssertionError as exc:
@@ -154,6 +163,23 @@ def test_late_runs_stay_scheduled_and_are_handed_out(scheduled: ScheduleOutcome,
                     scheduled.overdue.entries(poll_deployments(api, [run["deployment_id"]], scheduled_before=now)))
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of the pool with the Late run", entries,
                     scheduled.overdue.entries(poll_pool(api, scheduled.overdue_pool, scheduled_before=now)))
+
+
+def test_schedule_change_replaces_the_runs_without_duplicates(scheduled: ScheduleOutcome, api: ApiClient) -> None:
+    """A deployment's ``* * * * *`` schedule changed to ``*/2 * * * *`` while the scheduler runs: its SCHEDULED runs
+    are the new schedule's (even minutes), each occurrence once."""
+    scheduled.require_runs()  # the scheduler works at all, and has looped since the change
+    runs = scheduled_runs(api, scheduled.updated_deployment_id)
+    times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
+    assert len(times) >= 3, f"after the schedule change the deployment has {len(times)} SCHEDULED runs; Prefect makes at least 3"
+    stale = [describe_instant(t) for t in times if t.minute % 2 or t.second or t.microsecond]
+    assert not stale, (
+        f"{len(stale)} of the {len(times)} SCHEDULED runs are not on the new schedule {UPDATED_CRON!r}, e.g. "
+        f"{stale[:3]}: runs of the replaced schedule were kept. Prefect deletes a deployment's auto-scheduled runs "
+        "when its schedule changes, and schedules the new one"
+    )
+    repeated = sorted({describe_instant(t) for t in times if times.count(t) > 1})
+    assert not repeated, f"occurrences scheduled more than once after the schedule change: {repeated[:3]}"
 
 
 def test_paused_deployment_gets_no_runs_until_resumed(scheduled: ScheduleOutcome, api: ApiClient) -> None:

@@ -224,6 +224,15 @@ CASES = [
         args=("-k", "daylight_saving"),
     ),
     Case(
+        "schedule-change-ignored",
+        lambda: AcceptWithout("PATCH", r"/deployments/[0-9a-f-]{36}/schedules/[0-9a-f-]{36}$", "schedule"),
+        "scheduler",
+        {"scheduler/schedule_change_replaces_the_runs_without_duplicates"},
+        r"are not on the new schedule '\*/2 \* \* \* \*'",
+        passes={"scheduler/scheduler_creates_runs"},
+        args=("-k", "schedule_change or scheduler_creates_runs"),
+    ),
+    Case(
         "polls-skip-late-runs",
         lambda: RewritePoll(skip_late, pools=True, deployments=True),
         "scheduler",
