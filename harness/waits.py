@@ -166,7 +166,10 @@ def wait_for_stable(
         if len(value) != seen["count"]:
             seen.update(count=len(value), since=clock())
             raise AssertionError(f"{len(value)}, still changing")
-        return value if clock() - seen["since"] >= window else None
+        held = clock() - seen["since"]
+        if held < window:
+            raise AssertionError(f"{len(value)}, unchanged for {held:.0f}s")
+        return value
 
     return wait_until(stable, awaiting=f"{awaiting} to stay unchanged for {window:.0f}s", timeout=timeout + stable_for,
                       interval=interval, hint=hint)

@@ -56,9 +56,14 @@ def create_scheduled_run(
     return api.post("/flow_runs/", body)
 
 
-def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, **options: Any) -> list[dict[str, Any]]:
-    """``POST /flow_runs/filter``: the deployment's runs in ``state_type`` (``options``: sort, limit, ...)."""
-    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": {"state": {"type": {"any_": [state_type]}}}}
+def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, *, starting_before: dt.datetime | None = None,
+                       **options: Any) -> list[dict[str, Any]]:
+    """``POST /flow_runs/filter``: the deployment's runs in ``state_type`` (``options``: sort, limit, ...), only
+    those expected to start before ``starting_before`` if given."""
+    runs_filter: dict[str, Any] = {"state": {"type": {"any_": [state_type]}}}
+    if starting_before is not None:
+        runs_filter["expected_start_time"] = {"before_": describe_instant(starting_before)}
+    body = {"deployments": {"id": {"any_": [deployment_id]}}, "flow_runs": runs_filter}
     return api.post("/flow_runs/filter", {**body, **options})
 
 
