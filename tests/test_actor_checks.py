@@ -16,6 +16,7 @@ from typing import Callable
 import pytest
 
 from harness.target.errors import Unsupported
+from harness.waits import SCHEDULER_INTERVAL_ENV
 from harness.clients.transcript import Exchange
 from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
@@ -299,6 +300,16 @@ def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, sui
     exchanges = [json.loads(line) for line in transcript.splitlines()]
     assert any(e["path"].endswith("/workers/connect") and e["status"] == 403 for e in exchanges), transcript[:2000]
     assert any(e["path"].endswith("/workers/heartbeat") and 200 <= e["status"] < 300 for e in exchanges), transcript[:2000]
+
+
+@pytest.mark.long
+def test_scheduler_checks_pass_at_prefects_default_interval(reference, suite, monkeypatch) -> None:
+    """Against a ``--target`` the scheduler waits follow Prefect's 60 s loop unless told otherwise, and the checks
+    still pass on the reference, whose scheduler adds a run every minute (a 63-s window over all its runs never
+    held still)."""
+    monkeypatch.delenv(SCHEDULER_INTERVAL_ENV, raising=False)
+    run = suite("--target", reference.api_url, "-m", "scheduler", "-k", CRON_DEPLOYMENT_ONLY[1])
+    assert run.code == 0 and len(run.passed()) == 4, run.explain()
 
 
 @pytest.fixture(scope="module")
