@@ -254,7 +254,7 @@ def test_schedule_follows_daylight_saving_time(kind: str, transition: str, api: 
     deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
                                    schedules=[{"schedule": schedule, "active": True}])
     expand_schedules(api, deployment["id"], start, end)
-    runs = runs_of_deployment(api, deployment["id"], "SCHEDULED", sort="EXPECTED_START_TIME_ASC", limit=200)
+    runs = scheduled_runs(api, deployment["id"])
     instants = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
     assert_sequence(f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (local day, time, zone)",
                     [(local_label(i), i) for i in prefect_occurrences(schedule, start, end)],
@@ -274,7 +274,7 @@ def expanded_deployment(api: ApiClient, created: Created, names: Callable[..., s
     deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
                                    schedules=[{"schedule": HOURLY, "active": True}])
     expand_schedules(api, deployment["id"], *WINDOW)
-    runs = [run["id"] for run in runs_of_deployment(api, deployment["id"], "SCHEDULED", limit=200)]
+    runs = [run["id"] for run in scheduled_runs(api, deployment["id"])]
     expected = len(prefect_occurrences(HOURLY, *WINDOW))
     assert len(runs) == expected, (
         f"expanding {HOURLY} from {describe_instant(WINDOW[0])} to {describe_instant(WINDOW[1])} should give "

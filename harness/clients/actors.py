@@ -99,9 +99,6 @@ if __name__ == "__main__":
         os.replace(out + ".tmp", out)
 '''
 
-TASK_FUNCTION = "conformance_task"
-
-
 def write_tasks_file(directory: Path, task_name: str, marker: str) -> Path:
     """Write the module that both the task worker and the submitter import (the same task, the same task key)."""
     directory.mkdir(parents=True, exist_ok=True)
