@@ -57,6 +57,8 @@ class ScheduleOutcome:
     updated_deployment_id: str
     runs: list[dict[str, Any]] = field(default_factory=list)
     failure: AssertionError | None = None
+    #: When the target had answered the schedule change: runs due later must be the new schedule's.
+    schedule_changed_at: dt.datetime | None = None
 
     def require_runs(self) -> list[dict[str, Any]]:
         """The runs, or the failure that prevented observing them (re-raised with its kind)."""
@@ -103,6 +105,7 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
         (schedule,) = api.get(f"/deployments/{updated['id']}/schedules")  # changed while the scheduler runs
         api.call("PATCH", f"/deployments/{updated['id']}/schedules/{schedule['id']}", expect=(200, 204),
                  json_body={"schedule": {"cron": UPDATED_CRON, "timezone": "UTC"}}, what="changing a deployment's schedule failed")
+        outcome.schedule_changed_at = utc_now()
         # Within a fixed horizon: the scheduler keeps a rolling hour of runs ahead, so the total grows every minute,
         # while the runs of the horizon's minutes change only if the scheduler duplicates or drops some.
         horizon = created_at + HORIZON
@@ -178,16 +181,22 @@ def test_late_runs_stay_scheduled_and_are_handed_out(scheduled: ScheduleOutcome,
 
 def test_schedule_change_replaces_the_runs_without_duplicates(scheduled: ScheduleOutcome, api: ApiClient) -> None:
     """A deployment's ``* * * * *`` schedule changed to ``*/2 * * * *`` while the scheduler runs: its SCHEDULED runs
-    are the new schedule's (even minutes), each occurrence once."""
+    due after the change are the new schedule's (even minutes), each occurrence once. (Prefect deletes only the
+    auto-scheduled runs not yet due; one already due stays.)"""
     scheduled.require_runs()  # the scheduler works at all, and has looped since the change
+    changed_at = scheduled.schedule_changed_at
     runs = scheduled_runs(api, scheduled.updated_deployment_id)
     times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
-    assert len(times) >= 3, f"after the schedule change the deployment has {len(times)} SCHEDULED runs; Prefect makes at least 3"
-    stale = [describe_instant(t) for t in times if t.minute % 2 or t.second or t.microsecond]
+    later = [t for t in times if t > changed_at]
+    assert len(later) >= 3, (
+        f"after the schedule change at {describe_instant(changed_at)} the deployment has {len(later)} SCHEDULED runs "
+        "due later; Prefect makes at least 3"
+    )
+    stale = [describe_instant(t) for t in later if t.minute % 2 or t.second or t.microsecond]
     assert not stale, (
-        f"{len(stale)} of the {len(times)} SCHEDULED runs are not on the new schedule {UPDATED_CRON!r}, e.g. "
-        f"{stale[:3]}: runs of the replaced schedule were kept. Prefect deletes a deployment's auto-scheduled runs "
-        "when its schedule changes, and schedules the new one"
+        f"{len(stale)} of the {len(later)} SCHEDULED runs due after the change at {describe_instant(changed_at)} are "
+        f"not on the new schedule {UPDATED_CRON!r}, e.g. {stale[:3]}: runs of the replaced schedule were kept. Prefect "
+        "deletes a deployment's auto-scheduled runs not yet due when its schedule changes, and schedules the new one"
     )
     repeated = sorted({describe_instant(t) for t in times if times.count(t) > 1})
     assert not repeated, f"occurrences scheduled more than once after the schedule change: {repeated[:3]}"
