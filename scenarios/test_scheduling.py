@@ -10,7 +10,8 @@ The single query that decides whether runners and workers ever run anything. Beh
   all of them; ``limit`` above 200 is a 422. Polling marks the deployment READY and sets ``last_polled``.
 * ``POST /work_pools/{name}/get_scheduled_flow_runs`` returns ``{work_pool_id, work_queue_id, flow_run}`` items,
   ``scheduled_after <= next_scheduled_start_time <= scheduled_before``, by queue priority first and time within
-  a queue; an unknown queue name is a 404.
+  a queue; an unknown queue name is a 404. It leaves out a run awaiting a retry in its flow's own process: the
+  engine's unforced FAILED with retries left is answered REJECT with AwaitingRetry, and that run is no worker's.
 
 The crafted instants make string order differ from time order: ``...T10:00:00Z`` (Prefect drops a zero
 fraction) sorts after ``...T10:00:00.500000Z`` as a string but is earlier in time.
@@ -26,7 +27,8 @@ import pytest
 
 from harness.target.api import ApiClient
 from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue,
-                                    limit_concurrency, pause_work_pool, pause_work_queue, scheduled_state, set_state)
+                                    fail_with_retries_left, limit_concurrency, pause_work_pool, pause_work_queue,
+                                    scheduled_state, set_state)
 from harness.checks.polling import (
     US,
     Dataset,
@@ -430,6 +432,24 @@ def test_work_queue_names_hands_out_a_run_moved_back_to_scheduled(api: ApiClient
     set_state(api, run_id, scheduled_state(later))
     assert_sequence(f"the same poll after the run went PENDING and back to SCHEDULED at {describe_instant(later)}",
                     [("held", later)], poll())
+
+
+def test_work_pool_poll_skips_a_run_retrying_in_process(api: ApiClient, pausable_pool: PausablePool) -> None:
+    """A run whose flow failed with retries left is retried by the flow's own process: Prefect answers the
+    engine's FAILED with AwaitingRetry and no worker's poll hands that run out (else a second process starts it,
+    Prefect issue #15458); runs scheduled anew, like the 'open' one, are still handed out."""
+    (run_id,) = [run_id for run_id, label in pausable_pool.dataset.labels.items() if label == "held"]
+    answers = fail_with_retries_left(api, run_id)
+    for state_type, expected in (("PENDING", "Pending"), ("RUNNING", "Running"), ("FAILED", "AwaitingRetry")):
+        state = answers[state_type].get("state") or {}
+        assert state.get("name") == expected, (
+            f"the flow engine proposed {state_type} for a due run with 1 retry left and the target answered "
+            f"{answers[state_type].get('status')} with state {state.get('type')} {state.get('name')!r}; Prefect's "
+            f"answer leaves the run {expected!r}" + (" (REJECT), which tells the engine to retry the flow in its own "
+                                                     "process" if state_type == "FAILED" else "")
+        )
+    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs while the 'held' run awaits its in-process "
+                    "retry", pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
 
 
 # --- concurrency limits: PENDING and RUNNING runs use up the pool's or the queue's slots ------------------------

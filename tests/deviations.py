@@ -336,6 +336,21 @@ class HandsOutOnce(RewritePoll):
         return fresh
 
 
+class RetriesByRescheduling(Deviation):
+    """Answers a flow engine's unforced FAILED by moving the run to AwaitingRetry as a plain new schedule, without
+    marking it as retried in process: a server whose polls then hand the run to a worker, which starts it a
+    second time while the flow's own process retries it (Prefect issue #15458)."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+            body = request.json() or {}
+            if (body.get("state") or {}).get("type") == "FAILED" and not body.get("force"):
+                now = dt.datetime.now(dt.timezone.utc).isoformat()
+                request.set_json({"force": True, "state": {"type": "SCHEDULED", "name": "AwaitingRetry",
+                                                           "state_details": {"scheduled_time": now}}})
+        return None
+
+
 def skip_late(body: dict, items: list) -> list:
     """A poll that filters on the state *name* Scheduled instead of the type SCHEDULED: Late runs are never started."""
     return [item for item in items if (run_of(item).get("state") or {}).get("name") != "Late"]

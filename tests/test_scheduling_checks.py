@@ -23,6 +23,7 @@ from tests.deviations import (
     PollFiltersOnlyByTime,
     RewriteJson,
     RewritePoll,
+    RetriesByRescheduling,
     RewriteRuns,
     StringComparedBefore,
     drop_ties,
@@ -71,6 +72,14 @@ CASES = [
         r"the same poll after the run went PENDING and back to SCHEDULED .*first difference at position 0",
         passes=s("paused_work_pool_hands_out_nothing"),
         select="moved_back or paused_work_pool",
+    ),
+    Case(
+        "in-process-retries-handed-out",
+        lambda _: RetriesByRescheduling(),
+        s("work_pool_poll_skips_a_run_retrying_in_process"),
+        r"awaits its in-process retry: first difference at position 0 \(expected 1 runs, got 2\).*actual\s+\[held@",
+        passes=s("paused_work_pool_hands_out_nothing"),
+        select="retrying_in_process or paused_work_pool",
     ),
     Case(
         "concurrency-limit-not-stored",

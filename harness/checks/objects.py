@@ -74,6 +74,20 @@ def set_state(api: ApiClient, run_id: str, state: str | dict[str, Any], *, force
     return api.post(f"/flow_runs/{run_id}/set_state", {"state": body, "force": force})
 
 
+def fail_with_retries_left(api: ApiClient, run_id: str) -> dict[str, dict[str, Any]]:
+    """What the flow engine does with a due run of a flow with ``retries=1`` whose first attempt fails: record
+    the retry policy (``PATCH /flow_runs/{id}``), propose PENDING, RUNNING, then FAILED, unforced, so the target's
+    orchestration decides. Returns the answer to each proposal by state type (Prefect: ACCEPT, ACCEPT, then
+    REJECT with an AwaitingRetry state)."""
+    api.call("PATCH", f"/flow_runs/{run_id}", {"empirical_policy": {"retries": 1, "retry_delay": 0}}, expect=(200, 204),
+             what="recording the flow's retry policy on its run")
+    set_state(api, run_id, scheduled_state(dt.datetime.now(dt.timezone.utc)))  # due now, as runs a worker starts
+    answers: dict[str, dict[str, Any]] = {}
+    for state_type in ("PENDING", "RUNNING", "FAILED"):
+        answers[state_type] = set_state(api, run_id, state_type, force=False)
+    return answers
+
+
 def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) -> dict[str, Any]:
     return api.post("/deployments/", {"flow_id": flow_id, "name": name, **fields})
 
