@@ -21,6 +21,7 @@ import pytest
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
 from harness.clients.actors import Actor
+from harness.reference.releases import CLIENT_VERSION_ENV, Release, release
 from harness.reporting.results import CHECK_ID, DESCRIPTION, OUTCOME, TARGET_DOWN, attach, describe
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
@@ -35,6 +36,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target-kind", default="url", help="what the target is: url, or a reference mode")
     group.addoption("--run-prefix", default=None, help="prefix of every object this run creates on the target")
     group.addoption("--artifacts-dir", default=None, help="folder for per-scenario logs and transcripts")
+    group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
+                    help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
+                         "installed on first use into the cache")
 
 
 #: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
@@ -174,13 +178,20 @@ def scenario_dir(artifacts_dir: Path, feature: str) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def client_release(request: pytest.FixtureRequest) -> Release:
+    """The Prefect release every real client of this run comes from (``--client-version``)."""
+    return release(request.config.getoption("--client-version"))
+
+
 @pytest.fixture(scope="module")
-def actors(target: Target, scenario_dir: Path) -> Iterator[Callable[..., Actor]]:
-    """``actors(start_runner, flow_name=..., ...)`` starts a real client through a recorder; all stop at teardown."""
+def actors(target: Target, scenario_dir: Path, client_release: Release) -> Iterator[Callable[..., Actor]]:
+    """``actors(start_runner, flow_name=..., ...)`` starts a real client of the run's release through a recorder;
+    all stop at teardown."""
     started: list[Actor] = []
 
     def start(factory: Callable[..., Actor], **kwargs: object) -> Actor:
-        actor = factory(target.api_url, scenario_dir, **kwargs)
+        actor = factory(target.api_url, scenario_dir, release=client_release, **kwargs)
         started.append(actor)
         return actor
 

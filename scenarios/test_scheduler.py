@@ -20,6 +20,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.clients.prefect_client import create_cron_deployment
+from harness.reference.releases import Release
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, runs_of_deployment
 from harness.checks.polling import Dataset, assert_sequence, create_run, poll_deployments, poll_pool
@@ -73,7 +74,8 @@ def scheduled_runs(api: ApiClient, deployment_id: str, before: dt.datetime | Non
 
 
 @pytest.fixture(scope="module")
-def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created) -> ScheduleOutcome:
+def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created,
+              client_release: Release) -> ScheduleOutcome:
     """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing.
 
     A paused twin and a deployment whose schedule is changed once the first runs exist are created first, so the
@@ -89,7 +91,7 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
     overdue.add(create_run(api, late_deployment["id"], module_names("overdue"), overdue.t0), "overdue", overdue.t0)
     updated = create_deployment(api, paused_flow["id"], module_names("updated-deployment"),
                                 schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
-    deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON)
+    deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON, client_release)
     outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"], updated["id"])
     flow = api.get(f"/deployments/{deployment_id}")["flow_id"]
     module_created.add(f"/flows/{flow}")

@@ -10,7 +10,6 @@ goes to a log file next to the transcript in the run's artifacts folder.
 from __future__ import annotations
 
 import json
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -18,7 +17,8 @@ from typing import Any, Mapping
 from harness.target.credentials import client_environment
 from harness.clients.processes import ManagedProcess, spawn
 from harness.clients.recorder import ReverseProxy
-from harness.reference.environment import clean_environment, prefect_executable
+from harness.reference.environment import clean_environment
+from harness.reference.releases import Release, pinned
 
 #: Client settings every actor runs with (names as of Prefect 3.9.1).
 FAST_CLIENT_SETTINGS: dict[str, str] = {
@@ -173,10 +173,11 @@ def start_runner(
     deployment_name: str,
     serve_kwargs: Mapping[str, Any] | None = None,
     name: str = "runner",
+    release: Release | None = None,
 ) -> Actor:
     """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder."""
     flow_file = write_flow_file(workdir / "flow", flow_name, deployment_name)
-    argv = [sys.executable, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
+    argv = [(release or pinned()).python, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
     return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0)
 
 
@@ -187,9 +188,10 @@ def start_worker(
     pool_name: str,
     worker_name: str,
     name: str = "worker",
+    release: Release | None = None,
 ) -> Actor:
     """``prefect worker start --pool POOL --type process`` in a child process, through a recorder."""
-    argv = [prefect_executable(), "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
+    argv = [(release or pinned()).prefect, "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
     return _start(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
 
 
@@ -209,17 +211,18 @@ def task_environment(workdir: Path, storage: Path) -> dict[str, str]:
 
 
 def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path,
-                      name: str = "task-worker") -> Actor:
+                      name: str = "task-worker", release: Release | None = None) -> Actor:
     """``prefect.task_worker.serve(task)`` in a child process, through a recorder."""
-    return _start(target_api_url, workdir, name, [sys.executable, str(tasks_file), "serve"], cwd=tasks_file.parent,
+    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(tasks_file), "serve"], cwd=tasks_file.parent,
                   extra_env=task_environment(workdir, storage), sigint_wait=3.0)
 
 
 def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path, count: int,
-                         timeout: float, out: Path, name: str = "task-submitter") -> Actor:
+                         timeout: float, out: Path, name: str = "task-submitter",
+                         release: Release | None = None) -> Actor:
     """A second real client: ``task.delay(n)`` for n in range(count), then each future's ``result()``; it writes
     the task run ids and what each ``result()`` gave to ``out`` and exits."""
-    argv = [sys.executable, str(tasks_file), "submit", str(count), str(timeout), str(out)]
+    argv = [(release or pinned()).python, str(tasks_file), "submit", str(count), str(timeout), str(out)]
     return _start(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage))
 
 

@@ -201,6 +201,7 @@ class ReverseProxy:
                 latency_ms=round((time.time() - started) * 1000, 2),
                 request_summary=summarize_body(request.body),
                 response_summary=summarize_body(response.body, 160),
+                user_agent=user_agent(scope),
             )
         )
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
@@ -238,7 +239,8 @@ class ReverseProxy:
         def record(status: int, subprotocol: str | None = None, detail: str = "") -> None:
             self._record(
                 Exchange(self.actor, "WS", self._relative(path), status, started,
-                         round((time.time() - started) * 1000, 2), f"subprotocols={offered}", detail, True, subprotocol)
+                         round((time.time() - started) * 1000, 2), f"subprotocols={offered}", detail, True, subprotocol,
+                         user_agent(scope))
             )
 
         if refused is not None:
@@ -298,3 +300,8 @@ class ReverseProxy:
                 task.cancel()
             await upstream.close()
             record(101, upstream.subprotocol, f"messages client->target {counts['in']}, target->client {counts['out']}")
+
+
+def user_agent(scope: dict) -> str:
+    """The ``User-Agent`` header of an ASGI request, or ``""``."""
+    return next((value.decode("latin-1") for key, value in scope["headers"] if key == b"user-agent"), "")

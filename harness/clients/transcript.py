@@ -28,6 +28,8 @@ class Exchange:
     response_summary: str = ""
     websocket: bool = False
     subprotocol: str | None = None
+    #: The client's ``User-Agent`` (Prefect's clients send ``prefect/X.Y.Z (API ...)``): which release spoke.
+    user_agent: str = ""
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
@@ -67,6 +69,11 @@ class Transcript:
     actor: str
     path: Path
     exchanges: list[Exchange]
+
+    @property
+    def user_agents(self) -> list[str]:
+        """The distinct ``User-Agent`` values the actor sent, in order of first use."""
+        return list(dict.fromkeys(e.user_agent for e in self.exchanges if e.user_agent))
 
 
 def transcripts(artifacts_dir: Path | None) -> list[Transcript]:

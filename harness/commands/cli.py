@@ -33,6 +33,7 @@ from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
 from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.reference.releases import CLIENT_VERSION_ENV, release
 from harness.target.preflight import Target, preflight
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
 
@@ -123,6 +124,14 @@ def build_parser() -> argparse.ArgumentParser:
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS) for --target, the bundled reference's own when it runs; "
         f"also {SCHEDULER_INTERVAL_ENV}",
     )
+    run.add_argument(
+        "--client-version",
+        metavar="X.Y.Z",
+        default=os.environ.get(CLIENT_VERSION_ENV) or None,
+        help=f"run every real client (Runner, worker, task worker, Prefect's client calls) from this Prefect "
+        f"release instead of {PREFECT_REFERENCE_VERSION}; installed from PyPI on first use into the cache, with "
+        f"dependencies as they stood on the release's date (also ${CLIENT_VERSION_ENV})",
+    )
     gate = run.add_argument_group("CI gate")
     gate.add_argument(
         "--expectations",
@@ -199,6 +208,7 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
                            "(a database this run may own). Hint: or use --reference docker-postgres.")
     expected = load_expectation_entries(args)
+    client = release(args.client_version)  # installed now, once, not by each pytest worker
     rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
     baseline_path = args.compare
     baseline = read_results_json(baseline_path) if baseline_path else None
@@ -224,7 +234,7 @@ def run(args: argparse.Namespace) -> int:
             target_kind=target.kind,
             target_version=target.version,
             suite_version=__version__,
-            client_version=PREFECT_REFERENCE_VERSION,
+            client_version=client.version,
             run_prefix=new_run_prefix(started),
             started=started.isoformat(),
             expectations_file=str(args.expectations or ""),
@@ -348,6 +358,8 @@ def run_scenarios(
         pytest_args += ["-k", args.keyword]
     if args.markers:
         pytest_args += ["-m", args.markers]
+    if args.client_version:
+        pytest_args += ["--client-version", args.client_version]
     if str(args.parallel) not in ("1", "0"):
         pytest_args += ["-n", str(args.parallel), "--dist", "loadfile"]
     pytest_args += list(args.pytest_args)

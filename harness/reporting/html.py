@@ -98,7 +98,8 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
     if found:
         out.append("<h2>What the real clients sent</h2><p class=meta>Recorded by the proxy in front of each actor; raw transcripts are in the artifacts folder.</p>")
         for t in found:
-            out.append(f"<details><summary><code>{_e(t.feature)}</code>: <b>{_e(t.actor)}</b>, {len(t.exchanges)} requests</summary>"
+            out.append(f"<details><summary><code>{_e(t.feature)}</code>: <b>{_e(t.actor)}</b>, {len(t.exchanges)} requests"
+                       + "".join(f", <code>{_e(agent)}</code>" for agent in t.user_agents) + "</summary>"
                        "<table><tr><th>request</th><th>answers</th><th>count</th></tr>")
             out += [f"<tr><td><code>{_e(e)}</code></td><td>{_e(s)}</td><td class=n>{n}</td></tr>" for e, s, n in condense(t.exchanges)]
             out.append("</table></details>")

@@ -79,7 +79,8 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", "## What the real clients sent", "", "Recorded by the proxy in front of each actor.", ""]
         for t in found:
             lines += [
-                f"<details><summary><code>{t.feature}</code>: {t.actor}, {len(t.exchanges)} requests "
+                f"<details><summary><code>{t.feature}</code>: {t.actor}, {len(t.exchanges)} requests"
+                + "".join(f", <code>{agent}</code>" for agent in t.user_agents) + " "
                 f"(<code>{t.path.relative_to(artifacts_dir.parent)}</code>)</summary>",
                 "",
                 "| request | answers | count |",
