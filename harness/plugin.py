@@ -21,8 +21,9 @@ import pytest
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
 from harness.clients.actors import Actor
-from harness.reference.releases import CLIENT_VERSION_ENV, Release, release
-from harness.reporting.results import CHECK_ID, DESCRIPTION, OUTCOME, TARGET_DOWN, attach, describe
+from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release
+from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
+                                      check_id, describe)
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
 from harness.target.errors import TargetUnavailable, outcome_of
@@ -36,6 +37,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target-kind", default="url", help="what the target is: url, or a reference mode")
     group.addoption("--run-prefix", default=None, help="prefix of every object this run creates on the target")
     group.addoption("--artifacts-dir", default=None, help="folder for per-scenario logs and transcripts")
+    group.addoption("--target-version", default=None,
+                    help="the target's release as its /admin/version says (the CLI passes it): checks Prefect's own "
+                         "releases do not honour for this server and client are reported n/a")
     group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
                     help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
                          "installed on first use into the cache")
@@ -72,6 +76,22 @@ def target_health(api_url: str) -> str | None:
     if response.status_code == 200 and response.text.strip() == "true":
         return None
     return f"GET /health answered {response.status_code} {response.text[:120]!r}"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark ``n/a`` the checks that do not hold for this run's server and client releases (``releases.toml``),
+    before any of their fixtures start a client."""
+    server = config.getoption("--target-version")
+    if not server:
+        return
+    client = config.getoption("--client-version") or pinned().version
+    for item in items:
+        if "scenarios" not in item.path.parts:
+            continue
+        marker = item.get_closest_marker("check_id")
+        reason = not_applicable(check_id(item.nodeid, marker.args[0] if marker else "")[0], client, server)
+        if reason:
+            item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE_PREFIX + reason))
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

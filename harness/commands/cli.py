@@ -25,6 +25,7 @@ from harness.target.credentials import redact
 from harness.target.errors import HarnessError, TargetUnavailable
 from harness.checks.naming import new_run_prefix
 from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.commands import matrix as matrix_command
 from harness.reporting import expectations as expectations_file
 from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.history import prepare_report_dir, previous_results, target_identity
@@ -33,7 +34,8 @@ from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
 from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.reference.environment import FAST_SERVICE_SETTINGS
-from harness.reference.releases import CLIENT_VERSION_ENV, release
+from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, Release, pinned, release,
+                                       scheduler_loop_seconds)
 from harness.target.preflight import Target, preflight
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
 
@@ -86,6 +88,10 @@ def build_parser() -> argparse.ArgumentParser:
         "PostgreSQL database --reference-db-url; 'docker' = a container (testcontainers) on SQLite; "
         "'docker-postgres' = a container plus a PostgreSQL container on a private network (also $REFERENCE)",
     )
+    run.add_argument("--reference-version", metavar="X.Y.Z", default=os.environ.get(REFERENCE_VERSION_ENV) or None,
+                     help=f"run the bundled reference (local modes) from this Prefect release instead of "
+                     f"{PREFECT_REFERENCE_VERSION}, installed on first use like --client-version (also "
+                     f"${REFERENCE_VERSION_ENV})")
     run.add_argument("--reference-image", metavar="IMAGE", default=os.environ.get("REFERENCE_IMAGE") or None,
                      help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11, or its "
                      "equivalent built here from Debian and PyPI packages when the engine cannot pull it; "
@@ -165,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     compare.add_argument("before", type=absolute_path, metavar="OLD_RESULTS_JSON")
     compare.add_argument("after", type=absolute_path, metavar="NEW_RESULTS_JSON")
+    matrix_command.add_parser(commands, absolute_path)
     return parser
 
 
@@ -177,6 +184,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ[REGISTRY_ENV] = str(registry)
     os.environ.setdefault(RUN_MARKER_ENV, registry.name)
     try:
+        if args.command == "matrix":
+            return matrix_command.matrix(args)
         return compare(args) if args.command == "compare" else run(args)
     except (TargetUnavailable, HarnessError) as exc:
         print(f"prefect-conformance: {exc}", file=sys.stderr)
@@ -197,8 +206,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
     if args.scheduler_interval:
         os.environ[SCHEDULER_INTERVAL_ENV] = str(args.scheduler_interval)
-    elif not args.target:  # the bundled reference loops as its settings say
-        os.environ.setdefault(SCHEDULER_INTERVAL_ENV, FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
+    elif not args.target:  # the bundled reference loops as its settings say, where its release honours them
+        configured = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
+        loop = scheduler_loop_seconds(args.reference_version, configured) if args.reference_version else configured
+        os.environ.setdefault(SCHEDULER_INTERVAL_ENV, f"{loop:g}")
     started = dt.datetime.now(dt.timezone.utc)
     clock = time.monotonic()
     # Everything that can be wrong with the invocation is checked before anything is written or started.
@@ -207,8 +218,14 @@ def run(args: argparse.Namespace) -> int:
     if not args.target and args.reference == "local-postgres" and not args.reference_db_url:
         raise HarnessError("--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
                            "(a database this run may own). Hint: or use --reference docker-postgres.")
+    if args.reference_version and args.target:
+        raise HarnessError("--reference-version chooses the bundled reference's release; it has no meaning with --target.")
+    if args.reference_version and args.reference.startswith("docker"):
+        raise HarnessError(f"--reference-version runs only the local references so far; --reference {args.reference} "
+                           f"is Prefect {PREFECT_REFERENCE_VERSION}. Hint: use --reference local or local-postgres.")
     expected = load_expectation_entries(args)
     client = release(args.client_version)  # installed now, once, not by each pytest worker
+    served = release(args.reference_version) if not args.target else None
     rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
     baseline_path = args.compare
     baseline = read_results_json(baseline_path) if baseline_path else None
@@ -225,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     try:
         if target is None:
-            reference = start_reference(args, report_dir)
+            reference = start_reference(args, report_dir, served)
             target = preflight(reference.api_url, kind=f"reference-{args.reference}")
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
         collector = ResultCollector()
@@ -307,10 +324,12 @@ def compare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff.new_failures else EXIT_PASSED
 
 
-def start_reference(args: argparse.Namespace, report_dir: Path):
-    """Start the bundled reference in the requested mode; the caller stops it."""
+def start_reference(args: argparse.Namespace, report_dir: Path, served: Release | None = None):
+    """Start the bundled reference in the requested mode (of release ``served``, default the pinned one); the
+    caller stops it."""
     mode = args.reference
-    print(f"prefect-conformance: starting the reference server (Prefect {PREFECT_REFERENCE_VERSION}, {mode})", flush=True)
+    served = served or pinned()
+    print(f"prefect-conformance: starting the reference server (Prefect {served.version}, {mode})", flush=True)
     workdir = report_dir / "reference"
     if mode.startswith("docker"):
         from harness.reference.docker import DEFAULT_POSTGRES_IMAGE, DEFAULT_REFERENCE_IMAGE, DockerReference
@@ -321,7 +340,8 @@ def start_reference(args: argparse.Namespace, report_dir: Path):
     else:
         from harness.reference.local import LocalReference
 
-        reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "")
+        reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "",
+                                   release=served)
     reference.start()
     return reference
 
@@ -360,6 +380,7 @@ def run_scenarios(
         pytest_args += ["-m", args.markers]
     if args.client_version:
         pytest_args += ["--client-version", args.client_version]
+    pytest_args += ["--target-version", target.version]
     if str(args.parallel) not in ("1", "0"):
         pytest_args += ["-n", str(args.parallel), "--dist", "loadfile"]
     pytest_args += list(args.pytest_args)

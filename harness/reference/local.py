@@ -19,10 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
-from harness import PREFECT_REFERENCE_VERSION
 from harness.locations import cache_dir as user_cache_dir
 from harness.clients.processes import ManagedProcess, spawn
-from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port, prefect_executable
+from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port
+from harness.reference.releases import Release, pinned
 from harness.reference.server import ReferenceServer
 from harness.target.errors import HarnessError, WaitTimeout
 from harness.waits import wait_for_health
@@ -41,6 +41,8 @@ class LocalReference(ReferenceServer):
     #: migrates it on start. It must be a database this run may own.
     db_url: str = ""
     port: int = 0
+    #: The Prefect release that serves (``--reference-version``); default the pinned one.
+    release: Release = field(default_factory=pinned)
     process: ManagedProcess | None = field(default=None, init=False)
     startup_seconds: float = field(default=0.0, init=False)
 
@@ -53,7 +55,7 @@ class LocalReference(ReferenceServer):
         home = self.workdir / "prefect-home"
         home.mkdir(parents=True, exist_ok=True)
         if not self.db_url:
-            shutil.copy2(ensure_template_database(self.cache_dir), home / "prefect.db")
+            shutil.copy2(ensure_template_database(self.cache_dir, self.release), home / "prefect.db")
         self.port = self.port or free_port()
         env = clean_environment(
             {
@@ -67,7 +69,7 @@ class LocalReference(ReferenceServer):
                 "PREFECT_SERVER_API_PORT": str(self.port),
             }
         )
-        argv = [prefect_executable(), "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"]
+        argv = [self.release.prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"]
         self.process = spawn("reference-server", argv, log_path=self.log_path, env=env, cwd=home)
         self._wait_ready(READY_TIMEOUT)
         self.startup_seconds = time.monotonic() - started
@@ -96,12 +98,13 @@ class LocalReference(ReferenceServer):
             self.process = None
 
 
-def ensure_template_database(cache_dir: Path) -> Path:
-    """A migrated, empty SQLite database for the pinned Prefect, built once and cached.
+def ensure_template_database(cache_dir: Path, release: Release | None = None) -> Path:
+    """A migrated, empty SQLite database for the release (default: the pinned one), built once and cached.
 
     Built in a temporary folder and renamed into place, so concurrent runs never see half a database.
     """
-    target = cache_dir / f"reference-db-prefect-{PREFECT_REFERENCE_VERSION}" / "prefect.db"
+    release = release or pinned()
+    target = cache_dir / f"reference-db-prefect-{release.version}" / "prefect.db"
     if target.exists():
         return target
     target.parent.parent.mkdir(parents=True, exist_ok=True)
@@ -110,7 +113,7 @@ def ensure_template_database(cache_dir: Path) -> Path:
         home.mkdir()
         env = clean_environment({"PREFECT_HOME": str(home)})
         log = Path(tmp) / "migrate.log"
-        proc = spawn("migrate-template-db", [prefect_executable(), "server", "database", "upgrade", "-y"], log_path=log, env=env)
+        proc = spawn("migrate-template-db", [release.prefect, "server", "database", "upgrade", "-y"], log_path=log, env=env)
         try:
             code = proc.popen.wait(timeout=180)
         finally:

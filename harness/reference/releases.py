@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import fcntl
+import fnmatch
 import re
 import shutil
 import subprocess
@@ -38,6 +39,8 @@ VERSION = re.compile(r"^\d+\.\d+\.\d+$")
 COMPLETE = ".prefect-conformance-complete"
 #: The environment variable that names the clients' release, as ``--client-version`` does.
 CLIENT_VERSION_ENV = "PREFECT_CONFORMANCE_CLIENT_VERSION"
+#: And the one that names the bundled reference's release, as ``--reference-version`` does.
+REFERENCE_VERSION_ENV = "PREFECT_CONFORMANCE_REFERENCE_VERSION"
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,7 @@ def release(version: str | None, *, cache: Path | None = None, announce: Callabl
     if not version or version == installed_version("prefect"):
         return pinned()
     if not VERSION.match(version):
-        raise HarnessError(f"--client-version {version!r} is not a Prefect release number. Hint: write it as X.Y.Z, "
+        raise HarnessError(f"{version!r} is not a Prefect release number. Hint: write it as X.Y.Z, "
                            "e.g. 3.4.25")
     root = (cache or cache_dir()) / "releases" / f"prefect-{version}"
     python = root / "bin" / "python"
@@ -81,9 +84,59 @@ def release(version: str | None, *, cache: Path | None = None, announce: Callabl
 
 def pins(version: str, path: Path = PINS_FILE) -> list[str]:
     """Requirements ``releases.toml`` adds for ``version`` (by exact version, then by ``X.Y``)."""
-    table = tomllib.loads(path.read_text()).get("pins", {})
-    minor = version.rsplit(".", 1)[0]
-    return list(table.get(version, table.get(minor, [])))
+    return list(_lookup("pins", version, path) or [])
+
+
+def scheduler_loop_seconds(version: str, configured: float, path: Path = PINS_FILE) -> float:
+    """How often a server of ``version`` started with ``configured`` as its scheduler loop setting really loops."""
+    return float(_lookup("scheduler_loop_seconds", version, path) or configured)
+
+
+@dataclass(frozen=True)
+class NotApplicable:
+    """Checks that do not hold for a pair of server and client releases, because Prefect itself differs there."""
+
+    checks: tuple[str, ...]
+    reason: str
+    #: PEP 440 specifiers (``"<3.1"``); empty means every release.
+    clients: str = ""
+    servers: str = ""
+
+    def holds(self, check: str, client_version: str, server_version: str) -> bool:
+        return (any(fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
+                and _within(client_version, self.clients) and _within(server_version, self.servers))
+
+
+def not_applicable_rules(path: Path = PINS_FILE) -> list[NotApplicable]:
+    return [NotApplicable(tuple(entry["checks"]), entry["reason"], entry.get("clients", ""), entry.get("servers", ""))
+            for entry in tomllib.loads(path.read_text()).get("not_applicable", [])]
+
+
+def not_applicable(check: str, client_version: str, server_version: str, path: Path = PINS_FILE) -> str | None:
+    """Why ``check`` does not apply to this server and client release, or None when it does."""
+    for rule in not_applicable_rules(path):
+        if rule.holds(check, client_version, server_version):
+            return rule.reason
+    return None
+
+
+def _within(version: str, specifiers: str) -> bool:
+    """True when ``version`` satisfies ``specifiers``; a version that is no release number (a port's own) never
+    does, so a port is held to every check unless it claims a Prefect release."""
+    if not specifiers:
+        return True
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+
+    try:
+        return Version(version) in SpecifierSet(specifiers)
+    except InvalidVersion:
+        return False
+
+
+def _lookup(table: str, version: str, path: Path):
+    entries = tomllib.loads(path.read_text()).get(table, {})
+    return entries.get(version, entries.get(version.rsplit(".", 1)[0]))
 
 
 def uploaded_at(version: str, index_url: str = INDEX_URL) -> dt.datetime:

@@ -18,7 +18,7 @@ def render_junit(run: RunInfo, results: list[CheckResult]) -> str:
         suite = ET.SubElement(
             suites, "testsuite", name=feature, tests=str(len(items)),
             failures=str(c["failed"] + c["unsupported"]), errors=str(c["error"]),
-            skipped=str(c["skipped"] + c["expected-failure"]), time=f"{sum(r.duration for r in items):.3f}",
+            skipped=str(c["skipped"] + c["n/a"] + c["expected-failure"]), time=f"{sum(r.duration for r in items):.3f}",
         )
         properties = ET.SubElement(suite, "properties")
         for name, value in (("target", run.target_url), ("target_version", run.target_version), ("suite_version", run.suite_version)):
@@ -32,8 +32,8 @@ def render_junit(run: RunInfo, results: list[CheckResult]) -> str:
                 ET.SubElement(case, "error", type="harness-error", message=first).text = r.message
             elif r.status == "expected-failure":
                 ET.SubElement(case, "skipped", type="expected-failure", message=f"expected failure: {r.expectation}").text = r.message
-            elif r.status == "skipped":
-                ET.SubElement(case, "skipped", message=first)
+            elif r.status in ("skipped", "n/a"):
+                ET.SubElement(case, "skipped", message=first if r.status == "skipped" else f"n/a: {first}")
             elif r.status == "unexpected-pass":
                 ET.SubElement(case, "system-out").text = f"unexpected pass: listed as failing ({r.expectation})"
     ET.indent(suites)

@@ -9,7 +9,8 @@ where ``feature`` is the scenario module's name without ``test_`` (``scenarios/t
 ``timestamps``). A check that is renamed keeps its old id: the test carries
 ``@pytest.mark.check_id("feature/old_name")``, which replaces the part before any ``[parameter]``.
 
-Outcomes (from the run alone): passed, failed, unsupported, skipped, error.
+Outcomes (from the run alone): passed, failed, unsupported, skipped, n/a, error. ``n/a``: the check does not apply
+to this pair of server and client releases (Prefect itself differs there; see ``harness/releases.toml``).
 Statuses (after the expectations file): the same, plus expected-failure (listed, and not passing) and
 unexpected-pass (listed, but passing). The gate fails on failed, unsupported and error.
 """
@@ -30,7 +31,9 @@ RESULTS_SCHEMA_VERSION = 1
 #: The order features are reported in.
 FEATURE_ORDER = ("timestamps", "scheduling", "scheduler", "serve", "worker", "task_worker")
 
-STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "error")
+STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "n/a", "error")
+#: How a skip reason starts when the check does not apply to the releases in this run (status ``n/a``).
+NOT_APPLICABLE_PREFIX = "n/a: "
 #: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".
 GATE_FAILING = frozenset({"failed", "unsupported", "error"})
 NOT_PASSING = frozenset({"failed", "unsupported"})
@@ -126,8 +129,10 @@ class ResultCollector:
         result.duration += report.duration
         result.description = result.description or properties.get(DESCRIPTION, "")
         if report.skipped and result.outcome == "passed":
-            result.outcome = result.status = "skipped"
-            result.message = _skip_reason(report)
+            reason = _skip_reason(report)
+            not_applicable = reason.startswith(NOT_APPLICABLE_PREFIX)
+            result.outcome = result.status = "n/a" if not_applicable else "skipped"
+            result.message = reason.removeprefix(NOT_APPLICABLE_PREFIX)
         elif report.failed and result.outcome in ("passed", "skipped"):
             # The plugin classified the exception; a failure without a class is a harness error.
             result.outcome = result.status = properties.get(OUTCOME, "error")
