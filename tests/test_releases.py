@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import sys
 from importlib.metadata import version as installed_version
 from pathlib import Path
 
 import pytest
 
-from harness.reference.releases import Release, pins, pinned, release
+from harness.commands.matrix import Column, ColumnResult
+from harness.commands.matrix import render_html as render_matrix
+from harness.reference.releases import Release, not_applicable, pins, pinned, release
 from harness.target.errors import HarnessError
+from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS
+from tests.deviations import RewritePoll
+from tests.test_gate import CHROMIUM
 
 #: A release before the worker's websocket channel (3.7.1) and before stdlib datetimes replaced pendulum's in
 #: some client paths: old enough to differ, new enough that Prefect supports it against a 3.9.1 server.
@@ -37,24 +45,82 @@ def test_pins_come_by_exact_version_then_by_minor_series(tmp_path: Path) -> None
     assert pins("3.4.25", data) == []
 
 
+def test_not_applicable_rules_match_check_client_and_server(tmp_path: Path) -> None:
+    data = tmp_path / "releases.toml"
+    data.write_text('[[not_applicable]]\nchecks = ["serve/served_*"]\nclients = "<3.2"\nservers = ">3.4.25"\nreason = "r"\n')
+    assert not_applicable("serve/served_run_completes", "3.0.11", "3.9.1", data) == "r"
+    assert not_applicable("serve/served_run_completes", "3.0.11", "3.4.25", data) is None  # server outside the range
+    assert not_applicable("serve/served_run_completes", "3.9.1", "3.9.1", data) is None  # client outside the range
+    assert not_applicable("serve/runner_polls_deployments_endpoint", "3.0.11", "3.9.1", data) is None
+    assert not_applicable("serve/served_run_completes", "3.0.11", "zig-0.4", data) is None  # a port's own version
+
+
 def test_another_release_is_a_separate_interpreter() -> None:
     other = Release(OLDER, "/cache/releases/prefect-3.4.25/bin/python")
     assert not other.is_pinned and other.prefect == "/cache/releases/prefect-3.4.25/bin/prefect"
 
 
+def nulled_after_the_first(body: dict, items: list) -> list:
+    """A deployments poll whose answer has a null next_scheduled_start_time on every run but the first: harmless
+    to Runners from 3.6.22, fatal to older ones, which sort the answer with ``or datetime.max`` (naive against
+    aware instants). Runs are handed out two at a time, so the mix reaches the Runner whatever the timing."""
+    if len(items) < 2:
+        return []
+    return items[:1] + [{**run, "next_scheduled_start_time": None} for run in items[1:]]
+
+
 @pytest.mark.long
-def test_clients_of_another_release_run_the_worker_and_task_worker_checks(reference, suite) -> None:
-    """``--client-version`` runs every actor from that release (installed on first use, one line saying so), the
-    reports name it, and each actor's transcript proves it: Prefect's clients send ``prefect/X.Y.Z`` as their
-    User-Agent."""
-    run = suite("--target", reference.api_url, "-m", "worker or task_worker", "--client-version", OLDER)
-    assert run.code == 0 and len(run.passed()) == 11, run.explain()
-    installed = [line for line in run.stdout.splitlines() if "installed Prefect" in line]
-    assert all(f"Prefect {OLDER} in" in line and " MB, " in line for line in installed), run.explain()
-    results = json.loads((run.report_dir / "results.json").read_text())
-    assert results["run"]["client_version"] == OLDER, results["run"]
-    for actor in ("worker/worker", "task_worker/task-submitter"):
-        transcript = (run.report_dir / "artifacts" / f"{actor}.transcript.jsonl").read_text()
+def test_matrix_shows_a_target_that_breaks_only_old_clients_red_in_their_column(deviating, tmp_path: Path) -> None:
+    """``matrix --target URL --clients OLD,PINNED``: one column per client release, each a full run with that
+    release's actors (installed on first use, one line saying so); a target that only old Runners choke on is red
+    in the old column alone, and each actor's transcript proves its release by the User-Agent it sent."""
+    proxy = deviating(RewritePoll(nulled_after_the_first))
+    current = pinned().version
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.commands.cli", "matrix", "--target", proxy.api_url, "--clients", f"{OLDER},{current}",
+         "-m", "serve or worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})", "--jobs", "2", "--report-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+    )
+    explain = f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 1, explain
+    assert all(f"Prefect {OLDER} in" in line and " MB, " in line
+               for line in proc.stdout.splitlines() if "installed Prefect" in line), explain
+    root = tmp_path / "matrix"
+    document = json.loads((root / "matrix.json").read_text())
+    old, new = f"server-target_clients-{OLDER}", f"server-target_clients-{current}"
+    red = {(check, column) for check, row in document["checks"].items() for column, cell in row["cells"].items()
+           if cell["status"] != "passed"}
+    assert red == {("serve/served_run_completes", old), ("serve/served_run_is_not_a_worker_run", old)}, explain
+    assert len(document["checks"]) == 12 and document["works_with_clients"] == [current], document["columns"]
+    for column, version in ((old, OLDER), (new, current)):
+        latest = root / column / "latest"
+        assert json.loads((latest / "results.json").read_text())["run"]["client_version"] == version
+        transcript = (latest / "artifacts" / "worker" / "worker.transcript.jsonl").read_text()
         agents = {json.loads(line)["user_agent"] for line in transcript.splitlines()}
-        assert f"prefect/{OLDER} (API 0.8.4)" in agents, f"{actor}: {agents}"
-    assert f"clients from Prefect {OLDER}" in (run.report_dir / "report.md").read_text()
+        assert any(agent.startswith(f"prefect/{version} ") for agent in agents), f"{column}: {agents}"
+    assert f"clients {OLDER}" in (root / "matrix.html").read_text()
+
+
+@pytest.mark.skipif(CHROMIUM is None or shutil.which("pdftotext") is None, reason="needs Debian's chromium and poppler-utils (.ci/run installs them)")
+def test_matrix_html_renders_in_a_real_browser(tmp_path: Path) -> None:
+    columns = [ColumnResult(Column("target", "3.4.25"), 1, 14.0, {"passed": 4, "failed": 1}),
+               ColumnResult(Column("target", "3.9.1"), 0, 15.0, {"passed": 5})]
+    cell = {"status": "passed", "message": ""}
+    checks = {
+        "serve/served_run_completes": {"feature": "serve", "description": "d", "cells": {
+            columns[0].column.id: {"status": "failed", "message": "the runner exited with code 1"},
+            columns[1].column.id: cell}},
+        "worker/worker_run_carries_pool_and_worker_labels": {"feature": "worker", "description": "d", "cells": {
+            columns[0].column.id: {"status": "n/a", "message": "workers label runs from 3.1.2 on"},
+            columns[1].column.id: cell}},
+    }
+    page = tmp_path / "matrix.html"
+    page.write_text(render_matrix(columns, checks))
+    assert "<script" not in page.read_text()
+    pdf = tmp_path / "matrix.pdf"
+    subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer",
+                    f"--print-to-pdf={pdf}", page.as_uri()], capture_output=True, timeout=120, check=True)
+    text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
+    for visible in ("prefect-conformance matrix", "works with clients: 3.9.1", "clients 3.4.25", "clients 3.9.1",
+                    "1 failed", "serve/served_run_completes", "failed", "n/a", "worker"):
+        assert visible in text, f"{visible!r} is not visible in the rendered matrix:\n{text[:2000]}"
