@@ -2,6 +2,7 @@
 #   make conformance                         suite against the bundled reference server (real Prefect)
 #   make conformance TARGET=http://h:4200/api suite against any Prefect-compatible server
 #   make conformance TARGET=url EXPECTATIONS=expectations/my-server.toml [UPDATE_EXPECTATIONS=1]
+#   make matrix [TARGET=url]                 suite over Prefect releases as servers and clients (matrix.html)
 #   make test                                the project's own tests, in parallel (what .ci/run calls)
 #   make bench | make flake-check N=20       timings of the suite; pass rate per check over N runs
 
@@ -14,10 +15,10 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv browser conformance test bench flake-check reference-images differential clean help
+.PHONY: venv browser conformance matrix test bench flake-check reference-images differential clean help
 
 help:
-	@sed -n '2,7p' Makefile
+	@sed -n '2,8p' Makefile
 
 venv: $(STAMP)
 
@@ -40,6 +41,11 @@ VERDICT = case $$1 in 0) echo "verdict: 0 — passed";; 1) echo "verdict: 1 — 
 conformance: $(STAMP)
 	@set -- 0; $(BIN)/prefect-conformance run $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) \
 	  $(if $(EXPECTATIONS),--expectations $(EXPECTATIONS)) $(if $(UPDATE_EXPECTATIONS),--update-expectations) $(ARGS) \
+	  || set -- $$?; $(VERDICT); exit $$1
+
+# The suite over a grid of Prefect releases (servers x clients); ARGS e.g. "--clients 3.4.25,3.9.1 --jobs 2".
+matrix: $(STAMP)
+	@set -- 0; $(BIN)/prefect-conformance matrix $(if $(TARGET),--target $(TARGET)) --report-dir $(REPORT_DIR) $(ARGS) \
 	  || set -- $$?; $(VERDICT); exit $$1
 
 # The project's own tests run in parallel: most of their time is spent waiting on real servers and clients.

@@ -99,9 +99,18 @@ def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) ->
 
 
 def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process") -> dict[str, Any]:
-    pool = api.post("/work_pools/", {"name": name, "type": pool_type})
+    pool = create_own(api, "/work_pools/", {"name": name, "type": pool_type}, f"/work_pools/{name}")
     created.add(f"/work_pools/{name}")
     return pool
+
+
+def create_own(api: ApiClient, path: str, body: dict[str, Any], read_path: str) -> dict[str, Any]:
+    """POST a create of an object with this run's unique name; a 409 after retried 5xx answers means an earlier
+    attempt landed (Prefect 3.0 on SQLite answers 503 "database is locked" after committing), so read it back."""
+    answer = api.request("POST", path, json_body=body)
+    if answer.status == 409 and answer.retried_for:
+        return api.get(read_path)
+    return answer.expect((200, 201), request_body=body)
 
 
 def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int | None = None) -> dict[str, Any]:
@@ -109,7 +118,7 @@ def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int |
     if priority is not None:
         body["priority"] = priority
     # No trailing slash: Prefect answers 307 to POST /work_pools/{name}/queues/.
-    return api.post(f"/work_pools/{pool_name}/queues", body)
+    return create_own(api, f"/work_pools/{pool_name}/queues", body, f"/work_pools/{pool_name}/queues/{name}")
 
 
 def pause_work_pool(api: ApiClient, pool_name: str, paused: bool) -> None:

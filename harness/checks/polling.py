@@ -119,6 +119,9 @@ def page_like_a_runner(
         pages.append([(run["id"], read_instant(run.get("next_scheduled_start_time"),
                                                f"page {number}: next_scheduled_start_time of run {run.get('name')!r}"))
                       for run in page])
-        with ThreadPoolExecutor(SETUP_CONCURRENCY) as pool:  # the Runner proposes PENDING for each run it got
-            list(pool.map(lambda run: set_state(api, run["id"], "PENDING"), page))
+        # The Runner proposes PENDING for each run it got. One at a time here: this check is about paging, and
+        # Prefect before 3.9 on SQLite (3.2.15, 3.4.25, 3.6.29) left one of several concurrent set_state calls
+        # unanswered for over 30 s.
+        for run in page:
+            set_state(api, run["id"], "PENDING")
     return pages

@@ -20,20 +20,22 @@ from harness.target.credentials import client_environment
 from harness.target.errors import HarnessError, UnexpectedAnswer
 
 #: The same calls as :func:`create_cron_deployment` makes in-process, for another release's interpreter; the
-#: schedule classes and client methods used here have kept their names since Prefect 3.0.
+#: schedule classes and the asynchronous client's methods used here have kept their names since Prefect 3.0.
 CRON_DEPLOYMENT_SCRIPT = """
-import json, sys
+import asyncio, json, sys
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import DeploymentScheduleCreate
 from prefect.client.schemas.schedules import CronSchedule
-flow_name, deployment_name, cron = json.loads(sys.argv[1])
-with get_client(sync_client=True) as client:
-    flow_id = client.create_flow_from_name(flow_name)
-    deployment_id = client.create_deployment(
-        flow_id=flow_id, name=deployment_name,
-        schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron=cron, timezone="UTC"), active=True)],
-    )
-print(deployment_id)
+
+async def main(flow_name, deployment_name, cron):
+    async with get_client() as client:  # the synchronous client has create_deployment only from 3.1
+        flow_id = await client.create_flow_from_name(flow_name)
+        return await client.create_deployment(
+            flow_id=flow_id, name=deployment_name,
+            schedules=[DeploymentScheduleCreate(schedule=CronSchedule(cron=cron, timezone="UTC"), active=True)],
+        )
+
+print(asyncio.run(main(*json.loads(sys.argv[1]))))
 """
 
 
@@ -45,10 +47,12 @@ def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, c
         argv = [release.python, "-c", CRON_DEPLOYMENT_SCRIPT, json.dumps([flow_name, deployment_name, cron])]
         proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120)
         if proc.returncode != 0:
-            last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+            lines = proc.stderr.strip().splitlines() or ["no output"]
             # Prefect's client raises an HTTPStatusError quoting the target's answer: the target's fault.
-            fault = UnexpectedAnswer if "HTTPStatusError" in last else HarnessError
-            raise fault(f"Prefect {release.version}'s client could not create a cron deployment: {last}")
+            refused = [i for i, line in enumerate(lines) if "HTTPStatusError" in line]
+            fault = UnexpectedAnswer if refused else HarnessError
+            said = " ".join(lines[refused[-1]:refused[-1] + 2]) if refused else lines[-1]
+            raise fault(f"Prefect {release.version}'s client could not create a cron deployment: {said[:600]}")
         return proc.stdout.strip().splitlines()[-1]
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import DeploymentScheduleCreate

@@ -18,11 +18,12 @@ import os
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness.clients.processes import ManagedProcess, live_processes, spawn
 from harness.reference.releases import pinned, release
 
 #: Client releases run against one server by default: Prefect supports older clients against a newer server.
@@ -84,9 +85,12 @@ def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> Co
         if value:
             argv += [option, str(value)]
     started = time.monotonic()
-    log = report_dir.with_suffix(".log")
-    with open(log, "w") as out:
-        code = subprocess.run(argv, stdout=out, stderr=subprocess.STDOUT).returncode
+    log = report_dir.parent / f"{report_dir.name}.log"  # not with_suffix: the name ends in ".11"
+    process = spawn(column.id, argv, log_path=log)  # registered: Ctrl-C or SIGTERM stops every column's run
+    try:
+        code = process.popen.wait()
+    finally:
+        process.stop(sigint_wait=0.0, sigterm_wait=30.0)  # at once if it ended; else it stops what it started
     result = ColumnResult(column, code, round(time.monotonic() - started, 1), report_dir=str(report_dir / "latest"))
     results = report_dir / "latest" / "results.json"
     if results.exists():
@@ -97,6 +101,22 @@ def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> Co
         lines = [line for line in log.read_text().splitlines() if line.strip()]
         result.problem = lines[-1] if lines else f"exit {code}, no output"
     return result
+
+
+def stop_columns(processes: list[ManagedProcess], patience: float = 60.0) -> None:
+    """Stop the columns' runs together: one SIGTERM each (a run turns it into its own orderly stop of its reference
+    and clients; SIGINT may be ignored, as a background job's is, and a second signal would cut that stop short),
+    then a bounded wait for all, then the hard way for any still running."""
+    for process in processes:
+        if process.is_running():
+            process.popen.terminate()
+    deadline = time.monotonic() + patience
+    for process in processes:
+        try:
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            pass
+        process.stop(sigint_wait=0.0, sigterm_wait=5.0)
 
 
 def collect(results: list[ColumnResult]) -> dict[str, dict[str, Any]]:
@@ -172,8 +192,17 @@ def matrix(args: argparse.Namespace) -> int:
         print(f"prefect-conformance matrix: {column.label}: {verdict_of(result)}", flush=True)
         return result
 
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(one, columns))
+    pool = ThreadPoolExecutor(max_workers=args.jobs)
+    futures = [pool.submit(one, column) for column in columns]
+    try:
+        # Waited on in short slices: a main thread blocked in one long wait would not see Ctrl-C or SIGTERM
+        # until every column had finished.
+        while wait(futures, timeout=0.5).not_done:
+            pass
+        results = [future.result() for future in futures]
+    finally:  # interrupted: stop the running columns first, or the threads would wait for them to finish
+        stop_columns(live_processes())
+        pool.shutdown(wait=True, cancel_futures=True)
     checks = collect(results)
     document = {"columns": [{**asdict(r), "id": r.column.id} for r in results], "works_with_clients": works_with(results),
                 "duration": round(time.monotonic() - started, 1), "checks": checks}

@@ -23,7 +23,7 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS": "1",
     # Runs more than 5 s past their scheduled time become "Late" (still SCHEDULED) within a second. An ISO 8601
-    # duration: older releases (3.4.25 for one) read it as a plain timedelta and refuse to start on a bare "5".
+    # duration: releases before 3.6 read it as a plain timedelta and refuse to start on a bare "5".
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",

@@ -74,12 +74,21 @@ def release(version: str | None, *, cache: Path | None = None, announce: Callabl
                            "e.g. 3.4.25")
     root = (cache or cache_dir()) / "releases" / f"prefect-{version}"
     python = root / "bin" / "python"
-    if not (root / COMPLETE).exists():
+    requirements = [f"prefect=={version}", *pins(version)]
+    if not _complete(root, requirements):
         root.parent.mkdir(parents=True, exist_ok=True)
         with _locked(root.parent / f"prefect-{version}.lock"):
-            if not (root / COMPLETE).exists():  # another run may have created it while this one waited
-                announce(_create(version, root), flush=True)
+            if not _complete(root, requirements):  # another run may have created it while this one waited
+                announce(_create(version, root, requirements), flush=True)
     return Release(version, str(python))
+
+
+def _complete(root: Path, requirements: list[str]) -> bool:
+    """The environment was created to the end, with today's requirements (``releases.toml`` may have changed)."""
+    try:
+        return (root / COMPLETE).read_text().splitlines()[0] == " ".join(requirements)
+    except (OSError, IndexError):
+        return False
 
 
 def pins(version: str, path: Path = PINS_FILE) -> list[str]:
@@ -161,12 +170,11 @@ def _is_release_file(filename: str, version: str) -> bool:
     return filename.startswith((f"prefect-{version}-", f"prefect-{version}.tar"))
 
 
-def _create(version: str, root: Path) -> str:
+def _create(version: str, root: Path, requirements: list[str]) -> str:
     started = time.monotonic()
     cutoff = uploaded_at(version) + dt.timedelta(hours=1)
     shutil.rmtree(root, ignore_errors=True)  # an earlier attempt that did not complete
     uv = _uv()
-    requirements = [f"prefect=={version}", *pins(version)]
     for argv in (
         [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
         [uv, "pip", "install", "--quiet", "--python", str(root / "bin" / "python"), "--compile-bytecode",
