@@ -124,3 +124,19 @@ def test_matrix_html_renders_in_a_real_browser(tmp_path: Path) -> None:
     for visible in ("prefect-conformance matrix", "works with clients: 3.9.1", "clients 3.4.25", "clients 3.9.1",
                     "1 failed", "serve/served_run_completes", "failed", "n/a", "worker"):
         assert visible in text, f"{visible!r} is not visible in the rendered matrix:\n{text[:2000]}"
+
+
+def test_a_check_skipped_as_not_applicable_is_reported_n_a_with_its_reason() -> None:
+    from types import SimpleNamespace
+
+    from harness.reporting.results import NOT_APPLICABLE_PREFIX, ResultCollector, summarize
+
+    collector = ResultCollector()
+    for name, reason in (("test_a", NOT_APPLICABLE_PREFIX + "workers label runs from 3.1.2 on"), ("test_b", "no docker")):
+        collector.pytest_runtest_logreport(SimpleNamespace(
+            nodeid=f"scenarios/test_worker.py::{name}", user_properties=[], duration=0.0, skipped=True, failed=False,
+            longrepr=("scenarios/test_worker.py", 1, f"Skipped: {reason}")))
+    a, b = collector.ordered()
+    assert (a.status, a.message) == ("n/a", "workers label runs from 3.1.2 on")
+    assert (b.status, b.message) == ("skipped", "no docker")
+    assert summarize([a, b])["n/a"] == 1

@@ -94,6 +94,13 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         out.append(f"<h2>Expected failures ({len(expected)})</h2><table><tr><th>check</th><th>reason</th><th>message</th></tr>")
         out += [f"<tr><td><code>{_e(r.id)}</code></td><td>{_e(r.expectation)}</td><td><pre>{_e(r.message[:400])}</pre></td></tr>" for r in expected]
         out.append("</table>")
+    not_applicable = [r for r in results if r.status == "n/a"]
+    if not_applicable:
+        out.append(f"<h2>Not applicable to these releases ({len(not_applicable)})</h2><p class=meta>Prefect's own "
+                   f"releases differ here (server {_e(run.target_version)}, clients {_e(run.client_version)}); see "
+                   "<code>harness/releases.toml</code>.</p><table><tr><th>check</th><th>why</th></tr>")
+        out += [f"<tr><td><code>{_e(r.id)}</code></td><td>{_e(r.message)}</td></tr>" for r in not_applicable]
+        out.append("</table>")
     found = transcripts(artifacts_dir)
     if found:
         out.append("<h2>What the real clients sent</h2><p class=meta>Recorded by the proxy in front of each actor; raw transcripts are in the artifacts folder.</p>")

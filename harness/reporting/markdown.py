@@ -57,6 +57,12 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += [f"- `{r.id}` (was expected to fail: {r.expectation})" for r in unexpected]
     if stale:
         lines += ["", "## Expectation entries that matched no check", ""] + [f"- `{p}`" for p in stale]
+    not_applicable = [r for r in results if r.status == "n/a"]
+    if not_applicable:
+        lines += ["", "## Not applicable to these releases", "",
+                  f"Prefect's own releases differ here (server {run.target_version}, clients {run.client_version}); "
+                  "see `harness/releases.toml`.", ""]
+        lines += [f"- `{r.id}`: {r.message}" for r in not_applicable]
     problems = [r for r in results if r.status in GATE_FAILING]
     if problems:
         causes = group_by_cause(problems)
