@@ -47,6 +47,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 #: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
 FEATURES = {
+    "handshake": "what every client asks first: GET /admin/version is a release Prefect 3 clients accept",
     "timestamps": "datetime formats returned and accepted",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",

@@ -16,7 +16,7 @@ from harness.commands.matrix import render_html as render_matrix
 from harness.reference.releases import Release, not_applicable, pins, pinned, release
 from harness.target.errors import HarnessError
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS
-from tests.deviations import RewritePoll
+from tests.deviations import RewriteJson, RewritePoll
 from tests.test_gate import CHROMIUM
 
 #: A release before the worker's websocket channel (3.7.1) and before stdlib datetimes replaced pendulum's in
@@ -140,3 +140,11 @@ def test_a_check_skipped_as_not_applicable_is_reported_n_a_with_its_reason() -> 
     assert (a.status, a.message) == ("n/a", "workers label runs from 3.1.2 on")
     assert (b.status, b.message) == ("skipped", "no docker")
     assert summarize([a, b])["n/a"] == 1
+
+
+def test_handshake_fails_on_a_version_prefect_3_clients_refuse(deviating, suite) -> None:
+    """A port that answers its own version ("0.1.0") is refused by every Prefect 3 client; the check says so."""
+    proxy = deviating(RewriteJson("GET", r"/admin/version$", lambda _: "0.1.0"))
+    run = suite("--target", proxy.api_url, "-m", "handshake")
+    run.assert_deviation_caught("own-version", {"handshake/admin_version_is_a_release_prefect_3_clients_accept"}, set(),
+                                r"answered '0\.1\.0', major version 0; Prefect 3 clients refuse it")

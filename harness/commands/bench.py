@@ -64,6 +64,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
         "scheduling": ("none: pure API requests", 0.0),
         "timestamps": ("none: pure API requests", 0.0),
+        "handshake": ("none: one API request", 0.0),
     }
 
 
