@@ -189,10 +189,16 @@ BENIGN_REFUSALS = frozenset({"/csrf-token"})
 
 
 def refused_requests(actor: "Actor", limit: int = 3) -> str:
-    """The actor's last requests the target refused, as "METHOD path -> status body" for failure messages."""
+    """The actor's last requests the target refused, as "METHOD path -> status body" for failure messages.
+
+    A GET answered 404 that more successful traffic followed was a lookup that found nothing, as clients make
+    before they create (a Runner asks for its deployment by name first): not a refusal."""
+    exchanges = actor.recorder.transcript()
+    last_ok = max((i for i, e in enumerate(exchanges) if 200 <= e.status < 400), default=-1)
     refused = [
-        e for e in actor.recorder.transcript()
+        e for i, e in enumerate(exchanges)
         if not (200 <= e.status < 400) and e.path not in BENIGN_REFUSALS and not e.websocket
+        and not (e.method == "GET" and e.status == 404 and i < last_ok)
     ]
     return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
 

