@@ -38,11 +38,12 @@ REPORT_FILES = ("junit.xml", "results.json", "report.md", "report.html")
 def user_environment() -> dict[str, str]:
     """The environment of a user's shell: none of this test run's virtualenv, Python path or Prefect settings.
 
-    ``MAKEFLAGS`` & co. would hand ``make test ARGS=...`` down to a nested ``make conformance``.
+    ``MAKEFLAGS`` & co., and make's own command-line variables (which it exports), would hand ``make test ARGS=...``
+    down to a nested ``make conformance``.
     """
     env = {k: v for k, v in os.environ.items()
            if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_", "PYTHONPATH"))
-           and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+           and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "TARGET")}
     venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     return env
