@@ -232,8 +232,8 @@ def add_parser(commands: Any, absolute_path: Any) -> None:
                      help="client releases run against the target or the pinned reference")
     cmd.add_argument("--servers", type=_versions, default=None, metavar="X.Y.Z,...",
                      help="reference releases run, each with its own clients (ignored with --target; '' for none)")
-    cmd.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 2) // 2), metavar="N",
-                     help="columns run side by side (default: half the cores)")
+    cmd.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2) // 2), metavar="N",
+                     help="columns run side by side (default: half the cores, at least 2: a column mostly waits)")
     cmd.add_argument("-n", "--parallel", default="1", metavar="N", help="pytest workers per column (default 1)")
     cmd.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas")
     cmd.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches")
