@@ -90,14 +90,16 @@ if __name__ == "__main__":
         print(f"submitted task runs {{ids}}", flush=True)
         deadline, results = time.monotonic() + timeout, []
         for future in futures:
+            # Asked in slices of at most 5 s until the deadline: each call reads the run's state first, then waits
+            # for its final-state event. Older clients miss an event that fires between the two (3.0.11 waited out
+            # its whole timeout for a run already COMPLETED), or raise "has no state" when they read the run before
+            # its first state is recorded (3.4.25); asking again is what their users do.
             while True:
+                remaining = deadline - time.monotonic()
                 try:
-                    results.append({{"result": future.result(timeout=max(0.1, deadline - time.monotonic()))}})
-                except RuntimeError as exc:
-                    # Older clients (3.4.25 for one) raise this when they read the run before its first state is recorded
-                    # (states arrive as events); asking again once it is recorded is what their users do.
-                    if "has no state" in str(exc) and time.monotonic() < deadline:
-                        time.sleep(0.2)
+                    results.append({{"result": future.result(timeout=max(0.1, min(5.0, remaining)))}})
+                except (TimeoutError, RuntimeError) as exc:
+                    if time.monotonic() < deadline and (isinstance(exc, TimeoutError) or "has no state" in str(exc)):
                         continue
                     results.append({{"error": f"{{type(exc).__name__}}: {{exc}}"}})
                 except Exception as exc:  # reported to the harness as the client saw it
