@@ -82,7 +82,9 @@ def task_worked(api: ApiClient, actors: Callable[..., Actor], module_names: Call
     try:
         outcome, failure = wait_until(
             submitted, awaiting=f"the task submitter to get the results of {TASK_RUNS} delayed task runs",
-            timeout=RESULT_TIMEOUT + 30, interval=0.25,
+            # The submitter writes its results by its own deadline (RESULT_TIMEOUT after it starts waiting); this
+            # wait only guards against one that hangs, so its margin covers a slow start on a loaded machine.
+            timeout=RESULT_TIMEOUT * 2, interval=0.25,
             hint=f"the task worker gets the runs it executes only through WS {SUBSCRIPTION}",
         ), None
     except AssertionError as exc:

@@ -34,7 +34,7 @@ from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
 from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
 from harness.reference.environment import FAST_SERVICE_SETTINGS
-from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, Release, pinned, release,
+from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, check_release_number, release,
                                        scheduler_loop_seconds)
 from harness.target.preflight import Target, preflight
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
@@ -89,9 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "'docker-postgres' = a container plus a PostgreSQL container on a private network (also $REFERENCE)",
     )
     run.add_argument("--reference-version", metavar="X.Y.Z", default=os.environ.get(REFERENCE_VERSION_ENV) or None,
-                     help=f"run the bundled reference (local modes) from this Prefect release instead of "
-                     f"{PREFECT_REFERENCE_VERSION}, installed on first use like --client-version (also "
-                     f"${REFERENCE_VERSION_ENV})")
+                     help=f"run the bundled reference from this Prefect release instead of {PREFECT_REFERENCE_VERSION}: "
+                     "installed on first use like --client-version, or its official image (built here from Debian "
+                     f"and PyPI packages where the engine cannot pull) for the docker modes (also ${REFERENCE_VERSION_ENV})")
     run.add_argument("--reference-image", metavar="IMAGE", default=os.environ.get("REFERENCE_IMAGE") or None,
                      help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11, or its "
                      "equivalent built here from Debian and PyPI packages when the engine cannot pull it; "
@@ -221,12 +221,10 @@ def run(args: argparse.Namespace) -> int:
                            "(a database this run may own). Hint: or use --reference docker-postgres.")
     if args.reference_version and args.target:
         raise HarnessError("--reference-version chooses the bundled reference's release; it has no meaning with --target.")
-    if args.reference_version and args.reference.startswith("docker"):
-        raise HarnessError(f"--reference-version runs only the local references so far; --reference {args.reference} "
-                           f"is Prefect {PREFECT_REFERENCE_VERSION}. Hint: use --reference local or local-postgres.")
+    if args.reference_version:
+        check_release_number(args.reference_version)
     expected = load_expectation_entries(args)
     client = release(args.client_version)  # installed now, once, not by each pytest worker
-    served = release(args.reference_version) if not args.target else None
     rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
     baseline_path = args.compare
     baseline = read_results_json(baseline_path) if baseline_path else None
@@ -243,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
     reference = None
     try:
         if target is None:
-            reference = start_reference(args, report_dir, served)
+            reference = start_reference(args, report_dir)
             target = preflight(reference.api_url, kind=f"reference-{args.reference}")
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
         collector = ResultCollector()
@@ -325,24 +323,25 @@ def compare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff.new_failures else EXIT_PASSED
 
 
-def start_reference(args: argparse.Namespace, report_dir: Path, served: Release | None = None):
-    """Start the bundled reference in the requested mode (of release ``served``, default the pinned one); the
-    caller stops it."""
+def start_reference(args: argparse.Namespace, report_dir: Path):
+    """Start the bundled reference in the requested mode, of ``--reference-version`` (default the pinned release);
+    the caller stops it."""
     mode = args.reference
-    served = served or pinned()
-    print(f"prefect-conformance: starting the reference server (Prefect {served.version}, {mode})", flush=True)
+    version = args.reference_version or PREFECT_REFERENCE_VERSION
+    print(f"prefect-conformance: starting the reference server (Prefect {version}, {mode})", flush=True)
     workdir = report_dir / "reference"
     if mode.startswith("docker"):
-        from harness.reference.docker import DEFAULT_POSTGRES_IMAGE, DEFAULT_REFERENCE_IMAGE, DockerReference
+        from harness.reference.docker import DEFAULT_POSTGRES_IMAGE, DockerReference, official_image
 
         postgres = (args.postgres_image or DEFAULT_POSTGRES_IMAGE) if mode == "docker-postgres" else None
-        reference = DockerReference(workdir, image=args.reference_image or DEFAULT_REFERENCE_IMAGE, postgres_image=postgres,
-                                    run_id=os.environ.get(RUN_MARKER_ENV, ""))
+        reference = DockerReference(workdir, image=args.reference_image or official_image(version),
+                                    postgres_image=postgres, run_id=os.environ.get(RUN_MARKER_ENV, ""),
+                                    version=version)
     else:
         from harness.reference.local import LocalReference
 
         reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "",
-                                   release=served)
+                                   release=release(args.reference_version))
     reference.start()
     return reference
 

@@ -28,7 +28,12 @@ from harness.reference.server import ReferenceServer
 # Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
 
-DEFAULT_REFERENCE_IMAGE = f"prefecthq/prefect:{PREFECT_REFERENCE_VERSION}-python3.11"
+def official_image(version: str = PREFECT_REFERENCE_VERSION) -> str:
+    """Prefect's own image of ``version``."""
+    return f"prefecthq/prefect:{version}-python3.11"
+
+
+DEFAULT_REFERENCE_IMAGE = official_image()
 DEFAULT_POSTGRES_IMAGE = "postgres:15"
 RUN_LABEL = "prefect-conformance.run"
 READY_TIMEOUT = 180
@@ -65,13 +70,16 @@ def pullable(client, image: str) -> bool:
         return False
 
 
-def usable_images(client, image: str, postgres_image: str | None, log_path: Path) -> tuple[str, str | None]:
+def usable_images(client, image: str, postgres_image: str | None, log_path: Path,
+                  version: str = PREFECT_REFERENCE_VERSION) -> tuple[str, str | None]:
     """The images to run: the requested ones when present or pullable. Where the engine can pull neither of
-    the *default* images (a machine without a registry), their equivalents built from Debian's and PyPI's
-    packages (:mod:`harness.reference.images`), built once per machine, saying so in one line first."""
+    the *default* images of ``version`` (a machine without a registry), their equivalents built from Debian's and
+    PyPI's packages (:mod:`harness.reference.images`), built once per machine and release, saying so in one line
+    first."""
     from harness.reference import images
 
-    local = {DEFAULT_REFERENCE_IMAGE: images.PREFECT_IMAGE, DEFAULT_POSTGRES_IMAGE: images.POSTGRES_IMAGE}
+    local = {official_image(version): images.prefect_image(version),
+             DEFAULT_POSTGRES_IMAGE: images.postgres_image(version)}
     missing = [i for i in (image, postgres_image) if i and not pullable(client, i)]
     if not missing:
         return image, postgres_image
@@ -95,7 +103,7 @@ def usable_images(client, image: str, postgres_image: str | None, log_path: Path
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
             try:
-                images.ensure_images(output=log)
+                images.ensure_images(output=log, version=version)
             except Exception as exc:
                 raise HarnessError(f"Building the reference images failed ({type(exc).__name__}: {exc}). Log: {log_path}") from None
     return local.get(image, image) if image in missing else image, (
@@ -109,6 +117,8 @@ class DockerReference(ReferenceServer):
     workdir: Path
     image: str = DEFAULT_REFERENCE_IMAGE
     postgres_image: str | None = None  # None: SQLite inside the Prefect container
+    #: The Prefect release in ``image`` (``--reference-version``): which locally built images stand in for it.
+    version: str = PREFECT_REFERENCE_VERSION
     run_id: str = field(default_factory=lambda: secrets.token_hex(4))
     startup_seconds: float = field(default=0.0, init=False)
     _containers: list = field(default_factory=list, init=False, repr=False)
@@ -127,7 +137,7 @@ class DockerReference(ReferenceServer):
         started = time.monotonic()
         client = docker_client()
         self.image, self.postgres_image = usable_images(client, self.image, self.postgres_image,
-                                                        self.workdir / "reference-images-build.log")
+                                                        self.workdir / "reference-images-build.log", self.version)
         labels = {RUN_LABEL: self.run_id}
         env = {**FAST_SERVICE_SETTINGS, "PREFECT_SERVER_API_HOST": "0.0.0.0", "PREFECT_HOME": "/tmp/prefect-home"}
         try:

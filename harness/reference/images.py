@@ -22,8 +22,16 @@ from typing import TextIO
 
 from harness import PREFECT_REFERENCE_VERSION
 
-PREFECT_IMAGE = f"prefect-conformance/prefect:{PREFECT_REFERENCE_VERSION}-bookworm"
-POSTGRES_IMAGE = f"prefect-conformance/postgres:15-bookworm-{PREFECT_REFERENCE_VERSION}"
+def prefect_image(version: str = PREFECT_REFERENCE_VERSION) -> str:
+    return f"prefect-conformance/prefect:{version}-bookworm"
+
+
+def postgres_image(version: str = PREFECT_REFERENCE_VERSION) -> str:
+    return f"prefect-conformance/postgres:15-bookworm-{version}"
+
+
+PREFECT_IMAGE = prefect_image()
+POSTGRES_IMAGE = postgres_image()
 DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
 PACKAGES = ["python3", "python3-venv", "ca-certificates", "tzdata", "postgresql-15", "procps"]
 
@@ -64,7 +72,17 @@ def run(argv: list[str], **kwargs) -> None:
     subprocess.run(argv, check=True, **kwargs)
 
 
-def build_rootfs(rootfs: Path) -> None:
+def requirements(version: str) -> list[str]:
+    """What uv installs for ``version``: the pinned release as the project resolves it; another release with its
+    dependencies as they stood on PyPI at its upload, and its pins (as :mod:`harness.reference.releases` does)."""
+    if version == PREFECT_REFERENCE_VERSION:
+        return [f"prefect=={version}"]
+    from harness.reference.releases import exclude_newer, pins
+
+    return ["--exclude-newer", exclude_newer(version), f"prefect=={version}", *pins(version)]
+
+
+def build_rootfs(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None:
     # mmdebstrap fetches the packages in parallel and unpacks them in one dpkg run: 43 s where debootstrap took 63 s.
     if shutil.which("mmdebstrap") is None:
         run(["apt-get", "update", "-qq"])
@@ -80,7 +98,7 @@ def build_rootfs(rootfs: Path) -> None:
     # uv (from PyPI, bootstrapped with pip) installs Prefect in a fifth of pip's time; it stays in the venv (a few MB).
     run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/pip", "install", "-q", "--no-cache-dir", "uv"])
     run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/uv", "pip", "install", "--quiet", "--no-cache",
-         "--compile-bytecode", "--python", "/opt/prefect/bin/python", f"prefect=={PREFECT_REFERENCE_VERSION}"])
+         "--compile-bytecode", "--python", "/opt/prefect/bin/python", *requirements(version)])
     (rootfs / "tmp" / "host-ca.crt").unlink()
     entrypoint = rootfs / "usr" / "local" / "bin" / "postgres-entrypoint"
     entrypoint.write_text(POSTGRES_ENTRYPOINT)
@@ -89,51 +107,56 @@ def build_rootfs(rootfs: Path) -> None:
         shutil.rmtree(rootfs / cache, ignore_errors=True)
 
 
-def import_images(rootfs: Path) -> None:
+def import_images(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None:
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     run(["docker", "import",
          "-c", "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
          "-c", "ENV LANG=C.UTF-8",
          "-c", "EXPOSE 4200",
          "-c", 'CMD ["prefect", "server", "start", "--host", "0.0.0.0"]',
-         "-", PREFECT_IMAGE], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+         "-", prefect_image(version)], stdin=tar.stdout, stdout=subprocess.DEVNULL)
     tar.wait()
     # The PostgreSQL image is the same filesystem with another command. Committing a never-started container with
     # new settings adds no layer and takes a second, where `docker build FROM ...` took half a minute.
-    container = subprocess.run(["docker", "create", PREFECT_IMAGE], check=True, capture_output=True, text=True).stdout.strip()
+    container = subprocess.run(["docker", "create", prefect_image(version)], check=True, capture_output=True,
+                               text=True).stdout.strip()
     try:
         run(["docker", "commit", "-c", "EXPOSE 5432", "-c", 'CMD ["/usr/local/bin/postgres-entrypoint"]', container,
-             POSTGRES_IMAGE], stdout=subprocess.DEVNULL)
+             postgres_image(version)], stdout=subprocess.DEVNULL)
     finally:
         subprocess.run(["docker", "rm", container], capture_output=True)
 
 
-def ensure_images(force: bool = False, output: TextIO | None = None) -> tuple[str, str]:
-    """Build both images unless they exist; return their tags. ``output``: where the build's output goes."""
+def ensure_images(force: bool = False, output: TextIO | None = None,
+                  version: str = PREFECT_REFERENCE_VERSION) -> tuple[str, str]:
+    """Build both images of ``version`` unless they exist; return their tags. ``output``: where the build's output
+    goes."""
     global _output
     _output = output
-    if force or not (image_exists(PREFECT_IMAGE) and image_exists(POSTGRES_IMAGE)):
+    prefect, postgres = prefect_image(version), postgres_image(version)
+    if force or not (image_exists(prefect) and image_exists(postgres)):
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="prefect-conformance-rootfs-") as tmp:
             rootfs = Path(tmp) / "rootfs"
-            build_rootfs(rootfs)
-            import_images(rootfs)
-        print(f"reference-images: built {PREFECT_IMAGE} and {POSTGRES_IMAGE} in {time.monotonic() - started:.0f}s",
+            build_rootfs(rootfs, version)
+            import_images(rootfs, version)
+        print(f"reference-images: built {prefect} and {postgres} in {time.monotonic() - started:.0f}s",
               flush=True, file=output or sys.stdout)
     else:
-        print(f"reference-images: {PREFECT_IMAGE} and {POSTGRES_IMAGE} exist; nothing to build", flush=True,
+        print(f"reference-images: {prefect} and {postgres} exist; nothing to build", flush=True,
               file=output or sys.stdout)
-    return PREFECT_IMAGE, POSTGRES_IMAGE
+    return prefect, postgres
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.reference.images", description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
+    parser.add_argument("--version", default=PREFECT_REFERENCE_VERSION, help="the Prefect release (default: the pinned one)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("reference-images: mmdebstrap and chroot need root", file=sys.stderr)
         return 2
-    ensure_images(args.force)
+    ensure_images(args.force, version=args.version)
     return 0
 
 

@@ -69,9 +69,7 @@ def release(version: str | None, *, cache: Path | None = None, announce: Callabl
     """The release ``version`` (the pinned one when None or equal), its environment created if missing."""
     if not version or version == installed_version("prefect"):
         return pinned()
-    if not VERSION.match(version):
-        raise HarnessError(f"{version!r} is not a Prefect release number. Hint: write it as X.Y.Z, "
-                           "e.g. 3.4.25")
+    check_release_number(version)
     root = (cache or cache_dir()) / "releases" / f"prefect-{version}"
     python = root / "bin" / "python"
     requirements = [f"prefect=={version}", *pins(version)]
@@ -89,6 +87,13 @@ def _complete(root: Path, requirements: list[str]) -> bool:
         return (root / COMPLETE).read_text().splitlines()[0] == " ".join(requirements)
     except (OSError, IndexError):
         return False
+
+
+def check_release_number(version: str) -> str:
+    """``version`` if it is written as a Prefect release (X.Y.Z); a one-line error before anything is installed."""
+    if not VERSION.match(version):
+        raise HarnessError(f"{version!r} is not a Prefect release number. Hint: write it as X.Y.Z, e.g. 3.4.25")
+    return version
 
 
 def pins(version: str, path: Path = PINS_FILE) -> list[str]:
@@ -166,19 +171,24 @@ def uploaded_at(version: str, index_url: str = INDEX_URL) -> dt.datetime:
     return max(dt.datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps)
 
 
+def exclude_newer(version: str) -> str:
+    """uv's ``--exclude-newer`` for ``version``: an hour after its upload, so the release itself is in."""
+    return (uploaded_at(version) + dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def _is_release_file(filename: str, version: str) -> bool:
     return filename.startswith((f"prefect-{version}-", f"prefect-{version}.tar"))
 
 
 def _create(version: str, root: Path, requirements: list[str]) -> str:
     started = time.monotonic()
-    cutoff = uploaded_at(version) + dt.timedelta(hours=1)
+    cutoff = exclude_newer(version)
     shutil.rmtree(root, ignore_errors=True)  # an earlier attempt that did not complete
     uv = _uv()
     for argv in (
         [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
         [uv, "pip", "install", "--quiet", "--python", str(root / "bin" / "python"), "--compile-bytecode",
-         "--exclude-newer", cutoff.strftime("%Y-%m-%dT%H:%M:%SZ"), *requirements],
+         "--exclude-newer", cutoff, *requirements],
     ):
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
@@ -186,10 +196,10 @@ def _create(version: str, root: Path, requirements: list[str]) -> str:
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
             raise HarnessError(f"installing Prefect {version} into {root} failed: {' | '.join(detail)}. Hint: check "
                                f"the version exists on PyPI, and add the pins it needs to {PINS_FILE.name}")
-    (root / COMPLETE).write_text(" ".join(requirements) + f"\nexclude-newer {cutoff.isoformat()}\n")
+    (root / COMPLETE).write_text(" ".join(requirements) + f"\nexclude-newer {cutoff}\n")
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
     return (f"prefect-conformance: installed Prefect {version} in {root} ({size / 1e6:.0f} MB, "
-            f"{time.monotonic() - started:.1f} s; dependencies as on PyPI at {cutoff:%Y-%m-%d %H:%M} UTC)")
+            f"{time.monotonic() - started:.1f} s; dependencies as on PyPI at {cutoff[:16].replace('T', ' ')} UTC)")
 
 
 def _uv() -> str:
