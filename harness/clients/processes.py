@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -79,6 +80,7 @@ class ManagedProcess:
                 self.popen.wait(timeout=5)
             except subprocess.TimeoutExpired:  # pragma: no cover - a process that survives SIGKILL
                 pass
+            _await_group_gone(self.popen.pid, timeout=5)
             return self.popen.returncode
         finally:
             with _live_lock:
@@ -186,6 +188,8 @@ def reap_registry(folder: Path) -> list[str]:
             reaped.append(entry.read_text() or entry.name)
         except (ProcessLookupError, PermissionError):
             pass
+        else:
+            _await_group_gone(pgid, timeout=5)
         entry.unlink(missing_ok=True)
     return reaped
 
@@ -210,6 +214,35 @@ def _signal_group(pid: int, sig: int) -> None:
         os.killpg(pid, sig)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Pids of the live (not yet zombie) processes in a process group, read from ``/proc``.
+
+    Empty where ``/proc`` is missing: then SIGKILL's delivery is all we can vouch for.
+    """
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # The command name (field 2) may hold spaces and parentheses; the fields after its last ")" do not.
+            state, _ppid, group = stat.read_text().rsplit(")", 1)[1].split()[:3]
+        except (OSError, IndexError, ValueError):
+            continue
+        if int(group) == pgid and state not in ("Z", "X"):
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _await_group_gone(pgid: int, *, timeout: float) -> None:
+    """Wait until every process of the group has died, not merely been sent SIGKILL.
+
+    A killed process is still running its exit path for a moment (a grandchild showed state ``R`` right after
+    the kill), and "stopped" must mean gone. The wait is bounded, and SIGKILL is re-sent to any latecomer.
+    """
+    deadline = time.monotonic() + timeout
+    while (members := _group_members(pgid)) and time.monotonic() < deadline:
+        _signal_group(pgid, signal.SIGKILL)
+        time.sleep(0.02)
 
 
 def _on_exit() -> None:
