@@ -21,7 +21,7 @@ import pytest
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
 from harness.clients.actors import Actor
-from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release
+from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
                                       check_id, describe)
 from harness.target.api import ApiClient
@@ -86,11 +86,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     if not server:
         return
     client = config.getoption("--client-version") or pinned().version
+    storage = storage_of(config.getoption("--target-kind") or "url")
     for item in items:
         if "scenarios" not in item.path.parts:
             continue
         marker = item.get_closest_marker("check_id")
-        reason = not_applicable(check_id(item.nodeid, marker.args[0] if marker else "")[0], client, server)
+        reason = not_applicable(check_id(item.nodeid, marker.args[0] if marker else "")[0], client, server,
+                                storage=storage)
         if reason:
             item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE_PREFIX + reason))
 

@@ -13,7 +13,7 @@ import pytest
 
 from harness.commands.matrix import Column, ColumnResult
 from harness.commands.matrix import render_html as render_matrix
-from harness.reference.releases import Release, not_applicable, pins, pinned, release
+from harness.reference.releases import Release, not_applicable, pins, pinned, release, storage_of
 from harness.target.errors import HarnessError
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS
 from tests.deviations import RewriteJson, RewritePoll
@@ -53,6 +53,18 @@ def test_not_applicable_rules_match_check_client_and_server(tmp_path: Path) -> N
     assert not_applicable("serve/served_run_completes", "3.9.1", "3.9.1", data) is None  # client outside the range
     assert not_applicable("serve/runner_polls_deployments_endpoint", "3.0.11", "3.9.1", data) is None
     assert not_applicable("serve/served_run_completes", "3.0.11", "zig-0.4", data) is None  # a port's own version
+
+
+def test_a_storage_rule_holds_on_that_storage_and_where_the_storage_is_unknown(tmp_path: Path) -> None:
+    data = tmp_path / "releases.toml"
+    data.write_text('[[not_applicable]]\nchecks = ["scheduling/many_*"]\nservers = "<3.3"\nstorage = "sqlite"\n'
+                    'reason = "r"\n')
+    check = "scheduling/many_runs_paged_like_a_runner_lose_nothing"
+    assert not_applicable(check, "3.2.15", "3.2.15", data, storage=storage_of("reference-local")) == "r"
+    assert not_applicable(check, "3.2.15", "3.2.15", data, storage=storage_of("reference-docker")) == "r"
+    assert not_applicable(check, "3.2.15", "3.2.15", data, storage=storage_of("url")) == "r"
+    assert not_applicable(check, "3.2.15", "3.2.15", data, storage=storage_of("reference-docker-postgres")) is None
+    assert not_applicable(check, "3.2.15", "3.2.15", data, storage=storage_of("reference-local-postgres")) is None
 
 
 def test_another_release_is_a_separate_interpreter() -> None:

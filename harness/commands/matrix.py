@@ -79,7 +79,12 @@ def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> Co
     """One ``prefect-conformance run`` of the column, its output in ``REPORT_DIR/<column>.log``."""
     argv = [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir),
             "--client-version", column.client, "-n", str(args.parallel)]
-    argv += ["--target", args.target] if column.server == TARGET else ["--reference-version", column.server]
+    if column.server == TARGET:
+        argv += ["--target", args.target]
+    else:
+        argv += ["--reference-version", column.server]
+        if args.reference:
+            argv += ["--reference", args.reference]
     for option, value in (("-m", args.markers), ("-k", args.keyword), ("--timeout-scale", args.timeout_scale),
                           ("--scheduler-interval", args.scheduler_interval)):
         if value:
@@ -232,6 +237,9 @@ def add_parser(commands: Any, absolute_path: Any) -> None:
                      help="client releases run against the target or the pinned reference")
     cmd.add_argument("--servers", type=_versions, default=None, metavar="X.Y.Z,...",
                      help="reference releases run, each with its own clients (ignored with --target; '' for none)")
+    cmd.add_argument("--reference", choices=("local", "docker", "docker-postgres"), default=None,
+                     help="how the reference columns run (default local, SQLite); docker-postgres spares the old "
+                     "releases SQLite's locking under load (3.2.15 stalls there)")
     cmd.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2) // 2), metavar="N",
                      help="columns run side by side (default: half the cores, at least 2: a column mostly waits)")
     cmd.add_argument("-n", "--parallel", default="1", metavar="N", help="pytest workers per column (default 1)")

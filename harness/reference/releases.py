@@ -115,23 +115,37 @@ class NotApplicable:
     #: PEP 440 specifiers (``"<3.1"``); empty means every release.
     clients: str = ""
     servers: str = ""
+    #: ``"sqlite"`` or ``"postgresql"`` when only that storage shows the difference; empty means any. A target
+    #: whose storage is unknown (a URL) is taken to be on it: the rule is about Prefect's own releases.
+    storage: str = ""
 
-    def holds(self, check: str, client_version: str, server_version: str) -> bool:
+    def holds(self, check: str, client_version: str, server_version: str, storage: str | None = None) -> bool:
         return (any(fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
-                and _within(client_version, self.clients) and _within(server_version, self.servers))
+                and _within(client_version, self.clients) and _within(server_version, self.servers)
+                and (not self.storage or storage is None or storage == self.storage))
 
 
 def not_applicable_rules(path: Path = PINS_FILE) -> list[NotApplicable]:
-    return [NotApplicable(tuple(entry["checks"]), entry["reason"], entry.get("clients", ""), entry.get("servers", ""))
+    return [NotApplicable(tuple(entry["checks"]), entry["reason"], entry.get("clients", ""), entry.get("servers", ""),
+                          entry.get("storage", ""))
             for entry in tomllib.loads(path.read_text()).get("not_applicable", [])]
 
 
-def not_applicable(check: str, client_version: str, server_version: str, path: Path = PINS_FILE) -> str | None:
-    """Why ``check`` does not apply to this server and client release, or None when it does."""
+def not_applicable(check: str, client_version: str, server_version: str, path: Path = PINS_FILE,
+                   storage: str | None = None) -> str | None:
+    """Why ``check`` does not apply to this server and client release (on ``storage``, None if unknown), or None
+    when it does."""
     for rule in not_applicable_rules(path):
-        if rule.holds(check, client_version, server_version):
+        if rule.holds(check, client_version, server_version, storage):
             return rule.reason
     return None
+
+
+def storage_of(target_kind: str) -> str | None:
+    """The storage of a bundled reference, from its kind (``reference-docker-postgres``); None for a URL."""
+    if not target_kind.startswith("reference-"):
+        return None
+    return "postgresql" if target_kind.endswith("postgres") else "sqlite"
 
 
 def _within(version: str, specifiers: str) -> bool:
