@@ -117,6 +117,31 @@ def test_matrix_shows_a_target_that_breaks_only_old_clients_red_in_their_column(
     assert f"clients {OLDER}" in (root / "matrix.html").read_text()
 
 
+def test_a_server_column_runs_the_bundled_reference_of_that_release(tmp_path: Path) -> None:
+    """``matrix --clients "" --servers OLD``: the reference of that release (``--reference-version``), installed and
+    migrated on first use, answers as that release, and is gone when the column ends."""
+    import os
+    import uuid
+
+    from tests.test_reliability import processes_with_marker
+
+    marker = f"server-column-{uuid.uuid4().hex[:8]}"
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.commands.cli", "matrix", "--clients", "", "--servers", OLDER, "-m", "handshake",
+         "--report-dir", str(tmp_path)],
+        cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "PREFECT_CONFORMANCE_RUN_ID": marker},
+    )
+    explain = f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, explain
+    column = f"server-{OLDER}_clients-{OLDER}"
+    document = json.loads((tmp_path / "matrix" / "matrix.json").read_text())
+    assert document["checks"]["handshake/admin_version_is_a_release_prefect_3_clients_accept"]["cells"][column]["status"] == "passed", explain
+    run = json.loads((tmp_path / "matrix" / column / "latest" / "results.json").read_text())["run"]
+    assert (run["target_version"], run["client_version"], run["target_kind"]) == (OLDER, OLDER, "reference-local"), run
+    assert processes_with_marker(marker) == [], "the column's reference server outlived it"
+
+
 @pytest.mark.skipif(CHROMIUM is None or shutil.which("pdftotext") is None, reason="needs Debian's chromium and poppler-utils (.ci/run installs them)")
 def test_matrix_html_renders_in_a_real_browser(tmp_path: Path) -> None:
     columns = [ColumnResult(Column("target", "3.4.25"), 1, 14.0, {"passed": 4, "failed": 1}),
