@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,6 +21,7 @@ import pytest
 
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
+from harness.checks.schema import openapi_document
 from harness.clients.actors import Actor
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
@@ -54,6 +56,7 @@ FEATURES = {
     "worker": "a process worker polls its work pool and runs the pool's runs",
     "task_worker": "a task worker subscribes to background task runs that another client delays",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
+    "schema": "answers of the routes real clients use match Prefect's OpenAPI response schemas",
 }
 
 
@@ -221,3 +224,22 @@ def actors(target: Target, scenario_dir: Path, client_release: Release) -> Itera
     yield start
     for actor in started:
         actor.stop()
+
+
+@dataclass(frozen=True)
+class ApiContract:
+    """The OpenAPI document answers are judged by, and the Prefect release it is of."""
+
+    version: str
+    document: dict
+
+
+@pytest.fixture(scope="session")
+def api_contract(request: pytest.FixtureRequest, target: Target) -> ApiContract:
+    """A bundled reference of another release is judged by that release's document (its answers are that
+    release's contract); any other target by the pinned release's, the clients this suite drives."""
+    kind = request.config.getoption("--target-kind") or "url"
+    chosen = pinned()
+    if kind.startswith("reference-") and target.version != chosen.version:
+        chosen = release(target.version)
+    return ApiContract(chosen.version, openapi_document(chosen.version, chosen.python))

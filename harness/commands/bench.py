@@ -65,6 +65,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "scheduling": ("none: pure API requests", 0.0),
         "timestamps": ("none: pure API requests", 0.0),
         "handshake": ("none: one API request", 0.0),
+        "schema": ("none: pure API requests (the OpenAPI document is generated once per release and cached)", 0.0),
     }
 
 
