@@ -42,6 +42,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--target-version", default=None,
                     help="the target's release as its /admin/version says (the CLI passes it): checks Prefect's own "
                          "releases do not honour for this server and client are reported n/a")
+    group.addoption("--reference-url", default=None,
+                    help="API root of Prefect's own server for the differential checks (the CLI's --differential "
+                         "passes it); without it they are not collected")
     group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
                     help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
                          "installed on first use into the cache")
@@ -57,6 +60,7 @@ FEATURES = {
     "task_worker": "a task worker subscribes to background task runs that another client delays",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
     "schema": "answers of the routes real clients use match Prefect's OpenAPI response schemas",
+    "differential": "one sequence of client calls answered as Prefect's own server answers it (--differential)",
 }
 
 
@@ -83,8 +87,14 @@ def target_health(api_url: str) -> str | None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark ``n/a`` the checks that do not hold for this run's server and client releases (``releases.toml``),
-    before any of their fixtures start a client."""
+    """Leave out the differential checks unless there is a reference to compare with, and mark ``n/a`` the checks
+    that do not hold for this run's server and client releases (``releases.toml``), before any of their fixtures
+    start a client."""
+    if not config.getoption("--reference-url"):
+        kept = [item for item in items if item.get_closest_marker("differential") is None]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
     server = config.getoption("--target-version")
     if not server:
         return
@@ -157,6 +167,15 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
 @pytest.fixture(scope="session")
 def api(target: Target) -> Iterator[ApiClient]:
     with ApiClient(target.api_url, headers=api_headers()) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def reference_api(request: pytest.FixtureRequest, target: Target) -> Iterator[ApiClient]:
+    """A client of Prefect's own server, for the differential checks (``--reference-url``). The target's
+    credentials go only to the target: the reference gets them only when it is the target itself."""
+    url = request.config.getoption("--reference-url").rstrip("/")
+    with ApiClient(url, headers=api_headers() if url == target.api_url.rstrip("/") else {}) as client:
         yield client
 
 

@@ -510,3 +510,25 @@ def without_flow_id_with_an_extra_field(value: dict) -> dict:
     if "id" in value:
         value = {**value, "x_port_extension": {"shard": 3}}
     return {k: v for k, v in value.items() if k != "flow_id"} if is_flow_run(value) else value
+
+
+# --- deviations the differential checks must find ---------------------------------------------------------------
+
+def renamed_next_scheduled_start_time(value: dict) -> dict:
+    """Flow runs call ``next_scheduled_start_time`` ``next_start_time``: a rename no hand-written check names."""
+    if not is_flow_run(value):
+        return value
+    return {("next_start_time" if k == "next_scheduled_start_time" else k): v for k, v in value.items()}
+
+
+class EverythingSlightlyOff(RewriteObjects):
+    """Times of handling sent as epoch numbers (``created``, a state's ``timestamp``), and a run in a state type
+    Prefect does not know accepted instead of refused."""
+
+    def __init__(self) -> None:
+        super().__init__(lambda value: {k: (1764316800 if k in ("created", "timestamp") else v) for k, v in value.items()})
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/flow_runs/") and b"NOT_A_STATE" in request.body:
+            return ProxyResponse.of_json(201, {"id": "00000000-0000-0000-0000-000000000000", "state": None})
+        return None

@@ -240,7 +240,7 @@ def _await_group_gone(pgid: int, *, timeout: float) -> None:
     the kill), and "stopped" must mean gone. The wait is bounded, and SIGKILL is re-sent to any latecomer.
     """
     deadline = time.monotonic() + timeout
-    while (members := _group_members(pgid)) and time.monotonic() < deadline:
+    while _group_members(pgid) and time.monotonic() < deadline:
         _signal_group(pgid, signal.SIGKILL)
         time.sleep(0.02)
 

@@ -100,6 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
                      help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)")
     run.add_argument("--reference-db-url", metavar="URL", default=os.environ.get("REFERENCE_DB_URL") or None,
                      help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)")
+    run.add_argument("--differential", nargs="?", const="bundled", default=None, metavar="REFERENCE_URL",
+                     help="also run the differential checks: one sequence of client calls sent to the target and to "
+                     "Prefect's own server, answers compared. The bundled reference is started beside the target "
+                     "(with no --target, it is compared with itself), or give the API root of a running Prefect server")
     run.add_argument("--report-dir", type=absolute_path, default=None,
                      help="where reports go; a relative path is taken from the current directory (default: reports/ "
                      "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
@@ -238,7 +242,7 @@ def run(args: argparse.Namespace) -> int:
     identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
     if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
         baseline = read_results_json(previous)
-    reference = None
+    reference = compared = None
     try:
         if target is None:
             reference = start_reference(args, report_dir)
@@ -257,10 +261,20 @@ def run(args: argparse.Namespace) -> int:
         )
         if reference is not None:
             run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
+        if args.differential == "bundled" and reference is None:
+            compared = start_reference(args, report_dir)
+            args.differential = preflight(compared.api_url, kind=f"reference-{args.reference}").api_url
+        elif args.differential == "bundled":
+            args.differential = target.api_url
+        elif args.differential:
+            args.differential = preflight(args.differential).api_url
+        if args.differential:
+            run_info.extra["differential_reference"] = args.differential
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection)
     finally:
-        if reference is not None:
-            reference.stop()
+        for server in (reference, compared):
+            if server is not None:
+                server.stop()
     results = collector.ordered()
     for result in results:
         result.message = redact(result.message)
@@ -381,6 +395,8 @@ def run_scenarios(
     if args.client_version:
         pytest_args += ["--client-version", args.client_version]
     pytest_args += ["--target-version", target.version]
+    if args.differential:
+        pytest_args += ["--reference-url", args.differential]
     if str(args.parallel) not in ("1", "0"):
         pytest_args += ["-n", str(args.parallel), "--dist", "loadfile"]
     pytest_args += list(args.pytest_args)
