@@ -17,6 +17,8 @@ import pytest
 from harness.clients.actors import Actor, start_runner
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
+from harness.checks.schema import assert_traffic_matches
+from harness.plugin import ApiContract
 from harness.waits import actor_can_still_act, wait_for_deployment, wait_for_final_state
 from harness.checks.timestamps import utc_now
 from harness.waits import wait_until
@@ -163,3 +165,9 @@ def test_runner_executes_server_scheduled_runs(served_on_schedule: ScheduledServ
     created = runs_created_by(outcome.runner)
     assert not created, f"the Runner created runs itself: {created}"
     assert_reported_states(outcome.runner, run["id"], ("RUNNING", "COMPLETED"))
+
+
+def test_answers_the_runner_got_match_prefects_schema(served: ServeOutcome, api_contract: ApiContract) -> None:
+    """Every successful answer the Runner got (its polls, its flow-run process's calls) matches the schema
+    Prefect's OpenAPI document gives its route."""
+    assert_traffic_matches(served.runner.recorder.answers(), api_contract.document, api_contract.version, "the Runner")

@@ -20,6 +20,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from harness.checks.objects import Created, task_runs_named
+from harness.checks.schema import assert_traffic_matches
+from harness.plugin import ApiContract
 from harness.checks.proof import assert_subscribed
 from harness.clients.actors import (
     Actor,
@@ -144,3 +146,10 @@ def test_each_delayed_task_run_executes_exactly_once(task_worked: TaskWorkerOutc
     assert all(count == 1 for count in counts.values()) and len(counts) == TASK_RUNS, (
         f"run_count of the delayed task runs as the target returns them: {counts}; expected {TASK_RUNS} runs of 1"
     )
+
+
+def test_answers_the_task_clients_got_match_prefects_schema(task_worked: TaskWorkerOutcome, api_contract: ApiContract) -> None:
+    """Every successful answer the task worker and the submitter got matches the schema Prefect's OpenAPI
+    document gives its route."""
+    answers = task_worked.worker.recorder.answers() + task_worked.submitter.recorder.answers()
+    assert_traffic_matches(answers, api_contract.document, api_contract.version, "the task worker and the submitter")

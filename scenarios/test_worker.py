@@ -19,6 +19,8 @@ import pytest
 from harness.clients.actors import ENTRYPOINT_FUNCTION, FAST_CLIENT_SETTINGS, Actor, start_worker, write_flow_file
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state, watch_heartbeats
+from harness.checks.schema import assert_traffic_matches
+from harness.plugin import ApiContract
 from harness.waits import wait_for_final_state
 from harness.checks.timestamps import read_instant, utc_now
 from harness.checks.proof import (
@@ -155,3 +157,9 @@ def test_worker_run_carries_pool_and_worker_labels(worked: WorkerOutcome) -> Non
     wrong = {k: actual[k] for k in expected if actual[k] != expected[k]}
     assert not wrong, f"the worker's run should carry {expected}; the target returned {wrong}"
     assert run.get("work_queue_id"), "the worker's run has no work_queue_id"
+
+
+def test_answers_the_worker_got_match_prefects_schema(worked: WorkerOutcome, api_contract: ApiContract) -> None:
+    """Every successful answer the worker got (its polls, its pool and queue reads, its flow-run process's
+    calls) matches the schema Prefect's OpenAPI document gives its route."""
+    assert_traffic_matches(worked.worker.recorder.answers(), api_contract.document, api_contract.version, "the worker")

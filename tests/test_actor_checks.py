@@ -29,8 +29,10 @@ from tests.deviations import (
     IgnoreDeletes,
     Refuse,
     RewriteJson,
+    RewriteObjects,
     RewritePoll,
     RewriteRuns,
+    epoch_created,
     skip_late,
 )
 
@@ -98,6 +100,16 @@ CRON_DEPLOYMENT_ONLY = ("-k", "scheduler_creates_runs or runs_fall_on or schedul
 UNSCHEDULED_RUNNER_ONLY = ("-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
 
 CASES = [
+    Case(
+        "answers-with-epoch-created",
+        lambda: RewriteObjects(epoch_created),
+        "serve or worker or task_worker",
+        {"serve/answers_the_runner_got_match_prefects_schema", "worker/answers_the_worker_got_match_prefects_schema",
+         "task_worker/answers_the_task_clients_got_match_prefects_schema"},
+        r"\d+ of the \d+ answers the .* got break Prefect 3\.9\.1's schema: .*\$\S*\.created: expected type string, "
+        r"got 1764316800",
+        args=("-k", "answers_the"),
+    ),
     Case(
         "no-work-pool-polling-endpoint",
         lambda: Refuse("POST", POOL_POLL),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import tempfile
 from dataclasses import dataclass
@@ -135,3 +136,53 @@ def _expectation(error: Any) -> str:
     if error.validator == "const":
         return f"the value {json.dumps(error.validator_value)}"
     return f"{error.validator} {excerpt(json.dumps(error.validator_value), 120)}"
+
+
+def route_of(document: dict[str, Any], method: str, path: str) -> str | None:
+    """The route of Prefect's document that ``path`` (below the API root) calls, the most literal one when several
+    match (``/deployments/filter`` rather than ``/deployments/{id}``); None for a route the document lacks."""
+    matches = [template for template, pattern in _route_patterns(document, method.lower()) if pattern.match(path)]
+    return min(matches, key=lambda template: template.count("{")) if matches else None
+
+
+#: Compiled route patterns per document and method; the document is kept with them, so its id stays its own.
+_patterns: dict[tuple[int, str], tuple[dict[str, Any], list[tuple[str, re.Pattern[str]]]]] = {}
+
+
+def _route_patterns(document: dict[str, Any], method: str) -> list[tuple[str, re.Pattern[str]]]:
+    key = (id(document), method)
+    if key not in _patterns:
+        _patterns[key] = document, [(template, re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"))
+                          for template, operations in document.get("paths", {}).items() if method in operations]
+    return _patterns[key][1]
+
+
+def assert_traffic_matches(answers: list[tuple[Any, bytes]], document: dict[str, Any], version: str, who: str) -> None:
+    """Fail when any successful JSON answer a real client got (``(exchange, body)`` pairs from its recorder) breaks
+    Prefect's schema for its route, quoting the first violation per route. Routes the document lacks are not
+    judged (the handshake and the checks of each feature say what a route must be)."""
+    broken: dict[str, list[str]] = {}
+    judged = 0
+    for exchange, body in answers:
+        route = route_of(document, exchange.method, exchange.path)
+        schema = response_schema(document, exchange.method, route, exchange.status) if route else None
+        if schema is None:
+            continue
+        judged += 1
+        try:
+            found = violations(document, schema, json.loads(body))
+        except ValueError:
+            found = [Violation("$", "a JSON body", excerpt(body.decode(errors="replace"), 120))]
+        if found:
+            broken.setdefault(f"{exchange.method} {route}", []).append(
+                f"{exchange.method} {exchange.path} -> {exchange.status}: {found[0].describe()}")
+    if not judged:
+        raise AssertionError(f"{who} got no successful JSON answer on a route of Prefect's document, so there is "
+                             "nothing to judge. Hint: the feature's other checks say where its calls failed")
+    if broken:
+        count = sum(len(examples) for examples in broken.values())
+        quoted = "; ".join(f"{route} ({len(examples)}x), e.g. {examples[0]}" for route, examples in broken.items())
+        raise AssertionError(
+            f"{count} of the {judged} answers {who} got break Prefect {version}'s schema: {quoted}. Hint: real "
+            "clients parse these answers into Prefect's models; a required field left out, a wrong type or an "
+            "unknown enum value makes them fail")

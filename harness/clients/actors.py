@@ -165,7 +165,7 @@ def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None 
 
 def _start(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
            extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
-    recorder = ReverseProxy(target_api_url, actor=name)
+    recorder = ReverseProxy(target_api_url, actor=name, keep_answers=True)
     recorder.start()
     try:
         env = actor_environment(recorder.api_url, workdir / f"{name}-home", extra_env)

@@ -3,7 +3,8 @@
 The harness puts one in front of the target for each actor (runner, worker, the harness itself): it forwards
 every request unchanged, websockets included with their ``prefect`` subprotocol, and keeps a transcript of
 what the client asked and what the target answered. The transcript is how scenarios *prove* which polling
-path a real client used instead of assuming it.
+path a real client used instead of assuming it; the answers' whole bodies, kept in memory for an actor's
+recorder, are how they judge what the client got by Prefect's schema.
 
 The same proxy, given a ``deviation`` (the project's own tests define them), becomes a deliberately
 non-conforming target: that is how the tests show every check fails when the server gets something wrong.
@@ -29,6 +30,9 @@ import yarl
 
 from harness.clients.transcript import Exchange, summarize_body
 from harness.target.tls import tls_context
+
+#: The most answer bytes one recorder keeps whole (a Runner's run keeps a few hundred kB).
+MAX_KEPT_BYTES = 64 * 1024 * 1024
 
 HOP_BY_HOP = frozenset(
     {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
@@ -86,6 +90,11 @@ class ReverseProxy:
     #: the project's own tests make deliberately non-conforming targets with it (``tests/deviations.py``).
     deviation: Any = None
     exchanges: list[Exchange] = field(default_factory=list, init=False)
+    #: Keep the whole body of each successful JSON answer beside its exchange (up to ``MAX_KEPT_BYTES``), for
+    #: the checks that judge a real client's traffic by Prefect's schema; a transcript keeps only summaries.
+    keep_answers: bool = False
+    kept: list[tuple[Exchange, bytes]] = field(default_factory=list, init=False)
+    _kept_bytes: int = field(default=0, init=False, repr=False)
     port: int = field(default=0, init=False)
     _server: uvicorn.Server | None = field(default=None, init=False, repr=False)
     _thread: threading.Thread | None = field(default=None, init=False, repr=False)
@@ -169,9 +178,18 @@ class ReverseProxy:
             for exchange in self.transcript():
                 out.write(json.dumps(asdict(exchange)) + "\n")
 
-    def _record(self, exchange: Exchange) -> None:
+    def answers(self) -> list[tuple[Exchange, bytes]]:
+        """Successful JSON answers with their whole bodies, in order."""
+        with self._lock:
+            return list(self.kept)
+
+    def _record(self, exchange: Exchange, body: bytes = b"", content_type: str = "") -> None:
         with self._lock:
             self.exchanges.append(exchange)
+            if self.keep_answers and body and 200 <= exchange.status < 300 and "json" in content_type \
+                    and self._kept_bytes + len(body) <= MAX_KEPT_BYTES:
+                self.kept.append((exchange, body))
+                self._kept_bytes += len(body)
 
     def _relative(self, path: str) -> str:
         return path[len(self._api_path):] if path.startswith(self._api_path) else path
@@ -214,7 +232,9 @@ class ReverseProxy:
                 request_summary=summarize_body(request.body),
                 response_summary=summarize_body(response.body, 160),
                 user_agent=user_agent(scope),
-            )
+            ),
+            response.body,
+            next((v for k, v in response.headers if k.lower() == "content-type"), ""),
         )
         out_headers = [(k, v) for k, v in response.headers if k.lower() not in HOP_BY_HOP]
         out_headers.append(("content-length", str(len(response.body))))
