@@ -32,6 +32,8 @@ UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 VOLATILE = frozenset({
     "created", "updated", "timestamp", "start_time", "end_time", "expected_start_time", "estimated_run_time",
     "estimated_start_time_delta", "total_run_time", "last_polled", "last_heartbeat_time",
+    # A WAIT's delay counts down to the run's scheduled time from the moment each server answered.
+    "delay_seconds",
 })
 
 
