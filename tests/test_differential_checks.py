@@ -45,3 +45,11 @@ def test_normalising_keeps_references_between_objects_and_compares_instants() ->
         Difference("$.runs[0].flow_id", '"<id#1>"', '"<id#2>"'),
         Difference("$.when", '"<instant 2026-11-28T10:00:00+00:00>"', '"<instant 2026-11-28T10:00:01+00:00>"'),
     ]
+
+
+def test_an_unusable_server_to_compare_with_is_one_line_before_anything_starts(suite) -> None:
+    run = suite("--differential", "http://127.0.0.1:9/api", "-m", "differential")
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert run.code == 2 and len(lines) == 1, run.explain()
+    assert "--differential: the Prefect server to compare with is unusable" in lines[0] and "127.0.0.1:9" in lines[0], lines
+    assert "starting the reference server" not in run.stdout, run.explain()

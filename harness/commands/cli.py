@@ -238,6 +238,11 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_PASSED
     # A user's target is checked before anything is written, so a typo leaves the previous reports alone.
     target = preflight(args.target) if args.target else None
+    if args.differential not in (None, "bundled"):
+        try:
+            args.differential = preflight(args.differential).api_url
+        except TargetUnavailable as exc:
+            raise TargetUnavailable(f"--differential: the Prefect server to compare with is unusable. {exc}") from None
     report_dir = prepare_report_dir(args.report_dir)
     identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
     if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
@@ -266,8 +271,6 @@ def run(args: argparse.Namespace) -> int:
             args.differential = preflight(compared.api_url, kind=f"reference-{args.reference}").api_url
         elif args.differential == "bundled":
             args.differential = target.api_url
-        elif args.differential:
-            args.differential = preflight(args.differential).api_url
         if args.differential:
             run_info.extra["differential_reference"] = args.differential
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection)
