@@ -40,6 +40,13 @@ def first_runs_timeout() -> float:
     return max(30.0, 2 * scheduler_interval())
 #: How overdue the Late-run check's run is when created: past Prefect's default threshold (15 s) and the reference's.
 OVERDUE_BY = dt.timedelta(minutes=1)
+def recent_window() -> float:
+    """How long after a change Prefect's scheduler may still be scheduling a deployment from what it read before:
+    its recent-deployments loop (5 s by default, 1 s on the bundled reference; at most the main loop) picks up
+    deployments changed within that loop and a second; one second more for a pass in flight."""
+    return min(scheduler_interval(), 5.0) + 2.0
+
+
 def stable_for() -> float:
     """How long the run count must stay unchanged to count as stable (sized by ``--scheduler-interval``)."""
     return stability_window(scheduler_interval())
@@ -91,6 +98,7 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
     overdue.add(create_run(api, late_deployment["id"], module_names("overdue"), overdue.t0), "overdue", overdue.t0)
     updated = create_deployment(api, paused_flow["id"], module_names("updated-deployment"),
                                 schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
+    updated_at = utc_now()
     deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON, client_release)
     outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"], updated["id"])
     flow = api.get(f"/deployments/{deployment_id}")["flow_id"]
@@ -104,7 +112,19 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
             hint="the server's scheduler service must expand active schedules into runs on its own; no client "
             "creates them (Prefect does it within its recent-deployments loop, 5 s by default)",
         )
-        (schedule,) = api.get(f"/deployments/{updated['id']}/schedules")  # changed while the scheduler runs
+        # Changed while the scheduler runs, but not while a pass that read the old schedule may still be inserting
+        # its runs: Prefect's recent-deployments loop re-reads a deployment for a loop and a second after it
+        # changed, and a pass in flight at the change inserts the old schedule's runs after they were deleted
+        # (seen once on the reference: every odd minute of the next hour kept). The scheduler's own runs first.
+        wait_until(lambda: scheduled_runs(api, updated["id"]),
+                   awaiting=f"the target's scheduler to create runs for a second deployment with cron {CRON!r}",
+                   timeout=first_runs_timeout(), interval=0.5,
+                   hint="every active schedule is expanded into runs, whichever client created the deployment")
+        settled = updated_at + dt.timedelta(seconds=recent_window())
+        wait_until(lambda: utc_now() >= settled, awaiting=f"{recent_window():.0f} s after that deployment was created "
+                   "(the scheduler's recent-deployments window), before its schedule changes",
+                   timeout=recent_window() + 5, interval=0.2)
+        (schedule,) = api.get(f"/deployments/{updated['id']}/schedules")
         api.call("PATCH", f"/deployments/{updated['id']}/schedules/{schedule['id']}", expect=(200, 204),
                  json_body={"schedule": {"cron": UPDATED_CRON, "timezone": "UTC"}}, what="changing a deployment's schedule failed")
         outcome.schedule_changed_at = utc_now()
