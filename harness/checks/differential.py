@@ -14,7 +14,7 @@ is normalised before comparing:
 * every other datetime is compared as an instant (``Z`` and ``+00:00`` are the same answer).
 
 A field the target adds is not a difference (clients ignore it); a field it lacks, or a value that differs,
-is. Imports: nothing of the harness but :mod:`harness.checks.timestamps`.
+is. Imports: :mod:`harness.checks.timestamps` and the ``Answer`` of :mod:`harness.target.api`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from harness.checks.timestamps import DATE_LIKE, parse_instant
+from harness.target.api import Answer
 
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
@@ -102,6 +103,25 @@ def differences(reference: Any, target: Any, path: str = "$") -> list[Difference
     if reference != target:
         return [Difference(path, _show(reference), _show(target))]
     return []
+
+
+#: At most this many differences are quoted in one failure (the rest are counted).
+QUOTED = 5
+
+
+def assert_same_answer(reference: Answer, expected: Any, target: Answer, actual: Any) -> None:
+    """Fail unless the target's answer has the reference's status class (2xx, 4xx) and, when both succeeded, the
+    same normalised body (``expected``, ``actual``: :class:`Normaliser` output, None for no body to compare)."""
+    assert target.status // 100 == reference.status // 100, (
+        f"{target.method} {target.path} answered {target.status} where Prefect answers {reference.status}: "
+        f"{target.describe()}. Hint: the reference's answer was {reference.describe()}")
+    found = differences(expected, actual) if expected is not None else []
+    assert not found, (
+        f"the answer to {target.method} {target.path} differs from Prefect's in {len(found)} "
+        f"place{'' if len(found) == 1 else 's'}: " + "; ".join(d.describe() for d in found[:QUOTED])
+        + (f" (and {len(found) - QUOTED} more)" if len(found) > QUOTED else "")
+        + ". Hint: real clients were written against Prefect's answers; ids, names, times of handling and datetime "
+        "formats are already normalised, so each of these is a real difference")
 
 
 def _show(value: Any) -> str:

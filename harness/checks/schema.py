@@ -36,6 +36,9 @@ OPENAPI_SCRIPT = ("import json, sys\nfrom prefect.server.api.server import creat
 IGNORED_KEYWORDS = frozenset({"additionalProperties", "unevaluatedProperties"})
 #: At most this many violations are quoted in one failure (the rest are counted).
 QUOTED = 5
+#: What every schema failure ends with.
+HINT = ("Hint: real clients parse every answer into Prefect's models; a required field left out, a wrong type or an "
+        "unknown enum value makes them fail")
 
 
 @dataclass(frozen=True)
@@ -117,8 +120,7 @@ def assert_answer_matches(answer: Answer, document: dict[str, Any], version: str
         more = f" (and {len(found) - QUOTED} more)" if len(found) > QUOTED else ""
         raise AssertionError(
             f"{answer.method} {answer.path} answered {answer.status} with a body that breaks Prefect {version}'s "
-            f"schema for {answer.method} {route}: {quoted}{more}. Hint: real clients parse this answer into "
-            "Prefect's models; a required field left out, a wrong type or an unknown enum value makes them fail")
+            f"schema for {answer.method} {route}: {quoted}{more}. {HINT}")
 
 
 def _json_path(parts: Any) -> str:
@@ -183,6 +185,4 @@ def assert_traffic_matches(answers: list[tuple[Any, bytes]], document: dict[str,
         count = sum(len(examples) for examples in broken.values())
         quoted = "; ".join(f"{route} ({len(examples)}x), e.g. {examples[0]}" for route, examples in broken.items())
         raise AssertionError(
-            f"{count} of the {judged} answers {who} got break Prefect {version}'s schema: {quoted}. Hint: real "
-            "clients parse these answers into Prefect's models; a required field left out, a wrong type or an "
-            "unknown enum value makes them fail")
+            f"{count} of the {judged} answers {who} got break Prefect {version}'s schema: {quoted}. {HINT}")

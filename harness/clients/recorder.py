@@ -256,8 +256,8 @@ class ReverseProxy:
             async with self._http.request(request.method, url, headers=headers, data=request.body or None,
                                           allow_redirects=False) as upstream:
                 body = await upstream.read()
-                headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.raw_headers]
-                return ProxyResponse(upstream.status, headers, body)
+                answered = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.raw_headers]
+                return ProxyResponse(upstream.status, answered, body)
         except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
             # The client sees what a dead target looks like: a 502 naming the failure.
             return ProxyResponse.of_json(502, {"detail": f"proxy could not reach the target: {exc!r}"})

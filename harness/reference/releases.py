@@ -16,6 +16,7 @@ from __future__ import annotations
 import datetime as dt
 import fcntl
 import fnmatch
+import functools
 import re
 import shutil
 import subprocess
@@ -128,7 +129,7 @@ class NotApplicable:
 def not_applicable_rules(path: Path = PINS_FILE) -> list[NotApplicable]:
     return [NotApplicable(tuple(entry["checks"]), entry["reason"], entry.get("clients", ""), entry.get("servers", ""),
                           entry.get("storage", ""))
-            for entry in tomllib.loads(path.read_text()).get("not_applicable", [])]
+            for entry in _document(path).get("not_applicable", [])]
 
 
 def not_applicable(check: str, client_version: str, server_version: str, path: Path = PINS_FILE,
@@ -162,8 +163,18 @@ def _within(version: str, specifiers: str) -> bool:
         return False
 
 
+def _document(path: Path) -> dict:
+    """``releases.toml``, parsed once per version of the file: collection asks it once per check."""
+    return _parsed(str(path), path.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=8)
+def _parsed(path: str, mtime_ns: int) -> dict:
+    return tomllib.loads(Path(path).read_text())
+
+
 def _lookup(table: str, version: str, path: Path):
-    entries = tomllib.loads(path.read_text()).get(table, {})
+    entries = _document(path).get(table, {})
     return entries.get(version, entries.get(version.rsplit(".", 1)[0]))
 
 
