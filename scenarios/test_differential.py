@@ -43,7 +43,9 @@ class Side:
 
     def id(self, role: str) -> str:
         if role not in self.ids:
-            raise UnexpectedAnswer(f"the {self.label} has no {role} to call this on: an earlier step failed there")
+            # An earlier step failed there: the target's fault on the target, the harness's on Prefect's own server.
+            fault = HarnessError if self.label == "reference" else UnexpectedAnswer
+            raise fault(f"the {self.label} has no {role} to call this on: an earlier step failed there")
         return self.ids[role]
 
 

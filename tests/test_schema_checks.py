@@ -49,3 +49,15 @@ def test_violations_name_path_expectation_and_value_and_ignore_extra_fields() ->
         Violation("$[1].state_type", 'one of ["SCHEDULED", "RUNNING"]', '"WAITING"'),
         Violation("$[2].id", "type string", "7"),
     ]
+
+
+def test_an_empty_success_is_the_targets_failure_not_a_harness_error() -> None:
+    import pytest
+
+    from harness.checks.schema import assert_answer_matches
+    from harness.target.api import Answer
+
+    document = {"paths": {"/flows/{id}": {"get": {"responses": {"200": {"content": {"application/json": {
+        "schema": {"type": "object"}}}}}}}}}
+    with pytest.raises(AssertionError, match=r"GET /flows/abc answered 200 with no body, where Prefect's schema"):
+        assert_answer_matches(Answer("GET", "/flows/abc", 200, "", "application/json"), document, "3.9.1", "/flows/{id}")

@@ -114,6 +114,9 @@ def assert_answer_matches(answer: Answer, document: dict[str, Any], version: str
     if schema is None:
         raise HarnessError(f"Prefect {version}'s OpenAPI document has no JSON answer for {answer.method} {route} "
                            f"{answer.status}: the schema check's route table is wrong")
+    if not answer.text:
+        raise AssertionError(f"{answer.method} {answer.path} answered {answer.status} with no body, where Prefect's "
+                             f"schema for {answer.method} {route} expects JSON. {HINT}")
     found = violations(document, schema, json.loads(answer.text))
     if found:
         quoted = "; ".join(v.describe() for v in found[:QUOTED])
