@@ -17,8 +17,9 @@ import pytest
 from harness.clients.recorder import ReverseProxy
 from tests.deviations import Deviation
 from harness.reference.environment import FAST_SERVICE_SETTINGS
-from harness.reference.local import LocalReference
-from harness.waits import SCHEDULER_INTERVAL_ENV
+from harness.reference.local import READY_TIMEOUT, LocalReference
+from harness.target.errors import HarnessError
+from harness.waits import SCHEDULER_INTERVAL_ENV, wait_for_health
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -130,11 +131,82 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
+#: Set by the xdist controller for its workers: the API URL of the one reference server they share.
+SHARED_REFERENCE_ENV = "PREFECT_CONFORMANCE_TESTS_REFERENCE"
+#: Where the controller writes why the shared reference did not come up (read by the workers' fixture).
+SHARED_REFERENCE_ERROR_ENV = "PREFECT_CONFORMANCE_TESTS_REFERENCE_ERROR_FILE"
+
+
+@dataclass
+class SharedReference:
+    """A reference server that this process did not start (the tests only ever use its URL)."""
+
+    api_url: str
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under xdist, start ONE reference server for all workers, while they start and collect.
+
+    Each reference costs CPU all the time it runs (its scheduler and late-runs loops tick every second or two, a
+    few CPU-seconds a minute), and four of them ran the whole session on 2 cores: a quarter of the tests' CPU.
+    The workers inherit its URL from the environment; the controller stops it when the session ends.
+    """
+    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None) or os.environ.get(SHARED_REFERENCE_ENV):
+        return
+    import tempfile
+    import threading
+
+    from harness.reference.environment import free_port
+
+    workdir = Path(tempfile.mkdtemp(prefix="prefect-conformance-tests-reference-"))
+    server = LocalReference(workdir=workdir, port=free_port())
+    error_file = workdir / "start-error.txt"
+    os.environ[SHARED_REFERENCE_ENV] = server.api_url
+    os.environ[SHARED_REFERENCE_ERROR_ENV] = str(error_file)
+
+    def start() -> None:
+        try:
+            server.start()
+        except BaseException as exc:  # the workers' fixture reports it, in every test that needs the server
+            error_file.write_text(f"{type(exc).__name__}: {exc}")
+
+    thread = threading.Thread(target=start, name="shared-reference", daemon=True)
+    thread.start()
+    config.stash[_shared_reference] = (server, thread)
+
+
+_shared_reference = pytest.StashKey[tuple]()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    started = config.stash.get(_shared_reference, None)
+    if started is not None:
+        server, thread = started
+        thread.join(timeout=120)
+        server.stop()
+        os.environ.pop(SHARED_REFERENCE_ENV, None)
+
+
 @pytest.fixture(scope="session")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference]:
-    """A real Prefect server for the whole test session (the authority every deviation is compared with)."""
-    with LocalReference(workdir=tmp_path_factory.mktemp("reference")) as server:
-        yield server
+def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference | SharedReference]:
+    """A real Prefect server for the whole test session (the authority every deviation is compared with).
+
+    Under xdist it is the controller's one shared server (see :func:`pytest_configure`); without, this process's.
+    """
+    url = os.environ.get(SHARED_REFERENCE_ENV)
+    if not url:
+        with LocalReference(workdir=tmp_path_factory.mktemp("reference")) as server:
+            yield server
+        return
+    error_file = Path(os.environ.get(SHARED_REFERENCE_ERROR_ENV, "/nonexistent"))
+
+    def not_failed() -> None:
+        if error_file.exists():
+            raise HarnessError(f"the shared reference server did not start: {error_file.read_text()}")
+
+    wait_for_health(url, timeout=READY_TIMEOUT + 30, what="the tests' shared reference server", alive=not_failed,
+                    hint="the xdist controller starts it; see the line above or its log under the system temp folder")
+    yield SharedReference(url)
 
 
 @pytest.fixture
