@@ -60,6 +60,7 @@ FEATURES = {
     "task_worker": "a task worker subscribes to background task runs that another client delays",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
     "schema": "answers of the routes real clients use match Prefect's OpenAPI response schemas",
+    "bad_input": "requests Prefect rejects with 422 are rejected with 4xx, never a 5xx, and nothing of them is stored",
     "differential": "one sequence of client calls answered as Prefect's own server answers it (--differential)",
 }
 
@@ -251,6 +252,7 @@ class ApiContract:
 
     version: str
     document: dict
+    python: str  # an interpreter with that release installed (to ask its own app, see harness.checks.bad_input)
 
 
 @pytest.fixture(scope="session")
@@ -261,4 +263,4 @@ def api_contract(request: pytest.FixtureRequest, target: Target) -> ApiContract:
     chosen = pinned()
     if kind.startswith("reference-") and target.version != chosen.version:
         chosen = release(target.version)
-    return ApiContract(chosen.version, openapi_document(chosen.version, chosen.python))
+    return ApiContract(chosen.version, openapi_document(chosen.version, chosen.python), chosen.python)

@@ -29,8 +29,8 @@ import pytest
 RESULTS_SCHEMA_VERSION = 1
 
 #: The order features are reported in.
-FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "scheduler", "serve", "worker", "task_worker",
-                 "differential")
+FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "scheduler", "serve", "worker",
+                 "task_worker", "differential")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "n/a", "error")
 #: How a skip reason starts when the check does not apply to the releases in this run (status ``n/a``).
