@@ -66,6 +66,8 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "timestamps": ("none: pure API requests", 0.0),
         "handshake": ("none: one API request", 0.0),
         "schema": ("none: pure API requests (the OpenAPI document is generated once per release and cached)", 0.0),
+        "bad_input": ("none: pure API requests (the requests and Prefect's answers are made once per release and "
+                      "cached)", 0.0),
     }
 
 
