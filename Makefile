@@ -53,8 +53,11 @@ matrix: $(STAMP)
 # PYTHONDONTWRITEBYTECODE, each would compile them (and pytest rewrite the scenarios) again: 0.3-0.4 CPU-s per run.
 # Four workers on 2 cores: a quarter of the tests mostly wait (a 60-s scheduler loop, a 300-ms-per-request target),
 # and a fourth worker keeps the cores busy meanwhile (5 min 36 s against 6 min 29 s with three, 2026-11-28).
+# On a fresh machine the venv (downloads, then uv) and the browser (apt-get) are mostly waits on the network: they
+# are set up side by side.
 TEST_WORKERS ?= 4
-test: $(STAMP) browser
+test:
+	@$(MAKE) --no-print-directory -j2 $(STAMP) browser
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
 # The HTML report is checked in a real headless browser; installed from Debian's packages where we may.

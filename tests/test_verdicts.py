@@ -20,7 +20,7 @@ from harness.target.api import Answer, ApiClient
 from harness.target.errors import ActorCouldNotStart, HarnessError, Hopeless, UnexpectedAnswer, Unsupported, outcome_of
 from harness.reporting.expectations import Expectation, apply, updated
 from harness.clients.processes import spawn
-from harness.clients.recorder import ReverseProxy
+from harness.clients.relay import RecordingRelay
 from harness.reference.environment import free_port
 from harness.reporting.history import prepare_report_dir, previous_results
 from harness.reporting.results import CheckResult
@@ -73,7 +73,7 @@ def test_no_answer_at_all_is_the_targets_failure() -> None:
 
 
 def dying_actor(tmp_path: Path, target: str, script: str) -> Actor:
-    recorder = ReverseProxy(target, actor="runner")
+    recorder = RecordingRelay(target, actor="runner")
     recorder.start()
     env = {"PATH": "/usr/bin:/bin", "PREFECT_API_URL": recorder.api_url}
     process = spawn("runner", [sys.executable, "-c", script], log_path=tmp_path / "runner.log", env=env, cwd=tmp_path)

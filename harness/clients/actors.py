@@ -1,7 +1,7 @@
 """Real Prefect clients as child processes: a ``.serve()`` Runner, a ``prefect worker start`` worker, and a task
 worker (``prefect.task_worker.serve``) with the client that submits its background tasks (``task.delay``).
 
-Each actor talks to the target through its own recording :class:`~harness.clients.recorder.ReverseProxy`, so its
+Each actor talks to the target through its own :class:`~harness.clients.relay.RecordingRelay`, so its
 transcript shows which endpoints the real client used. Actors get a clean environment (no user profile, no
 ``PREFECT_*`` from the caller) with short poll intervals set through Prefect's own settings, and their output
 goes to a log file next to the transcript in the run's artifacts folder.
@@ -16,7 +16,7 @@ from typing import Any, Mapping
 
 from harness.target.credentials import client_environment
 from harness.clients.processes import ManagedProcess, spawn
-from harness.clients.recorder import ReverseProxy
+from harness.clients.relay import RecordingRelay
 from harness.reference.environment import clean_environment
 from harness.reference.releases import Release, pinned
 
@@ -124,7 +124,7 @@ class Actor:
 
     name: str
     process: ManagedProcess
-    recorder: ReverseProxy
+    recorder: RecordingRelay
     workdir: Path
     #: How long to wait after SIGINT before SIGTERM: the 3.9.1 worker ignores SIGINT for over 20 s.
     sigint_wait: float = 3.0
@@ -165,7 +165,7 @@ def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None 
 
 def _start(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
            extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
-    recorder = ReverseProxy(target_api_url, actor=name, keep_answers=True)
+    recorder = RecordingRelay(target_api_url, actor=name, keep_answers=True)
     recorder.start()
     try:
         env = actor_environment(recorder.api_url, workdir / f"{name}-home", extra_env)

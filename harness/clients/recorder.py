@@ -1,13 +1,12 @@
-"""A recording reverse proxy between a client and a target.
+"""A recording reverse proxy between a client and a target, that can change the traffic.
 
-The harness puts one in front of the target for each actor (runner, worker, the harness itself): it forwards
-every request unchanged, websockets included with their ``prefect`` subprotocol, and keeps a transcript of
-what the client asked and what the target answered. The transcript is how scenarios *prove* which polling
-path a real client used instead of assuming it; the answers' whole bodies, kept in memory for an actor's
-recorder, are how they judge what the client got by Prefect's schema.
+It parses each request and answer, forwards them with an HTTP client, websockets included with their
+``prefect`` subprotocol, and keeps a transcript of what the client asked and what the target answered. Given
+a ``deviation`` (the project's own tests define them), it becomes a deliberately non-conforming target: that is
+how the tests show every check fails when the server gets something wrong.
 
-The same proxy, given a ``deviation`` (the project's own tests define them), becomes a deliberately
-non-conforming target: that is how the tests show every check fails when the server gets something wrong.
+Real clients do not talk through it: their recorder is :class:`~harness.clients.relay.RecordingRelay`, which
+records the same transcript at a fraction of the cost (it forwards bytes and reads a copy) but changes nothing.
 The transcript's format lives in :mod:`harness.clients.transcript`.
 """
 

@@ -2,7 +2,7 @@
 
 Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
 in total), the reference server's start-up, the unavoidable waits (derived from the suite's settings), and the
-recorder's added latency per request (the same request sent directly and through a recording proxy, in
+recorder's added latency per request (the same request sent directly and through the recording relay every real client talks through, in
 interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
 """
@@ -27,7 +27,7 @@ import httpx
 from harness.commands.cli import absolute_path
 from harness.locations import default_report_dir
 from harness.clients.actors import FAST_CLIENT_SETTINGS
-from harness.clients.recorder import ReverseProxy
+from harness.clients.relay import RecordingRelay
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment
 from harness.reference.local import LocalReference
 from harness.reporting.results import FEATURE_ORDER
@@ -121,7 +121,7 @@ def paired_ratio(direct: list[float], recorded: list[float], *, resamples: int =
 def recorder_overhead(pairs: int = 400) -> Overhead:
     """The same realistic request, direct and recorded, alternating which goes first in each pair."""
     with tempfile.TemporaryDirectory() as tmp, LocalReference(workdir=Path(tmp)) as reference:
-        with ReverseProxy(reference.api_url, actor="bench") as proxy, httpx.Client(timeout=10) as http:
+        with RecordingRelay(reference.api_url, actor="bench") as proxy, httpx.Client(timeout=10) as http:
             body = {"flows": {"name": {"any_": ["no-such-flow"]}}, "limit": 1}
 
             def latency(url: str) -> float:
