@@ -15,7 +15,7 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv browser conformance matrix test bench flake-check reference-images differential clean help
+.PHONY: venv browser test-images conformance matrix test bench flake-check reference-images differential clean help
 
 help:
 	@sed -n '2,8p' Makefile
@@ -53,11 +53,11 @@ matrix: $(STAMP)
 # PYTHONDONTWRITEBYTECODE, each would compile them (and pytest rewrite the scenarios) again: 0.3-0.4 CPU-s per run.
 # Four workers on 2 cores: a quarter of the tests mostly wait (a 60-s scheduler loop, a 300-ms-per-request target),
 # and a fourth worker keeps the cores busy meanwhile (5 min 36 s against 6 min 29 s with three, 2026-11-28).
-# On a fresh machine the venv (downloads, then uv) and the browser (apt-get) are mostly waits on the network: they
-# are set up side by side.
+# On a fresh machine the venv (downloads, then uv), the browser (apt-get) and the Docker test's images (Debian's
+# and PyPI's packages) are mostly waits on the network: they are set up side by side, before the tests start.
 TEST_WORKERS ?= 4
 test:
-	@$(MAKE) --no-print-directory -j2 $(STAMP) browser
+	@$(MAKE) --no-print-directory -j3 $(STAMP) browser test-images
 	env -u PYTHONDONTWRITEBYTECODE $(BIN)/python -m pytest tests -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(ARGS)
 
 # The HTML report is checked in a real headless browser; installed from Debian's packages where we may.
@@ -65,13 +65,23 @@ browser:
 	@if ! command -v chromium >/dev/null || ! command -v pdftotext >/dev/null; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    echo "Installing Debian's chromium and poppler-utils for the HTML report test"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium poppler-utils >/dev/null; \
+	    apt-get -o DPkg::Lock::Timeout=600 update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium poppler-utils >/dev/null; \
 	  else echo "chromium or pdftotext missing and not root: the HTML report test will be skipped"; fi; \
 	fi
 
 # Docker images of the reference built from Debian's and PyPI's packages, for engines that cannot pull.
 reference-images: $(STAMP)
 	$(BIN)/python -m harness.reference.images
+
+# The same for `make test`, without the venv (the build needs only the standard library): where a Docker engine
+# answers, we are root and the images are missing. A failed build is the Docker test's to report, not make's.
+test-images:
+	@if [ "$$(id -u)" = 0 ] && command -v docker >/dev/null && docker info >/dev/null 2>&1; then \
+	  mkdir -p build; echo "Building the reference's Docker images for the Docker test (log: build/reference-images.log)"; \
+	  $(PYTHON) -m harness.reference.images > build/reference-images.log 2>&1 || \
+	    echo "The reference's Docker images were not built (see build/reference-images.log); the Docker test will try"; \
+	fi
 
 # The differential self-check: the reference on SQLite and on PostgreSQL must give identical verdicts.
 # 'compare' lists checks that fail only on PostgreSQL as "new failures" and only on SQLite as "fixed".

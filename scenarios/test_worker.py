@@ -49,6 +49,8 @@ class WorkerOutcome:
     registered: Any
     #: The worker's ``last_heartbeat_time`` values seen while it idled after the run (until one moved).
     heartbeats: list[str]
+    #: The worker's ``status`` in each of those listings.
+    statuses: list[str]
     failure: AssertionError | None = None
 
 
@@ -79,9 +81,10 @@ def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
         exc.args = (f"{exc}\nWorker transcript:\n{transcript_digest(worker)}",)
         final, failure = None, exc
     registered = api.request("POST", f"/work_pools/{pool_name}/workers/filter", json_body={})
-    heartbeats = watch_heartbeats(api, pool_name, worker_name, timeout=HEARTBEAT_WATCH)
+    statuses: list[str] = []
+    heartbeats = watch_heartbeats(api, pool_name, worker_name, timeout=HEARTBEAT_WATCH, statuses=statuses)
     worker.stop()
-    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, heartbeats, failure)
+    return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, heartbeats, statuses, failure)
 
 
 def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
@@ -114,16 +117,22 @@ def test_worker_stays_online_with_a_moving_heartbeat(worked: WorkerOutcome) -> N
     workers = {w.get("name"): w for w in worked.registered.expect(200, what="listing the pool's workers failed")}
     listed = workers.get(worked.worker_name)
     assert listed, f"worker {worked.worker_name!r} is not listed by POST /work_pools/{{name}}/workers/filter"
-    assert listed.get("status") == "ONLINE", (
-        f"worker {worked.worker_name!r} is listed with status {listed.get('status')!r} while it heartbeats; Prefect "
-        "lists a worker ONLINE until it misses its heartbeats"
-    )
+    # A worker late with a heartbeat (a loaded machine, a slow target) is rightly OFFLINE until its next one: the
+    # listings while its heartbeat is watched moving count too.
+    statuses = [listed.get("status"), *worked.statuses]
+    problems = []
+    if "ONLINE" not in statuses:
+        problems.append(
+            f"worker {worked.worker_name!r} is listed with status {listed.get('status')!r} while it heartbeats (in all "
+            f"{len(statuses)} listings over the next {HEARTBEAT_WATCH:.0f} s: {sorted(set(map(str, statuses)))}); "
+            "Prefect lists a worker ONLINE until it misses its heartbeats")
     seen = [read_instant(value, f"last_heartbeat_time of worker {worked.worker_name!r}") for value in worked.heartbeats]
-    assert len(seen) >= 2 and seen[-1] > seen[0], (
-        f"the worker's last_heartbeat_time did not move in {HEARTBEAT_WATCH:.0f} s (it heartbeats every "
-        f"{FAST_CLIENT_SETTINGS['PREFECT_WORKER_HEARTBEAT_SECONDS']} s): seen {worked.heartbeats}. How it "
-        f"registered: {registration_attempts(worked.worker, worked.pool_name)}"
-    )
+    if not (len(seen) >= 2 and seen[-1] > seen[0]):
+        problems.append(
+            f"the worker's last_heartbeat_time did not move in {HEARTBEAT_WATCH:.0f} s (it heartbeats every "
+            f"{FAST_CLIENT_SETTINGS['PREFECT_WORKER_HEARTBEAT_SECONDS']} s): seen {worked.heartbeats}. How it "
+            f"registered: {registration_attempts(worked.worker, worked.pool_name)}")
+    assert not problems, "; and ".join(problems)
 
 
 def test_worker_run_completes(worked: WorkerOutcome) -> None:

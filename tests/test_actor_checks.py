@@ -148,12 +148,13 @@ CASES = [
         r"POST /work_pools/\S+/workers/heartbeat -> 404",
     ),
     Case(
-        "worker-heartbeat-frozen",
-        lambda: RewriteJson("POST", r"/workers/filter$",
-                            lambda workers: [{**w, "last_heartbeat_time": "2026-11-01T00:00:00Z"} for w in workers]),
+        "worker-heartbeat-frozen-and-offline",
+        lambda: RewriteJson("POST", r"/workers/filter$", lambda workers: [
+            {**w, "last_heartbeat_time": "2026-11-01T00:00:00Z", "status": "OFFLINE"} for w in workers]),
         "worker",
         {"worker/worker_stays_online_with_a_moving_heartbeat"},
-        r"last_heartbeat_time did not move in \d+ s .* seen \['2026-11-01T00:00:00Z'\]",
+        r"is listed with status 'OFFLINE' while it heartbeats \(in all \d+ listings .*\['OFFLINE'\]\).*; and the "
+        r"worker's last_heartbeat_time did not move in \d+ s .* seen \['2026-11-01T00:00:00Z'\]",
         passes={"worker/worker_registers_with_its_pool", "worker/worker_run_completes"},
     ),
     Case(

@@ -145,14 +145,19 @@ def limit_concurrency(api: ApiClient, pool_name: str, limit: int | None, queue_n
     api.call("PATCH", path, {"concurrency_limit": limit}, expect=(200, 204), what=f"setting concurrency_limit on {path}")
 
 
-def watch_heartbeats(api: ApiClient, pool_name: str, worker_name: str, *, timeout: float) -> list[str]:
+def watch_heartbeats(api: ApiClient, pool_name: str, worker_name: str, *, timeout: float,
+                     statuses: list[str] | None = None) -> list[str]:
     """The distinct ``last_heartbeat_time`` values ``POST /work_pools/{name}/workers/filter`` lists for the worker,
-    watched until a second one appears or ``timeout`` passes (both are outcomes: a check judges the list)."""
+    watched until a second one appears or ``timeout`` passes (both are outcomes: a check judges the list). The
+    ``status`` of each listing is appended to ``statuses``."""
     seen: list[str] = []
 
     def moved() -> bool:
         workers = api.post(f"/work_pools/{pool_name}/workers/filter", {})
-        value = next((w.get("last_heartbeat_time") for w in workers if w.get("name") == worker_name), None)
+        listed = next((w for w in workers if w.get("name") == worker_name), {})
+        value = listed.get("last_heartbeat_time")
+        if statuses is not None and listed:
+            statuses.append(listed.get("status"))
         if value and value not in seen:
             seen.append(value)
         return len(seen) >= 2

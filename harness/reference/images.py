@@ -85,8 +85,10 @@ def requirements(version: str) -> list[str]:
 def build_rootfs(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None:
     # mmdebstrap fetches the packages in parallel and unpacks them in one dpkg run: 43 s where debootstrap took 63 s.
     if shutil.which("mmdebstrap") is None:
-        run(["apt-get", "update", "-qq"])
-        run(["apt-get", "install", "-y", "-qq", "mmdebstrap"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+        # `make test` may install the browser at the same time: wait for dpkg's lock instead of failing on it.
+        wait = ["-o", "DPkg::Lock::Timeout=600"]
+        run(["apt-get", *wait, "update", "-qq"])
+        run(["apt-get", *wait, "install", "-y", "-qq", "mmdebstrap"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
     run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs),
          DEBIAN_MIRROR], stdout=subprocess.DEVNULL)
     # pip and uv inside the chroot need the host's CA bundle (the machine may use its own CA) and a clean environment.
