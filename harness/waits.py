@@ -192,15 +192,20 @@ def refused_requests(actor: "Actor", limit: int = 3) -> str:
     """The actor's last requests the target refused, as "METHOD path -> status body" for failure messages.
 
     A GET answered 404 that more successful traffic followed was a lookup that found nothing, as clients make
-    before they create (a Runner asks for its deployment by name first): not a refusal."""
+    before they create (a Runner asks for its deployment by name first): not a refusal. Nor is a request the
+    target refused and later accepted (a 503 the client retried). A final refusal (4xx) is what a client gives up
+    on, so those are quoted before transient ones (502, 503, 504)."""
     exchanges = actor.recorder.transcript()
     last_ok = max((i for i, e in enumerate(exchanges) if 200 <= e.status < 400), default=-1)
+    accepted_last = {(e.method, e.path): i for i, e in enumerate(exchanges) if 200 <= e.status < 400}
     refused = [
         e for i, e in enumerate(exchanges)
         if not (200 <= e.status < 400) and e.path not in BENIGN_REFUSALS and not e.websocket
         and not (e.method == "GET" and e.status == 404 and i < last_ok)
+        and accepted_last.get((e.method, e.path), -1) < i
     ]
-    return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
+    final = [e for e in refused if e.status not in (502, 503, 504)]
+    return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in (final or refused)[-limit:])
 
 
 #: Lines in a client's log that mean it could not start for a reason on this machine, not the target's answer.

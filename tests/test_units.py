@@ -265,3 +265,24 @@ def test_datetime_fields_are_read_from_prefect_once_and_cached_per_release(tmp_p
     finally:
         datetime_keys.cache_clear()
 
+
+
+def test_a_dead_clients_refusals_quote_what_it_gave_up_on_not_what_it_retried() -> None:
+    """A Runner that died of a 404 on its poll, among 503s it retried (one of them later accepted)."""
+    from types import SimpleNamespace
+
+    from harness.clients.transcript import Exchange
+    from harness.waits import refused_requests
+
+    def exchange(method: str, path: str, status: int) -> Exchange:
+        return Exchange("runner", method, path, status, 0.0, 1.0, "", f"answer {status}")
+
+    seen = [exchange("GET", "/deployments/name/f/d", 404), exchange("POST", "/deployments/", 201),
+            exchange("PATCH", "/deployments/1", 503), exchange("POST", "/deployments/get_scheduled_flow_runs", 404),
+            exchange("PATCH", "/deployments/1", 503), exchange("PATCH", "/deployments/2", 503),
+            exchange("PATCH", "/deployments/1", 204)]
+    actor = SimpleNamespace(recorder=SimpleNamespace(transcript=lambda: seen))
+    assert refused_requests(actor) == "POST /deployments/get_scheduled_flow_runs -> 404 answer 404"
+    only_transient = SimpleNamespace(recorder=SimpleNamespace(transcript=lambda: seen[:3] + seen[4:6]))
+    assert refused_requests(only_transient) == ("PATCH /deployments/1 -> 503 answer 503; PATCH /deployments/1 -> 503 "
+                                                "answer 503; PATCH /deployments/2 -> 503 answer 503")
