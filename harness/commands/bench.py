@@ -22,7 +22,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 
 from harness.commands.cli import absolute_path
 from harness.locations import default_report_dir
@@ -118,26 +117,43 @@ def paired_ratio(direct: list[float], recorded: list[float], *, resamples: int =
     return statistics.median(ratios), medians[int(0.025 * resamples)], medians[int(0.975 * resamples) - 1]
 
 
+#: The client of :func:`recorder_overhead`, in its own process as every real client is: in the relay's process,
+#: its wake-ups would wait for the relay thread's hold on the GIL, which no real client shares.
+OVERHEAD_CLIENT = """
+import json, sys, time
+import httpx
+
+direct_url, recorded_url, pairs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+body = {"flows": {"name": {"any_": ["no-such-flow"]}}, "limit": 1}
+with httpx.Client(timeout=10) as http:
+    def latency(url):
+        started = time.perf_counter()
+        http.post(url + "/flows/filter", json=body).raise_for_status()
+        return (time.perf_counter() - started) * 1000
+
+    for _ in range(50):  # warm up both paths (connections, the server's caches)
+        latency(direct_url), latency(recorded_url)
+    direct, recorded = [], []
+    for i in range(pairs):
+        if i % 2:
+            recorded.append(latency(recorded_url)); direct.append(latency(direct_url))
+        else:
+            direct.append(latency(direct_url)); recorded.append(latency(recorded_url))
+json.dump({"direct": direct, "recorded": recorded}, sys.stdout)
+"""
+
+
 def recorder_overhead(pairs: int = 400) -> Overhead:
-    """The same realistic request, direct and recorded, alternating which goes first in each pair."""
+    """The same realistic request, direct and through the recording relay, alternating which goes first in each
+    pair, from a client in its own process (as real clients are) while the relay runs here (as in a run)."""
     with tempfile.TemporaryDirectory() as tmp, LocalReference(workdir=Path(tmp)) as reference:
-        with RecordingRelay(reference.api_url, actor="bench") as proxy, httpx.Client(timeout=10) as http:
-            body = {"flows": {"name": {"any_": ["no-such-flow"]}}, "limit": 1}
-
-            def latency(url: str) -> float:
-                started = time.perf_counter()
-                http.post(url + "/flows/filter", json=body).raise_for_status()
-                return (time.perf_counter() - started) * 1000
-
-            for _ in range(50):  # warm up both paths (connections, the server's caches)
-                latency(reference.api_url), latency(proxy.api_url)
-            direct: list[float] = []
-            recorded: list[float] = []
-            for i in range(pairs):
-                if i % 2:
-                    recorded.append(latency(proxy.api_url)); direct.append(latency(reference.api_url))
-                else:
-                    direct.append(latency(reference.api_url)); recorded.append(latency(proxy.api_url))
+        with RecordingRelay(reference.api_url, actor="bench") as relay:
+            proc = subprocess.run([sys.executable, "-c", OVERHEAD_CLIENT, reference.api_url, relay.api_url, str(pairs)],
+                                  capture_output=True, text=True, timeout=600)
+            if proc.returncode != 0:
+                raise SystemExit(f"bench: the overhead client failed:\n{proc.stderr[-2000:]}")
+            timings = json.loads(proc.stdout)
+    direct, recorded = timings["direct"], timings["recorded"]
     ratio, low, high = paired_ratio(direct, recorded)
     return Overhead(pairs, statistics.median(direct), statistics.median(recorded), ratio, low, high)
 
