@@ -17,8 +17,7 @@ import json
 import socket
 import threading
 import time
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -27,7 +26,7 @@ import multidict
 import uvicorn
 import yarl
 
-from harness.clients.transcript import Exchange, summarize_body
+from harness.clients.transcript import Exchange, Recorded, summarize_body
 from harness.target.tls import tls_context
 
 #: The most answer bytes one recorder keeps whole (a Runner's run keeps a few hundred kB).
@@ -77,7 +76,7 @@ class ProxyResponse:
 
 
 @dataclass
-class ReverseProxy:
+class ReverseProxy(Recorded):
     """A reverse proxy on a free loopback port in a background thread; use as a context manager.
 
     ``api_url`` is what a client puts in ``PREFECT_API_URL``: the upstream API URL with the proxy's origin.
@@ -166,16 +165,6 @@ class ReverseProxy:
     def transcript(self) -> list[Exchange]:
         with self._lock:
             return list(self.exchanges)
-
-    def requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
-        """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
-        return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
-
-    def write_transcript(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as out:
-            for exchange in self.transcript():
-                out.write(json.dumps(asdict(exchange)) + "\n")
 
     def answers(self) -> list[tuple[Exchange, bytes]]:
         """Successful JSON answers with their whole bodies, in order."""

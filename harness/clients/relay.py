@@ -25,13 +25,12 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import httptools
 
-from harness.clients.transcript import Exchange, summarize_body
+from harness.clients.transcript import Exchange, Recorded, summarize_body
 from harness.target.tls import tls_context
 
 #: The most answer bytes one relay keeps whole for :meth:`RecordingRelay.answers` (as the proxy's).
@@ -82,7 +81,7 @@ class _Seen:
 
 
 @dataclass
-class RecordingRelay:
+class RecordingRelay(Recorded):
     """A recording relay on a free loopback port in a background thread; use as a context manager.
 
     ``api_url`` is what a client puts in ``PREFECT_API_URL``: the upstream API URL with the relay's origin.
@@ -171,24 +170,12 @@ class RecordingRelay:
         self._loop = None
         self._thread = None
 
-    # --- transcript (the same interface as the proxy's) ----------------------------------------------------
+    # --- transcript (read through Recorded, as the proxy's) ---------------------------------------------
 
     def transcript(self) -> list[Exchange]:
         with self._lock:
             seen = [s for s in self._seen if s.status]
         return [s.exchange(self.actor) for s in seen]
-
-    def requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
-        """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
-        return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
-
-    def write_transcript(self, path: Path) -> None:
-        from dataclasses import asdict
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "w") as out:
-            for exchange in self.transcript():
-                out.write(json.dumps(asdict(exchange)) + "\n")
 
     def answers(self) -> list[tuple[Exchange, bytes]]:
         """Successful JSON answers with their whole bodies, in order."""

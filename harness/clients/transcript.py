@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 
@@ -30,6 +30,23 @@ class Exchange:
     subprotocol: str | None = None
     #: The client's ``User-Agent`` (Prefect's clients send ``prefect/X.Y.Z (API ...)``): which release spoke.
     user_agent: str = ""
+
+
+class Recorded:
+    """What the scenarios read from a recorder (the relay or the proxy), given its :meth:`transcript`."""
+
+    def transcript(self) -> list[Exchange]:
+        raise NotImplementedError
+
+    def requests_to(self, method: str, path_suffix: str) -> list[Exchange]:
+        """Recorded exchanges whose method matches and whose path (below the API root) ends with ``path_suffix``."""
+        return [e for e in self.transcript() if e.method == method and e.path.endswith(path_suffix)]
+
+    def write_transcript(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as out:
+            for exchange in self.transcript():
+                out.write(json.dumps(asdict(exchange)) + "\n")
 
 
 UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
