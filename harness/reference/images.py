@@ -11,6 +11,7 @@ exists.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import subprocess
@@ -18,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import TextIO
+from typing import Iterator, TextIO
 
 from harness import PREFECT_REFERENCE_VERSION
 
@@ -136,6 +137,25 @@ def ensure_images(force: bool = False, output: TextIO | None = None,
     global _output
     _output = output
     prefect, postgres = prefect_image(version), postgres_image(version)
+    with _building():
+        return _ensure(prefect, postgres, force, output, version)
+
+
+@contextlib.contextmanager
+def _building() -> Iterator[None]:
+    """One build at a time on a machine (the images are the Docker engine's, shared by all): a second caller waits
+    for the first one's build (``make test`` starts one beside the tests) and then finds the images there."""
+    import fcntl
+
+    with open(Path(tempfile.gettempdir()) / "prefect-conformance-reference-images.lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _ensure(prefect: str, postgres: str, force: bool, output: TextIO | None, version: str) -> tuple[str, str]:
     if force or not (image_exists(prefect) and image_exists(postgres)):
         started = time.monotonic()
         with tempfile.TemporaryDirectory(prefix="prefect-conformance-rootfs-") as tmp:
