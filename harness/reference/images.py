@@ -141,6 +141,12 @@ def ensure_images(force: bool = False, output: TextIO | None = None,
         return _ensure(prefect, postgres, force, output, version)
 
 
+def images_ready(version: str = PREFECT_REFERENCE_VERSION) -> bool:
+    """Whether both images of ``version`` exist, once a build in progress on this machine has finished."""
+    with _building():
+        return image_exists(prefect_image(version)) and image_exists(postgres_image(version))
+
+
 @contextlib.contextmanager
 def _building() -> Iterator[None]:
     """One build at a time on a machine (the images are the Docker engine's, shared by all): a second caller waits
