@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import ipaddress
 import json
 import socket
 import threading
@@ -57,6 +58,8 @@ class _Seen:
     content_encoding: str = ""
     subprotocol: str | None = None
     detail: str = ""
+    kept: bool = False  # the whole body is kept for ``answers()``
+    _exchange: Exchange | None = None  # built once: a transcript is read at every poll of a wait
 
     def body(self) -> bytes:
         """The answer's body as the client decoded it (gzip and deflate undone)."""
@@ -70,6 +73,12 @@ class _Seen:
         return self.response_body
 
     def exchange(self, actor: str) -> Exchange:
+        """The transcript's record of this exchange, once it is complete (summarised the first time it is read)."""
+        if self._exchange is None:
+            self._exchange = self._summarised(actor)
+        return self._exchange
+
+    def _summarised(self, actor: str) -> Exchange:
         latency = round((self.finished - self.started) * 1000, 2)
         if self.websocket:
             summary = self.detail or f"target refused the websocket: {self.status} {summarize_body(self.body(), 120)}"
@@ -180,12 +189,8 @@ class RecordingRelay(Recorded):
     def answers(self) -> list[tuple[Exchange, bytes]]:
         """Successful JSON answers with their whole bodies, in order."""
         with self._lock:
-            kept = [s for s in self._seen if s.status and self._keeps(s)]
+            kept = [s for s in self._seen if s.status and s.kept]
         return [(s.exchange(self.actor), s.body()) for s in kept]
-
-    def _keeps(self, seen: _Seen) -> bool:
-        return self.keep_answers and not seen.websocket and 200 <= seen.status < 300 and "json" in seen.content_type \
-            and bool(seen.response_body)
 
     def _relative(self, path: str) -> str:
         return path[len(self._api_path):] if path.startswith(self._api_path) else path
@@ -196,22 +201,19 @@ class RecordingRelay(Recorded):
         with self._lock:
             self._seen.append(seen)
 
-    def _finish(self, seen: _Seen, status: int, body: bytes, content_type: str, encoding: str,
-                subprotocol: str | None = None) -> None:
+    def _finish(self, seen: _Seen, status: int, body: bytes, content_type: str, encoding: str) -> None:
         seen.finished = time.time()
-        seen.content_type, seen.content_encoding, seen.subprotocol = content_type, encoding, subprotocol
+        seen.content_type, seen.content_encoding = content_type, encoding
         with self._lock:
-            keep = self.keep_answers and 200 <= status < 300 and "json" in content_type and \
-                self._kept_bytes + len(body) <= MAX_KEPT_BYTES
-            if keep:
+            seen.kept = self.keep_answers and not seen.websocket and 200 <= status < 300 and "json" in content_type \
+                and bool(body) and self._kept_bytes + len(body) <= MAX_KEPT_BYTES
+            if seen.kept:
                 self._kept_bytes += len(body)
-            seen.response_body = body if keep else body[:SUMMARY_BYTES]
+            seen.response_body = body if seen.kept else body[:SUMMARY_BYTES]
             seen.status = status  # last: a transcript shows an exchange once it is complete
 
 
 def _is_address(host: str) -> bool:
-    import ipaddress
-
     try:
         ipaddress.ip_address(host)
         return True
@@ -361,6 +363,7 @@ class _Requests:
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.body: list[bytes] = []
+        self.size = 0
         self.chunked = False
 
     def feed(self, data: bytes) -> bytes:
@@ -405,8 +408,9 @@ class _Requests:
     def on_body(self, body: bytes) -> None:
         if self.rewrites:
             self.out.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
-        if sum(len(b) for b in self.body) < SUMMARY_BYTES:
+        if self.size < SUMMARY_BYTES:
             self.body.append(body)
+            self.size += len(body)
 
     def on_message_complete(self) -> None:
         if self.chunked and self.rewrites:
@@ -447,7 +451,7 @@ class _Answers:
     def closed(self) -> None:
         if self.session is not None:
             self.session.detail = f"websocket session ended; target->client {self.bytes_out} bytes"
-            self.relay._finish(self.session, 101, b"", "", "", self.session.subprotocol)
+            self.relay._finish(self.session, 101, b"", "", "")
         for seen in self.pending:  # asked, never answered: the connection closed first
             if not seen.status:
                 seen.detail = "the target closed the connection without answering"
@@ -462,7 +466,6 @@ class _Answers:
         status = self.parser.get_status_code()
         if status == 101 and self.pending:
             self.session = self.pending.popleft()
-            self.session.status = 0
             self.session.subprotocol = self.headers.get(b"sec-websocket-protocol", b"").decode("latin-1") or None
 
     def on_body(self, body: bytes) -> None:
