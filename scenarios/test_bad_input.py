@@ -18,7 +18,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.bad_input import (DEPLOYMENT_ID, FLOW_ID, HINT, NAME, POOL_NAME, PROBES, QUOTED, RUN_ID,
-                                      UNANSWERED_LIMIT, BadRequest, Probe, Verdict, bad_requests)
+                                      BadRequest, Probe, Verdict, bad_requests)
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
 from harness.plugin import ApiContract
 from harness.target.api import Answer, ApiClient
@@ -133,21 +133,12 @@ def test_rejected(probe: Probe, api: ApiClient, objects: Objects, requests_by_ro
         pytest.skip(f"Prefect {api_contract.version}'s document has no {probe.key} with a request schema to break")
     stored = STORED.get(probe.key)
     before = stored(api, objects) if stored else None
-    verdict = Verdict(probe.key)
+    verdict = Verdict()
     for case in cases:
-        request = case.bind(objects.placeholders())
-        answer, error = None, ""
-        try:
-            answer = api.request(request.method, request.path, json_body=request.body if request.has_body else None,
-                                 params=request.query or None)
-        except UnexpectedAnswer as exc:
-            error = str(exc)
-        verdict.record(request, answer, error, api.api_url)
+        answer = verdict.send(api, case.bind(objects.placeholders()))
         if answer is not None and 200 <= answer.status < 300:
             adopt(probe.key, answer, objects, module_created)
-        if verdict.unanswered >= UNANSWERED_LIMIT:  # never a hang: the rest would each wait out the timeout too
-            verdict.problems.append(f"the target answered none of {verdict.unanswered} requests; the other "
-                                    f"{len(cases) - verdict.sent} were not sent")
+        if verdict.gives_up(len(cases)):  # never a hang
             break
     if verdict.missing_route == verdict.sent:
         raise Unsupported(f"the target does not implement {probe.key}: all {verdict.sent} requests were answered "

@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from harness.locations import cache_dir
-from harness.target.api import Answer, excerpt
-from harness.target.errors import HarnessError
+from harness.target.api import Answer, ApiClient, excerpt
+from harness.target.errors import HarnessError, UnexpectedAnswer, means_not_implemented
 
 #: The sample is drawn with this seed; the same seed, document and schemathesis release give the same requests.
 SEED = 20261128
@@ -123,6 +123,10 @@ class BadRequest:
     scenario: str  # schemathesis's name for the violation, e.g. ``invalid_enum_value``
     prefect_says: str = ""  # the first error of Prefect's own 422 answer
 
+    @property
+    def key(self) -> str:
+        return f"{self.method} {self.route}"
+
     def bind(self, values: dict[str, str]) -> "BadRequest":
         """The same request with every placeholder replaced by the run's own value."""
         text = json.dumps([self.path, self.query, self.body])
@@ -148,7 +152,7 @@ class BadRequest:
         return " ".join(parts)
 
     def describe(self) -> str:
-        return f"{self.scenario.replace('_', ' ')}" + (f" (Prefect: {self.prefect_says})" if self.prefect_says else "")
+        return self.scenario.replace("_", " ") + (f" (Prefect: {self.prefect_says})" if self.prefect_says else "")
 
 
 MISSING = "<no body>"
@@ -170,8 +174,9 @@ def bad_requests(document: dict[str, Any], version: str, python: str, *, seed: i
         answers = prefect_answers(candidates, python, version)
         kept: dict[str, list[dict]] = {}
         for case, (status, text) in zip(candidates, answers):
-            if status == 422 and len(kept.setdefault(f"{case.method} {case.route}", [])) < per_route:
-                kept[f"{case.method} {case.route}"].append(asdict(case) | {"prefect_says": first_error(text)})
+            route = kept.setdefault(case.key, [])
+            if status == 422 and len(route) < per_route:
+                route.append(asdict(case) | {"prefect_says": first_error(text)})
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_suffix(f".{os.getpid()}.tmp")
         staged.write_text(json.dumps(kept))
@@ -278,15 +283,31 @@ def first_error(text: str) -> str:
 class Verdict:
     """What a target did with a route's bad requests."""
 
-    route: str
     sent: int = 0
     missing_route: int = 0  # answers that say the route itself is not implemented
     problems: list[str] = field(default_factory=list)  # one line per request not rejected with 4xx
     unanswered: int = 0  # requests the target did not answer at all (each waited out the client's timeout)
 
-    def record(self, request: BadRequest, answer: Answer | None, error: str, api_url: str) -> None:
-        from harness.target.errors import means_not_implemented
+    def send(self, api: ApiClient, request: BadRequest) -> Answer | None:
+        """Send ``request`` and record what the target did with it; its answer, or None for no answer at all."""
+        try:
+            answer = api.request(request.method, request.path, json_body=request.body if request.has_body else None,
+                                 params=request.query or None)
+        except UnexpectedAnswer as exc:  # no answer at all: the target's, quoted like one
+            self.record(request, None, str(exc), api.api_url)
+            return None
+        self.record(request, answer, "", api.api_url)
+        return answer
 
+    def gives_up(self, planned: int) -> bool:
+        """After :data:`UNANSWERED_LIMIT` unanswered requests, no more are sent: each would wait out the timeout."""
+        if self.unanswered < UNANSWERED_LIMIT:
+            return False
+        self.problems.append(f"the target answered none of {self.unanswered} requests; the other "
+                             f"{planned - self.sent} were not sent")
+        return True
+
+    def record(self, request: BadRequest, answer: Answer | None, error: str, api_url: str) -> None:
         self.sent += 1
         self.unanswered += answer is None
         if answer is not None and means_not_implemented(answer.status, answer.text):
