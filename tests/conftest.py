@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -184,7 +185,16 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         server, thread = started
         thread.join(timeout=120)
         server.stop()
+        if config.stash.get(_session_passed, False):  # its database and log are kept only to read a failure by
+            shutil.rmtree(server.workdir, ignore_errors=True)
         os.environ.pop(SHARED_REFERENCE_ENV, None)
+
+
+_session_passed = pytest.StashKey[bool]()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    session.config.stash[_session_passed] = exitstatus == 0
 
 
 @pytest.fixture(scope="session")
