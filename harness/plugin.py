@@ -3,7 +3,8 @@ and the classification of every failure by the one rule of fault (:func:`harness
 attached to each report through the contract in :mod:`harness.reporting.results`.
 
 Loaded through the ``pytest11`` entry point (or ``-p harness.plugin``). The CLI (``prefect-conformance run``)
-starts the reference server if needed, runs preflight, and passes ``--target``; ``pytest --pyargs scenarios
+starts the reference server if needed (while pytest starts: ``--target-ready-file``), runs preflight, and passes
+``--target``; ``pytest --pyargs scenarios
 --target URL`` works too, and without ``--target`` a local reference is started per session. The top layer
 beside :mod:`harness.commands`: it may import every other part of the harness.
 """
@@ -24,11 +25,12 @@ from harness.checks.objects import Created
 from harness.checks.schema import openapi_document
 from harness.clients.actors import Actor
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
+from harness.reference.startup import await_ready
 from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
                                       check_id, describe)
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
-from harness.target.errors import TargetUnavailable, outcome_of
+from harness.target.errors import HarnessError, TargetUnavailable, outcome_of
 from harness.target.preflight import Target, preflight
 from harness.target.tls import tls_context
 
@@ -37,6 +39,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("prefect-conformance")
     group.addoption("--target", default=os.environ.get("PREFECT_CONFORMANCE_TARGET"), help="API root of the server under test")
     group.addoption("--target-kind", default="url", help="what the target is: url, or a reference mode")
+    group.addoption("--target-ready-file", default=None,
+                    help="a bundled reference is starting beside pytest: wait until this file says it is ready")
     group.addoption("--run-prefix", default=None, help="prefix of every object this run creates on the target")
     group.addoption("--artifacts-dir", default=None, help="folder for per-scenario logs and transcripts")
     group.addoption("--target-version", default=None,
@@ -111,6 +115,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE_PREFIX + reason))
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtestloop(session: pytest.Session) -> None:
+    """With a bundled reference starting beside pytest, wait for it before the first check: in the process that
+    hands out the checks (xdist's controller, or the only one), while the workers start and collect. A reference
+    that did not start ends the session here, without a check blamed; the CLI says why in one line."""
+    ready_file = session.config.getoption("--target-ready-file")
+    if ready_file and not hasattr(session.config, "workerinput"):
+        try:
+            await_ready(Path(ready_file))
+        except HarnessError:
+            pytest.exit("the bundled reference server did not start", returncode=pytest.ExitCode.INTERRUPTED)
+
+
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if _target_down and "scenarios" in item.path.parts:
         raise TargetUnavailable(f"not run: the target stopped answering earlier in this run ({_target_down[0]})")
@@ -157,6 +174,8 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
     """The server under test, after preflight; a local reference when no ``--target`` was given."""
     url = request.config.getoption("--target")
     if url:
+        if ready_file := request.config.getoption("--target-ready-file"):
+            await_ready(Path(ready_file))
         yield preflight(url, kind=request.config.getoption("--target-kind"))
         return
     from harness.reference.local import LocalReference

@@ -175,3 +175,14 @@ def test_invalid_input_on_a_missing_route_is_unsupported_never_a_pass(deviating,
     assert run.code == 1, run.explain()
     assert run.with_status("unsupported") == set(run.checks) and len(run.checks) == 4, run.explain()
     assert all("does not implement POST /flow_runs/" in run.message(c) for c in run.checks), run.explain()
+
+
+def test_a_bundled_reference_that_cannot_start_is_one_error_line_and_no_check(suite) -> None:
+    """The reference starts beside pytest (harness.reference.startup): when it dies before it is ready, no check
+    runs (none may blame a target that never started), and the run ends with the reason and exit 2."""
+    run = suite("--reference", "local-postgres", "--reference-db-url",
+                f"postgresql+asyncpg://nobody:x@127.0.0.1:{free_port()}/none", "-m", "timestamps", "-n", "2")
+    assert run.code == 2, run.explain()
+    assert not run.checks, run.explain()
+    last = run.stderr.strip().splitlines()[0] if run.stderr.strip() else ""
+    assert "The reference server exited with code" in last and "before it was ready" in last, run.explain()

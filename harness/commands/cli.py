@@ -36,6 +36,7 @@ from harness.reporting.results import GATE_FAILING, CheckResult, ResultCollector
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, check_release_number, release,
                                        scheduler_loop_seconds)
+from harness.reference.startup import ReferenceStartup
 from harness.target.preflight import Target, preflight
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
 
@@ -247,11 +248,15 @@ def run(args: argparse.Namespace) -> int:
     identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
     if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
         baseline = read_results_json(previous)
-    reference = compared = None
+    reference = compared = startup = None
     try:
         if target is None:
-            reference = start_reference(args, report_dir)
-            target = preflight(reference.api_url, kind=f"reference-{args.reference}")
+            # The reference comes up while pytest starts its workers; the checks wait for it (ReferenceStartup).
+            reference = make_reference(args, report_dir)
+            startup = ReferenceStartup(reference, kind=f"reference-{args.reference}",
+                                       ready_file=report_dir / "reference" / "ready")
+            target = Target(reference.api_url, args.reference_version or PREFECT_REFERENCE_VERSION,
+                            f"reference-{args.reference}")
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
         collector = ResultCollector()
         run_info = RunInfo(
@@ -264,20 +269,31 @@ def run(args: argparse.Namespace) -> int:
             started=started.isoformat(),
             expectations_file=str(args.expectations or ""),
         )
-        if reference is not None:
-            run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
         if args.differential == "bundled" and reference is None:
-            compared = start_reference(args, report_dir)
+            compared = make_reference(args, report_dir)
+            compared.start()
             args.differential = preflight(compared.api_url, kind=f"reference-{args.reference}").api_url
         elif args.differential == "bundled":
             args.differential = target.api_url
         if args.differential:
             run_info.extra["differential_reference"] = args.differential
-        pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection)
+        pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
+                                    ready_file=startup.ready_file if startup else None)
+        # Interrupted while the reference was still starting: it is stopped below, not awaited.
+        if startup is not None and (pytest_code != 2 or startup.done()):
+            started = startup.result()  # what kept it from starting, if anything, is the run's one error line
+            if started.version != target.version:
+                raise HarnessError(f"The bundled reference answered version {started.version}, not {target.version}.")
+            run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
+            process = getattr(reference, "process", None)  # a local reference's: its CPU, for make bench
+            if process is not None and (cpu := process.cpu_seconds()) is not None:
+                run_info.extra["reference_cpu_seconds"] = round(cpu, 1)
     finally:
         for server in (reference, compared):
             if server is not None:
                 server.stop()
+        if startup is not None:
+            startup.join(timeout=10)
     results = collector.ordered()
     for result in results:
         result.message = redact(result.message)
@@ -340,9 +356,9 @@ def compare(args: argparse.Namespace) -> int:
     return EXIT_FAILED if diff.new_failures else EXIT_PASSED
 
 
-def start_reference(args: argparse.Namespace, report_dir: Path):
-    """Start the bundled reference in the requested mode, of ``--reference-version`` (default the pinned release);
-    the caller stops it."""
+def make_reference(args: argparse.Namespace, report_dir: Path):
+    """The bundled reference in the requested mode, of ``--reference-version`` (default the pinned release), not
+    yet started; the caller starts and stops it."""
     mode = args.reference
     version = args.reference_version or PREFECT_REFERENCE_VERSION
     print(f"prefect-conformance: starting the reference server (Prefect {version}, {mode})", flush=True)
@@ -359,7 +375,6 @@ def start_reference(args: argparse.Namespace, report_dir: Path):
 
         reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "",
                                    release=release(args.reference_version))
-    reference.start()
     return reference
 
 
@@ -370,6 +385,8 @@ def run_scenarios(
     report_dir: Path,
     collector: ResultCollector,
     selection: list[str] | None = None,
+    *,
+    ready_file: Path | None = None,
 ) -> int:
     import pytest
 
@@ -398,6 +415,8 @@ def run_scenarios(
     if args.client_version:
         pytest_args += ["--client-version", args.client_version]
     pytest_args += ["--target-version", target.version]
+    if ready_file is not None:
+        pytest_args += ["--target-ready-file", str(ready_file)]
     if args.differential:
         pytest_args += ["--reference-url", args.differential]
     if str(args.parallel) not in ("1", "0"):

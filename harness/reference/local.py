@@ -45,13 +45,18 @@ class LocalReference(ReferenceServer):
     release: Release = field(default_factory=pinned)
     process: ManagedProcess | None = field(default=None, init=False)
     startup_seconds: float = field(default=0.0, init=False)
+    _launched: float = field(default=0.0, init=False, repr=False)
 
     @property
     def api_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/api"
 
     def start(self) -> None:
-        started = time.monotonic()
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
+        self._launched = time.monotonic()
         home = self.workdir / "prefect-home"
         home.mkdir(parents=True, exist_ok=True)
         if not self.db_url:
@@ -71,12 +76,11 @@ class LocalReference(ReferenceServer):
         )
         argv = [self.release.prefect, "server", "start", "--host", "127.0.0.1", "--port", str(self.port), "--no-ui"]
         self.process = spawn("reference-server", argv, log_path=self.log_path, env=env, cwd=home)
-        self._wait_ready(READY_TIMEOUT)
-        self.startup_seconds = time.monotonic() - started
 
-    def _wait_ready(self, timeout: float) -> None:
+    def wait_ready(self, timeout: float = READY_TIMEOUT) -> None:
         process = self.process
-        assert process is not None
+        if process is None:
+            raise HarnessError("The reference server was stopped before it was ready.")
 
         def alive() -> None:
             if not process.is_running():
@@ -91,6 +95,7 @@ class LocalReference(ReferenceServer):
         except (WaitTimeout, HarnessError) as exc:
             self.stop()
             raise HarnessError(str(exc)) from None
+        self.startup_seconds = time.monotonic() - self._launched
 
     def stop(self) -> None:
         if self.process is not None:

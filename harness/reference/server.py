@@ -26,6 +26,15 @@ class ReferenceServer:
     def start(self) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    def launch(self) -> None:
+        """Start the server's process without waiting for it to answer; :meth:`wait_ready` waits. Together they
+        are :meth:`start`, apart they let the suite's own start-up run while the server comes up. A kind that
+        cannot say where it listens before it is up does everything here."""
+        self.start()
+
+    def wait_ready(self) -> None:
+        """Wait until a :meth:`launch`-ed server answers (raises ``HarnessError`` if it dies or never does)."""
+
     def stop(self) -> None:  # pragma: no cover
         raise NotImplementedError
 
