@@ -1,7 +1,7 @@
 """``make bench``: how long the suite takes against the bundled reference, and where the time goes.
 
 Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
-in total), the reference server's start-up, the unavoidable waits (derived from the suite's settings), and the
+in total, the CPU all its processes used, each pytest worker's checks and idle time), the reference server's start-up, the unavoidable waits (derived from the suite's settings), and the
 recorder's added latency per request (the same request sent directly and through the recording relay every real client talks through, in
 interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
@@ -12,8 +12,10 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -24,6 +26,7 @@ from pathlib import Path
 
 
 from harness.commands.cli import absolute_path
+from harness.commands.timeline import TIMELINE_ENV, WorkerProfile, worker_profile
 from harness.locations import default_report_dir
 from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.relay import RecordingRelay
@@ -55,9 +58,9 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     return {
         "scheduler": (f"the scheduler's first loop ({loop:.0f} s), then the run count must hold still for "
                       f"{stable:.0f} s", loop + stable),
-        "serve": (f"two Runners in turn, each polling every {poll:.0f} s and starting a flow-run process "
-                  f"({startup:.1f} s); the scheduled run comes due up to {SCHEDULE_INTERVAL} s after its deployment",
-                  2 * (poll + startup) + SCHEDULE_INTERVAL),
+        "serve": (f"two Runners side by side, each polling every {poll:.0f} s and starting a flow-run process "
+                  f"({startup:.1f} s); the scheduled one's run comes due up to {SCHEDULE_INTERVAL} s after its "
+                  "deployment", SCHEDULE_INTERVAL + poll + startup),
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
@@ -70,16 +73,57 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     }
 
 
-def run_suite(parallel: str, report_dir: Path) -> tuple[float, dict]:
+@dataclass
+class SuiteRun:
+    """One run of the whole suite against the bundled reference, and where its time went."""
+
+    wall: float
+    cpu: float  # CPU seconds of every process of the run (the CLI, the reference, pytest's workers, real clients)
+    results: dict
+    span: float  # from the first check's start to the last one's end
+    workers: list[WorkerProfile]
+
+    @property
+    def reference_cpu(self) -> float:
+        return float(self.results["run"]["extra"].get("reference_cpu_seconds", 0.0))
+
+
+def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
+    timeline = report_dir / "timeline.jsonl"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    timeline.unlink(missing_ok=True)
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
     proc = subprocess.run(
-        [sys.executable, "-m", "harness.commands.cli", "run", "-n", parallel, "--report-dir", str(report_dir)],
-        capture_output=True, text=True,
+        [sys.executable, "-m", "harness.commands.cli", "run", "-n", parallel, "--report-dir", str(report_dir),
+         "--", "-p", "harness.commands.timeline"],
+        capture_output=True, text=True, env={**os.environ, TIMELINE_ENV: str(timeline)},
     )
     wall = time.monotonic() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"bench: the suite did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
-    return wall, json.loads((report_dir / "latest" / "results.json").read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    span, workers = worker_profile(timeline)
+    return SuiteRun(wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers)
+
+
+def profile_lines(run: SuiteRun, cores: int) -> list[str]:
+    """Where the parallel run's time went: its CPU against what the cores could give, and each worker's checks
+    and idle time (the modules in the order it ran them)."""
+    lines = [
+        f"CPU: {run.cpu:.1f} s over {run.wall:.1f} s of wall on {cores} cores ({run.cpu / run.wall / cores:.0%} busy); "
+        f"the reference server used {run.reference_cpu:.1f} s of it, pytest and the real clients the rest. "
+        f"A run that needs {run.cpu:.1f} CPU-seconds takes at least {run.cpu / cores:.1f} s here.",
+        "",
+        "| worker | in checks (s) | idle between its first and the last check (s) | modules, in order (s) |",
+        "|---|---|---|---|",
+    ]
+    for worker in run.workers:
+        idle = max(0.0, run.span - worker.first - worker.busy)
+        modules = ", ".join(f"{module} {seconds:.1f}" for module, seconds in worker.modules)
+        lines.append(f"| {worker.worker} | {worker.busy:.1f} | {idle:.1f} | {modules} |")
+    return lines
 
 
 def per_feature(results: dict) -> dict[str, float]:
@@ -165,8 +209,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = args.report_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
-    serial_wall, serial = run_suite("1", out / "serial")
-    parallel_wall, parallel = run_suite("auto", out / "parallel")
+    serial_run = run_suite("1", out / "serial")
+    parallel_run = run_suite("auto", out / "parallel")
+    serial_wall, serial, parallel_wall = serial_run.wall, serial_run.results, parallel_run.wall
     overhead = recorder_overhead()
     features = per_feature(serial)
     startup = flow_run_startup()
@@ -175,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"# prefect-conformance benchmark, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",
         "",
-        f"Machine: {platform.machine()}, {__import__('os').cpu_count()} cores, Python {platform.python_version()}; "
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"target: bundled reference (Prefect {serial['run']['target_version']}, SQLite).",
         "",
         "| feature | checks | time in checks, serial (s) | unavoidable waits (s) | what cannot be avoided |",
@@ -197,6 +242,13 @@ def main(argv: list[str] | None = None) -> int:
         f"| flow-run process start-up (`import prefect.flow_engine`, median of 3) | {startup:.2f} s |",
         f"| sum of unavoidable waits | {floor:.1f} s (parallel goal: 1.5 x = {1.5 * floor:.1f} s) |",
         f"| recorder overhead per request | {overhead.describe()} |",
+        "",
+        "## Where the parallel run's time went",
+        "",
+        *profile_lines(parallel_run, os.cpu_count() or 1),
+        "",
+        f"Serially: {serial_run.cpu:.1f} CPU-seconds over {serial_wall:.1f} s (the reference server "
+        f"{serial_run.reference_cpu:.1f} s).",
         "",
     ]
     text = "\n".join(lines)

@@ -1,0 +1,73 @@
+"""Where a run's time went, for ``make bench``: when each check ran, in which pytest process.
+
+A pytest plugin (``-p harness.commands.timeline``) that appends one JSON line per finished check to the file named by
+``PREFECT_CONFORMANCE_TIMELINE``: the xdist worker, the node id and the start and end (wall clock, setup to
+teardown). :func:`worker_profile` turns the lines into what a person reads: per worker, how long it ran checks and
+how long it sat idle, and the modules in the order it ran them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+TIMELINE_ENV = "PREFECT_CONFORMANCE_TIMELINE"
+
+_started: dict[str, float] = {}
+#: Whether this process is an xdist controller, which also sees every check's log events (relayed from the
+#: workers): only the process that ran a check writes it.
+_controller: list[bool] = []
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_configure(config: pytest.Config) -> None:
+    _controller.append(bool(getattr(config.option, "numprocesses", None)) and not hasattr(config, "workerinput"))
+
+
+def pytest_runtest_logstart(nodeid: str, location: object) -> None:
+    _started[nodeid] = time.time()
+
+
+def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
+    path = os.environ.get(TIMELINE_ENV)
+    if not path or nodeid not in _started or (_controller and _controller[0]):
+        return
+    line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "nodeid": nodeid,
+            "start": _started.pop(nodeid), "end": time.time()}
+    with open(path, "a") as out:  # one short line per write: appends of several processes do not interleave
+        out.write(json.dumps(line) + "\n")
+
+
+@dataclass
+class WorkerProfile:
+    worker: str
+    busy: float  # seconds spent in checks (setup, call, teardown)
+    first: float  # when its first check started, seconds after the run's first check
+    last: float  # when its last check ended
+    modules: list[tuple[str, float]] = field(default_factory=list)  # (module, seconds) in the order it ran them
+
+
+def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
+    """The span from the first check's start to the last one's end, and each worker's profile."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not rows:
+        return 0.0, []
+    t0 = min(r["start"] for r in rows)
+    span = max(r["end"] for r in rows) - t0
+    profiles: dict[str, WorkerProfile] = {}
+    for row in sorted(rows, key=lambda r: r["start"]):
+        profile = profiles.setdefault(row["worker"], WorkerProfile(row["worker"], 0.0, row["start"] - t0, 0.0))
+        seconds = row["end"] - row["start"]
+        profile.busy += seconds
+        profile.last = max(profile.last, row["end"] - t0)
+        module = row["nodeid"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        if profile.modules and profile.modules[-1][0] == module:
+            profile.modules[-1] = (module, profile.modules[-1][1] + seconds)
+        else:
+            profile.modules.append((module, seconds))
+    return span, sorted(profiles.values(), key=lambda p: p.worker)
