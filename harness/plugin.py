@@ -4,9 +4,9 @@ attached to each report through the contract in :mod:`harness.reporting.results`
 
 Loaded through the ``pytest11`` entry point (or ``-p harness.plugin``). The CLI (``prefect-conformance run``)
 starts the reference server if needed (while pytest starts: ``--target-ready-file``), runs preflight, and passes
-``--target``; ``pytest --pyargs scenarios
---target URL`` works too, and without ``--target`` a local reference is started per session. The top layer
-beside :mod:`harness.commands`: it may import every other part of the harness.
+``--target``; ``pytest --pyargs scenarios --target URL`` works too, and without ``--target`` a local reference
+is started per session. The top layer beside :mod:`harness.commands`: it may import every other part of the
+harness.
 """
 
 from __future__ import annotations

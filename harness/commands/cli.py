@@ -281,9 +281,9 @@ def run(args: argparse.Namespace) -> int:
                                     ready_file=startup.ready_file if startup else None)
         # Interrupted while the reference was still starting: it is stopped below, not awaited.
         if startup is not None and (pytest_code != 2 or startup.done()):
-            started = startup.result()  # what kept it from starting, if anything, is the run's one error line
-            if started.version != target.version:
-                raise HarnessError(f"The bundled reference answered version {started.version}, not {target.version}.")
+            ready = startup.result()  # what kept it from starting, if anything, is the run's one error line
+            if ready.version != target.version:
+                raise HarnessError(f"The bundled reference answered version {ready.version}, not {target.version}.")
             run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
             process = getattr(reference, "process", None)  # a local reference's: its CPU, for make bench
             if process is not None and (cpu := process.cpu_seconds()) is not None:
