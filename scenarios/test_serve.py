@@ -48,12 +48,8 @@ class ServeOutcome:
 
 
 @pytest.fixture(scope="module")
-def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-           scheduled_runner: StartedRunner) -> ServeOutcome:
-    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish.
-
-    ``scheduled_runner`` is asked for only to start first: the two Runners are independent, so the scheduled one
-    comes up and waits for its interval while this one works, instead of after it."""
+def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ServeOutcome:
+    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish."""
     flow_name, deployment_name = module_names("flow"), module_names("deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
@@ -105,13 +101,6 @@ SCHEDULE_INTERVAL = 5  # seconds: the first occurrence is due within one interva
 
 
 @dataclass
-class StartedRunner:
-    runner: Actor
-    flow_name: str
-    deployment_name: str
-
-
-@dataclass
 class ScheduledServeOutcome:
     runner: Actor
     deployment: dict[str, Any]
@@ -121,24 +110,21 @@ class ScheduledServeOutcome:
 
 
 @pytest.fixture(scope="module")
-def scheduled_runner(actors: Callable[..., Actor], module_names: Callable[..., str]) -> StartedRunner:
-    """``flow.serve(interval=5, limit=1)`` started, not yet awaited (see :func:`served_on_schedule`).
+def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ScheduledServeOutcome:
+    """``flow.serve(interval=5, limit=1)``; wait until the Runner has completed a run the server scheduled.
 
     ``limit=1`` (the Runner's own concurrency limit) keeps it to one flow-run process at a time: a new run is
     due every 5 s, and on a loaded machine unlimited start-ups would crowd each other out of completing.
+
+    Started after the on-demand Runner of :func:`served` has stopped, not beside it: the scheduler's inserts for
+    this deployment (up to 100 runs, due every 5 s) keep the bundled reference's SQLite database busy, and under
+    load the other Runner's ``POST /deployments/`` got Prefect's "database is locked" 503 five times in a row,
+    until its client gave up (measured on 2026-11-28 in ``make test``).
     """
     flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name,
                     serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1}, name="scheduled-runner")
-    return StartedRunner(runner, flow_name, deployment_name)
-
-
-@pytest.fixture(scope="module")
-def served_on_schedule(api: ApiClient, scheduled_runner: StartedRunner, module_created: Created) -> ScheduledServeOutcome:
-    """Wait until the scheduled Runner has completed a run that the server scheduled for its deployment."""
-    runner = scheduled_runner.runner
-    deployment = wait_for_deployment(api, scheduled_runner.flow_name, scheduled_runner.deployment_name, actor=runner,
-                                     timeout=DEPLOYMENT_TIMEOUT)
+    deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
     module_created.add(f"/flows/{deployment['flow_id']}")
     schedules = api.request("GET", f"/deployments/{deployment['id']}/schedules")
     try:

@@ -39,6 +39,8 @@ pytestmark = pytest.mark.task_worker
 SUBSCRIPTION = "/task_runs/subscriptions/scheduled"
 TASK_RUNS = 3  # several runs, so "each exactly once" can fail by a run executed twice or never
 RESULT_TIMEOUT = 60.0
+#: Seconds the submitter may take to start (import Prefect, submit its runs) before its own deadline begins.
+START_MARGIN = 60.0
 
 
 @dataclass
@@ -85,8 +87,9 @@ def task_worked(api: ApiClient, actors: Callable[..., Actor], module_names: Call
         outcome, failure = wait_until(
             submitted, awaiting=f"the task submitter to get the results of {TASK_RUNS} delayed task runs",
             # The submitter writes its results by its own deadline (RESULT_TIMEOUT after it starts waiting); this
-            # wait only guards against one that hangs, so its margin covers a slow start on a loaded machine.
-            timeout=RESULT_TIMEOUT * 2, interval=0.25,
+            # wait only guards against one that hangs, so its margin covers a slow start on a loaded machine, and
+            # does not shrink with --timeout-scale (the wait scales what it is given: the margin is divided first).
+            timeout=RESULT_TIMEOUT + START_MARGIN / timeout_scale(), interval=0.25,
             hint=f"the task worker gets the runs it executes only through WS {SUBSCRIPTION}",
         ), None
     except AssertionError as exc:

@@ -231,7 +231,7 @@ def test_unavoidable_waits_follow_the_settings_and_the_measured_start_up() -> No
     from harness.commands.bench import unavoidable_waits
 
     fast, slow = unavoidable_waits(1.0), unavoidable_waits(3.0)
-    assert slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 2.0  # two Runners, side by side
+    assert slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 4.0  # two Runners, in turn
     assert fast["scheduler"] == slow["scheduler"] and fast["timestamps"][1] == 0.0
     assert "(3.0 s)" in slow["worker"][0]
 

@@ -58,9 +58,9 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     return {
         "scheduler": (f"the scheduler's first loop ({loop:.0f} s), then the run count must hold still for "
                       f"{stable:.0f} s", loop + stable),
-        "serve": (f"two Runners side by side, each polling every {poll:.0f} s and starting a flow-run process "
-                  f"({startup:.1f} s); the scheduled one's run comes due up to {SCHEDULE_INTERVAL} s after its "
-                  "deployment", SCHEDULE_INTERVAL + poll + startup),
+        "serve": (f"two Runners in turn, each polling every {poll:.0f} s and starting a flow-run process "
+                  f"({startup:.1f} s); the scheduled run comes due up to {SCHEDULE_INTERVAL} s after its deployment",
+                  2 * (poll + startup) + SCHEDULE_INTERVAL),
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
