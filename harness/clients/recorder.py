@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import threading
 import time
 from dataclasses import dataclass, field
@@ -103,24 +102,8 @@ class ReverseProxy(Recorded):
         self._upstream_origin = f"{parts.scheme}://{parts.netloc}"
         self._api_path = parts.path
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self._api_path}"
-
-    def __enter__(self) -> "ReverseProxy":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
-        # proto=IPPROTO_TCP matters: asyncio sets TCP_NODELAY only on such sockets, and without it every
-        # keep-alive response waits ~40 ms for a delayed ACK (uvicorn writes head and body separately).
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
+        sock = self._listen()  # uvicorn writes an answer's head and body separately: see _listen on TCP_NODELAY
         config = uvicorn.Config(
             self._asgi, interface="asgi3", http="httptools", lifespan="off", log_level="critical", ws="websockets-sansio", ws_ping_interval=None, timeout_graceful_shutdown=2
         )

@@ -20,7 +20,6 @@ import asyncio
 import gzip
 import ipaddress
 import json
-import socket
 import threading
 import time
 import zlib
@@ -123,22 +122,8 @@ class RecordingRelay(Recorded):
         #: must be asked for by its own name: then each request head is rewritten before it is sent on.
         self._rewrites_host = not _is_address(self._host) if self.rewrite_host is None else self.rewrite_host
 
-    @property
-    def api_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}{self._api_path}"
-
-    def __enter__(self) -> "RecordingRelay":
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     def start(self) -> None:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # TCP_NODELAY, see recorder
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
+        sock = self._listen()
         started = threading.Event()
         failure: list[BaseException] = []
 

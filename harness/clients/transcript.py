@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Self
 
 
 @dataclass
@@ -33,7 +35,39 @@ class Exchange:
 
 
 class Recorded:
-    """What the scenarios read from a recorder (the relay or the proxy), given its :meth:`transcript`."""
+    """What every recorder (the relay, the proxy) is: a listener on the loopback interface in front of the target,
+    started and stopped as a context manager, whose :meth:`transcript` the scenarios read."""
+
+    port: int
+    _api_path: str  # the target's API root path, kept below the recorder's own address
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}{self._api_path}"
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _listen(self) -> socket.socket:
+        """A socket bound to a free loopback port (now :attr:`port`), for the recorder's server to listen on.
+
+        ``IPPROTO_TCP`` matters: asyncio sets TCP_NODELAY only on such sockets, and without it every keep-alive
+        answer written in two parts (head and body) waits ~40 ms for a delayed ACK."""
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        return sock
 
     def transcript(self) -> list[Exchange]:
         raise NotImplementedError
