@@ -173,9 +173,7 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
 def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Target]:
     """The server under test, after preflight; a local reference when no ``--target`` was given."""
     url = request.config.getoption("--target")
-    if url:
-        if ready_file := request.config.getoption("--target-ready-file"):
-            await_ready(Path(ready_file))
+    if url:  # a reference starting beside pytest is ready by now: pytest_runtestloop waited for it
         yield preflight(url, kind=request.config.getoption("--target-kind"))
         return
     from harness.reference.local import LocalReference

@@ -186,10 +186,8 @@ def start_runner(
     name: str = "runner",
     release: Release | None = None,
 ) -> Actor:
-    """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder.
-
-    Each Runner has its own flow file (in ``workdir/NAME-flow``), so two can start side by side."""
-    flow_file = write_flow_file(workdir / f"{name}-flow", flow_name, deployment_name)
+    """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder."""
+    flow_file = write_flow_file(workdir / "flow", flow_name, deployment_name)
     argv = [(release or pinned()).python, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
     return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0)
 

@@ -1,9 +1,10 @@
 """``make bench``: how long the suite takes against the bundled reference, and where the time goes.
 
 Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
-in total, the CPU all its processes used, each pytest worker's checks and idle time), the reference server's start-up, the unavoidable waits (derived from the suite's settings), and the
-recorder's added latency per request (the same request sent directly and through the recording relay every real client talks through, in
-interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
+in total, the CPU all its processes used, each pytest worker's checks and idle time), the reference server's
+start-up, the unavoidable waits (derived from the suite's settings), and the recorder's added latency per request
+(the same request sent directly and through the recording relay every real client talks through, in interleaved
+pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
 """
 

@@ -48,7 +48,6 @@ class WorkerProfile:
     worker: str
     busy: float  # seconds spent in checks (setup, call, teardown)
     first: float  # when its first check started, seconds after the run's first check
-    last: float  # when its last check ended
     modules: list[tuple[str, float]] = field(default_factory=list)  # (module, seconds) in the order it ran them
 
 
@@ -61,10 +60,9 @@ def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
     span = max(r["end"] for r in rows) - t0
     profiles: dict[str, WorkerProfile] = {}
     for row in sorted(rows, key=lambda r: r["start"]):
-        profile = profiles.setdefault(row["worker"], WorkerProfile(row["worker"], 0.0, row["start"] - t0, 0.0))
+        profile = profiles.setdefault(row["worker"], WorkerProfile(row["worker"], 0.0, row["start"] - t0))
         seconds = row["end"] - row["start"]
         profile.busy += seconds
-        profile.last = max(profile.last, row["end"] - t0)
         module = row["nodeid"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
         if profile.modules and profile.modules[-1][0] == module:
             profile.modules[-1] = (module, profile.modules[-1][1] + seconds)
