@@ -202,7 +202,11 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         # Every kind of object a run creates (flows, deployments, runs, pools, queues, workers, task runs) and the
         # clients that poll for them (a worker, a task worker). A Runner polls by its own deployment ids and creates
         # nothing the worker's scenario does not; many_runs only adds more of the same runs.
-        select = ["-m", "scheduling or worker or task_worker", "-k", "not many_runs", "-n", "1"]
+        # The shared reference is a slow target here (these two runs and the other tests' runs at once): told so, as
+        # a user would tell the suite, the worker check waits longer for a heartbeat the reference accepted. Under
+        # make test's load it answered four of a worker's heartbeats in a row with "database is locked" 503s
+        # (2026-11-28), and the worker was rightly OFFLINE for the default 6-s watch.
+        select = ["-m", "scheduling or worker or task_worker", "-k", "not many_runs", "-n", "1", "--timeout-scale", "2"]
         with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
             suites = list(executor.map(lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
                                        ("first", "second")))
