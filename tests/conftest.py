@@ -1,5 +1,5 @@
-"""Fixtures for the project's own tests: one real reference server per session, deviating proxies in front of
-it, and a runner for the real CLI (as a subprocess, exactly as users and CI run it)."""
+"""Fixtures for the project's own tests: real reference servers shared by the session, deviating proxies in
+front of them, and a runner for the real CLI (as a subprocess, exactly as users and CI run it)."""
 
 from __future__ import annotations
 
@@ -132,10 +132,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         )
 
 
-#: Set by the xdist controller for its workers: the API URL of the one reference server they share.
+#: Set by the xdist controller for its workers: the API URLs of the reference servers they share, space-separated.
 SHARED_REFERENCE_ENV = "PREFECT_CONFORMANCE_TESTS_REFERENCE"
-#: Where the controller writes why the shared reference did not come up (read by the workers' fixture).
+#: Where the controller writes why each shared reference did not come up: one file per URL, space-separated (read
+#: by the workers' fixture).
 SHARED_REFERENCE_ERROR_ENV = "PREFECT_CONFORMANCE_TESTS_REFERENCE_ERROR_FILE"
+#: How many xdist workers share one reference server.
+WORKERS_PER_REFERENCE = 2
 
 
 @dataclass
@@ -146,48 +149,57 @@ class SharedReference:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Under xdist, start ONE reference server for all workers, while they start and collect.
+    """Under xdist, start one reference server per two workers, while they start and collect.
 
     Each reference costs CPU all the time it runs (its scheduler and late-runs loops tick every second or two, a
     few CPU-seconds a minute), and four of them ran the whole session on 2 cores: a quarter of the tests' CPU.
-    The workers inherit its URL from the environment; the controller stops it when the session ends.
+    One for all four workers was too few: a reference is one process on one SQLite file, and when three or four
+    suites wrote to it at once (runs created, flows deleted) its writes failed "database is locked" for half a
+    minute on end; a worker's heartbeats and its PATCH of a run's labels got 503 after all of Prefect's retries,
+    and a check that the deviation under test does not touch failed (CI, 2026-11-28). Two (and the two-runs test
+    on a server of its own) cut those 503s from 146 to 93 in a run of make test, with no burst over 10 s but one,
+    and let both cores answer requests. The workers inherit the URLs from the environment; the controller stops
+    the servers when the session ends.
     """
-    if hasattr(config, "workerinput") or not getattr(config.option, "numprocesses", None) or os.environ.get(SHARED_REFERENCE_ENV):
+    workers = getattr(config.option, "numprocesses", None)
+    if hasattr(config, "workerinput") or not workers or os.environ.get(SHARED_REFERENCE_ENV):
         return
     import tempfile
     import threading
 
     from harness.reference.environment import free_port
 
-    workdir = Path(tempfile.mkdtemp(prefix="prefect-conformance-tests-reference-"))
-    server = LocalReference(workdir=workdir, port=free_port())
-    error_file = workdir / "start-error.txt"
-    os.environ[SHARED_REFERENCE_ENV] = server.api_url
-    os.environ[SHARED_REFERENCE_ERROR_ENV] = str(error_file)
+    started = []
+    count = -(-int(workers) // WORKERS_PER_REFERENCE) if str(workers).isdigit() else 1
+    for index in range(max(1, count)):
+        workdir = Path(tempfile.mkdtemp(prefix="prefect-conformance-tests-reference-"))
+        server = LocalReference(workdir=workdir, port=free_port())
+        error_file = workdir / "start-error.txt"
 
-    def start() -> None:
-        try:
-            server.start()
-        except BaseException as exc:  # the workers' fixture reports it, in every test that needs the server
-            error_file.write_text(f"{type(exc).__name__}: {exc}")
+        def start(server: LocalReference = server, error_file: Path = error_file) -> None:
+            try:
+                server.start()
+            except BaseException as exc:  # the workers' fixture reports it, in every test that needs the server
+                error_file.write_text(f"{type(exc).__name__}: {exc}")
 
-    thread = threading.Thread(target=start, name="shared-reference", daemon=True)
-    thread.start()
-    config.stash[_shared_reference] = (server, thread)
+        thread = threading.Thread(target=start, name=f"shared-reference-{index}", daemon=True)
+        thread.start()
+        started.append((server, thread, error_file))
+    os.environ[SHARED_REFERENCE_ENV] = " ".join(server.api_url for server, _, _ in started)
+    os.environ[SHARED_REFERENCE_ERROR_ENV] = " ".join(str(error_file) for _, _, error_file in started)
+    config.stash[_shared_references] = started
 
 
-_shared_reference = pytest.StashKey[tuple]()
+_shared_references = pytest.StashKey[list]()
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    started = config.stash.get(_shared_reference, None)
-    if started is not None:
-        server, thread = started
+    for server, thread, _ in config.stash.get(_shared_references, []):
         thread.join(timeout=120)
         server.stop()
         if config.stash.get(_session_passed, False):  # its database and log are kept only to read a failure by
             shutil.rmtree(server.workdir, ignore_errors=True)
-        os.environ.pop(SHARED_REFERENCE_ENV, None)
+    os.environ.pop(SHARED_REFERENCE_ENV, None)
 
 
 _session_passed = pytest.StashKey[bool]()
@@ -201,14 +213,18 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
 def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReference | SharedReference]:
     """A real Prefect server for the whole test session (the authority every deviation is compared with).
 
-    Under xdist it is the controller's one shared server (see :func:`pytest_configure`); without, this process's.
+    Under xdist it is one of the controller's shared servers, picked by this worker's number (see
+    :func:`pytest_configure`); without, this process's.
     """
-    url = os.environ.get(SHARED_REFERENCE_ENV)
-    if not url:
+    urls = os.environ.get(SHARED_REFERENCE_ENV, "").split()
+    if not urls:
         with LocalReference(workdir=tmp_path_factory.mktemp("reference")) as server:
             yield server
         return
-    error_file = Path(os.environ.get(SHARED_REFERENCE_ERROR_ENV, "/nonexistent"))
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    url = urls[worker % len(urls)]
+    error_files = os.environ.get(SHARED_REFERENCE_ERROR_ENV, "").split()
+    error_file = Path(error_files[worker % len(urls)] if len(error_files) == len(urls) else "/nonexistent")
 
     def not_failed() -> None:
         if error_file.exists():

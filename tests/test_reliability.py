@@ -184,9 +184,14 @@ def snapshot(api: ApiClient, ids: dict[str, str]) -> dict[str, object]:
 
 
 @pytest.mark.long
-def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) -> None:
-    """Objects that existed before are unchanged after two concurrent runs, and both runs pass."""
-    with ApiClient(reference.api_url) as api:
+def test_two_runs_on_one_server_leave_its_data_alone(tmp_path: Path) -> None:
+    """Objects that existed before are unchanged after two concurrent runs, and both runs pass.
+
+    On a server of its own: two suites writing at once are the heaviest load of these tests, and on the shared
+    reference they made its SQLite refuse the other tests' writes ("database is locked", 503) for half a minute at
+    a time (2026-11-28), long enough for a real worker to give up on a run in a test about something else.
+    """
+    with LocalReference(workdir=tmp_path / "reference") as reference, ApiClient(reference.api_url) as api:
         flow = api.post("/flows/", {"name": "users-precious-flow"})
         deployment = api.post("/deployments/", {"flow_id": flow["id"], "name": "users-deployment", "paused": True})
         # A day ahead of now: a past instant would let the late-runs service change the run during the test.
@@ -202,9 +207,9 @@ def test_two_runs_on_one_server_leave_its_data_alone(reference, tmp_path: Path) 
         # Every kind of object a run creates (flows, deployments, runs, pools, queues, workers, task runs) and the
         # clients that poll for them (a worker, a task worker). A Runner polls by its own deployment ids and creates
         # nothing the worker's scenario does not; many_runs only adds more of the same runs.
-        # The shared reference is a slow target here (these two runs and the other tests' runs at once): told so, as
-        # a user would tell the suite, the worker check waits longer for a heartbeat the reference accepted. Under
-        # make test's load it answered four of a worker's heartbeats in a row with "database is locked" 503s
+        # The reference is a slow target here (these two runs at once, on cores busy with the other tests): told
+        # so, as a user would tell the suite, the worker check waits longer for a heartbeat the reference accepted.
+        # Under make test's load it answered four of a worker's heartbeats in a row with "database is locked" 503s
         # (2026-11-28), and the worker was rightly OFFLINE for the default 6-s watch.
         select = ["-m", "scheduling or worker or task_worker", "-k", "not many_runs", "-n", "1", "--timeout-scale", "2"]
         with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
