@@ -289,7 +289,11 @@ def wait_for_final_state(
         if (run.get("state") or {}).get("type") in FINAL_STATE_TYPES:
             return run
         actor_can_still_act(actor, poll_path)
-        raise AssertionError(f"run is {describe_state(run)}")
+        # A client gives up on a run when the target still refuses a request about it after the client's own
+        # retries (a worker that got 503 six times for PATCH /flow_runs/{id}/labels leaves the run PENDING).
+        refused = refused_requests(actor) if actor else ""
+        raise AssertionError(f"run is {describe_state(run)}"
+                             + (f"; the target refused the {actor.name}'s last requests: {refused}" if refused else ""))
 
     who = f" by the {actor.name}" if actor else ""
     return wait_until(probe, awaiting=f"flow run {run_id} to be executed{who} and reach a final state", timeout=timeout,

@@ -286,3 +286,23 @@ def test_a_dead_clients_refusals_quote_what_it_gave_up_on_not_what_it_retried() 
     only_transient = SimpleNamespace(recorder=SimpleNamespace(transcript=lambda: seen[:3] + seen[4:6]))
     assert refused_requests(only_transient) == ("PATCH /deployments/1 -> 503 answer 503; PATCH /deployments/1 -> 503 "
                                                 "answer 503; PATCH /deployments/2 -> 503 answer 503")
+
+
+def test_a_run_the_worker_gave_up_on_times_out_quoting_the_refusals() -> None:
+    """The CI failure of 2026-11-28: the target answered a worker's PATCH of the run's labels 503 through all of
+    Prefect's retries, the worker left the run PENDING, and the wait's message only said "run is PENDING"."""
+    from types import SimpleNamespace
+
+    from harness.clients.transcript import Exchange
+    from harness.target.errors import WaitTimeout
+    from harness.waits import wait_for_final_state
+
+    seen = [Exchange("worker", "POST", "/flow_runs/r1/set_state", 201, 0.0, 1.0, "", "ACCEPT")]
+    seen += [Exchange("worker", "PATCH", "/flow_runs/r1/labels", 503, 0.0, 1.0, "", "Service Unavailable")] * 6
+    worker = SimpleNamespace(name="worker", recorder=SimpleNamespace(transcript=lambda: seen),
+                             is_running=lambda: True)
+    api = SimpleNamespace(get=lambda path: {"name": "armored-chimera", "state": {"type": "PENDING", "name": "Pending"}})
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_final_state(api, "r1", actor=worker, timeout=0.3)
+    assert ("run is PENDING/Pending (run 'armored-chimera'); the target refused the worker's last requests: "
+            "PATCH /flow_runs/r1/labels -> 503 Service Unavailable") in str(caught.value)
