@@ -306,3 +306,16 @@ def test_a_run_the_worker_gave_up_on_times_out_quoting_the_refusals() -> None:
         wait_for_final_state(api, "r1", actor=worker, timeout=0.3)
     assert ("run is PENDING/Pending (run 'armored-chimera'); the target refused the worker's last requests: "
             "PATCH /flow_runs/r1/labels -> 503 Service Unavailable") in str(caught.value)
+
+
+def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_checks(tmp_path) -> None:
+    from harness.commands.timeline import requests_by_module
+
+    timeline = tmp_path / "timeline.jsonl"
+    rows = [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_scheduling.py::test_b", 3),
+            ("scenarios/test_worker.py::test_c", 40), ("scenarios/test_handshake.py::test_d", 1)]
+    timeline.write_text("".join(json.dumps({"worker": "gw0", "nodeid": n, "start": 0, "end": 1, "requests": r}) + "\n"
+                                for n, r in rows))
+    modules, busiest = requests_by_module(timeline)
+    assert modules == {"scheduling": 123, "worker": 40, "handshake": 1}
+    assert busiest[:2] == [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_worker.py::test_c", 40)]

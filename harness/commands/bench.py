@@ -1,10 +1,10 @@
 """``make bench``: how long the suite takes against the bundled reference, and where the time goes.
 
 Measures, in one invocation on this machine: the full suite serially and in parallel (wall time per feature and
-in total, the CPU all its processes used, each pytest worker's checks and idle time), the reference server's
-start-up, the unavoidable waits (derived from the suite's settings), and the recorder's added latency per request
-(the same request sent directly and through the recording relay every real client talks through, in interleaved
-pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
+in total, the CPU all its processes used, each pytest worker's checks and idle time, the requests the harness and
+the real clients sent per feature), the reference server's start-up, the unavoidable waits (derived from the
+suite's settings), and the recorder's added latency per request (the same request sent directly and through the
+recording relay every real client talks through, in interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
 """
 
@@ -27,7 +27,7 @@ from pathlib import Path
 
 
 from harness.commands.cli import absolute_path
-from harness.commands.timeline import TIMELINE_ENV, WorkerProfile, worker_profile
+from harness.commands.timeline import TIMELINE_ENV, WorkerProfile, requests_by_module, worker_profile
 from harness.locations import default_report_dir
 from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.relay import RecordingRelay
@@ -83,6 +83,20 @@ class SuiteRun:
     results: dict
     span: float  # from the first check's start to the last one's end
     workers: list[WorkerProfile]
+    report_dir: Path
+
+    @property
+    def harness_requests(self) -> tuple[dict[str, int], list[tuple[str, int]]]:
+        """Per feature, and for the busiest checks, the requests the harness itself sent the target."""
+        return requests_by_module(self.report_dir / "timeline.jsonl")
+
+    def client_requests(self) -> dict[str, int]:
+        """Per feature, the requests (and websockets) the real clients sent, from their transcripts."""
+        counts: dict[str, int] = {}
+        for path in (self.report_dir / "latest" / "artifacts").glob("*/*.transcript.jsonl"):
+            lines = sum(1 for line in path.read_text().splitlines() if line.strip())
+            counts[path.parent.name] = counts.get(path.parent.name, 0) + lines
+        return counts
 
     @property
     def reference_cpu(self) -> float:
@@ -106,7 +120,7 @@ def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
         raise SystemExit(f"bench: the suite did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     span, workers = worker_profile(timeline)
-    return SuiteRun(wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers)
+    return SuiteRun(wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers, report_dir)
 
 
 def profile_lines(run: SuiteRun, cores: int) -> list[str]:
@@ -224,15 +238,18 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"target: bundled reference (Prefect {serial['run']['target_version']}, SQLite).",
         "",
-        "| feature | checks | time in checks, serial (s) | unavoidable waits (s) | what cannot be avoided |",
-        "|---|---|---|---|---|",
+        "| feature | checks | time in checks, serial (s) | requests: harness / real clients | unavoidable waits (s) | what cannot be avoided |",
+        "|---|---|---|---|---|---|",
     ]
+    harness_requests, busiest = serial_run.harness_requests
+    client_requests = serial_run.client_requests()
     counts: dict[str, int] = {}
     for check in serial["checks"]:
         counts[check["feature"]] = counts.get(check["feature"], 0) + 1
     for feature in sorted(features, key=lambda f: FEATURE_ORDER.index(f) if f in FEATURE_ORDER else 99):
         why, seconds = waits.get(feature, ("", 0.0))
-        lines.append(f"| {feature} | {counts[feature]} | {features[feature]:.1f} | {seconds:.1f} | {why} |")
+        lines.append(f"| {feature} | {counts[feature]} | {features[feature]:.1f} | {harness_requests.get(feature, 0)} / "
+                     f"{client_requests.get(feature, 0)} | {seconds:.1f} | {why} |")
     lines += [
         "",
         "| measure | value |",
@@ -243,6 +260,11 @@ def main(argv: list[str] | None = None) -> int:
         f"| flow-run process start-up (`import prefect.flow_engine`, median of 3) | {startup:.2f} s |",
         f"| sum of unavoidable waits | {floor:.1f} s (parallel goal: 1.5 x = {1.5 * floor:.1f} s) |",
         f"| recorder overhead per request | {overhead.describe()} |",
+        "",
+        f"Requests, serially: the harness sent {sum(harness_requests.values())} (its setup, waits and cleanup), the "
+        f"real clients {sum(client_requests.values())}; the reference used {serial_run.reference_cpu:.1f} CPU-seconds "
+        f"answering them and running its services. The checks that sent the most: "
+        + ", ".join(f"{nodeid.split('::')[-1]} {count}" for nodeid, count in busiest[:5]) + ".",
         "",
         "## Where the parallel run's time went",
         "",

@@ -1,8 +1,9 @@
 """Where a run's time went, for ``make bench``: when each check ran, in which pytest process.
 
 A pytest plugin (``-p harness.commands.timeline``) that appends one JSON line per finished check to the file named by
-``PREFECT_CONFORMANCE_TIMELINE``: the xdist worker, the node id and the start and end (wall clock, setup to
-teardown). :func:`worker_profile` turns the lines into what a person reads: per worker, how long it ran checks and
+``PREFECT_CONFORMANCE_TIMELINE``: the xdist worker, the node id, the start and end (wall clock, setup to
+teardown) and how many requests the harness sent the target meanwhile (its :class:`ApiClient`'s, retries included;
+a check runs alone in its process, so the count is its own). :func:`worker_profile` turns the lines into what a person reads: per worker, how long it ran checks and
 how long it sat idle, and the modules in the order it ran them.
 """
 
@@ -16,9 +17,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.target.api import ApiClient
+
 TIMELINE_ENV = "PREFECT_CONFORMANCE_TIMELINE"
 
-_started: dict[str, float] = {}
+_started: dict[str, tuple[float, int]] = {}
 #: Whether this process is an xdist controller, which also sees every check's log events (relayed from the
 #: workers): only the process that ran a check writes it.
 _controller: list[bool] = []
@@ -30,15 +33,16 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 def pytest_runtest_logstart(nodeid: str, location: object) -> None:
-    _started[nodeid] = time.time()
+    _started[nodeid] = (time.time(), ApiClient.sent)
 
 
 def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
     path = os.environ.get(TIMELINE_ENV)
     if not path or nodeid not in _started or (_controller and _controller[0]):
         return
+    start, sent = _started.pop(nodeid)
     line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "nodeid": nodeid,
-            "start": _started.pop(nodeid), "end": time.time()}
+            "start": start, "end": time.time(), "requests": ApiClient.sent - sent}
     with open(path, "a") as out:  # one short line per write: appends of several processes do not interleave
         out.write(json.dumps(line) + "\n")
 
@@ -69,3 +73,14 @@ def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
         else:
             profile.modules.append((module, seconds))
     return span, sorted(profiles.values(), key=lambda p: p.worker)
+
+
+def requests_by_module(path: Path) -> tuple[dict[str, int], list[tuple[str, int]]]:
+    """Requests the harness sent per module, and the checks that sent the most (node id, count), busiest first."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    modules: dict[str, int] = {}
+    for row in rows:
+        module = row["nodeid"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        modules[module] = modules.get(module, 0) + row.get("requests", 0)
+    busiest = sorted(((row["nodeid"], row.get("requests", 0)) for row in rows), key=lambda pair: -pair[1])
+    return modules, busiest

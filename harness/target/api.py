@@ -122,6 +122,10 @@ def excerpt(text: str, limit: int = 300) -> str:
 class ApiClient:
     """A small synchronous client bound to one target's API root (the value of ``PREFECT_API_URL``)."""
 
+    #: Requests every client of this process has sent, retries included: ``make bench`` counts them per check
+    #: (the harness's own setup and polls are most of what a target answers in a run).
+    sent: int = 0
+
     def __init__(
         self,
         api_url: str,
@@ -159,6 +163,7 @@ class ApiClient:
         while True:
             attempts += 1
             waited = time.monotonic() - started
+            ApiClient.sent += 1
             try:
                 response = self._http.request(method, url, json=json_body, params=params)
             except httpx.TimeoutException as exc:  # not retried: a stuck server stays stuck
