@@ -4,7 +4,8 @@ Measures, in one invocation on this machine: the full suite serially and in para
 in total, the CPU all its processes used, each pytest worker's checks and idle time, the requests the harness and
 the real clients sent per feature), the reference server's start-up, the unavoidable waits (derived from the
 suite's settings), and the recorder's added latency per request (the same request sent directly and through the
-recording relay every real client talks through, in interleaved pairs, as a ratio with a confidence interval). Writes ``REPORT_DIR/bench/bench.md`` and prints it.
+recording relay every real client talks through, in interleaved pairs, as a ratio with a confidence interval).
+Writes ``REPORT_DIR/bench/bench.md`` and prints it.
 Not a test: nothing asserts on time; the numbers are for people and for the README.
 """
 
@@ -85,7 +86,6 @@ class SuiteRun:
     workers: list[WorkerProfile]
     report_dir: Path
 
-    @property
     def harness_requests(self) -> tuple[dict[str, int], list[tuple[str, int]]]:
         """Per feature, and for the busiest checks, the requests the harness itself sent the target."""
         return requests_by_module(self.report_dir / "timeline.jsonl")
@@ -241,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
         "| feature | checks | time in checks, serial (s) | requests: harness / real clients | unavoidable waits (s) | what cannot be avoided |",
         "|---|---|---|---|---|---|",
     ]
-    harness_requests, busiest = serial_run.harness_requests
+    harness_requests, busiest = serial_run.harness_requests()
     client_requests = serial_run.client_requests()
     counts: dict[str, int] = {}
     for check in serial["checks"]:

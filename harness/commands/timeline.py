@@ -3,8 +3,9 @@
 A pytest plugin (``-p harness.commands.timeline``) that appends one JSON line per finished check to the file named by
 ``PREFECT_CONFORMANCE_TIMELINE``: the xdist worker, the node id, the start and end (wall clock, setup to
 teardown) and how many requests the harness sent the target meanwhile (its :class:`ApiClient`'s, retries included;
-a check runs alone in its process, so the count is its own). :func:`worker_profile` turns the lines into what a person reads: per worker, how long it ran checks and
-how long it sat idle, and the modules in the order it ran them.
+a check runs alone in its process, so the count is its own). :func:`worker_profile` turns the lines into what a
+person reads: per worker, how long it ran checks and how long it sat idle, and the modules in the order it ran
+them; :func:`requests_by_module`, the requests per module and the busiest checks.
 """
 
 from __future__ import annotations
@@ -55,9 +56,18 @@ class WorkerProfile:
     modules: list[tuple[str, float]] = field(default_factory=list)  # (module, seconds) in the order it ran them
 
 
+def _rows(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _module(nodeid: str) -> str:
+    """``scenarios/test_worker.py::test_x`` -> ``worker``: the feature a check belongs to."""
+    return nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+
+
 def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
     """The span from the first check's start to the last one's end, and each worker's profile."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = _rows(path)
     if not rows:
         return 0.0, []
     t0 = min(r["start"] for r in rows)
@@ -67,7 +77,7 @@ def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
         profile = profiles.setdefault(row["worker"], WorkerProfile(row["worker"], 0.0, row["start"] - t0))
         seconds = row["end"] - row["start"]
         profile.busy += seconds
-        module = row["nodeid"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        module = _module(row["nodeid"])
         if profile.modules and profile.modules[-1][0] == module:
             profile.modules[-1] = (module, profile.modules[-1][1] + seconds)
         else:
@@ -77,10 +87,10 @@ def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
 
 def requests_by_module(path: Path) -> tuple[dict[str, int], list[tuple[str, int]]]:
     """Requests the harness sent per module, and the checks that sent the most (node id, count), busiest first."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = _rows(path)
     modules: dict[str, int] = {}
     for row in rows:
-        module = row["nodeid"].split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+        module = _module(row["nodeid"])
         modules[module] = modules.get(module, 0) + row.get("requests", 0)
     busiest = sorted(((row["nodeid"], row.get("requests", 0)) for row in rows), key=lambda pair: -pair[1])
     return modules, busiest
