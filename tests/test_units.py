@@ -319,3 +319,26 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
     modules, busiest = requests_by_module(timeline)
     assert modules == {"scheduling": 123, "worker": 40, "handshake": 1}
     assert busiest[:2] == [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_worker.py::test_c", 40)]
+
+
+@pytest.mark.parametrize("markers, selection, cores, expected", [
+    (None, None, 2, 4),  # the four waiting features side by side, more processes than cores
+    (None, None, 8, 8),  # one per core where there are more cores
+    ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
+    ("timestamps or scheduling", None, 8, 2),  # never more processes than selected modules
+    ("not serve", None, 2, 3),
+    (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 1, 2),  # a --rerun-failed selection
+])
+def test_auto_runs_each_waiting_feature_in_a_process_of_its_own(markers, selection, cores, expected, monkeypatch) -> None:
+    from harness.commands.cli import selected_features, worker_count
+
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert worker_count("auto", selected_features(markers, selection)) == expected
+    assert worker_count("3", selected_features(markers, selection)) == 3  # a number is taken as given
+
+
+def test_the_differential_feature_counts_only_when_asked_for() -> None:
+    from harness.commands.cli import selected_features
+
+    assert "differential" not in selected_features(None)
+    assert selected_features("differential", differential=True) == ["differential"]
