@@ -100,9 +100,9 @@ differential: $(STAMP)
 	echo "differential: sqlite run exit $$sqlite, postgres run exit $$postgres, compare exit $$same"; \
 	[ $$sqlite = 0 ] && [ $$postgres = 0 ] && [ $$same = 0 ]
 
-# A benchmark of the suite against the bundled reference (writes reports/bench/bench.md).
+# A benchmark of the suite against the bundled reference (writes reports/bench/bench.md); ARGS="--repeat 1" for a quick one.
 bench: $(STAMP)
-	$(BIN)/python -m harness.commands.bench --report-dir $(REPORT_DIR)
+	$(BIN)/python -m harness.commands.bench --report-dir $(REPORT_DIR) $(ARGS)
 
 # The full suite N times in a row; pass rate per check (writes reports/flake/flake.md).
 N ?= 20

@@ -322,14 +322,13 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
 
 
 @pytest.mark.parametrize("markers, selection, cores, expected", [
-    (None, None, 2, 4),  # the four waiting features side by side, more processes than cores
-    (None, None, 8, 8),  # one per core where there are more cores
+    (None, None, 2, 2),  # one process per core
+    (None, None, 32, 9),  # never more processes than selected modules
     ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
-    ("timestamps or scheduling", None, 8, 2),  # never more processes than selected modules
-    ("not serve", None, 2, 3),
-    (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 1, 2),  # a --rerun-failed selection
+    ("timestamps or scheduling", None, 8, 2),
+    (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection
 ])
-def test_auto_runs_each_waiting_feature_in_a_process_of_its_own(markers, selection, cores, expected, monkeypatch) -> None:
+def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selection, cores, expected, monkeypatch) -> None:
     from harness.commands.cli import selected_features, worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)

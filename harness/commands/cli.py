@@ -125,8 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         default="auto",
         type=parallel_option,
-        help="run scenario modules in N parallel processes ('auto', the default: one per core, and at least one for "
-        "each selected feature that waits on real clients or the scheduler; 1 = serially)",
+        help="run scenario modules in N parallel processes ('auto', the default: one per core, at most one per "
+        "selected feature; 1 = serially)",
     )
     run.add_argument(
         "--timeout-scale",
@@ -435,11 +435,6 @@ def run_scenarios(
     return int(pytest.main(pytest_args, plugins=[collector]))
 
 
-#: The features whose scenarios mostly wait: on a real client's polling loop and flow-run processes, or on the
-#: target's scheduler. Each gets a process of its own under ``-n auto``, whatever the cores, so their waits overlap.
-WAITING_FEATURES = ("scheduler", "serve", "worker", "task_worker")
-
-
 def selected_features(markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False) -> list[str]:
     """The features (one scenario module each) a run will execute: those of the ``selection``'s node ids, or those
     the ``-m`` expression picks (all, when there is none). ``-k`` is not looked at: it only ever selects fewer."""
@@ -459,18 +454,17 @@ def selected_features(markers: str | None, selection: Sequence[str] | None = Non
 
 
 def worker_count(parallel: str | int, features: Sequence[str]) -> int:
-    """The pytest processes for ``-n``: a number as given; ``auto``, one per core but at least one per selected
-    waiting feature (:data:`WAITING_FEATURES`), and never more than there are selected features (a process
-    without a module would only start up).
+    """The pytest processes for ``-n``: a number as given; ``auto``, one per core, but never more than there are
+    selected features (a process without a module would only start up: ``-m timestamps`` runs in one).
 
-    The suite mostly waits (the bench's profile of 2026-11-29 on 2 cores: 56 % of the CPU busy with two
-    processes), so more processes than cores overlap more of the waits: 21-24 s a run with four against 26-27 s
-    with two, in alternating runs of the whole suite (against the bundled reference on SQLite, which answers some
-    of the extra concurrent writes with "database is locked" 503s that real clients retry)."""
+    Not more than the cores, though the suite mostly waits: four processes on 2 cores ran the suite in 22.7 s (the
+    median of 20 runs) against 26.5 s with two, but on Prefect's SQLite more writes at once mean more "database is
+    locked" 503s, and the real clients back off 2, 4 and 8 s from them. A Runner's ``POST /deployments/`` was
+    refused three times in a row while the scheduling checks wrote (14 s lost, in 2 of 3 runs), and once a worker's
+    heartbeats were refused for the 6 s its check watches them: a false failure (2026-11-29)."""
     if str(parallel) != "auto":
         return int(parallel)
-    waiting = sum(1 for f in features if f in WAITING_FEATURES)
-    return max(1, min(len(features), max(os.cpu_count() or 1, waiting)))
+    return max(1, min(len(features), os.cpu_count() or 1))
 
 
 def plugin_option() -> list[str]:
