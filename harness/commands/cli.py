@@ -460,8 +460,9 @@ def worker_count(parallel: str | int, features: Sequence[str]) -> int:
     Not more than the cores, though the suite mostly waits: four processes on 2 cores ran the suite in 22.7 s (the
     median of 20 runs) against 26.5 s with two, but on Prefect's SQLite more writes at once mean more "database is
     locked" 503s, and the real clients back off 2, 4 and 8 s from them. A Runner's ``POST /deployments/`` was
-    refused three times in a row while the scheduling checks wrote (14 s lost, in 2 of 3 runs), and once a worker's
-    heartbeats were refused for the 6 s its check watches them: a false failure (2026-11-29)."""
+    refused three times in a row while the scheduling checks wrote (14 s lost, in 2 of 3 runs); held back until
+    they were done, it was the worker's turn: its heartbeats were refused for the 6 s its check watches them, a
+    false failure (2026-11-29)."""
     if str(parallel) != "auto":
         return int(parallel)
     return max(1, min(len(features), os.cpu_count() or 1))
