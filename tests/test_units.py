@@ -341,3 +341,12 @@ def test_the_differential_feature_counts_only_when_asked_for() -> None:
 
     assert "differential" not in selected_features(None)
     assert selected_features("differential", differential=True) == ["differential"]
+
+
+def test_the_bench_reports_the_median_run_whole_and_the_spread() -> None:
+    from harness.commands.bench import SuiteRun, median_run, spread
+
+    runs = [SuiteRun(wall, 0.0, {}, 0.0, [], Path(f"run-{wall}")) for wall in (31.4, 21.8, 26.0)]
+    assert median_run(runs).report_dir == Path("run-26.0")  # the profile shown is one real run's, not a blend
+    assert median_run(runs[:2]).wall == 21.8  # the lower middle of an even count
+    assert spread(runs) == "median of 3: 21.8, 26.0, 31.4 s" and spread(runs[:1]) == "one run"
