@@ -462,7 +462,8 @@ def worker_count(parallel: str | int, features: Sequence[str]) -> int:
     locked" 503s, and the real clients back off 2, 4 and 8 s from them. A Runner's ``POST /deployments/`` was
     refused three times in a row while the scheduling checks wrote (14 s lost, in 2 of 3 runs); held back until
     they were done, it was the worker's turn: its heartbeats were refused for the 6 s its check watches them, a
-    false failure (2026-11-29)."""
+    false failure. Starting every client module only once the API-only modules were done (four processes, a file
+    barrier) took 26.2-29.6 s: the client modules then refused each other (2026-11-29)."""
     if str(parallel) != "auto":
         return int(parallel)
     return max(1, min(len(features), os.cpu_count() or 1))
