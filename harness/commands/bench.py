@@ -118,12 +118,16 @@ def warm_up(report_dir: Path) -> float:
     serially against 40.5 s once warm, the reference's start-up 9.8 s against 3.7 s), and the speed-up of the
     parallel run over it is inflated; the run that comes first must not be the one that pays."""
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.commands.cli", "run", "-n", "1", "-m", CACHE_BUILDING_FEATURES,
-         "--report-dir", str(report_dir)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: the warm-up run did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+    run_cli(["-n", "1", "-m", CACHE_BUILDING_FEATURES, "--report-dir", str(report_dir)], what="the warm-up run")
     return time.monotonic() - started
+
+
+def run_cli(run_args: list[str], *, what: str, env: dict[str, str] | None = None) -> None:
+    """``prefect-conformance run`` with ``run_args`` in a child process; a run that did not pass ends the bench."""
+    proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", *run_args], capture_output=True,
+                          text=True, env=env)
+    if proc.returncode != 0:
+        raise SystemExit(f"bench: {what} did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
 
 
 def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
@@ -132,15 +136,10 @@ def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
     timeline.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    proc = subprocess.run(
-        [sys.executable, "-m", "harness.commands.cli", "run", "-n", parallel, "--report-dir", str(report_dir),
-         "--", "-p", "harness.commands.timeline"],
-        capture_output=True, text=True, env={**os.environ, TIMELINE_ENV: str(timeline)},
-    )
+    run_cli(["-n", parallel, "--report-dir", str(report_dir), "--", "-p", "harness.commands.timeline"],
+            what="the suite", env={**os.environ, TIMELINE_ENV: str(timeline)})
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    if proc.returncode != 0:
-        raise SystemExit(f"bench: the suite did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     span, workers = worker_profile(timeline)
     return SuiteRun(wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers, report_dir)

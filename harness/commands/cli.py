@@ -32,7 +32,7 @@ from harness.reporting.history import prepare_report_dir, previous_results, targ
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
-from harness.reporting.results import FEATURE_ORDER, GATE_FAILING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
+from harness.reporting.results import FEATURE_ORDER, GATE_FAILING, CheckResult, ResultCollector, RunInfo, check_id, read_results_json, summarize, write_results_json
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, check_release_number, release,
                                        scheduler_loop_seconds)
@@ -440,7 +440,7 @@ def selected_features(markers: str | None, selection: Sequence[str] | None = Non
     the ``-m`` expression picks (all, when there is none). ``-k`` is not looked at: it only ever selects fewer."""
     features = [f for f in FEATURE_ORDER if differential or f != "differential"]
     if selection:
-        modules = {nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_") for nodeid in selection}
+        modules = {check_id(nodeid)[1] for nodeid in selection}
         return [f for f in features if f in modules]
     if not markers:
         return features

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.reporting.results import check_id
 from harness.target.api import ApiClient
 
 TIMELINE_ENV = "PREFECT_CONFORMANCE_TIMELINE"
@@ -62,7 +63,7 @@ def _rows(path: Path) -> list[dict]:
 
 def _module(nodeid: str) -> str:
     """``scenarios/test_worker.py::test_x`` -> ``worker``: the feature a check belongs to."""
-    return nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py").removeprefix("test_")
+    return check_id(nodeid)[1]
 
 
 def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
