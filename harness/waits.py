@@ -44,7 +44,7 @@ S = TypeVar("S", bound=Sized)
 #: Multiplies every timeout in the suite; raise it for slow targets (``PREFECT_CONFORMANCE_TIMEOUT_SCALE``).
 TIMEOUT_SCALE_ENV = "PREFECT_CONFORMANCE_TIMEOUT_SCALE"
 #: How often the target's scheduler loops, in seconds (``--scheduler-interval``); Prefect's default is 60
-#: (``PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS``), the bundled reference's 2.
+#: (``PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS``), the bundled reference's 1.
 SCHEDULER_INTERVAL_ENV = "PREFECT_CONFORMANCE_SCHEDULER_INTERVAL"
 PREFECT_SCHEDULER_INTERVAL = 60.0
 #: The hint of a wait that has no more specific one.

@@ -25,7 +25,7 @@ from harness.waits import SCHEDULER_INTERVAL_ENV, wait_for_health
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # Every target of these tests is a reference with the bundled fast settings (or a proxy in front of one): its
-# scheduler loops every 2 s, not Prefect's default 60 s, and the CLI runs are told so.
+# scheduler loops every second, not Prefect's default 60 s, and the CLI runs are told so.
 os.environ.setdefault(SCHEDULER_INTERVAL_ENV, FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
 
 
