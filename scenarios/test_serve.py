@@ -10,6 +10,7 @@ reporting PENDING, RUNNING and COMPLETED through ``POST /flow_runs/{id}/set_stat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -47,9 +48,37 @@ class ServeOutcome:
     failure: AssertionError | None = None
 
 
+@dataclass
+class WaitingRunner:
+    """The scheduled Runner's process, started with the module and held before ``.serve()`` until opened."""
+
+    runner: Actor
+    gate: Path
+    flow_name: str
+    deployment_name: str
+
+    def open(self) -> Actor:
+        self.gate.touch()
+        return self.runner
+
+
 @pytest.fixture(scope="module")
-def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ServeOutcome:
-    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish."""
+def scheduled_runner(actors: Callable[..., Actor], module_names: Callable[..., str], scenario_dir: Path) -> WaitingRunner:
+    """Start the scheduled Runner's process at once, held before ``.serve()``: it imports Prefect (2-3 s of CPU)
+    while the on-demand Runner of :func:`served` works, and reaches the target only once that one has stopped."""
+    flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
+    gate = scenario_dir / "scheduled-runner.gate"
+    gate.unlink(missing_ok=True)
+    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name, gate=gate,
+                    serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1}, name="scheduled-runner")
+    return WaitingRunner(runner, gate, flow_name, deployment_name)
+
+
+@pytest.fixture(scope="module")
+def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
+           scheduled_runner: WaitingRunner) -> ServeOutcome:
+    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish. (The scheduled
+    Runner is asked for only so that its process starts first, and waits.)"""
     flow_name, deployment_name = module_names("flow"), module_names("deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
@@ -97,7 +126,9 @@ def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:
 
 # --- serve with a schedule: the server's scheduler creates the runs, the Runner executes them -------------------
 
-SCHEDULE_INTERVAL = 5  # seconds: the first occurrence is due within one interval of the deployment's creation
+#: Seconds: the first occurrence is due within one interval of the deployment's creation (a wait every run of the
+#: module pays; with 5 it was 4-5 s of it).
+SCHEDULE_INTERVAL = 1
 
 
 @dataclass
@@ -110,20 +141,19 @@ class ScheduledServeOutcome:
 
 
 @pytest.fixture(scope="module")
-def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created) -> ScheduledServeOutcome:
-    """``flow.serve(interval=5, limit=1)``; wait until the Runner has completed a run the server scheduled.
+def served_on_schedule(api: ApiClient, scheduled_runner: WaitingRunner, module_created: Created) -> ScheduledServeOutcome:
+    """``flow.serve(interval=1, limit=1)``; wait until the Runner has completed a run the server scheduled.
 
     ``limit=1`` (the Runner's own concurrency limit) keeps it to one flow-run process at a time: a new run is
-    due every 5 s, and on a loaded machine unlimited start-ups would crowd each other out of completing.
+    due every second, and on a loaded machine unlimited start-ups would crowd each other out of completing.
 
-    Started after the on-demand Runner of :func:`served` has stopped, not beside it: the scheduler's inserts for
-    this deployment (up to 100 runs, due every 5 s) keep the bundled reference's SQLite database busy, and under
-    load the other Runner's ``POST /deployments/`` got Prefect's "database is locked" 503 five times in a row,
-    until its client gave up (measured on 2026-11-28 in ``make test``).
+    Serving begins after the on-demand Runner of :func:`served` has stopped, not beside it: the scheduler's inserts
+    for this deployment (up to 100 runs) keep the bundled reference's SQLite database busy, and under load the other
+    Runner's ``POST /deployments/`` got Prefect's "database is locked" 503 five times in a row, until its client
+    gave up (measured on 2026-11-28 in ``make test``). Only its process started early.
     """
-    flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
-    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name,
-                    serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1}, name="scheduled-runner")
+    flow_name, deployment_name = scheduled_runner.flow_name, scheduled_runner.deployment_name
+    runner = scheduled_runner.open()
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
     module_created.add(f"/flows/{deployment['flow_id']}")
     schedules = api.request("GET", f"/deployments/{deployment['id']}/schedules")
@@ -143,7 +173,7 @@ def served_on_schedule(api: ApiClient, actors: Callable[..., Actor], module_name
 
 
 def test_served_deployment_has_its_schedule(served_on_schedule: ScheduledServeOutcome) -> None:
-    """``serve(interval=5)`` attaches one active 5-second interval schedule to the deployment."""
+    """``serve(interval=1)`` attaches one active 1-second interval schedule to the deployment."""
     answer = served_on_schedule.schedules
     schedules = answer.expect(200, what="reading the served deployment's schedules failed")
     intervals = [(s.get("schedule") or {}).get("interval") for s in schedules if s.get("active")]

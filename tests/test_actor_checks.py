@@ -187,7 +187,7 @@ CASES = [
         lambda: RewriteJson("GET", r"/deployments/[0-9a-f-]{36}/schedules$", lambda d: []),
         "serve",
         {"serve/served_deployment_has_its_schedule"},
-        r"should have one active schedule with interval 5",
+        r"should have one active schedule with interval 1",
         args=("-k", SCHEDULED_RUNNER_CHECKS),
     ),
     Case(

@@ -87,7 +87,7 @@ def test_matrix_shows_a_target_that_breaks_only_old_clients_red_in_their_column(
     actors (installed on first use, one line saying so); a target that only old Runners choke on is red in the old
     column alone, and each actor's transcript proves its release by the User-Agent it sent.
 
-    The scheduled Runner (``serve(interval=5)``) is the actor: its poll looks 10 s ahead, so answers hold two runs."""
+    The scheduled Runner (``serve(interval=1)``) is the actor: its poll looks 10 s ahead, so answers hold several runs."""
     proxy = deviating(RewritePoll(nulled_after_the_first))
     current = pinned().version
     proc = subprocess.run(

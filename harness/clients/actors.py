@@ -30,10 +30,17 @@ FAST_CLIENT_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
 
+#: Names a file a Runner's process waits for, with Prefect imported, before it calls ``.serve()``
+#: (:func:`start_runner`'s ``gate``).
+GATE_ENV = "PREFECT_CONFORMANCE_GATE"
+#: How long a gated Runner waits for its gate before it gives up (exit 3, one line on stderr).
+GATE_TIMEOUT = 600.0
+
 FLOW_SOURCE = '''"""Flow code on local disk for prefect-conformance actors (generated; one file per scenario)."""
 import json
 import os
 import sys
+import time
 
 from prefect import flow
 
@@ -45,6 +52,13 @@ def conformance_flow(marker: str = "") -> str:
 
 
 if __name__ == "__main__":
+    gate = os.environ.get({gate_env!r})
+    if gate:  # started early so that importing Prefect is done; the harness says when to begin
+        deadline = time.monotonic() + {gate_timeout!r}
+        while not os.path.exists(gate):
+            if time.monotonic() > deadline:
+                sys.exit(f"gave up after {gate_timeout:.0f} s: the harness never opened {{gate}}")
+            time.sleep(0.05)
     # Run as a Runner: serve() creates the deployment and polls for its scheduled runs.
     conformance_flow.serve(name={deployment_name!r}, **json.loads(sys.argv[1]))
 '''
@@ -56,7 +70,8 @@ def write_flow_file(directory: Path, flow_name: str, deployment_name: str = "") 
     """Write the flow file an actor runs; returns its path (its directory is the pull-step working dir)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "conformance_flow.py"
-    path.write_text(FLOW_SOURCE.format(flow_name=flow_name, deployment_name=deployment_name))
+    path.write_text(FLOW_SOURCE.format(flow_name=flow_name, deployment_name=deployment_name, gate_env=GATE_ENV,
+                                       gate_timeout=GATE_TIMEOUT))
     return path
 
 
@@ -185,11 +200,18 @@ def start_runner(
     serve_kwargs: Mapping[str, Any] | None = None,
     name: str = "runner",
     release: Release | None = None,
+    gate: Path | None = None,
 ) -> Actor:
-    """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder."""
-    flow_file = write_flow_file(workdir / "flow", flow_name, deployment_name)
+    """``flow.serve(name=deployment_name, **serve_kwargs)`` in a child process, through a recorder.
+
+    With a ``gate``, the process imports Prefect and then waits until that file exists before it calls
+    ``.serve()``: a scenario that needs this Runner only after another client is done starts it early, and the
+    seconds of importing overlap the other client's work while nothing of this one reaches the target."""
+    # A folder per Runner: a flow-run process loads its flow from this file, so a second Runner must not rewrite it.
+    flow_file = write_flow_file(workdir / f"{name}-flow", flow_name, deployment_name)
     argv = [(release or pinned()).python, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
-    return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0)
+    return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0,
+                  extra_env={GATE_ENV: str(gate)} if gate else None)
 
 
 def start_worker(
