@@ -69,6 +69,24 @@ FEATURES = {
 }
 
 
+#: The order the scenario modules run in, and so (with ``--dist loadfile --no-loadscope-reorder``) the order xdist
+#: hands them to its processes, each taking the next module when it is nearly done with its own. The scheduler's
+#: long, quiet waits first, beside the API-heavy modules; the real clients (serve, worker, task worker) only once
+#: those are done. On Prefect's SQLite a client's read-then-write transaction is refused with a 503 "database is
+#: locked" whenever another write commits meanwhile, and real clients back off 2, 4 and 8 s from it: beside the
+#: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
+#: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
+#: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
+DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "serve", "worker",
+                  "task_worker", "differential")
+
+
+def dispatch_rank(item: pytest.Item) -> int:
+    """Where an item's module comes in :data:`DISPATCH_ORDER` (modules it does not name come last)."""
+    feature = item.path.stem.removeprefix("test_")
+    return DISPATCH_ORDER.index(feature) if feature in DISPATCH_ORDER else len(DISPATCH_ORDER)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
@@ -95,6 +113,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Leave out the differential checks unless there is a reference to compare with, and mark ``n/a`` the checks
     that do not hold for this run's server and client releases (``releases.toml``), before any of their fixtures
     start a client."""
+    items.sort(key=dispatch_rank)  # stable: a module's checks stay together and in their order
     if not config.getoption("--reference-url"):
         kept = [item for item in items if item.get_closest_marker("differential") is None]
         if len(kept) < len(items):

@@ -350,3 +350,19 @@ def test_the_bench_reports_the_median_run_whole_and_the_spread() -> None:
     assert median_run(runs).report_dir == Path("run-26.0")  # the profile shown is one real run's, not a blend
     assert median_run(runs[:2]).wall == 21.8  # the lower middle of an even count
     assert spread(runs) == "median of 3: 21.8, 26.0, 31.4 s" and spread(runs[:1]) == "one run"
+
+
+def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
+    """xdist hands the modules out in DISPATCH_ORDER (``--no-loadscope-reorder``): the scheduler's quiet waits first,
+    the real clients after the API-heavy modules. A module left out would run last, wherever its waits fall."""
+    from types import SimpleNamespace
+
+    from harness.locations import scenarios_dir
+    from harness.plugin import DISPATCH_ORDER, FEATURES, dispatch_rank
+
+    modules = {path.stem.removeprefix("test_") for path in scenarios_dir().glob("test_*.py")}
+    assert modules == set(FEATURES) == set(DISPATCH_ORDER)
+    items = [SimpleNamespace(path=Path("scenarios") / f"test_{name}.py", name=f"{name}-{i}")
+             for name in ("serve", "timestamps", "scheduler") for i in range(2)]
+    assert [item.name for item in sorted(items, key=dispatch_rank)] == [
+        "scheduler-0", "scheduler-1", "timestamps-0", "timestamps-1", "serve-0", "serve-1"]

@@ -430,7 +430,7 @@ def run_scenarios(
         pytest_args += ["--reference-url", args.differential]
     workers = worker_count(args.parallel, selected_features(args.markers, selection, differential=bool(args.differential)))
     if workers > 1:
-        pytest_args += ["-n", str(workers), "--dist", "loadfile"]
+        pytest_args += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]  # plugin.DISPATCH_ORDER
     pytest_args += list(args.pytest_args)
     return int(pytest.main(pytest_args, plugins=[collector]))
 
