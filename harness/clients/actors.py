@@ -33,7 +33,7 @@ FAST_CLIENT_SETTINGS: dict[str, str] = {
 #: Names a file a Runner's process waits for, with Prefect imported, before it calls ``.serve()``
 #: (:func:`start_runner`'s ``gate``).
 GATE_ENV = "PREFECT_CONFORMANCE_GATE"
-#: How long a gated Runner waits for its gate before it gives up (exit 3, one line on stderr).
+#: How long a gated Runner waits for its gate before it gives up (exit 1, one line on stderr).
 GATE_TIMEOUT = 600.0
 
 FLOW_SOURCE = '''"""Flow code on local disk for prefect-conformance actors (generated; one file per scenario)."""
