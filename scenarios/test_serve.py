@@ -76,9 +76,11 @@ def scheduled_runner(actors: Callable[..., Actor], module_names: Callable[..., s
 
 @pytest.fixture(scope="module")
 def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-           scheduled_runner: WaitingRunner) -> ServeOutcome:
-    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish. (The scheduled
-    Runner is asked for only so that its process starts first, and waits.)"""
+           request: pytest.FixtureRequest) -> ServeOutcome:
+    """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish. (When the run
+    holds checks of the scheduled Runner too, its process starts first, and waits.)"""
+    if any("served_on_schedule" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("scheduled_runner")
     flow_name, deployment_name = module_names("flow"), module_names("deployment")
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
     deployment = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=DEPLOYMENT_TIMEOUT)
