@@ -83,7 +83,7 @@ DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input"
 
 def dispatch_rank(item: pytest.Item) -> int:
     """Where an item's module comes in :data:`DISPATCH_ORDER` (modules it does not name come last)."""
-    feature = item.path.stem.removeprefix("test_")
+    feature = check_id(item.nodeid)[1]
     return DISPATCH_ORDER.index(feature) if feature in DISPATCH_ORDER else len(DISPATCH_ORDER)
 
 

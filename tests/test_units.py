@@ -362,7 +362,7 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
 
     modules = {path.stem.removeprefix("test_") for path in scenarios_dir().glob("test_*.py")}
     assert modules == set(FEATURES) == set(DISPATCH_ORDER)
-    items = [SimpleNamespace(path=Path("scenarios") / f"test_{name}.py", name=f"{name}-{i}")
+    items = [SimpleNamespace(nodeid=f"scenarios/test_{name}.py::test_{i}", name=f"{name}-{i}")
              for name in ("serve", "timestamps", "scheduler") for i in range(2)]
     assert [item.name for item in sorted(items, key=dispatch_rank)] == [
         "scheduler-0", "scheduler-1", "timestamps-0", "timestamps-1", "serve-0", "serve-1"]
