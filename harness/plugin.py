@@ -23,6 +23,7 @@ import pytest
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
 from harness.checks.schema import openapi_document
+from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reference.startup import await_ready
@@ -214,6 +215,25 @@ def reference_api(request: pytest.FixtureRequest, target: Target) -> Iterator[Ap
     url = request.config.getoption("--reference-url").rstrip("/")
     with ApiClient(url, headers=api_headers() if url == target.api_url.rstrip("/") else {}) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def target_clock(api: ApiClient, run_prefix: str) -> TargetClock:
+    """How far the target's clock is from the harness's, measured once per process from flows it creates (and
+    deletes at once): every check of a time the server sets reads it against the target's own clock."""
+    ledger = Created(api)
+
+    def create(index: int):
+        body = {"name": unique_name(run_prefix, "clock", str(index))}
+        answer, window = during("POST /flows/", lambda: api.request("POST", "/flows/", json_body=body))
+        if answer.status in (200, 201):
+            ledger.add(f"/flows/{answer.json()['id']}")
+        return answer, window
+
+    try:
+        return measure_clock(create)
+    finally:
+        ledger.delete_all()
 
 
 @pytest.fixture

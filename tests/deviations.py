@@ -212,6 +212,38 @@ def drop_fraction(value: str) -> str:
     return re.sub(r"\.\d+", "", value) if RFC3339.match(value) else value
 
 
+def shifted(seconds: float) -> Rewrite:
+    """The instant ``seconds`` later (earlier when negative), written as Prefect writes it."""
+    def rewrite(value: str) -> str:
+        instant = _instant(value)
+        if instant is None:
+            return value
+        return (instant + dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+    return rewrite
+
+
+#: The fields Prefect's server sets from its own clock (a log's ``timestamp`` is the client's, a state's the server's).
+SERVER_SET_FIELDS = frozenset({"created", "updated", "timestamp", "start_time", "end_time", "last_polled",
+                               "last_heartbeat_time"})
+
+
+class WrongClock(RewriteResponses):
+    """A server whose clock is ``seconds`` ahead: every time it sets itself, and its ``Date`` header, are that far
+    off; what clients sent comes back as they sent it."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(shifted(seconds), keys=SERVER_SET_FIELDS)
+        self.seconds = seconds
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        import email.utils
+
+        response.headers = [(k, email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.seconds),
+                                                            usegmt=True) if k.lower() == "date" else v)
+                            for k, v in response.headers]
+        return super().on_response(request, response)
+
+
 def offset_ignored(value: str) -> str:
     """Input '10:00+05:30' read as '10:00Z': the server drops the offset instead of converting."""
     return re.sub(r"([+-]\d{2}:?\d{2})$", "Z", value) if not re.search(r"[+-]00:?00$", value) else value

@@ -26,16 +26,24 @@ from tests.deviations import (
     garbage_to_now,
     naive_as_local,
     offset_ignored,
+    shifted,
     space_separator,
     to_offset,
     truncate_to_millis,
     UnusualTimestamps,
+    WrongClock,
 )
 
 KINDS = ("flow", "flow_run", "deployment", "work_pool")
 OUTPUT = {f"timestamps/output_format[{k}]" for k in KINDS}
 ROUND_TRIP = {f"timestamps/microsecond_round_trip[{m}]" for m in (1, 123456, 999999)}
 OFFSETS = ("positive-offset", "negative-offset", "offset-without-colon", "offset-crossing-midnight")
+
+
+SERVER_SET = {f"timestamps/server_set_times[{k}]" for k in ("flow", "flow_run", "task_run", "deployment", "work_pool", "log")}
+STATE_TIMES = {f"timestamps/state_times_follow_the_states[{k}]" for k in ("flow_run", "task_run")}
+CLOCK = "timestamps/target_clock_agrees_with_the_harness"
+SERVER_TIMES = "clock or server_set_times or state_times"
 
 
 def input_format(*ids: str) -> set[str]:
@@ -68,6 +76,36 @@ class Case:
 
 
 CASES = [
+    Case(
+        "updated-lags-five-hours",  # a database that fills updated from its own clock, in local time written as UTC
+        lambda: RewriteResponses(shifted(-5 * 3600), keys=frozenset({"updated"})),
+        SERVER_TIMES,
+        SERVER_SET,
+        r"updated is '[^']+', 1799\d\.\d+ s before the request was sent: the server set it while it handled",
+        passes={CLOCK} | STATE_TIMES,
+    ),
+    Case(
+        "updated-truncated-to-seconds",
+        lambda: RewriteResponses(drop_fraction, keys=frozenset({"updated"})),
+        "server_set_times",
+        SERVER_SET,
+        r"updated is '[^']+', (equal to|[\d.]+ s before)",
+    ),
+    Case(
+        "state-timestamps-collide",  # a server that keeps whole seconds: states entered within one second tie
+        lambda: RewriteResponses(drop_fraction, keys=frozenset({"timestamp", "start_time", "end_time"})),
+        "state_times",
+        STATE_TIMES,
+        r"state's timestamp is '[^']+', equal to .* it must be after it",
+    ),
+    Case(
+        "wrong-clock",  # an hour ahead, consistently: one failure, and every other time judged by its own clock
+        lambda: WrongClock(3600),
+        "clock or server_set_times",
+        {CLOCK},
+        r"the target's clock is \+(3599\.9|3600\.0)\d+ s from the harness's \(more than 3 s\), by the created",
+        passes=SERVER_SET,
+    ),
     Case("naive-output", lambda: RewriteResponses(drop_offset), "output_format", OUTPUT, "has no timezone offset"),
     Case("space-separator-output", lambda: RewriteResponses(space_separator), "output_format", OUTPUT, "uses a space"),
     Case(

@@ -56,6 +56,11 @@ def create_scheduled_run(
     return api.post("/flow_runs/", body)
 
 
+def create_task_run(api: ApiClient, flow_run_id: str, name: str) -> dict[str, Any]:
+    """POST /task_runs/ for a task of ``flow_run_id`` (Prefect starts it PENDING; deleted with the flow's runs)."""
+    return api.post("/task_runs/", {"flow_run_id": flow_run_id, "name": name, "task_key": name, "dynamic_key": "0"})
+
+
 def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, *, starting_before: dt.datetime | None = None,
                        **options: Any) -> list[dict[str, Any]]:
     """``POST /flow_runs/filter``: the deployment's runs in ``state_type`` (``options``: sort, limit, ...), only

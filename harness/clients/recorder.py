@@ -104,8 +104,10 @@ class ReverseProxy(Recorded):
 
     def start(self) -> None:
         sock = self._listen()  # uvicorn writes an answer's head and body separately: see _listen on TCP_NODELAY
+        # No Date or Server header of the proxy's own: the target's pass through, once (its Date is its clock).
         config = uvicorn.Config(
-            self._asgi, interface="asgi3", http="httptools", lifespan="off", log_level="critical", ws="websockets-sansio", ws_ping_interval=None, timeout_graceful_shutdown=2
+            self._asgi, interface="asgi3", http="httptools", lifespan="off", log_level="critical", ws="websockets-sansio",
+            ws_ping_interval=None, timeout_graceful_shutdown=2, date_header=False, server_header=False,
         )
         self._server = uvicorn.Server(config)
         started = threading.Event()

@@ -306,6 +306,7 @@ def run(args: argparse.Namespace) -> int:
     results = collector.ordered()
     for result in results:
         result.message = redact(result.message)
+        result.measured = redact(result.measured)
     stale = expectations_file.apply(expected, results)
     run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
     run_info.duration = round(time.monotonic() - clock, 2)

@@ -68,6 +68,10 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
             items = ", ".join(f"<code>{_e(i)}</code>" for i in ids)
             out.append(f"<li class='{css}'><b>{title}</b> ({len(ids)}){': ' + items if ids else ''}</li>")
         out.append("</ul>")
+    measured = [r for r in results if r.measured]
+    if measured:
+        out.append("<h2>Measured</h2><ul>" + "".join(f"<li><code>{_e(r.id)}</code>: {_e(r.measured)}</li>" for r in measured)
+                   + "</ul>")
     unexpected = [r for r in results if r.status == "unexpected-pass"]
     if unexpected:
         out.append("<h2>Unexpected passes</h2><div class=callout>Listed as failing in the expectations file, but passing now: remove them.<ul>")

@@ -51,6 +51,9 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", "## Since the previous run against this target", "", f"Compared with {diff.baseline}.", ""]
         for title, ids in (("New failures", diff.new_failures), ("Fixed", diff.fixed), ("Still failing", diff.still_failing)):
             lines.append(f"- **{title}** ({len(ids)})" + (": " + ", ".join(f"`{i}`" for i in ids) if ids else ""))
+    measured = [r for r in results if r.measured]
+    if measured:
+        lines += ["", "## Measured", ""] + [f"- `{r.id}`: {r.measured}" for r in measured]
     unexpected = [r for r in results if r.status == "unexpected-pass"]
     if unexpected:
         lines += ["", "## Unexpected passes", "", "Listed as failing in the expectations file, but passing now: remove them.", ""]

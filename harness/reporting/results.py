@@ -52,6 +52,7 @@ class CheckResult:
     nodeid: str = ""
     expectation: str = ""  # the reason given in the expectations file, when the check is listed
     description: str = ""  # what the check proves: its docstring's first paragraph, parameters filled in
+    measured: str = ""  # what the check measured of the target, whatever its outcome (the target's clock, say)
 
     def __post_init__(self) -> None:
         self.status = self.status or self.outcome
@@ -90,6 +91,9 @@ def check_id(nodeid: str, pinned: str = "") -> tuple[str, str]:
 
 #: Properties the plugin attaches to each pytest report; the collector reads them. Written and read only here.
 CHECK_ID, OUTCOME, DESCRIPTION, TARGET_DOWN = "check_id", "outcome", "description", "target_down"
+#: What a check measured of the target, stated in the reports whatever its outcome: a scenario records it with
+#: pytest's ``record_property(MEASURED, text)``.
+MEASURED = "measured"
 
 
 def attach(report: pytest.TestReport, key: str, value: str) -> None:
@@ -129,6 +133,7 @@ class ResultCollector:
             result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid)
         result.duration += report.duration
         result.description = result.description or properties.get(DESCRIPTION, "")
+        result.measured = result.measured or properties.get(MEASURED, "")
         if report.skipped and result.outcome == "passed":
             reason = _skip_reason(report)
             not_applicable = reason.startswith(NOT_APPLICABLE_PREFIX)

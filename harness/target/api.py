@@ -65,6 +65,8 @@ class Answer:
     content_type: str
     #: Seconds spent retrying transient answers before this one (0 when the first answer was final).
     retried_for: float = 0.0
+    #: The answer's ``Date`` header, if any: the target's clock to the second (see harness.checks.server_times).
+    date: str = ""
 
     def json(self) -> Any:
         """The parsed body (objects as :class:`Document`); a non-JSON body is itself a conformance failure, so it
@@ -189,6 +191,7 @@ class ApiClient:
                         text=response.text,
                         content_type=response.headers.get("content-type", ""),
                         retried_for=waited if attempts > 1 else 0.0,
+                        date=response.headers.get("date", ""),
                     )
                 pause = retry_after(response.headers.get("retry-after"), default=delay)
             # back-off between retries of a transient answer, not synchronisation; never past the budget
