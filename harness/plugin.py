@@ -58,7 +58,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 #: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
 FEATURES = {
     "handshake": "what every client asks first: GET /admin/version is a release Prefect 3 clients accept",
-    "timestamps": "datetime formats returned and accepted",
+    "timestamps": "datetime formats returned and accepted, and the times the server sets itself",
+    "logs": "what a flow run logs is read back complete, in order and unchanged",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
@@ -78,8 +79,8 @@ FEATURES = {
 #: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
 #: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
 #: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
-DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "serve", "worker",
-                  "task_worker", "differential")
+DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "logs", "serve",
+                  "worker", "task_worker", "differential")
 
 
 def dispatch_rank(item: pytest.Item) -> int:

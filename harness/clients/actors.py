@@ -133,6 +133,55 @@ def write_tasks_file(directory: Path, task_name: str, marker: str) -> Path:
     return path
 
 
+LOGGING_FLOW_SOURCE = '''"""A flow that logs, run as a script, for prefect-conformance's logs checks (generated; one file per run)."""
+import json
+import os
+import sys
+
+from prefect import flow, get_run_logger, task
+from prefect.runtime import flow_run as current_flow_run, task_run as current_task_run
+
+FLOW_LINES = {flow_lines!r}
+TASK_LINES = {task_lines!r}
+
+
+@task(name={task_name!r})
+def logging_task() -> str:
+    logger = get_run_logger()
+    for level, message in TASK_LINES:
+        logger.log(level, message)
+    return str(current_task_run.id)
+
+
+@flow(name={flow_name!r})
+def logging_flow() -> dict:
+    logger = get_run_logger()
+    for level, message in FLOW_LINES:
+        logger.log(level, message)
+    return {{"flow_run_id": str(current_flow_run.id), "task_run_id": logging_task()}}
+
+
+if __name__ == "__main__":
+    ids = logging_flow()
+    with open(sys.argv[1] + ".tmp", "w") as out:
+        json.dump(ids, out)
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+'''
+
+
+def start_logging_flow(target_api_url: str, workdir: Path, *, flow_name: str, task_name: str,
+                       flow_lines: list[tuple[int, str]], task_lines: list[tuple[int, str]], out: Path,
+                       name: str = "flow-run", release: Release | None = None) -> Actor:
+    """A flow called as a script (the flow engine, as in every Runner's and worker's flow-run process): it logs
+    ``flow_lines`` with ``get_run_logger()``, calls a task that logs ``task_lines``, writes its flow run's and task
+    run's ids to ``out`` and exits, its logs sent."""
+    path = workdir / "logging-flow" / "conformance_logging_flow.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(LOGGING_FLOW_SOURCE.format(flow_name=flow_name, task_name=task_name, flow_lines=flow_lines,
+                                               task_lines=task_lines))
+    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent)
+
+
 @dataclass
 class Actor:
     """A running real client and the recorder in front of its target."""

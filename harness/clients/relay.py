@@ -185,6 +185,14 @@ class RecordingRelay(Recorded):
             seen = [s for s in self._seen if s.status]
         return [s.exchange(self.actor) for s in seen]
 
+    def accepted_bodies(self, method: str, path_suffix: str) -> list[Any]:
+        """The parsed JSON bodies of the client's requests to ``path_suffix`` that the target answered 2xx, in
+        order: what a real client sent that the target took (the log lines of ``POST /logs/``, say)."""
+        with self._lock:
+            seen = [s for s in self._seen if s.method == method and s.status and 200 <= s.status < 300
+                    and self._relative(s.path).endswith(path_suffix)]
+        return [json.loads(s.request_body) for s in seen if s.request_body]
+
     def answers(self) -> list[tuple[Exchange, bytes]]:
         """Successful JSON answers with their whole bodies, in order."""
         with self._lock:

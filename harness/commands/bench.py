@@ -68,6 +68,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
+        "logs": (f"a flow called as a script: a process's start-up ({startup:.1f} s)", startup),
         "scheduling": ("none: pure API requests", 0.0),
         "timestamps": ("none: pure API requests", 0.0),
         "handshake": ("none: one API request", 0.0),

@@ -1,0 +1,74 @@
+"""The logs checks pass on the reference and fail on targets that lose, reorder, change or mis-page log lines.
+
+Each deviation is a mistake a server author could make: accepting ``POST /logs/`` and storing nothing (an
+in-memory store that is never read), sorting by the timestamp string, mangling non-ASCII text, keeping
+milliseconds of the client's timestamps, ignoring ``offset``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import pytest
+
+from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.conftest import SuiteRun
+from tests.deviations import AcceptWithout, Deviation, RewriteJson, RewriteResponses, map_strings, truncate_to_millis
+
+API_CHECKS = {"logs/logs_are_read_back_complete_in_order_and_unchanged", "logs/logs_are_filtered_by_task_run_and_level",
+              "logs/logs_page_without_loss[TIMESTAMP_ASC]", "logs/logs_page_without_loss[TIMESTAMP_DESC]"}
+REAL_CLIENT = "logs/a_flow_runs_logs_are_read_back"
+READ_BACK = "logs/logs_are_read_back_complete_in_order_and_unchanged"
+PAGING = {"logs/logs_page_without_loss[TIMESTAMP_ASC]", "logs/logs_page_without_loss[TIMESTAMP_DESC]"}
+
+
+class DropLogs(Deviation):
+    """Answers ``POST /logs/`` 201, as Prefect does, and stores nothing."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/logs/"):
+            return ProxyResponse.of_json(201, None)
+        return None
+
+
+def ascii_only(logs: list) -> list:
+    return map_strings(logs, lambda key, value: value.encode("ascii", "replace").decode() if key == "message" else value)
+
+
+@dataclass
+class Case:
+    id: str
+    deviation: Callable[[], Deviation]
+    select: str  # -k expression
+    fails: set[str]
+    says: str  # a regular expression every failure message of the case must match
+    passes: set[str] = field(default_factory=set)
+
+
+CASES = [
+    Case("logs-dropped", DropLogs, "logs", API_CHECKS | {REAL_CLIENT}, r"0 lines, fewer than the \d+ expected"),
+    Case("logs-sorted-as-strings", lambda: RewriteJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
+         "read_back_complete or page", {READ_BACK, "logs/logs_page_without_loss[TIMESTAMP_DESC]"},
+         r"differs in instant, name, level, message"),
+    Case("non-ascii-mangled", lambda: RewriteJson("POST", r"/logs/filter$", ascii_only), "logs",
+         {READ_BACK, "logs/logs_are_filtered_by_task_run_and_level", REAL_CLIENT}, r"differs in message:"),
+    Case("timestamps-kept-to-milliseconds", lambda: RewriteResponses(truncate_to_millis, path=r"/logs/filter$",
+                                                                     keys=frozenset({"timestamp"})),
+         "read_back_complete or a_flow_runs", {READ_BACK, REAL_CLIENT}, r"differs in instant:"),
+    Case("offset-ignored", lambda: AcceptWithout("POST", r"/logs/filter$", "offset"), "logs", PAGING,
+         r"differs in|more than", passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level", REAL_CLIENT}),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
+    proxy = deviating(case.deviation())
+    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select)
+    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+
+
+def test_logs_checks_pass_behind_the_proxy(deviating, suite) -> None:
+    """The proxy itself changes nothing: every logs check passes behind it (the real client's traffic included)."""
+    run = suite("--target", deviating(Deviation()).api_url, "-m", "logs")
+    assert run.code == 0 and run.passed() == API_CHECKS | {REAL_CLIENT}, run.explain()
