@@ -60,6 +60,7 @@ FEATURES = {
     "handshake": "what every client asks first: GET /admin/version is a release Prefect 3 clients accept",
     "timestamps": "datetime formats returned and accepted, and the times the server sets itself",
     "logs": "what a flow run logs is read back complete, in order and unchanged",
+    "events": "what clients emit and the run's state events are kept and reach subscribers over the websockets",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
@@ -79,7 +80,7 @@ FEATURES = {
 #: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
 #: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
 #: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
-DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "logs", "serve",
+DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "logs", "events", "serve",
                   "worker", "task_worker", "differential")
 
 

@@ -182,6 +182,64 @@ def start_logging_flow(target_api_url: str, workdir: Path, *, flow_name: str, ta
     return _start(target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent)
 
 
+EVENTS_CLIENT_SOURCE = '''"""A client of the target's events, for prefect-conformance (generated; one file per run).
+
+It subscribes to WS /events/out (Prefect's own subscriber, as a Runner does) for the given resources, says so by
+creating READY, emits one event of its own over WS /events/in (emit_event, as every flow run does), and writes each
+event the subscription delivers to OUT, a JSON object a line, until it has seen every EXPECTED event name or
+TIMEOUT seconds have passed.
+"""
+import asyncio
+import datetime
+import json
+import sys
+import time
+
+from prefect.events import emit_event
+from prefect.events.clients import get_events_subscriber
+from prefect.events.filters import EventFilter, EventOccurredFilter, EventResourceFilter
+
+
+async def main(resource_ids, own, expected, timeout, out, ready):
+    now = datetime.datetime.now(datetime.timezone.utc)
+    # An explicit window: the filter's default ends at the moment it was made, before any live event.
+    window = EventOccurredFilter(since=now - datetime.timedelta(hours=1), until=now + datetime.timedelta(hours=1))
+    deadline = time.monotonic() + timeout
+    async with get_events_subscriber(filter=EventFilter(occurred=window, resource=EventResourceFilter(id=resource_ids))) as subscriber:
+        open(ready, "w").close()
+        emit_event(event=own["event"], resource=own["resource"], payload=own["payload"],
+                   occurred=datetime.datetime.fromisoformat(own["occurred"]))
+        missing = set(expected)
+        with open(out, "a") as handle:
+            while missing and time.monotonic() < deadline:
+                try:
+                    event = await asyncio.wait_for(subscriber.__anext__(), max(0.1, deadline - time.monotonic()))
+                except asyncio.TimeoutError:
+                    break
+                handle.write(json.dumps(event.model_dump(mode="json")) + "\\n")
+                handle.flush()
+                missing.discard(event.event)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(*json.loads(sys.argv[1])))
+'''
+
+
+def start_events_client(target_api_url: str, workdir: Path, *, resource_ids: list[str], own_event: dict[str, Any],
+                        expected: list[str], timeout: float, out: Path, ready: Path, name: str = "events-client",
+                        release: Release | None = None) -> Actor:
+    """Prefect's own events clients in a child process: a subscription to ``resource_ids`` over ``WS /events/out``
+    and ``own_event`` (``event``, ``resource``, ``payload``, ``occurred``) emitted over ``WS /events/in``; every
+    event delivered goes to ``out`` until each ``expected`` name was seen or ``timeout`` passed. ``ready`` appears
+    once the subscription is open."""
+    path = workdir / "events-client" / "conformance_events_client.py"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(EVENTS_CLIENT_SOURCE)
+    arguments = json.dumps([resource_ids, own_event, expected, timeout, str(out), str(ready)])
+    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(path), arguments], cwd=path.parent)
+
+
 @dataclass
 class Actor:
     """A running real client and the recorder in front of its target."""

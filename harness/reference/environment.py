@@ -29,6 +29,9 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # Events are written in batches, every 5 s by default: the events checks wait for them to be readable. A whole
+    # number, as releases that declare it an int read it too.
+    "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
 }
 
 
