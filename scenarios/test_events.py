@@ -182,7 +182,7 @@ def test_state_changes_are_events(events_seen: EventsOutcome) -> None:
             problems.append(f"{name}: occurred is {event.get('occurred')!r}, but the {state_type} state's timestamp is "
                             f"{state.get('timestamp')!r} (Prefect's event occurs at the state's timestamp)")
         problems += [f"{name}: {p}" for p in timestamp_problems(event)]
-    assert not problems, f"the run's state events, read back through POST /events/filter: " + "; ".join(problems)
+    assert not problems, "the run's state events, read back through POST /events/filter: " + "; ".join(problems)
     occurred = [read_instant(e.get("occurred"), "occurred") for name in STATE_EVENTS
                 for e in events_seen.read_back if e.get("event") == name]
     assert occurred == sorted(occurred) and len(set(occurred)) == len(occurred), (

@@ -22,8 +22,9 @@ from typing import Any, Callable
 
 import pytest
 
+from harness.checks.logs import Line, difference, read_back_problem, read_logs, sent_lines
 from harness.checks.objects import Created, create_flow, create_scheduled_run, create_task_run
-from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.checks.timestamps import describe_instant, utc_now
 from harness.clients.actors import Actor, read_submission, start_logging_flow
 from harness.target.api import ApiClient
 from harness.target.errors import HarnessError
@@ -49,52 +50,6 @@ LINES: list[tuple[str, int, str, float, bool]] = [
 PAGE = 3
 #: How long the flow script may take: import Prefect, run the flow and its task, send its logs, exit.
 FLOW_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class Line:
-    """One log line as the checks compare it: the instant, and every field exactly as sent."""
-
-    instant: dt.datetime
-    name: str
-    level: int
-    message: str
-    flow_run_id: str | None
-    task_run_id: str | None
-
-    @classmethod
-    def of(cls, log: dict[str, Any], where: str) -> "Line":
-        return cls(read_instant(log.get("timestamp"), f"{where} timestamp"), log.get("name"), log.get("level"),
-                   log.get("message"), log.get("flow_run_id"), log.get("task_run_id"))
-
-    def __str__(self) -> str:
-        message = self.message if len(self.message or "") <= 60 else self.message[:57] + "..."
-        task = f", task run {self.task_run_id[:8]}" if self.task_run_id else ""
-        return f"{describe_instant(self.instant)} {self.name} level {self.level}{task}: {message!r}"
-
-
-def read_logs(api: ApiClient, logs_filter: dict[str, Any], **options: Any) -> list[Line]:
-    """``POST /logs/filter`` with ``{"logs": logs_filter, **options}``, as clients read logs."""
-    body = {"logs": logs_filter, **options}
-    answer = api.post("/logs/filter", body, expect=200, what="reading logs back failed")
-    return [Line.of(log, f"POST /logs/filter {body}") for log in answer]
-
-
-def difference(what: str, expected: list[Line], actual: list[Line]) -> str | None:
-    """None when equal; otherwise where the two lists first differ, both lines quoted."""
-    for index, (want, got) in enumerate(zip(expected, actual)):
-        if want != got:
-            fields = [f for f in ("instant", "name", "level", "message", "flow_run_id", "task_run_id")
-                      if getattr(want, f) != getattr(got, f)]
-            return (f"{what}: line {index} of {len(expected)} differs in {', '.join(fields)}:\n"
-                    f"  expected {want}\n  actual   {got}"
-                    + (f"\n  (the expected line is the target's line {actual.index(want)})" if want in actual else ""))
-    if len(expected) != len(actual):
-        more = actual[len(expected):] or expected[len(actual):]
-        kind = "more" if len(actual) > len(expected) else "fewer"
-        return (f"{what}: {len(actual)} lines, {kind} than the {len(expected)} expected; "
-                f"{'first extra' if kind == 'more' else 'first missing'}: {more[0]}")
-    return None
 
 
 @dataclass
@@ -168,7 +123,7 @@ TASK_LINES = [(20, "task line: ü"), (50, "task line: critical\nand a second lin
 class LoggedRun:
     client: Actor
     ids: dict[str, str] | None
-    sent: list[Line]  # what the client sent, as the target accepted it
+    batches: list[Any]  # the POST /logs/ bodies the client sent and the target accepted
     failure: AssertionError | None = None
 
 
@@ -195,13 +150,9 @@ def logged_run(actors: Callable[..., Actor], module_names: Callable[..., str], m
     except AssertionError as exc:
         failure = exc
     client.stop()
-    ids = read_submission(out)
-    flows = api.post("/flows/filter", {"flows": {"name": {"any_": [flow_name]}}})
-    for flow in flows:
+    for flow in api.post("/flows/filter", {"flows": {"name": {"any_": [flow_name]}}}):
         module_created.add(f"/flows/{flow['id']}")
-    sent = [Line.of(log, "POST /logs/ (the client's)") for batch in client.recorder.accepted_bodies("POST", "/logs/")
-            for log in batch]
-    return LoggedRun(client, ids, sent, failure)
+    return LoggedRun(client, read_submission(out), client.recorder.accepted_bodies("POST", "/logs/"), failure)
 
 
 def test_a_flow_runs_logs_are_read_back(api: ApiClient, logged_run: LoggedRun) -> None:
@@ -212,18 +163,15 @@ def test_a_flow_runs_logs_are_read_back(api: ApiClient, logged_run: LoggedRun) -
         raise logged_run.failure
     refused = [e for e in logged_run.client.recorder.requests_to("POST", "/logs/") if not 200 <= e.status < 300]
     assert not refused, f"the target refused the client's POST /logs/: {refused[0].status} {refused[0].response_summary}"
-    ids = logged_run.ids or {}
-    ours = sorted((line for line in logged_run.sent if line.flow_run_id == ids.get("flow_run_id")), key=lambda l: l.instant)
-    logged = {message for _, message in FLOW_LINES + TASK_LINES}
-    missing = logged - {line.message for line in ours}
+    flow_run_id, task_run_id = (logged_run.ids or {}).get("flow_run_id"), (logged_run.ids or {}).get("task_run_id")
+    ours = sent_lines(logged_run.batches, flow_run_id)
+    missing = {message for _, message in FLOW_LINES + TASK_LINES} - {line.message for line in ours}
     if missing:  # every POST /logs/ was accepted, so the target had no part in it
         raise HarnessError(f"the client sent {len(ours)} lines for its flow run, but not {sorted(missing)}, though the "
                            f"target accepted every POST /logs/; see {logged_run.client.process.log_path}")
-    found = read_logs(api, {"flow_run_id": {"any_": [ids["flow_run_id"]]}}, sort="TIMESTAMP_ASC")
-    problem = difference(f"the {len(ours)} lines the client sent for flow run {ids['flow_run_id']}, read back",
-                         ours, found)
-    assert problem is None, problem + "\nHint: store every line as the client sent it"
-    by_task = read_logs(api, {"task_run_id": {"any_": [ids["task_run_id"]]}}, sort="TIMESTAMP_ASC")
-    problem = difference("its task's lines, read back by task_run_id", [l for l in ours if l.task_run_id == ids["task_run_id"]],
+    problem = read_back_problem(api, logged_run.batches, flow_run_id, "the client")
+    assert problem is None, problem
+    by_task = read_logs(api, {"task_run_id": {"any_": [task_run_id]}}, sort="TIMESTAMP_ASC")
+    problem = difference("its task's lines, read back by task_run_id", [l for l in ours if l.task_run_id == task_run_id],
                          by_task)
     assert problem is None, problem

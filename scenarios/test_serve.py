@@ -15,7 +15,8 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.clients.actors import Actor, start_runner
+from harness.checks.logs import assert_run_logs_read_back, await_line
+from harness.clients.actors import FLOW_LOG_LINE, Actor, start_runner
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
 from harness.checks.schema import assert_traffic_matches
@@ -90,6 +91,7 @@ def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
         final = wait_for_final_state(api, run["id"], actor=runner, timeout=RUN_TIMEOUT, poll_path=POLL_PATH,
                                      hint=f"the Runner only runs what POST {POLL_PATH} returns")
         failure = None
+        await_line(runner, run["id"], FLOW_LOG_LINE)  # its flow-run process sends its last lines as it exits
     except AssertionError as exc:
         final, failure = None, exc
     runner.stop()  # the transcript is complete once the Runner is gone
@@ -118,6 +120,14 @@ def test_served_run_completes(served: ServeOutcome) -> None:
     """A run scheduled for now reaches COMPLETED, executed by the Runner."""
     assert_final_state(served.final, served.failure, "COMPLETED")
     assert_reported_states(served.runner, served.run["id"], ("RUNNING", "COMPLETED"))
+
+
+def test_served_run_logs_are_read_back(api: ApiClient, served: ServeOutcome) -> None:
+    """What the served run's flow-run process logged (the flow's own line, non-ASCII and two lines long, and the
+    engine's) went through the Runner's recorder, was accepted, and is read back by the run's id complete, in
+    time order and unchanged."""
+    assert_final_state(served.final, served.failure, "COMPLETED")
+    assert_run_logs_read_back(api, served.runner, served.run["id"], FLOW_LOG_LINE)
 
 
 def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:

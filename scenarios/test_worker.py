@@ -16,7 +16,9 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.clients.actors import ENTRYPOINT_FUNCTION, FAST_CLIENT_SETTINGS, Actor, start_worker, write_flow_file
+from harness.checks.logs import assert_run_logs_read_back, await_line
+from harness.clients.actors import (ENTRYPOINT_FUNCTION, FAST_CLIENT_SETTINGS, FLOW_LOG_LINE, Actor, start_worker,
+                                    write_flow_file)
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state, watch_heartbeats
 from harness.checks.schema import assert_traffic_matches
@@ -83,6 +85,8 @@ def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
     registered = api.request("POST", f"/work_pools/{pool_name}/workers/filter", json_body={})
     statuses: list[str] = []
     heartbeats = watch_heartbeats(api, pool_name, worker_name, timeout=HEARTBEAT_WATCH, statuses=statuses)
+    if final is not None:
+        await_line(worker, run["id"], FLOW_LOG_LINE)  # sent long since, as a rule: the worker idled meanwhile
     worker.stop()
     return WorkerOutcome(worker, worker_name, pool_name, run, final, registered, heartbeats, statuses, failure)
 
@@ -166,6 +170,14 @@ def test_worker_run_carries_pool_and_worker_labels(worked: WorkerOutcome) -> Non
     wrong = {k: actual[k] for k in expected if actual[k] != expected[k]}
     assert not wrong, f"the worker's run should carry {expected}; the target returned {wrong}"
     assert run.get("work_queue_id"), "the worker's run has no work_queue_id"
+
+
+def test_worker_run_logs_are_read_back(api: ApiClient, worked: WorkerOutcome) -> None:
+    """What the worker's run logged in its flow-run process (the flow's own line, non-ASCII and two lines long, and
+    the engine's) went through the worker's recorder, was accepted, and is read back by the run's id complete, in
+    time order and unchanged."""
+    assert_final_state(worked.final, worked.failure, "COMPLETED")
+    assert_run_logs_read_back(api, worked.worker, worked.run["id"], FLOW_LOG_LINE)
 
 
 def test_answers_the_worker_got_match_prefects_schema(worked: WorkerOutcome, api_contract: ApiContract) -> None:

@@ -42,12 +42,13 @@ import os
 import sys
 import time
 
-from prefect import flow
+from prefect import flow, get_run_logger
 
 
 @flow(name={flow_name!r}, log_prints=True)
 def conformance_flow(marker: str = "") -> str:
     print(f"conformance flow ran in pid {{os.getpid()}} with marker={{marker!r}}")
+    get_run_logger().warning({log_line!r})
     return marker
 
 
@@ -64,6 +65,8 @@ if __name__ == "__main__":
 '''
 
 ENTRYPOINT_FUNCTION = "conformance_flow"
+#: What the flow of every Runner's and worker's run logs with ``get_run_logger()``: its lines must be read back.
+FLOW_LOG_LINE = "the conformance flow logs: Grüße, 日本語 🚀\nand a second line"
 
 
 def write_flow_file(directory: Path, flow_name: str, deployment_name: str = "") -> Path:
@@ -71,7 +74,7 @@ def write_flow_file(directory: Path, flow_name: str, deployment_name: str = "") 
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "conformance_flow.py"
     path.write_text(FLOW_SOURCE.format(flow_name=flow_name, deployment_name=deployment_name, gate_env=GATE_ENV,
-                                       gate_timeout=GATE_TIMEOUT))
+                                       gate_timeout=GATE_TIMEOUT, log_line=FLOW_LOG_LINE))
     return path
 
 
