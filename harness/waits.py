@@ -208,6 +208,13 @@ def refused_requests(actor: "Actor", limit: int = 3) -> str:
     return "; ".join(f"{e.method} {e.path} -> {e.status} {e.response_summary}" for e in (final or refused)[-limit:])
 
 
+def refused_websockets(actor: "Actor", limit: int = 3) -> str:
+    """The websockets the target refused the actor (a handshake not answered 101), as "WS path -> status detail":
+    a client may die of a refused websocket with every HTTP answer 2xx (Prefect issue #21005: a 3.6.21 Runner)."""
+    refused = [e for e in actor.recorder.transcript() if e.websocket and e.status != 101]
+    return "; ".join(f"WS {e.path} -> {e.status} {e.response_summary}" for e in refused[-limit:])
+
+
 #: Lines in a client's log that mean it could not start for a reason on this machine, not the target's answer.
 LOCAL_START_FAILURES = re.compile(
     r"can't open file|No module named|ModuleNotFoundError|ImportError|Address already in use|Permission denied"
@@ -223,7 +230,7 @@ def died(actor: "Actor") -> Exception:
     the same client runs against the reference, so the target's answers are the cause, and they are quoted.
     """
     code, log = actor.process.popen.returncode, actor.log_tail()
-    refused = refused_requests(actor)
+    refused = refused_requests(actor) or refused_websockets(actor)
     if refused:
         return Hopeless(f"the {actor.name} exited with code {code} after the target answered: {refused}; its last "
                         f"log lines:\n{log}")

@@ -22,8 +22,9 @@ class Deviation:
 
     ``on_request`` may edit the request in place or return a response to answer without asking the target;
     ``on_response`` returns the response to send back (edited or not); ``on_websocket`` may refuse a socket
-    by returning a close code. ``latency`` seconds are added before each HTTP request is answered (a slow
-    target), without blocking other requests.
+    by returning a close code (the handshake is answered 403, as Starlette answers) or an HTTP status (the handshake
+    is answered with it: 404 as a server without the route). ``latency`` seconds are added before each HTTP request
+    is answered (a slow target), without blocking other requests.
     """
 
     latency: float = 0.0
@@ -278,6 +279,17 @@ class Refuse(Deviation):
 
     def on_websocket(self, path: str) -> int | None:
         return 1008 if self.websocket_path and self.websocket_path.search(path) else None
+
+
+class RefuseWebsockets(Deviation):
+    """Answers the handshake of websockets whose path matches ``path`` with the HTTP ``status`` (404: a server that
+    has no such route, as the notes of the Zig port describe for ``/events/in`` and ``/events/out``)."""
+
+    def __init__(self, path: str, status: int = 404) -> None:
+        self.path, self.status = re.compile(path), status
+
+    def on_websocket(self, path: str) -> int | None:
+        return self.status if self.path.search(path) else None
 
 
 class EmptyPolls(Deviation):

@@ -252,7 +252,14 @@ class ReverseProxy(Recorded):
                          user_agent(scope))
             )
 
-        if refused is not None:
+        if refused is not None and refused < 1000:  # an HTTP status: answer the handshake with it, as a server
+            body = b'{"detail":"Not Found"}' if refused == 404 else b""  # without the route does (FastAPI's body)
+            await send({"type": "websocket.http.response.start", "status": refused,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send({"type": "websocket.http.response.body", "body": body})
+            record(refused, detail=f"refused with HTTP {refused}")
+            return
+        if refused is not None:  # a close code: the handshake is answered 403, as Starlette does
             await send({"type": "websocket.close", "code": refused})
             record(403, detail=f"refused with close code {refused}")
             return
