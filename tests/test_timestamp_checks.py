@@ -99,6 +99,13 @@ CASES = [
         r"state's timestamp is '[^']+', equal to .* it must be after it",
     ),
     Case(
+        "created-in-local-time",  # created from a clock five hours behind UTC, written as UTC; the Date header is right
+        lambda: RewriteResponses(shifted(-5 * 3600), keys=frozenset({"created"})),
+        "clock",
+        {CLOCK},
+        r"the target's created times and its Date header disagree by more than 3 s: the target's clock is -1800\d\.\d+ s",
+    ),
+    Case(
         "wrong-clock",  # an hour ahead, consistently: one failure, and every other time judged by its own clock
         lambda: WrongClock(3600),
         "clock or server_set_times",

@@ -129,18 +129,19 @@ def measure_clock(create: Callable[[int], tuple[Answer, Window]]) -> TargetClock
 
 
 def clock_problem(clock: TargetClock) -> str | None:
-    """Why the target's clock disagrees with the harness's, or None."""
-    if abs(clock.offset) > MAX_CLOCK_OFFSET + clock.uncertainty:
-        return (f"the target's clock is {clock.offset:+.3f} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
-                f"{clock.evidence()}. Every time the server sets (created, updated, state timestamps, start_time) is "
-                "judged against its own clock, so they are not failed for this, but clients compare them with their "
-                "own clocks: a run looks late or early by as much. Hint: synchronise the server's clock (NTP)")
+    """Why the target's clock disagrees with the harness's, or None. When its ``created`` and its ``Date`` header
+    disagree, ``created`` is at fault (a local time written as UTC, say), not the clock, and the message says so."""
     if clock.date_offset is not None:
         low, high = clock.date_offset
         if not low - clock.uncertainty - MAX_CLOCK_OFFSET <= clock.offset <= high + clock.uncertainty + MAX_CLOCK_OFFSET:
             return (f"the target's created times and its Date header disagree by more than {MAX_CLOCK_OFFSET:.0f} s: "
                     f"{clock.describe()}. Hint: created must come from the server's clock in UTC, as the Date header "
                     "does (a local time written as UTC is off by the zone's offset)")
+    if abs(clock.offset) > MAX_CLOCK_OFFSET + clock.uncertainty:
+        return (f"the target's clock is {clock.offset:+.3f} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
+                f"{clock.evidence()}. Every time the server sets (created, updated, state timestamps, start_time) is "
+                "judged against its own clock, so they are not failed for this, but clients compare them with their "
+                "own clocks: a run looks late or early by as much. Hint: synchronise the server's clock (NTP)")
     return None
 
 
