@@ -23,7 +23,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.objects import Created, create_flow, create_scheduled_run, set_state
-from harness.checks.timestamps import describe_instant, read_instant, timestamp_problems, utc_now
+from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import Actor, start_events_client
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer, Unsupported, websocket_means_not_implemented
@@ -145,8 +145,8 @@ def test_clients_events_websockets_are_accepted(events_seen: EventsOutcome) -> N
 
 def test_a_clients_event_is_read_back(events_seen: EventsOutcome) -> None:
     """An event a client emitted over ``WS /events/in`` is read back through ``POST /events/filter`` by its
-    resource: its name, resource, payload (non-ASCII too) and the ``occurred`` it was sent with (to the
-    microsecond, in UTC)."""
+    resource: its name, resource, payload (non-ASCII too) and the ``occurred`` it was sent with (the same instant,
+    to the microsecond; the format of datetimes is ``timestamps/output_format``'s to judge)."""
     events_seen.must_have_run()
     own = events_seen.own
     found = [e for e in events_seen.read_back if e.get("event") == OWN_EVENT]
@@ -158,14 +158,13 @@ def test_a_clients_event_is_read_back(events_seen: EventsOutcome) -> None:
                  for key, value in own["resource"].items() if (event.get("resource") or {}).get(key) != value]
     if read_instant(event.get("occurred"), "occurred") != read_instant(own["occurred"], "the client's occurred"):
         problems.append(f"occurred is {event.get('occurred')!r}, the client sent {own['occurred']!r}")
-    problems += [str(p) for p in timestamp_problems(event)]
     assert not problems, "the client's event, read back through POST /events/filter, differs: " + "; ".join(problems)
 
 
 def test_state_changes_are_events(events_seen: EventsOutcome) -> None:
     """Each state the run entered is an event the server recorded: ``prefect.flow-run.Pending``, ``Running`` and
-    ``Completed``, once each, the run as the resource (its id and name), ``occurred`` the state's own timestamp, in
-    UTC and in order."""
+    ``Completed``, once each, the run as the resource (its id and name), ``occurred`` the state's own timestamp (the
+    same instant), in order."""
     events_seen.must_have_run()
     run = events_seen.run
     problems: list[str] = []
@@ -181,7 +180,6 @@ def test_state_changes_are_events(events_seen: EventsOutcome) -> None:
         if read_instant(event.get("occurred"), f"{name} occurred") != read_instant(state.get("timestamp"), "the state's timestamp"):
             problems.append(f"{name}: occurred is {event.get('occurred')!r}, but the {state_type} state's timestamp is "
                             f"{state.get('timestamp')!r} (Prefect's event occurs at the state's timestamp)")
-        problems += [f"{name}: {p}" for p in timestamp_problems(event)]
     assert not problems, "the run's state events, read back through POST /events/filter: " + "; ".join(problems)
     occurred = [read_instant(e.get("occurred"), "occurred") for name in STATE_EVENTS
                 for e in events_seen.read_back if e.get("event") == name]
