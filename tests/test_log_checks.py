@@ -47,7 +47,9 @@ class Case:
 
 
 CASES = [
-    Case("logs-dropped", DropLogs, "test_logs", API_CHECKS | {REAL_CLIENT}, r"0 lines, fewer than the \d+ expected"),
+    # Only the checks that send their own lines: the real client's lines are dropped alike (non-ascii-mangled shows
+    # that check failing), and each run of it starts a flow process.
+    Case("logs-dropped", DropLogs, "logs_are or logs_page", API_CHECKS, r"0 lines, fewer than the \d+ expected"),
     Case("logs-sorted-as-strings", lambda: RewriteJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
          "read_back_complete or page", {READ_BACK, "logs/logs_page_without_loss[TIMESTAMP_DESC]"},
          r"differs in instant, name, level, message"),
@@ -58,8 +60,8 @@ CASES = [
     Case("timestamps-kept-to-milliseconds", lambda: RewriteResponses(truncate_to_millis, path=r"/logs/filter$",
                                                                      keys=frozenset({"timestamp"})),
          "read_back_complete or a_flow_runs", {READ_BACK, REAL_CLIENT}, r"differs in instant:"),
-    Case("offset-ignored", lambda: AcceptWithout("POST", r"/logs/filter$", "offset"), "test_logs", PAGING,
-         r"differs in|more than", passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level", REAL_CLIENT}),
+    Case("offset-ignored", lambda: AcceptWithout("POST", r"/logs/filter$", "offset"), "logs_are or logs_page", PAGING,
+         r"differs in|more than", passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level"}),
 ]
 
 

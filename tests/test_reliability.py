@@ -240,9 +240,10 @@ def test_credentials_reach_the_target_and_never_the_reports(protected_reference,
     assert without.code == 2 and "answered 401 to GET /admin/version without credentials" in without.stderr, without.explain()
 
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", SECRET)
-    # Every real client (Runner, worker, their flow-run processes, task worker and submitter, websockets included)
-    # and the harness's own calls; the scheduler feature adds no client of its own.
-    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker or task_worker", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})",
+    # Every real client (Runner, worker, their flow-run processes, task worker and submitter, the events clients'
+    # websockets included) and the harness's own calls; the scheduler feature adds no client of its own.
+    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker or task_worker or events", "-k",
+                    f"not ({SCHEDULED_RUNNER_CHECKS})",
                     report_dir=tmp_path / "with")
     assert run.code == 0, run.explain()
     import base64
