@@ -255,7 +255,7 @@ def _run_times(api: ApiClient, found: TimeFindings, kind: str, run: dict[str, An
     it was entered, start_time with RUNNING and end_time with COMPLETED."""
     source, path = f"POST /{kind}s/", f"/{kind}s/{run['id']}"
     found.set_during(source, run, ("created", "updated"), window)
-    found.set_during(f"{source} state", run["state"], ("timestamp",), window)
+    found.set_during(f"{source} state", run["state"] or {}, ("timestamp",), window)
     found.not_before(source, run, "created", "updated")
     window = _change(api, path, change)
     after = (f"GET {path}", api.get(path))
@@ -263,7 +263,7 @@ def _run_times(api: ApiClient, found: TimeFindings, kind: str, run: dict[str, An
     for state_type in ("PENDING", "RUNNING", "COMPLETED"):
         what = f"POST {path}/set_state {state_type}"
         answer, window = during(what, lambda: api.post(f"{path}/set_state", {"state": {"type": state_type}, "force": True}))
-        found.set_during(f"{what} answered state", answer["state"], ("timestamp",), window)
+        found.set_during(f"{what} answered state", answer["state"] or {}, ("timestamp",), window)
         before, after = after, (f"GET {path} ({state_type})", api.get(path))
         found.moved(before, after, "updated", window)
         if state_type in ("RUNNING", "COMPLETED"):
@@ -394,7 +394,7 @@ SECONDS_TOLERANCE = 2e-6
 def _enter_states(api: ApiClient, kind: str, run_id: str) -> list[tuple[str, dict[str, Any]]]:
     """PENDING, RUNNING and COMPLETED, one right after the other (most often within one second): each answer's state."""
     path = f"/{kind}s/{run_id}/set_state"
-    return [(state_type, api.post(path, {"state": {"type": state_type}, "force": True})["state"])
+    return [(state_type, api.post(path, {"state": {"type": state_type}, "force": True})["state"] or {})
             for state_type in ("PENDING", "RUNNING", "COMPLETED")]
 
 
@@ -419,11 +419,14 @@ def test_state_times_follow_the_states(kind: str, api: ApiClient, created: Creat
         found.add(window_problem(f"GET {path} expected_start_time + estimated_start_time_delta",
                                  describe_instant(read_instant(waiting["expected_start_time"], "expected_start_time") + lateness),
                                  window, target_clock))
-    entered = [("first", run["state"])] + _enter_states(api, kind, run["id"])
+    entered = [("first", run["state"] or {})] + _enter_states(api, kind, run["id"])
     states_path = f"/{kind}_states/?{kind}_id={run['id']}"
-    stored = {state.get("id"): state for state in api.get(states_path)}
+    listed = api.get(states_path)
+    if not isinstance(listed, list) or not all(isinstance(state, dict) for state in listed):
+        raise UnexpectedAnswer(f"GET {states_path} answered {str(listed)[:300]}; Prefect answers a list of states")
+    stored = {state.get("id"): state for state in listed}
     final = api.get(path)
-    missing = [f"the {state_type} state {state['id']}" for state_type, state in entered if state.get("id") not in stored]
+    missing = [f"the {state_type} state {state.get('id')}" for state_type, state in entered if state.get("id") not in stored]
     if missing:
         raise UnexpectedAnswer(f"GET {states_path} does not list {', '.join(missing)}, which the run entered; it "
                                f"listed {len(stored)} states. Hint: keep every state a run enters in its history")

@@ -92,6 +92,19 @@ class SuiteRun:
             assert re.search(says, self.message(check), re.S), f"{check}: message does not match {says!r}:\n{self.message(check)}"
 
 
+@dataclass
+class DeviationCase:
+    """A deviating target (made fresh for each run), the checks selected by a ``-k`` expression, and the verdict it
+    must get (:meth:`SuiteRun.assert_deviation_caught`)."""
+
+    id: str
+    deviation: Callable[[], Deviation]
+    select: str  # -k expression
+    fails: set[str]
+    says: str  # a regular expression every failure message of the case must match
+    passes: set[str] = field(default_factory=set)
+
+
 def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dict[str, str] | None = None) -> SuiteRun:
     """Run the real CLI; ``args`` are passed after ``run``, ``extra_env`` is added to this environment.
 

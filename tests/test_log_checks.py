@@ -7,12 +7,11 @@ milliseconds of the client's timestamps, ignoring ``offset``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 
 from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.conftest import DeviationCase as Case
 from tests.conftest import SuiteRun
 from tests.deviations import AcceptWithout, Deviation, RewriteJson, RewriteResponses, map_strings, truncate_to_millis
 
@@ -34,16 +33,6 @@ class DropLogs(Deviation):
 
 def ascii_only(logs: list) -> list:
     return map_strings(logs, lambda key, value: value.encode("ascii", "replace").decode() if key == "message" else value)
-
-
-@dataclass
-class Case:
-    id: str
-    deviation: Callable[[], Deviation]
-    select: str  # -k expression
-    fails: set[str]
-    says: str  # a regular expression every failure message of the case must match
-    passes: set[str] = field(default_factory=set)
 
 
 CASES = [

@@ -8,13 +8,12 @@ on everything is as useless as one that never fails).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Callable
 
 import pytest
 
 from harness.clients.recorder import ProxyRequest, ProxyResponse
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
+from tests.conftest import DeviationCase as Case
 from tests.deviations import (
     Deviation,
     RejectRequests,
@@ -63,16 +62,6 @@ class EpochCreated(Deviation):
             document["created"] = 1764151200
             response.set_json(document)
         return response
-
-
-@dataclass
-class Case:
-    id: str
-    deviation: Callable[[], Deviation]
-    select: str  # -k expression
-    fails: set[str]
-    says: str  # a regular expression every failure message of the case must match
-    passes: set[str] = field(default_factory=set)
 
 
 CASES = [

@@ -13,7 +13,7 @@ from typing import Any
 from harness.checks.timestamps import describe_instant, read_instant
 from harness.clients.actors import Actor
 from harness.target.api import ApiClient
-from harness.target.errors import HarnessError, WaitTimeout
+from harness.target.errors import HarnessError, UnexpectedAnswer, WaitTimeout
 from harness.waits import wait_until
 
 #: How long a flow-run process may take to send its last lines after its run is final (it sends them as it exits).
@@ -46,6 +46,8 @@ def read_logs(api: ApiClient, logs_filter: dict[str, Any], **options: Any) -> li
     """``POST /logs/filter`` with ``{"logs": logs_filter, **options}``, as clients read logs."""
     body = {"logs": logs_filter, **options}
     answer = api.post("/logs/filter", body, expect=200, what="reading logs back failed")
+    if not isinstance(answer, list) or not all(isinstance(log, dict) for log in answer):
+        raise UnexpectedAnswer(f"POST /logs/filter answered {str(answer)[:300]}; Prefect answers a list of log objects")
     return [Line.of(log, f"POST /logs/filter {body}") for log in answer]
 
 
