@@ -55,11 +55,11 @@ class EventsOutcome:
             raise self.failure
 
 
-def read_events(api: ApiClient, resource_id: str, since: dt.datetime) -> list[dict[str, Any]]:
-    """``POST /events/filter``: the events about ``resource_id`` since ``since``, oldest first."""
-    body = {"filter": {"any_resource": {"id": [resource_id]}, "order": "ASC",
-                       "occurred": {"since": describe_instant(since), "until": describe_instant(utc_now() + dt.timedelta(hours=1))}},
-            "limit": 50}
+def read_events(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:
+    """``POST /events/filter``: the events about ``resource_id`` (a day either side of now, so a target's clock
+    that is off does not hide them), oldest first."""
+    window = {"since": describe_instant(utc_now() - dt.timedelta(days=1)), "until": describe_instant(utc_now() + dt.timedelta(days=1))}
+    body = {"filter": {"any_resource": {"id": [resource_id]}, "order": "ASC", "occurred": window}, "limit": 50}
     page = api.post("/events/filter", body, expect=200, what="reading events back failed")
     events = page.get("events") if isinstance(page, dict) else None
     if not isinstance(events, list):
@@ -77,7 +77,6 @@ def events_seen(api: ApiClient, actors: Callable[..., Actor], module_names: Call
                 module_created: Created, scenario_dir: Path) -> EventsOutcome:
     """A run, a real events client subscribed to it and to its own event, the run moved through PENDING, RUNNING
     and COMPLETED, and what reached the subscriber and what ``POST /events/filter`` gives back."""
-    since = utc_now() - dt.timedelta(minutes=1)
     flow = create_flow(api, module_created, module_names("flow"))
     run = create_scheduled_run(api, flow["id"], module_names("run"), utc_now())
     run_resource = f"prefect.flow-run.{run['id']}"
@@ -107,7 +106,7 @@ def events_seen(api: ApiClient, actors: Callable[..., Actor], module_names: Call
         wanted = {OWN_EVENT, *STATE_EVENTS}
 
         def persisted() -> list[dict[str, Any]]:
-            events = read_events(api, run_resource, since) + read_events(api, own["resource"]["prefect.resource.id"], since)
+            events = read_events(api, run_resource) + read_events(api, own["resource"]["prefect.resource.id"])
             assert wanted <= set(names_of(events)), f"POST /events/filter gave {names_of(events)}"
             return events
 

@@ -205,8 +205,8 @@ from prefect.events.filters import EventFilter, EventOccurredFilter, EventResour
 
 async def main(resource_ids, own, expected, timeout, out, ready):
     now = datetime.datetime.now(datetime.timezone.utc)
-    # An explicit window: the filter's default ends at the moment it was made, before any live event.
-    window = EventOccurredFilter(since=now - datetime.timedelta(hours=1), until=now + datetime.timedelta(hours=1))
+    # An explicit window, a day either side: the filter's default ends at the moment it was made, before any live event.
+    window = EventOccurredFilter(since=now - datetime.timedelta(days=1), until=now + datetime.timedelta(days=1))
     deadline = time.monotonic() + timeout
     async with get_events_subscriber(filter=EventFilter(occurred=window, resource=EventResourceFilter(id=resource_ids))) as subscriber:
         open(ready, "w").close()
