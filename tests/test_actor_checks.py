@@ -316,7 +316,7 @@ def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, sui
     assert any(e["path"].endswith("/workers/heartbeat") and 200 <= e["status"] < 300 for e in exchanges), transcript[:2000]
     # The report says, as information, that the worker went on without the websocket it was refused.
     note = run.checks["worker/worker_run_completes"]["measured"]
-    assert re.search(r"refused the worker's websockets WS /work_pools/[^ ]+/workers/connect \(403[^)]*\); it ran its run "
+    assert re.search(r"refused the worker's websockets: WS /work_pools/[^ ]+/workers/connect -> 403 .*; it ran its run "
                      r"to COMPLETED without them", note), note
 
 

@@ -100,15 +100,16 @@ def await_line(actor: Actor, flow_run_id: str, message: str) -> None:
         pass
 
 
-def assert_run_logs_read_back(api: ApiClient, actor: Actor, flow_run_id: str, message: str) -> None:
-    """What a real client's flow-run process logged for ``flow_run_id`` (``message`` among it), sent through the
-    client's recorder, was accepted and is read back complete, in order and unchanged."""
+def assert_run_logs_read_back(api: ApiClient, actor: Actor, flow_run_id: str, message: str, who: str = "") -> None:
+    """What a real client's flow-run process (``who``) logged for ``flow_run_id`` (``message`` among it), sent
+    through the client's recorder, was accepted and is read back complete, in order and unchanged."""
+    who = who or f"the {actor.name}'s flow-run process"
     refused = [e for e in actor.recorder.requests_to("POST", "/logs/") if not 200 <= e.status < 300]
     assert not refused, (f"the target refused the {actor.name}'s POST /logs/: {refused[0].status} "
                          f"{refused[0].response_summary}. Hint: accept log batches (Prefect answers 201)")
     batches = actor.recorder.accepted_bodies("POST", "/logs/")
     if not has_sent(batches, flow_run_id, message):  # every POST /logs/ was accepted: the target had no part in it
-        raise HarnessError(f"the {actor.name}'s flow-run process never sent the line {message!r} of run {flow_run_id}, "
+        raise HarnessError(f"{who} never sent the line {message!r} of run {flow_run_id}, "
                            f"though the target accepted every POST /logs/; see {actor.process.log_path}")
-    problem = read_back_problem(api, batches, flow_run_id, f"the {actor.name}'s flow-run process")
+    problem = read_back_problem(api, batches, flow_run_id, who)
     assert problem is None, problem

@@ -11,6 +11,7 @@ from typing import Any, Iterable
 from harness.clients.actors import Actor
 from harness.target.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
 from harness.clients.transcript import condense
+from harness.waits import refused_websockets
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
 
@@ -121,18 +122,8 @@ def runs_created_by(actor: Actor) -> list[str]:
             if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))]
 
 
-def refused_websockets(actor: Actor) -> str:
-    """The websockets the target refused ``actor`` ("WS /events/in (404 x2), ..."), or "" when it refused none."""
-    statuses: dict[str, list[int]] = {}
-    for exchange in actor.recorder.transcript():
-        if exchange.websocket and exchange.status != 101:
-            statuses.setdefault(exchange.path, []).append(exchange.status)
-    return ", ".join(f"WS {path} ({'/'.join(str(s) for s in sorted(set(seen)))}"
-                     + (f" x{len(seen)}" if len(seen) > 1 else "") + ")" for path, seen in statuses.items())
-
-
 def quiet_degradation(actor: Actor, what: str) -> str:
     """What the report says when ``actor`` did ``what`` though the target refused some of its websockets (a server
     without the events websockets, say): the client degrades quietly there, which is information, not a failure."""
     refused = refused_websockets(actor)
-    return f"the target refused the {actor.name}'s websockets {refused}; it {what} without them" if refused else ""
+    return f"the target refused the {actor.name}'s websockets: {refused}; it {what} without them" if refused else ""
