@@ -63,7 +63,7 @@ class TargetClock:
     created: str
 
     def describe(self) -> str:
-        return f"the target's clock is {self.offset:+.3f} s from the harness's, {self.evidence()}"
+        return f"the target's clock is {seconds(self.offset)} s from the harness's, {self.evidence()}"
 
     def evidence(self) -> str:
         by_date = (f"; its Date header says {self.date_offset[0]:+.1f} s to {self.date_offset[1]:+.1f} s"
@@ -75,6 +75,11 @@ class TargetClock:
         margin = dt.timedelta(seconds=self.uncertainty) + SLACK
         shift = dt.timedelta(seconds=self.offset)
         return window.sent + shift - margin, window.answered + shift + margin
+
+
+def seconds(value: float) -> str:
+    """A signed number of seconds to the millisecond, never "-0.000"."""
+    return f"{value:+.3f}" if round(value, 3) else "+0.000"
 
 
 def during(what: str, act: Callable[[], T]) -> tuple[T, Window]:
@@ -138,7 +143,7 @@ def clock_problem(clock: TargetClock) -> str | None:
                     f"{clock.describe()}. Hint: created must come from the server's clock in UTC, as the Date header "
                     "does (a local time written as UTC is off by the zone's offset)")
     if abs(clock.offset) > MAX_CLOCK_OFFSET + clock.uncertainty:
-        return (f"the target's clock is {clock.offset:+.3f} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
+        return (f"the target's clock is {seconds(clock.offset)} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
                 f"{clock.evidence()}. Every time the server sets (created, updated, state timestamps, start_time) is "
                 "judged against its own clock, so they are not failed for this, but clients compare them with their "
                 "own clocks: a run looks late or early by as much. Hint: synchronise the server's clock (NTP)")
