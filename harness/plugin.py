@@ -50,9 +50,21 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--reference-url", default=None,
                     help="API root of Prefect's own server for the differential checks (the CLI's --differential "
                          "passes it); without it they are not collected")
+    group.addoption("--restart-command", default=os.environ.get(RESTART_COMMAND_ENV),
+                    help="a shell command that restarts the target on its own data, for the durability checks (the "
+                         "bundled reference restarts itself)")
     group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
                     help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
                          "installed on first use into the cache")
+
+
+#: The environment variable that can give ``--restart-command``.
+RESTART_COMMAND_ENV = "PREFECT_CONFORMANCE_RESTART_COMMAND"
+#: Where the CLI leaves the bundled reference's own restart (a callable) for the durability checks: only a run whose
+#: checks execute in the CLI's own process (a serial run, as ``-m durability`` alone is) can use it.
+RESTARTER = pytest.StashKey[Callable[[], None]]()
+#: How long a restart command may take, and the target to answer ``/health`` again after it (scaled).
+RESTART_TIMEOUT = 120.0
 
 
 #: Feature areas; each scenario module carries one as a marker so ``-m timestamps`` selects it.
@@ -61,6 +73,7 @@ FEATURES = {
     "timestamps": "datetime formats returned and accepted, and the times the server sets itself",
     "logs": "what a flow run logs is read back complete, in order and unchanged",
     "events": "what clients emit and the run's state events are kept and reach subscribers over the websockets",
+    "durability": "what the server keeps survives a restart of it (-m durability alone, with a way to restart it)",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
@@ -81,7 +94,7 @@ FEATURES = {
 #: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
 #: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
 DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "logs", "events", "serve",
-                  "worker", "task_worker", "differential")
+                  "worker", "task_worker", "differential", "durability")
 
 
 def dispatch_rank(item: pytest.Item) -> int:
@@ -236,6 +249,43 @@ def target_clock(api: ApiClient, run_prefix: str) -> TargetClock:
         return measure_clock(create)
     finally:
         ledger.delete_all()
+
+
+@dataclass(frozen=True)
+class Restart:
+    """How the target is restarted on its own data, for the durability checks."""
+
+    how: str
+    act: Callable[[], None]
+
+
+@pytest.fixture(scope="session")
+def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | None:
+    """The bundled reference's own restart (the CLI registers it), or ``--restart-command``; None without either."""
+    restart = request.config.stash.get(RESTARTER, None)
+    if restart is not None:
+        return Restart("the bundled reference's own restart (stopped, then started on its database)", restart)
+    command = request.config.getoption("--restart-command")
+    if not command:
+        return None
+
+    def run_command() -> None:
+        import subprocess
+
+        from harness.waits import timeout_scale, wait_for_health
+
+        limit = RESTART_TIMEOUT * timeout_scale()
+        try:
+            done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=limit)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"--restart-command {command!r} did not finish within {limit:.0f} s") from None
+        if done.returncode != 0:
+            raise HarnessError(f"--restart-command {command!r} exited with code {done.returncode}: "
+                               f"{(done.stderr or done.stdout).strip()[-300:]}")
+        wait_for_health(target.api_url, timeout=RESTART_TIMEOUT, what="the target after --restart-command",
+                        hint="the restart command must leave the server running and answering /health")
+
+    return Restart(f"--restart-command {command!r}", run_command)
 
 
 @pytest.fixture

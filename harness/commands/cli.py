@@ -17,7 +17,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Sequence
+from dataclasses import dataclass
+from typing import Callable, Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
 from harness.locations import PACKAGE_DIR, default_report_dir, scenarios_dir
@@ -112,12 +113,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="also run the differential checks: one sequence of client calls sent to the target and to "
                      "Prefect's own server, answers compared. The bundled reference is started beside the target "
                      "(with no --target, it is compared with itself), or give the API root of a running Prefect server")
+    run.add_argument("--restart-command", metavar="CMD", default=os.environ.get("PREFECT_CONFORMANCE_RESTART_COMMAND"),
+                     help="a shell command that restarts the target on its own data, for the durability checks, which "
+                     "run only with -m durability alone (the bundled reference restarts itself; also "
+                     "$PREFECT_CONFORMANCE_RESTART_COMMAND)")
     run.add_argument("--report-dir", type=absolute_path, default=None,
                      help="where reports go; a relative path is taken from the current directory (default: reports/ "
                      "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
     run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (handshake, timestamps, scheduling, schema, bad_input, logs, events, scheduler, serve, "
-                     "worker, task_worker; differential with --differential), "
+                     "worker, task_worker, durability; differential with --differential), "
                      "e.g. 'timestamps or scheduling'")
     run.add_argument(
         "-n",
@@ -287,7 +292,8 @@ def run(args: argparse.Namespace) -> int:
         if args.differential:
             run_info.extra["differential_reference"] = args.differential
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
-                                    ready_file=startup.ready_file if startup else None)
+                                    ready_file=startup.ready_file if startup else None,
+                                    restart=getattr(reference, "restart", None))
         # Interrupted while the reference was still starting: it is stopped below, not awaited.
         if startup is not None and (pytest_code != 2 or startup.done()):
             ready = startup.result()  # what kept it from starting, if anything, is the run's one error line
@@ -397,6 +403,7 @@ def run_scenarios(
     selection: list[str] | None = None,
     *,
     ready_file: Path | None = None,
+    restart: Callable[[], None] | None = None,
 ) -> int:
     import pytest
 
@@ -429,11 +436,25 @@ def run_scenarios(
         pytest_args += ["--target-ready-file", str(ready_file)]
     if args.differential:
         pytest_args += ["--reference-url", args.differential]
+    if args.restart_command:
+        pytest_args += ["--restart-command", args.restart_command]
     workers = worker_count(args.parallel, selected_features(args.markers, selection, differential=bool(args.differential)))
     if workers > 1:
         pytest_args += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]  # plugin.DISPATCH_ORDER
     pytest_args += list(args.pytest_args)
-    return int(pytest.main(pytest_args, plugins=[collector]))
+    return int(pytest.main(pytest_args, plugins=[collector] + ([BundledRestart(restart)] if restart else [])))
+
+
+@dataclass
+class BundledRestart:
+    """A pytest plugin that hands the bundled reference's restart to the durability checks (``plugin.RESTARTER``)."""
+
+    restart: Callable[[], None]
+
+    def pytest_configure(self, config) -> None:
+        from harness.plugin import RESTARTER
+
+        config.stash[RESTARTER] = self.restart
 
 
 def selected_features(markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False) -> list[str]:

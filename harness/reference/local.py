@@ -55,11 +55,20 @@ class LocalReference(ReferenceServer):
         self.launch()
         self.wait_ready()
 
-    def launch(self) -> None:
+    def restart(self) -> None:
+        """Stop the server (asking it to shut down, as a deployment's restart does) and start it again on the same
+        database and port: the durability checks' restart."""
+        if self.process is not None:
+            self.process.stop(sigint_wait=10.0, sigterm_wait=5.0)
+            self.process = None
+        self.launch(keep_database=True)
+        self.wait_ready()
+
+    def launch(self, *, keep_database: bool = False) -> None:
         self._launched = time.monotonic()
         home = self.workdir / "prefect-home"
         home.mkdir(parents=True, exist_ok=True)
-        if not self.db_url:
+        if not self.db_url and not keep_database:
             shutil.copy2(ensure_template_database(self.cache_dir, self.release), home / "prefect.db")
         self.port = self.port or free_port()
         env = clean_environment(

@@ -1,0 +1,151 @@
+"""Durability: what the server keeps survives a restart of it.
+
+A server whose logs, events or runs live in memory (the notes of the Zig port say its logs do) loses them on every
+deploy. Prefect keeps all of it in its database: after a restart every flow, deployment and schedule, run and state,
+work pool and queue, log line and event is there as it was, and its scheduler does not create a second run for a
+time it had already scheduled.
+
+The checks restart the target once, so they run only when asked for on their own (``-m durability``) and when
+something can restart it: the bundled reference restarts itself (stopped, then started on its database), any other
+target needs ``--restart-command CMD``. Otherwise they are skipped, with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from harness.checks.logs import read_logs
+from harness.checks.objects import (Created, create_deployment, create_flow, create_scheduled_run, create_work_pool,
+                                    create_work_queue, runs_of_deployment, set_state)
+from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.plugin import Restart
+from harness.reporting.results import MEASURED, check_id
+from harness.target.api import ApiClient
+from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until
+
+pytestmark = pytest.mark.durability
+
+#: The scheduled deployment's interval: a week, so the scheduler makes a handful of runs (Prefect: up to 100 days).
+INTERVAL = 7 * 24 * 3600
+#: How long events may take to be readable (Prefect's persister flushes every 5 s by default).
+PERSIST_TIMEOUT = 30.0
+
+
+@dataclass
+class Snapshot:
+    """What the checks compare before and after the restart: stable fields of each object, by a label."""
+
+    records: dict[str, Any]
+    runs: dict[str, str]  # the scheduled deployment's SCHEDULED runs: id -> expected_start_time
+
+
+@dataclass
+class Restarted:
+    before: Snapshot
+    after: Snapshot
+    how: str
+    took: float  # seconds the restart took, until the target answered again
+
+
+def keep(document: dict[str, Any], *fields: str) -> dict[str, Any]:
+    return {field: document.get(field) for field in fields}
+
+
+def scheduled_runs(api: ApiClient, deployment_id: str) -> dict[str, str]:
+    runs = runs_of_deployment(api, deployment_id, "SCHEDULED", limit=200)
+    return {run["id"]: describe_instant(read_instant(run.get("expected_start_time"), "expected_start_time")) for run in runs}
+
+
+def event_of(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:
+    window = {"since": describe_instant(utc_now() - dt.timedelta(days=1)), "until": describe_instant(utc_now() + dt.timedelta(days=1))}
+    page = api.post("/events/filter", {"filter": {"any_resource": {"id": [resource_id]}, "occurred": window}, "limit": 10})
+    return [keep(e, "id", "event", "occurred", "payload") for e in (page.get("events") or [])]
+
+
+@pytest.fixture(scope="module")
+def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Restart | None,
+              module_names: Callable[..., str], module_created: Created) -> Restarted:
+    """The run's records, read before and after one restart of the target."""
+    others = sorted({check_id(item.nodeid)[1] for item in request.session.items} - {"durability"})
+    if others:
+        pytest.skip(f"the durability checks restart the target, so they run only on their own (-m durability); this "
+                    f"run also holds {', '.join(others)}")
+    if target_restart is None:
+        pytest.skip("nothing can restart this target: give --restart-command CMD (the bundled reference restarts itself)")
+    flow = create_flow(api, module_created, module_names("flow"))
+    anchor = utc_now().replace(microsecond=0) + dt.timedelta(hours=1)
+    schedule = {"schedule": {"interval": INTERVAL, "anchor_date": describe_instant(anchor), "timezone": "UTC"}, "active": True}
+    deployment = create_deployment(api, flow["id"], module_names("deployment"), schedules=[schedule])
+    run = create_scheduled_run(api, flow["id"], module_names("run"), utc_now())
+    for state_type in ("PENDING", "RUNNING", "COMPLETED"):
+        set_state(api, run["id"], state_type)
+    pool = create_work_pool(api, module_created, module_names("pool"))
+    queue = create_work_queue(api, pool["name"], module_names("queue"))
+    logs = [{"name": "prefect.flow_runs", "level": 20 + 10 * i, "message": f"line {i}: Grüße 🚀",
+             "timestamp": describe_instant(utc_now() - dt.timedelta(seconds=3 - i)), "flow_run_id": run["id"]} for i in range(3)]
+    api.call("POST", "/logs/", logs, expect=(200, 201))
+    resource = f"prefect-conformance.{module_names('event')}"
+    event = {"id": str(uuid.uuid4()), "event": "prefect-conformance.kept",
+             "occurred": describe_instant(utc_now()), "resource": {"prefect.resource.id": resource}, "payload": {"n": 1}}
+    api.call("POST", "/events", [event], expect=(200, 201, 204))
+    wait_until(lambda: event_of(api, resource), awaiting="the event to be readable before the restart",
+               timeout=PERSIST_TIMEOUT, interval=0.25)
+    window = stability_window(scheduler_interval())
+    wait_for_stable(lambda: scheduled_runs(api, deployment["id"]), awaiting="the runs the scheduler makes for the weekly deployment",
+                    stable_for=window, timeout=window + 60)
+
+    def snapshot() -> Snapshot:
+        run_now = api.get(f"/flow_runs/{run['id']}")
+        records = {
+            "flow": keep(api.get(f"/flows/{flow['id']}"), "id", "name", "created"),
+            "deployment": keep(api.get(f"/deployments/{deployment['id']}"), "id", "name", "created", "updated", "paused"),
+            "schedules": [keep(s, "id", "schedule", "active") for s in api.get(f"/deployments/{deployment['id']}/schedules")],
+            "flow run": {**keep(run_now, "id", "name", "state_type", "start_time", "end_time", "created"),
+                         "state": keep(run_now.get("state") or {}, "id", "type", "timestamp")},
+            "flow run states": sorted([keep(s, "id", "type", "timestamp") for s in api.get(f"/flow_run_states/?flow_run_id={run['id']}")],
+                                      key=lambda s: str(s["id"])),
+            "work pool": keep(api.get(f"/work_pools/{pool['name']}"), "id", "name", "created", "type"),
+            "work queue": keep(api.get(f"/work_pools/{pool['name']}/queues/{queue['name']}"), "id", "name", "created", "priority"),
+            "logs": [str(line) for line in read_logs(api, {"flow_run_id": {"any_": [run["id"]]}}, sort="TIMESTAMP_ASC")],
+            "event": event_of(api, resource),
+        }
+        return Snapshot(records, scheduled_runs(api, deployment["id"]))
+
+    before = snapshot()
+    started = time.monotonic()
+    target_restart.act()
+    took = time.monotonic() - started
+    wait_for_stable(lambda: scheduled_runs(api, deployment["id"]), awaiting="the weekly deployment's runs after the restart",
+                    stable_for=window, timeout=window + 60)
+    return Restarted(before, snapshot(), target_restart.how, took)
+
+
+def test_records_survive_a_restart(restarted: Restarted, record_property: Callable[[str, str], None]) -> None:
+    """Every flow, deployment and schedule, run and state, work pool and queue, log line and event the run created
+    before the restart reads back the same after it."""
+    record_property(MEASURED, f"restarted by {restarted.how}: {restarted.took:.1f} s until it answered again")
+    changed = [f"{label}: before {restarted.before.records[label]!r}, after {value!r}"
+               for label, value in restarted.after.records.items() if value != restarted.before.records[label]]
+    assert not changed, (f"after {restarted.how}, {len(changed)} of the run's records differ:\n"
+                         + "\n".join(f"  - {c[:600]}" for c in changed)
+                         + "\nHint: keep every record in durable storage, not in memory")
+
+
+def test_scheduler_schedules_no_time_twice_across_a_restart(restarted: Restarted) -> None:
+    """The runs the scheduler made before the restart are still there after it, and it makes no second run for a
+    time it had already scheduled."""
+    before, after = restarted.before.runs, restarted.after.runs
+    lost = sorted(set(before) - set(after))
+    times = sorted(after.values())
+    twice = sorted({t for t in times if times.count(t) > 1})
+    assert not lost and not twice, (
+        f"after {restarted.how}: " + (f"{len(lost)} of the {len(before)} scheduled runs are gone; " if lost else "")
+        + (f"these times have two runs or more: {twice}; " if twice else "")
+        + f"before {sorted(before.values())}, after {times}. Hint: the scheduler must read what it already scheduled "
+        "from the database after a restart")
