@@ -25,9 +25,11 @@ from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environme
 from harness.reference.releases import Release, pinned
 from harness.reference.server import ReferenceServer
 from harness.target.errors import HarnessError, WaitTimeout
-from harness.waits import wait_for_health
+from harness.waits import wait_for_health, wait_until
 
 READY_TIMEOUT = 90.0
+#: How long a restarted reference may wait for its port: a closed connection holds it for about a minute.
+RESTART_PORT_TIMEOUT = 90.0
 
 
 @dataclass
@@ -61,8 +63,20 @@ class LocalReference(ReferenceServer):
         if self.process is not None:
             self.process.stop(sigint_wait=10.0, sigterm_wait=5.0)
             self.process = None
-        self.launch(keep_database=True)
-        self.wait_ready()
+
+        def started() -> bool:
+            self.launch(keep_database=True)
+            try:
+                self.wait_ready()
+            except HarnessError as exc:
+                if "already in use" in str(exc):  # releases before 3.9 refuse a port the old server's closed
+                    raise AssertionError(str(exc).splitlines()[-1]) from None  # connections hold (TIME_WAIT, ~60 s)
+                raise
+            return True
+
+        wait_until(started, awaiting=f"the restarted reference server to get its port {self.port} back",
+                   timeout=RESTART_PORT_TIMEOUT, interval=1.0,
+                   hint="the old server's connections hold the port for up to a minute after it stops")
 
     def launch(self, *, keep_database: bool = False) -> None:
         self._launched = time.monotonic()

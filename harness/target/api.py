@@ -138,10 +138,18 @@ class ApiClient:
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.patience = patience
-        self._http = httpx.Client(timeout=timeout, headers=dict(headers or {}), verify=tls_context())
+        self._connect = lambda: httpx.Client(timeout=timeout, headers=dict(headers or {}), verify=tls_context())
+        self._http = self._connect()
 
     def close(self) -> None:
         self._http.close()
+
+    def close_connections(self) -> None:
+        """Close the kept-alive connections (the next request opens new ones). Before a server restarts: a
+        connection the server closes holds its port for a minute (TIME_WAIT), and some releases will not start on
+        a held port."""
+        self._http.close()
+        self._http = self._connect()
 
     def __enter__(self) -> "ApiClient":
         return self
