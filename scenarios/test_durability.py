@@ -15,19 +15,22 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
 from harness.checks.logs import read_logs
 from harness.checks.objects import (Created, create_deployment, create_flow, create_scheduled_run, create_work_pool,
-                                    create_work_queue, runs_of_deployment, set_state)
+                                    create_work_queue, runs_of_deployment, scheduled_state, set_state)
+from harness.clients.actors import ENTRYPOINT_FUNCTION, Actor, start_runner, start_worker, write_flow_file
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.plugin import Restart
 from harness.reporting.results import MEASURED, check_id
 from harness.target.api import ApiClient
-from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until
+from harness.waits import (scheduler_interval, stability_window, wait_for_deployment, wait_for_final_state, wait_for_stable,
+                          wait_until)
 
 pytestmark = pytest.mark.durability
 
@@ -35,6 +38,8 @@ pytestmark = pytest.mark.durability
 INTERVAL = 7 * 24 * 3600
 #: How long events may take to be readable (Prefect's persister flushes every 5 s by default).
 PERSIST_TIMEOUT = 30.0
+#: How long a real client may take to start (import Prefect, create its deployment) or to run a run to its end.
+CLIENT_TIMEOUT = 60.0
 
 
 @dataclass
@@ -51,6 +56,9 @@ class Restarted:
     after: Snapshot
     how: str
     took: float  # seconds the restart took, until the target answered again
+    #: Per real client connected before the restart (the Runner, the worker): the run it was given after the restart,
+    #: as it ended, or why it did not.
+    clients: dict[str, tuple[Actor, dict[str, Any] | None, AssertionError | None]] = field(default_factory=dict)
 
 
 def keep(document: dict[str, Any], *fields: str) -> dict[str, Any]:
@@ -68,9 +76,30 @@ def event_of(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:
     return [keep(e, "id", "event", "occurred", "payload") for e in (page.get("events") or [])]
 
 
+def connected_clients(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
+                      module_created: Created, scenario_dir: Path) -> dict[str, tuple[Actor, dict[str, Any], str]]:
+    """A ``.serve()`` Runner and a process worker, each with its deployment and the route it polls, connected."""
+    flow_name, deployment_name = module_names("served-flow"), module_names("served-deployment")
+    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
+    pool_name = module_names("pool-of-worker")
+    create_work_pool(api, module_created, pool_name)
+    flow_file = write_flow_file(scenario_dir / "worker-flow", module_names("worker-flow"))
+    worker_flow = create_flow(api, module_created, module_names("worker-flow"))
+    worker_deployment = create_deployment(
+        api, worker_flow["id"], module_names("worker-deployment"), work_pool_name=pool_name,
+        entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}])
+    worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
+    served = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=CLIENT_TIMEOUT)
+    module_created.add(f"/flows/{served['flow_id']}")
+    return {"runner": (runner, served, "/deployments/get_scheduled_flow_runs"),
+            "worker": (worker, worker_deployment, f"/work_pools/{pool_name}/get_scheduled_flow_runs")}
+
+
 @pytest.fixture(scope="module")
 def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Restart | None,
-              module_names: Callable[..., str], module_created: Created) -> Restarted:
+              module_names: Callable[..., str], module_created: Created, actors: Callable[..., Actor],
+              scenario_dir: Path) -> Restarted:
     """The run's records, read before and after one restart of the target."""
     others = sorted({check_id(item.nodeid)[1] for item in request.session.items} - {"durability"})
     if others:
@@ -78,6 +107,7 @@ def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Re
                     f"run also holds {', '.join(others)}")
     if target_restart is None:
         pytest.skip("nothing can restart this target: give --restart-command CMD (the bundled reference restarts itself)")
+    clients = connected_clients(api, actors, module_names, module_created, scenario_dir)
     flow = create_flow(api, module_created, module_names("flow"))
     anchor = utc_now().replace(microsecond=0) + dt.timedelta(hours=1)
     schedule = {"schedule": {"interval": INTERVAL, "anchor_date": describe_instant(anchor), "timezone": "UTC"}, "active": True}
@@ -124,7 +154,17 @@ def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Re
     took = time.monotonic() - started
     wait_for_stable(lambda: scheduled_runs(api, deployment["id"]), awaiting="the weekly deployment's runs after the restart",
                     stable_for=window, timeout=window + 60)
-    return Restarted(before, snapshot(), target_restart.how, took)
+    outcome = Restarted(before, snapshot(), target_restart.how, took)
+    for name, (actor, client_deployment, poll_path) in clients.items():
+        run = api.post(f"/deployments/{client_deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
+        try:
+            final = wait_for_final_state(api, run["id"], actor=actor, timeout=CLIENT_TIMEOUT, poll_path=poll_path,
+                                         hint=f"the {name} must reconnect to the restarted target by itself")
+            outcome.clients[name] = (actor, final, None)
+        except AssertionError as exc:
+            outcome.clients[name] = (actor, None, exc)
+        actor.stop()
+    return outcome
 
 
 def test_records_survive_a_restart(restarted: Restarted, record_property: Callable[[str, str], None]) -> None:
@@ -136,6 +176,18 @@ def test_records_survive_a_restart(restarted: Restarted, record_property: Callab
     assert not changed, (f"after {restarted.how}, {len(changed)} of the run's records differ:\n"
                          + "\n".join(f"  - {c[:600]}" for c in changed)
                          + "\nHint: keep every record in durable storage, not in memory")
+
+
+@pytest.mark.parametrize("client", ["runner", "worker"])
+def test_connected_clients_run_runs_after_a_restart(client: str, restarted: Restarted) -> None:
+    """A {client} connected before the restart reconnects by itself and runs a run created after it to COMPLETED."""
+    actor, final, failure = restarted.clients[client]
+    if failure is not None:
+        raise failure
+    state = (final or {}).get("state") or {}
+    assert state.get("type") == "COMPLETED", (
+        f"after {restarted.how}, the {client}'s run ended {state.get('type')}/{state.get('name')} "
+        f"({state.get('message')!r}), not COMPLETED")
 
 
 def test_scheduler_schedules_no_time_twice_across_a_restart(restarted: Restarted) -> None:

@@ -31,7 +31,7 @@ EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 #: The suite's checks per feature. A check that silently stops being collected fails here.
 CHECKS_PER_FEATURE = {"handshake": 1, "timestamps": 41, "scheduling": 49, "schema": 17, "bad_input": 12, "logs": 5, "events": 4, "scheduler": 15,
                       "serve": 9, "worker": 9, "task_worker": 5,
-                      "durability": 2}
+                      "durability": 4}
 
 #: Real clients whose recorded traffic every whole run keeps, as the proof of which path ran.
 TRANSCRIBED_ACTORS = ("runner", "scheduled-runner", "worker", "task-worker", "task-submitter")
