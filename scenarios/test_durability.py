@@ -21,10 +21,12 @@ from typing import Any, Callable
 
 import pytest
 
+from harness.checks.events import read_events
 from harness.checks.logs import read_logs
 from harness.checks.objects import (Created, create_deployment, create_flow, create_scheduled_run, create_work_pool,
-                                    create_work_queue, runs_of_deployment, scheduled_state, set_state)
-from harness.clients.actors import ENTRYPOINT_FUNCTION, Actor, start_runner, start_worker, write_flow_file
+                                    create_local_code_deployment, create_work_queue, runs_of_deployment, scheduled_state,
+                                    set_state)
+from harness.clients.actors import Actor, start_runner, start_worker
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.plugin import Restart
 from harness.reporting.results import MEASURED, check_id
@@ -71,9 +73,8 @@ def scheduled_runs(api: ApiClient, deployment_id: str) -> dict[str, str]:
 
 
 def event_of(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:
-    window = {"since": describe_instant(utc_now() - dt.timedelta(days=1)), "until": describe_instant(utc_now() + dt.timedelta(days=1))}
-    page = api.post("/events/filter", {"filter": {"any_resource": {"id": [resource_id]}, "occurred": window}, "limit": 10})
-    return [keep(e, "id", "event", "occurred", "payload") for e in (page.get("events") or [])]
+    """The events about ``resource_id``, their fields that must not change."""
+    return [keep(e, "id", "event", "occurred", "payload") for e in read_events(api, resource_id)]
 
 
 def connected_clients(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
@@ -83,12 +84,9 @@ def connected_clients(api: ApiClient, actors: Callable[..., Actor], module_names
     runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name)
     pool_name = module_names("pool-of-worker")
     create_work_pool(api, module_created, pool_name)
-    flow_file = write_flow_file(scenario_dir / "worker-flow", module_names("worker-flow"))
-    worker_flow = create_flow(api, module_created, module_names("worker-flow"))
-    worker_deployment = create_deployment(
-        api, worker_flow["id"], module_names("worker-deployment"), work_pool_name=pool_name,
-        entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
-        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}])
+    worker_deployment = create_local_code_deployment(api, module_created, scenario_dir / "worker-flow",
+                                                     pool_name=pool_name, flow_name=module_names("worker-flow"),
+                                                     deployment_name=module_names("worker-deployment"))
     worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
     served = wait_for_deployment(api, flow_name, deployment_name, actor=runner, timeout=CLIENT_TIMEOUT)
     module_created.add(f"/flows/{served['flow_id']}")

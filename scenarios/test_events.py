@@ -22,11 +22,12 @@ from typing import Any, Callable
 
 import pytest
 
+from harness.checks.events import read_events
 from harness.checks.objects import Created, create_flow, create_scheduled_run, set_state
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import Actor, start_events_client
 from harness.target.api import ApiClient
-from harness.target.errors import UnexpectedAnswer, Unsupported, websocket_means_not_implemented
+from harness.target.errors import Unsupported, websocket_means_not_implemented
 from harness.waits import subscriber_can_still_act, timeout_scale, wait_until
 
 pytestmark = pytest.mark.events
@@ -53,19 +54,6 @@ class EventsOutcome:
     def must_have_run(self) -> None:
         if self.failure is not None:
             raise self.failure
-
-
-def read_events(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:
-    """``POST /events/filter``: the events about ``resource_id`` (a day either side of now, so a target's clock
-    that is off does not hide them), oldest first."""
-    window = {"since": describe_instant(utc_now() - dt.timedelta(days=1)), "until": describe_instant(utc_now() + dt.timedelta(days=1))}
-    body = {"filter": {"any_resource": {"id": [resource_id]}, "order": "ASC", "occurred": window}, "limit": 50}
-    page = api.post("/events/filter", body, expect=200, what="reading events back failed")
-    events = page.get("events") if isinstance(page, dict) else None
-    if not isinstance(events, list):
-        raise UnexpectedAnswer(f"POST /events/filter answered {str(page)[:300]}; Prefect answers a page: "
-                               "{\"events\": [...], \"total\": N, \"next_page\": ...}")
-    return events
 
 
 def names_of(events: list[dict[str, Any]]) -> list[str]:

@@ -17,11 +17,11 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.logs import assert_run_logs_read_back, await_line
-from harness.clients.actors import (ENTRYPOINT_FUNCTION, FAST_CLIENT_SETTINGS, FLOW_LOG_LINE, Actor, start_worker,
-                                    write_flow_file)
+from harness.clients.actors import FAST_CLIENT_SETTINGS, FLOW_LOG_LINE, Actor, start_worker
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
-from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state, watch_heartbeats
+from harness.checks.objects import (Created, create_local_code_deployment, create_work_pool, scheduled_state,
+                                    watch_heartbeats)
 from harness.checks.schema import assert_traffic_matches
 from harness.plugin import ApiContract
 from harness.waits import wait_for_final_state
@@ -63,16 +63,8 @@ def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
     """A process pool, a deployment of local flow code bound to it, a worker, and one run scheduled for now."""
     pool_name, worker_name, flow_name = module_names("pool"), module_names("worker"), module_names("flow")
     create_work_pool(api, module_created, pool_name)
-    flow_file = write_flow_file(scenario_dir / "flow", flow_name)
-    flow = create_flow(api, module_created, flow_name)
-    deployment = create_deployment(
-        api,
-        flow["id"],
-        module_names("deployment"),
-        work_pool_name=pool_name,
-        entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
-        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}],
-    )
+    deployment = create_local_code_deployment(api, module_created, scenario_dir / "flow", pool_name=pool_name,
+                                              flow_name=flow_name, deployment_name=module_names("deployment"))
     worker = actors(start_worker, pool_name=pool_name, worker_name=worker_name)
     run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
     try:

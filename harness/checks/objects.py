@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from harness.clients.actors import ENTRYPOINT_FUNCTION, write_flow_file
 from harness.target.api import ApiClient
 from harness.checks.timestamps import describe_instant
 from harness.target.errors import WaitTimeout
@@ -101,6 +103,18 @@ NO_PARAMETERS_SCHEMA = {"title": "Parameters", "type": "object", "properties": {
 def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) -> dict[str, Any]:
     body = {"flow_id": flow_id, "name": name, "parameter_openapi_schema": NO_PARAMETERS_SCHEMA, **fields}
     return api.post("/deployments/", body)
+
+
+def create_local_code_deployment(api: ApiClient, created: Created, directory: Path, *, pool_name: str, flow_name: str,
+                                 deployment_name: str) -> dict[str, Any]:
+    """A deployment of flow code on local disk (the generated flow file, written into ``directory``) bound to the
+    work pool ``pool_name``, as a process worker runs it: an entrypoint and a ``set_working_directory`` pull step."""
+    flow_file = write_flow_file(directory, flow_name)
+    flow = create_flow(api, created, flow_name)
+    return create_deployment(
+        api, flow["id"], deployment_name, work_pool_name=pool_name, entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}],
+    )
 
 
 def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process") -> dict[str, Any]:
