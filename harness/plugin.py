@@ -31,7 +31,7 @@ from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PRE
                                       check_id, describe)
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
-from harness.target.errors import HarnessError, TargetUnavailable, outcome_of
+from harness.target.errors import HarnessError, TargetUnavailable, WaitTimeout, outcome_of
 from harness.target.preflight import Target, preflight
 from harness.target.tls import tls_context
 
@@ -60,8 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 #: The environment variable that can give ``--restart-command``.
 RESTART_COMMAND_ENV = "PREFECT_CONFORMANCE_RESTART_COMMAND"
-#: Where the CLI leaves the bundled reference's own restart (a callable) for the durability checks: only a run whose
-#: checks execute in the CLI's own process (a serial run, as ``-m durability`` alone is) can use it.
+#: Where a session that started its own reference (no ``--target``) leaves its restart for the durability checks; the
+#: CLI's bundled reference is restarted through :mod:`harness.reference.restart` instead.
 RESTARTER = pytest.StashKey[Callable[[], None]]()
 #: How long a restart command may take, and the target to answer ``/health`` again after it (scaled).
 RESTART_TIMEOUT = 120.0
@@ -73,7 +73,7 @@ FEATURES = {
     "timestamps": "datetime formats returned and accepted, and the times the server sets itself",
     "logs": "what a flow run logs is read back complete, in order and unchanged",
     "events": "what clients emit and the run's state events are kept and reach subscribers over the websockets",
-    "durability": "what the server keeps survives a restart of it (-m durability alone, with a way to restart it)",
+    "durability": "what the server keeps survives a restart of it, at the end of the run (with a way to restart it)",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
@@ -107,6 +107,69 @@ def pytest_configure(config: pytest.Config) -> None:
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
     config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)")
+    config.pluginmanager.register(QuietPoint(config), QuietPoint.name)
+
+
+#: How long the durability checks wait for the rest of the run to finish before they restart the target (scaled by
+#: ``--timeout-scale``, as every check's own waits are, which bound it).
+QUIET_TIMEOUT = 900.0
+
+
+class QuietPoint:
+    """The moment every other check of the run has finished: the durability checks restart the target only then,
+    so no other check sees it go away. The durability module comes last (:data:`DISPATCH_ORDER`); in a parallel
+    run the other processes may still be running their last modules when it starts.
+
+    The process that receives every report (xdist's controller, or the only one) writes the node id of each
+    finished check to a file; the check that needs the quiet point waits until every other collected check is in it.
+    """
+
+    name = "prefect-conformance-quiet-point"
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        worker = getattr(config, "workerinput", None)
+        self.writer = worker is None
+        if worker is not None:
+            self.path = Path(worker[self.name])
+        else:
+            handle, name = tempfile.mkstemp(prefix="prefect-conformance-finished-", suffix=".txt")
+            os.close(handle)
+            self.path = Path(name)
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node) -> None:  # xdist's controller, for each worker it starts
+        node.workerinput[self.name] = str(self.path)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        if self.writer and report.when == "teardown":
+            with self.path.open("a", encoding="utf-8") as finished:
+                finished.write(report.nodeid + "\n")
+
+    def pytest_unconfigure(self) -> None:
+        if self.writer:
+            self.path.unlink(missing_ok=True)
+
+    def wait(self, session: pytest.Session, *, but: str) -> str:
+        """Return once every collected check outside the ``but`` feature has finished (bounded: QUIET_TIMEOUT),
+        saying what had to finish."""
+        from harness.waits import wait_until
+
+        others = {item.nodeid for item in session.items if check_id(item.nodeid)[1] != but}
+
+        def unfinished() -> bool:
+            finished = set(self.path.read_text(encoding="utf-8").splitlines()) if self.path.exists() else set()
+            pending = others - finished
+            if pending:
+                raise AssertionError(f"{len(pending)} still running, e.g. {sorted(pending)[0]}")
+            return True
+
+        try:  # the other checks' time, not the target's answer: running out of it is the harness's error
+            wait_until(unfinished, awaiting=f"the run's other {len(others)} checks to finish before the {but} checks",
+                       timeout=QUIET_TIMEOUT, interval=0.2, hint="a check that never ends holds the run")
+        except WaitTimeout as exc:
+            raise HarnessError(str(exc)) from None
+        return f"the run's other {len(others)} checks had finished"
 
 
 #: Set (per process) once the target stopped answering: every later check ends at once as an error.
@@ -214,6 +277,7 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
     from harness.reference.local import LocalReference
 
     with LocalReference(workdir=artifacts_dir / "reference") as reference:
+        request.config.stash[RESTARTER] = reference.restart
         yield preflight(reference.api_url, kind="local")
 
 
@@ -261,10 +325,17 @@ class Restart:
 
 @pytest.fixture(scope="session")
 def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | None:
-    """The bundled reference's own restart (the CLI registers it), or ``--restart-command``; None without either."""
+    """The bundled reference's own restart (the CLI serves it; a session's own reference stashes it), or
+    ``--restart-command``; None without either."""
+    from harness.reference.restart import RESTART_ENV, request_restart
+
+    how = "the bundled reference's own restart (stopped, then started on its database)"
+    served = os.environ.get(RESTART_ENV)
+    if served:
+        return Restart(how, lambda: request_restart(served))
     restart = request.config.stash.get(RESTARTER, None)
     if restart is not None:
-        return Restart("the bundled reference's own restart (stopped, then started on its database)", restart)
+        return Restart(how, restart)
     command = request.config.getoption("--restart-command")
     if not command:
         return None
@@ -372,3 +443,11 @@ def api_contract(request: pytest.FixtureRequest, target: Target) -> ApiContract:
     if kind.startswith("reference-") and target.version != chosen.version:
         chosen = release(target.version)
     return ApiContract(chosen.version, openapi_document(chosen.version, chosen.python), chosen.python)
+
+
+@pytest.fixture(scope="module")
+def quiet_point(request: pytest.FixtureRequest, feature: str) -> Callable[[], str]:
+    """``quiet_point()`` returns once every check of the run outside this module has finished (:class:`QuietPoint`):
+    what a check that disturbs the target (restarts it) waits for."""
+    plugin: QuietPoint = request.config.pluginmanager.get_plugin(QuietPoint.name)
+    return lambda: plugin.wait(request.session, but=feature)

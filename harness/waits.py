@@ -243,15 +243,16 @@ def died(actor: "Actor") -> Exception:
                     f"its last log lines:\n{log}")
 
 
-def actor_can_still_act(actor: "Actor | None", poll_path: str = "") -> None:
+def actor_can_still_act(actor: "Actor | None", poll_path: str = "", *, since: float = 0.0) -> None:
     """Raise if the actor died (see :func:`died`), or :class:`Hopeless` if the target refused its last polls of
-    ``poll_path``."""
+    ``poll_path`` (those sent from ``since``, a wall-clock time, on: polls refused while a target restarted do not
+    count)."""
     if actor is None:
         return
     if not actor.is_running():
         raise died(actor)
     if poll_path:
-        polls = actor.recorder.requests_to("POST", poll_path)
+        polls = [e for e in actor.recorder.requests_to("POST", poll_path) if e.started >= since]
         recent = polls[-REFUSED_POLLS_LIMIT:]
         if len(recent) == REFUSED_POLLS_LIMIT and all(not 200 <= e.status < 300 for e in recent):
             missing = all(means_not_implemented(e.status, e.response_summary) for e in recent)
@@ -285,17 +286,18 @@ def describe_state(run: dict[str, Any]) -> str:
 
 
 def wait_for_final_state(
-    api: "ApiClient", run_id: str, *, actor: "Actor | None", timeout: float, poll_path: str = "", hint: str = ""
+    api: "ApiClient", run_id: str, *, actor: "Actor | None", timeout: float, poll_path: str = "", hint: str = "",
+    since: float = 0.0,
 ) -> dict[str, Any]:
     """Poll ``GET /flow_runs/{id}`` until the run reaches a final state; return the run.
 
-    Ends early if the actor dies or the target keeps refusing the actor's ``poll_path``.
+    Ends early if the actor dies or the target keeps refusing the actor's ``poll_path`` (from ``since`` on).
     """
     def probe() -> dict[str, Any] | None:
         run = api.get(f"/flow_runs/{run_id}")
         if (run.get("state") or {}).get("type") in FINAL_STATE_TYPES:
             return run
-        actor_can_still_act(actor, poll_path)
+        actor_can_still_act(actor, poll_path, since=since)
         # A client gives up on a run when the target still refuses a request about it after the client's own
         # retries (a worker that got 503 six times for PATCH /flow_runs/{id}/labels leaves the run PENDING).
         refused = refused_requests(actor) if actor else ""

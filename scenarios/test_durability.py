@@ -5,9 +5,11 @@ deploy. Prefect keeps all of it in its database: after a restart every flow, dep
 work pool and queue, log line and event is there as it was, and its scheduler does not create a second run for a
 time it had already scheduled.
 
-The checks restart the target once, so they run only when asked for on their own (``-m durability``) and when
-something can restart it: the bundled reference restarts itself (stopped, then started on its database), any other
-target needs ``--restart-command CMD``. Otherwise they are skipped, with the reason.
+The checks restart the target once, at a quiet point: their module runs last, and it restarts the target only
+once every other check of the run has finished. They need something that can restart it: the bundled reference
+restarts itself (stopped, then started on its database), any other target needs ``--restart-command CMD``.
+Otherwise they are skipped, with the reason. The records and the connected clients are set up before the quiet
+point, while the rest of the run finishes.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import datetime as dt
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -29,7 +32,7 @@ from harness.checks.objects import (Created, create_deployment, create_flow, cre
 from harness.clients.actors import Actor, start_runner, start_worker
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.plugin import Restart
-from harness.reporting.results import MEASURED, check_id
+from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
 from harness.waits import (scheduler_interval, stability_window, wait_for_deployment, wait_for_final_state, wait_for_stable,
                           wait_until)
@@ -58,6 +61,7 @@ class Restarted:
     after: Snapshot
     how: str
     took: float  # seconds the restart took, until the target answered again
+    quiet: str  # what had finished before the restart
     #: Per real client connected before the restart (the Runner, the worker): the run it was given after the restart,
     #: as it ended, or why it did not.
     clients: dict[str, tuple[Actor, dict[str, Any] | None, AssertionError | None]] = field(default_factory=dict)
@@ -95,38 +99,39 @@ def connected_clients(api: ApiClient, actors: Callable[..., Actor], module_names
 
 
 @pytest.fixture(scope="module")
-def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Restart | None,
+def restarted(api: ApiClient, target_restart: Restart | None, quiet_point: Callable[[], str],
               module_names: Callable[..., str], module_created: Created, actors: Callable[..., Actor],
               scenario_dir: Path) -> Restarted:
     """The run's records, read before and after one restart of the target."""
-    others = sorted({check_id(item.nodeid)[1] for item in request.session.items} - {"durability"})
-    if others:
-        pytest.skip(f"the durability checks restart the target, so they run only on their own (-m durability); this "
-                    f"run also holds {', '.join(others)}")
     if target_restart is None:
         pytest.skip("nothing can restart this target: give --restart-command CMD (the bundled reference restarts itself)")
-    clients = connected_clients(api, actors, module_names, module_created, scenario_dir)
     flow = create_flow(api, module_created, module_names("flow"))
     anchor = utc_now().replace(microsecond=0) + dt.timedelta(hours=1)
     schedule = {"schedule": {"interval": INTERVAL, "anchor_date": describe_instant(anchor), "timezone": "UTC"}, "active": True}
     deployment = create_deployment(api, flow["id"], module_names("deployment"), schedules=[schedule])
-    run = create_scheduled_run(api, flow["id"], module_names("run"), utc_now())
-    for state_type in ("PENDING", "RUNNING", "COMPLETED"):
-        set_state(api, run["id"], state_type)
-    pool = create_work_pool(api, module_created, module_names("pool"))
-    queue = create_work_queue(api, pool["name"], module_names("queue"))
-    logs = [{"name": "prefect.flow_runs", "level": 20 + 10 * i, "message": f"line {i}: Grüße 🚀",
-             "timestamp": describe_instant(utc_now() - dt.timedelta(seconds=3 - i)), "flow_run_id": run["id"]} for i in range(3)]
-    api.call("POST", "/logs/", logs, expect=(200, 201))
-    resource = f"prefect-conformance.{module_names('event')}"
-    event = {"id": str(uuid.uuid4()), "event": "prefect-conformance.kept",
-             "occurred": describe_instant(utc_now()), "resource": {"prefect.resource.id": resource}, "payload": {"n": 1}}
-    api.call("POST", "/events", [event], expect=(200, 201, 204))
-    wait_until(lambda: event_of(api, resource), awaiting="the event to be readable before the restart",
-               timeout=PERSIST_TIMEOUT, interval=0.25)
     window = stability_window(scheduler_interval())
-    wait_for_stable(lambda: scheduled_runs(api, deployment["id"]), awaiting="the runs the scheduler makes for the weekly deployment",
-                    stable_for=window, timeout=window + 60)
+    # The scheduler's runs settle while the clients start and the rest of the run finishes (the quiet point).
+    with ThreadPoolExecutor(1, thread_name_prefix="settle") as background:
+        settled = background.submit(wait_for_stable, lambda: scheduled_runs(api, deployment["id"]), stable_for=window,
+                                    awaiting="the runs the scheduler makes for the weekly deployment", timeout=window + 60)
+        clients = connected_clients(api, actors, module_names, module_created, scenario_dir)
+        run = create_scheduled_run(api, flow["id"], module_names("run"), utc_now())
+        for state_type in ("PENDING", "RUNNING", "COMPLETED"):
+            set_state(api, run["id"], state_type)
+        pool = create_work_pool(api, module_created, module_names("pool"))
+        queue = create_work_queue(api, pool["name"], module_names("queue"))
+        logs = [{"name": "prefect.flow_runs", "level": 20 + 10 * i, "message": f"line {i}: Grüße 🚀",
+                 "timestamp": describe_instant(utc_now() - dt.timedelta(seconds=3 - i)), "flow_run_id": run["id"]}
+                for i in range(3)]
+        api.call("POST", "/logs/", logs, expect=(200, 201))
+        resource = f"prefect-conformance.{module_names('event')}"
+        event = {"id": str(uuid.uuid4()), "event": "prefect-conformance.kept", "occurred": describe_instant(utc_now()),
+                 "resource": {"prefect.resource.id": resource}, "payload": {"n": 1}}
+        api.call("POST", "/events", [event], expect=(200, 201, 204))
+        wait_until(lambda: event_of(api, resource), awaiting="the event to be readable before the restart",
+                   timeout=PERSIST_TIMEOUT, interval=0.25)
+        quiet = quiet_point()
+        settled.result()
 
     def snapshot() -> Snapshot:
         run_now = api.get(f"/flow_runs/{run['id']}")
@@ -149,15 +154,17 @@ def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Re
     api.close_connections()  # closed by this side, they do not hold the server's port while it restarts
     started = time.monotonic()
     target_restart.act()
-    took = time.monotonic() - started
+    took, answering = time.monotonic() - started, time.time()
+    # The clients' runs are created first: they run while the scheduler is watched for a second run of a time.
+    given = {name: api.post(f"/deployments/{client_deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
+             for name, (_, client_deployment, _) in clients.items()}
     wait_for_stable(lambda: scheduled_runs(api, deployment["id"]), awaiting="the weekly deployment's runs after the restart",
                     stable_for=window, timeout=window + 60)
-    outcome = Restarted(before, snapshot(), target_restart.how, took)
-    for name, (actor, client_deployment, poll_path) in clients.items():
-        run = api.post(f"/deployments/{client_deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
+    outcome = Restarted(before, snapshot(), target_restart.how, took, quiet)
+    for name, (actor, _, poll_path) in clients.items():
         try:
-            final = wait_for_final_state(api, run["id"], actor=actor, timeout=CLIENT_TIMEOUT, poll_path=poll_path,
-                                         hint=f"the {name} must reconnect to the restarted target by itself")
+            final = wait_for_final_state(api, given[name]["id"], actor=actor, timeout=CLIENT_TIMEOUT, poll_path=poll_path,
+                                         since=answering, hint=f"the {name} must reconnect to the restarted target by itself")
             outcome.clients[name] = (actor, final, None)
         except AssertionError as exc:
             outcome.clients[name] = (actor, None, exc)
@@ -168,7 +175,8 @@ def restarted(request: pytest.FixtureRequest, api: ApiClient, target_restart: Re
 def test_records_survive_a_restart(restarted: Restarted, record_property: Callable[[str, str], None]) -> None:
     """Every flow, deployment and schedule, run and state, work pool and queue, log line and event the run created
     before the restart reads back the same after it."""
-    record_property(MEASURED, f"restarted by {restarted.how}: {restarted.took:.1f} s until it answered again")
+    record_property(MEASURED, f"restarted by {restarted.how} once {restarted.quiet}: {restarted.took:.1f} s until it "
+                              "answered again")
     changed = [f"{label}: before {restarted.before.records[label]!r}, after {value!r}"
                for label, value in restarted.after.records.items() if value != restarted.before.records[label]]
     assert not changed, (f"after {restarted.how}, {len(changed)} of the run's records differ:\n"

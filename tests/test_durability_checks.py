@@ -48,11 +48,15 @@ class ForgetsOnRestart(Deviation):
 
 @pytest.mark.long
 def test_durability_checks_pass_across_a_real_restart(suite) -> None:
-    """Alone, against the bundled reference, which restarts itself on its database: all pass (the Runner and the
-    worker reconnect by themselves), and the report says how the target was restarted and how long it took."""
-    run: SuiteRun = suite("-m", "durability")
-    assert run.code == 0 and run.passed() == CHECKS, run.explain()
-    assert "bundled reference's own restart" in run.checks["durability/records_survive_a_restart"]["measured"], run.explain()
+    """Against the bundled reference, which restarts itself on its database, in a parallel run beside another
+    module: the durability checks (in one pytest process) restart it only once the logs checks (in the other) have
+    finished, through the CLI's restart service. All pass (the Runner and the worker reconnect by themselves), and
+    the report says how the target was restarted, when, and how long it took."""
+    run: SuiteRun = suite("-m", "durability or logs", "-n", "2")
+    logs = {cid for cid in run.checks if cid.startswith("logs/")}
+    assert run.code == 0 and run.passed() == CHECKS | logs and logs, run.explain()
+    measured = run.checks["durability/records_survive_a_restart"]["measured"]
+    assert "bundled reference's own restart" in measured and f"the run's other {len(logs)} checks" in measured, run.explain()
 
 
 @pytest.mark.long
@@ -67,13 +71,29 @@ def test_a_target_that_forgets_on_restart_fails(deviating, suite, tmp_path: Path
     assert "these times have two runs or more" in run.message("durability/scheduler_schedules_no_time_twice_across_a_restart")
 
 
-@pytest.mark.parametrize("args, reason", [
-    (("--target", "REFERENCE", "-m", "durability or handshake"), "run only on their own (-m durability)"),
-    (("--target", "REFERENCE", "-m", "durability"), "nothing can restart this target"),
-])
-def test_durability_checks_are_skipped_with_the_reason(args, reason, reference, suite) -> None:
-    """Beside other checks, or with nothing that can restart the target, the checks are skipped (never passed),
-    saying why."""
-    run: SuiteRun = suite(*[reference.api_url if a == "REFERENCE" else a for a in args])
+def test_durability_checks_are_skipped_with_the_reason(reference, suite) -> None:
+    """With nothing that can restart the target, the checks are skipped (never passed), saying why."""
+    run: SuiteRun = suite("--target", reference.api_url, "-m", "durability or handshake")
     assert run.code == 0 and {c for c in run.with_status("skipped") if c.startswith("durability/")} == CHECKS, run.explain()
-    assert all(reason in run.message(check) for check in CHECKS), run.explain()
+    assert all("nothing can restart this target" in run.message(check) for check in CHECKS), run.explain()
+
+
+def test_the_quiet_point_waits_for_every_other_check(tmp_path: Path, monkeypatch) -> None:
+    """The durability checks restart the target only once every other collected check is reported finished; a run
+    whose other checks never finish ends the wait as the harness's error (bounded), naming one that is still running."""
+    from types import SimpleNamespace
+
+    from harness import plugin
+    from harness.target.errors import HarnessError
+
+    finished = tmp_path / "finished.txt"
+    quiet = plugin.QuietPoint(SimpleNamespace(workerinput={plugin.QuietPoint.name: str(finished)}))
+    items = [SimpleNamespace(nodeid=f"scenarios/test_{module}.py::test_{name}")
+             for module, name in [("logs", "a"), ("logs", "b"), ("durability", "c")]]
+    session = SimpleNamespace(items=items)
+    finished.write_text("scenarios/test_logs.py::test_a\nscenarios/test_logs.py::test_b\n")
+    quiet.wait(session, but="durability")  # returns at once: both others are done
+    finished.write_text("scenarios/test_logs.py::test_a\n")
+    monkeypatch.setattr(plugin, "QUIET_TIMEOUT", 0.3)
+    with pytest.raises(HarnessError, match=r"the run's other 2 checks to finish.*1 still running, e\.g\. scenarios/test_logs\.py::test_b"):
+        quiet.wait(session, but="durability")

@@ -226,5 +226,5 @@ def test_unusual_timestamp_output_gets_failures_not_errors(deviating, suite) -> 
         cid = f"timestamps/output_format[{kind}]"
         reason, quoted = NAIVE if kind == "flow_run" else SPACED
         assert reason in run.message(cid) and re.search(quoted, run.message(cid)), run.message(cid)
-    others = {cid for cid in run.checks if not cid.startswith(("timestamps/", "durability/"))}  # durability: alone only
+    others = {cid for cid in run.checks if not cid.startswith(("timestamps/", "durability/"))}  # durability: no restart
     assert others and others <= run.passed(), f"did not pass: {sorted(others - run.passed())}"

@@ -69,7 +69,9 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
         "logs": (f"a flow called as a script: a process's start-up ({startup:.1f} s)", startup),
-        "durability": ("none: skipped in a run of everything, since its checks restart the target", 0.0),
+        "durability": (f"after every other check, the target's restart (its start-up, measured below), then the "
+                       f"scheduler's runs must hold still for {stable:.0f} s (the Runner and the worker run their runs "
+                       "meanwhile)", stable),
         "events": (f"an events client's start-up ({startup:.1f} s); the reference persists events every "
                    f"{FAST_SERVICE_SETTINGS['PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL']} s",
                    startup + float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"])),

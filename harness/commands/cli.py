@@ -17,7 +17,6 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
@@ -115,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "(with no --target, it is compared with itself), or give the API root of a running Prefect server")
     run.add_argument("--restart-command", metavar="CMD", default=os.environ.get("PREFECT_CONFORMANCE_RESTART_COMMAND"),
                      help="a shell command that restarts the target on its own data, for the durability checks, which "
-                     "run only with -m durability alone (the bundled reference restarts itself; also "
-                     "$PREFECT_CONFORMANCE_RESTART_COMMAND)")
+                     "restart it once, after every other check has finished (the bundled reference restarts itself; "
+                     "also $PREFECT_CONFORMANCE_RESTART_COMMAND)")
     run.add_argument("--report-dir", type=absolute_path, default=None,
                      help="where reports go; a relative path is taken from the current directory (default: reports/ "
                      "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
@@ -300,8 +299,8 @@ def run(args: argparse.Namespace) -> int:
             if ready.version != target.version:
                 raise HarnessError(f"The bundled reference answered version {ready.version}, not {target.version}.")
             run_info.extra["reference_startup_seconds"] = round(reference.startup_seconds, 2)
-            process = getattr(reference, "process", None)  # a local reference's: its CPU, for make bench
-            if process is not None and (cpu := process.cpu_seconds()) is not None:
+            cpu_seconds = getattr(reference, "cpu_seconds", None)  # a local reference's CPU, for make bench
+            if cpu_seconds is not None and (cpu := cpu_seconds()) is not None:
                 run_info.extra["reference_cpu_seconds"] = round(cpu, 1)
     finally:
         for server in (reference, compared):
@@ -442,19 +441,12 @@ def run_scenarios(
     if workers > 1:
         pytest_args += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]  # plugin.DISPATCH_ORDER
     pytest_args += list(args.pytest_args)
-    return int(pytest.main(pytest_args, plugins=[collector] + ([BundledRestart(restart)] if restart else [])))
+    if restart is None:
+        return int(pytest.main(pytest_args, plugins=[collector]))
+    from harness.reference.restart import RestartService
 
-
-@dataclass
-class BundledRestart:
-    """A pytest plugin that hands the bundled reference's restart to the durability checks (``plugin.RESTARTER``)."""
-
-    restart: Callable[[], None]
-
-    def pytest_configure(self, config) -> None:
-        from harness.plugin import RESTARTER
-
-        config.stash[RESTARTER] = self.restart
+    with RestartService(restart):  # the durability checks restart the bundled reference through it, from any process
+        return int(pytest.main(pytest_args, plugins=[collector]))
 
 
 def selected_features(markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False) -> list[str]:

@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
             tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
             empty_runs.append(f"run {index}: exit {proc.returncode}, no results: {tail[:300]}")
         for check in checks:
-            if check["status"] in ("skipped", "n/a"):  # not run (durability in a run of everything): not flaky
+            if check["status"] in ("skipped", "n/a"):  # not run (durability with nothing to restart the target): not flaky
                 continue
             seen[check["id"]] += 1
             if check["status"] == "passed":

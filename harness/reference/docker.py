@@ -21,8 +21,8 @@ from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
 from harness.target.errors import HarnessError, WaitTimeout
-from harness.waits import wait_until
-from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.waits import wait_for_health, wait_until
+from harness.reference.environment import FAST_SERVICE_SETTINGS, free_port
 from harness.reference.server import ReferenceServer
 
 # Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
@@ -155,7 +155,9 @@ class DockerReference(ReferenceServer):
                 postgres.start()
                 self._wait_for_postgres(postgres)
                 env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = "postgresql+asyncpg://prefect:prefect@postgres:5432/prefect"
-            prefect = DockerContainer(self.image, labels=labels).with_exposed_ports(4200)
+            # A host port of its own, bound: Docker gives a published-but-unbound port a new number on every restart,
+            # and the durability checks' restart must leave the server at the URL every client was given.
+            prefect = DockerContainer(self.image, labels=labels).with_bind_ports(4200, free_port())
             for key, value in env.items():
                 prefect.with_env(key, value)
             prefect.with_command(["prefect", "server", "start", "--host", "0.0.0.0", "--port", "4200", "--no-ui"])
@@ -181,6 +183,17 @@ class DockerReference(ReferenceServer):
                 f"did not become ready: {type(exc).__name__}: {str(exc)[:300]}. Logs: {self.log_path}"
             ) from None
         self.startup_seconds = time.monotonic() - started
+
+    def restart(self) -> None:
+        """Restart the server's container (Docker stops it and starts it again on its own file system, where the
+        SQLite database is; PostgreSQL's container stays up): the durability checks' restart."""
+        prefect = self._containers[-1]
+        prefect.get_wrapped_container().restart(timeout=10)
+        try:
+            wait_for_health(self.api_url, timeout=READY_TIMEOUT, what="the restarted reference container",
+                            hint=f"see the container's log ({self.log_path} once the run ends)")
+        except WaitTimeout as exc:
+            raise HarnessError(str(exc)) from None
 
     def _wait_for_postgres(self, postgres) -> None:
         def ready() -> bool:

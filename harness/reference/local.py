@@ -47,6 +47,8 @@ class LocalReference(ReferenceServer):
     release: Release = field(default_factory=pinned)
     process: ManagedProcess | None = field(default=None, init=False)
     startup_seconds: float = field(default=0.0, init=False)
+    #: CPU seconds of the server's processes before the last restart (for ``make bench``, with :meth:`cpu_seconds`).
+    _stopped_cpu: float = field(default=0.0, init=False, repr=False)
     _launched: float = field(default=0.0, init=False, repr=False)
 
     @property
@@ -57,10 +59,16 @@ class LocalReference(ReferenceServer):
         self.launch()
         self.wait_ready()
 
+    def cpu_seconds(self) -> float | None:
+        """CPU time the server has used so far, across restarts; None where it cannot be read (see ``ManagedProcess``)."""
+        running = self.process.cpu_seconds() if self.process is not None else None
+        return None if running is None else running + self._stopped_cpu
+
     def restart(self) -> None:
         """Stop the server (asking it to shut down, as a deployment's restart does) and start it again on the same
         database and port: the durability checks' restart."""
         if self.process is not None:
+            self._stopped_cpu += self.process.cpu_seconds() or 0.0
             self.process.stop(sigint_wait=10.0, sigterm_wait=5.0)
             self.process = None
 

@@ -1,0 +1,81 @@
+"""The bundled reference's restart, served to whichever pytest process runs the durability checks.
+
+The CLI owns the reference server (its process, its database, its port), but in a parallel run the durability
+checks execute in one of xdist's worker processes. So the CLI serves the restart on a local socket, guarded by a
+random key, and the checks ask for it (:func:`request_restart`); the environment variable :data:`RESTART_ENV`,
+which every pytest process inherits, says where. The restart's own failure (the server did not come back) travels
+back as the checks' error, with its message.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import threading
+from multiprocessing.connection import Client, Listener
+from typing import Callable
+
+from harness.target.errors import HarnessError
+
+#: ``host:port:key`` of the CLI's restart service, for the pytest processes it starts.
+RESTART_ENV = "PREFECT_CONFORMANCE_BUNDLED_RESTART"
+
+
+class RestartService:
+    """Serves ``restart`` to the pytest processes while it is open (a context manager: the variable is set and the
+    socket listens inside ``with``). One request at a time; each is answered ``("ok", "")`` or ``("error", why)``."""
+
+    def __init__(self, restart: Callable[[], None]) -> None:
+        self.restart = restart
+        self._key = secrets.token_bytes(16)
+        self._listener: Listener | None = None
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def __enter__(self) -> "RestartService":
+        self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
+        host, port = self._listener.address
+        os.environ[RESTART_ENV] = f"{host}:{port}:{self._key.hex()}"
+        self._thread = threading.Thread(target=self._serve, name="bundled-restart", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        os.environ.pop(RESTART_ENV, None)
+        self._closed = True
+        if self._listener is not None:
+            self._listener.close()  # accept() in the thread ends with an OSError
+
+    def _serve(self) -> None:
+        assert self._listener is not None
+        while True:
+            try:
+                connection = self._listener.accept()
+            except Exception:  # closed (the run is over), or a caller without the key: nothing to answer
+                if self._closed:
+                    return
+                continue
+            with connection:
+                try:
+                    connection.recv()
+                    self.restart()
+                    connection.send(("ok", ""))
+                except Exception as exc:  # the restart's failure is the caller's error, said there
+                    try:
+                        connection.send(("error", str(exc) or type(exc).__name__))
+                    except OSError:
+                        pass
+
+
+def request_restart(spec: str) -> None:
+    """Ask the CLI's :class:`RestartService` at ``spec`` (the value of :data:`RESTART_ENV`) to restart the bundled
+    reference, and return once it answers again; a restart that failed raises :class:`HarnessError` with why."""
+    host, port, key = spec.rsplit(":", 2)
+    try:
+        with Client((host, int(port)), authkey=bytes.fromhex(key)) as connection:
+            connection.send("restart")
+            status, why = connection.recv()
+    except (OSError, EOFError) as exc:
+        raise HarnessError(f"the CLI's restart of the bundled reference ({host}:{port}) did not answer: {exc}") from None
+    if status != "ok":
+        raise HarnessError(f"the bundled reference did not restart: {why}")
