@@ -327,15 +327,14 @@ class Restart:
 def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | None:
     """The bundled reference's own restart (the CLI serves it; a session's own reference stashes it), or
     ``--restart-command``; None without either."""
-    from harness.reference.restart import RESTART_ENV, request_restart
+    from harness.reference.restart import RESTART_ENV, served_restart
 
-    how = "the bundled reference's own restart (stopped, then started on its database)"
     served = os.environ.get(RESTART_ENV)
     if served:
-        return Restart(how, lambda: request_restart(served))
+        return Restart(*served_restart(served))
     restart = request.config.stash.get(RESTARTER, None)
     if restart is not None:
-        return Restart(how, restart)
+        return Restart("the bundled reference's own restart (stopped, then started on its database)", restart)
     command = request.config.getoption("--restart-command")
     if not command:
         return None

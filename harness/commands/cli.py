@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
 from harness.locations import PACKAGE_DIR, default_report_dir, scenarios_dir
@@ -36,6 +36,7 @@ from harness.reporting.results import FEATURE_ORDER, GATE_FAILING, CheckResult, 
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, check_release_number, release,
                                        scheduler_loop_seconds)
+from harness.reference.server import ReferenceServer
 from harness.reference.startup import ReferenceStartup
 from harness.target.preflight import Target, preflight
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
@@ -292,7 +293,7 @@ def run(args: argparse.Namespace) -> int:
             run_info.extra["differential_reference"] = args.differential
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
                                     ready_file=startup.ready_file if startup else None,
-                                    restart=getattr(reference, "restart", None))
+                                    restart=reference)
         # Interrupted while the reference was still starting: it is stopped below, not awaited.
         if startup is not None and (pytest_code != 2 or startup.done()):
             ready = startup.result()  # what kept it from starting, if anything, is the run's one error line
@@ -402,7 +403,7 @@ def run_scenarios(
     selection: list[str] | None = None,
     *,
     ready_file: Path | None = None,
-    restart: Callable[[], None] | None = None,
+    restart: ReferenceServer | None = None,
 ) -> int:
     import pytest
 
@@ -445,7 +446,8 @@ def run_scenarios(
         return int(pytest.main(pytest_args, plugins=[collector]))
     from harness.reference.restart import RestartService
 
-    with RestartService(restart):  # the durability checks restart the bundled reference through it, from any process
+    # The durability checks restart the bundled reference through it, from whichever process runs them.
+    with RestartService(restart.restart, f"the bundled reference's own restart ({restart.restart_how})"):
         return int(pytest.main(pytest_args, plugins=[collector]))
 
 

@@ -184,6 +184,10 @@ class DockerReference(ReferenceServer):
             ) from None
         self.startup_seconds = time.monotonic() - started
 
+    @property
+    def restart_how(self) -> str:
+        return "its container restarted" + (", PostgreSQL's staying up" if self.postgres_image else ", its SQLite file inside")
+
     def restart(self) -> None:
         """Restart the server's container (Docker stops it and starts it again on its own file system, where the
         SQLite database is; PostgreSQL's container stays up): the durability checks' restart."""

@@ -64,6 +64,8 @@ class LocalReference(ReferenceServer):
         running = self.process.cpu_seconds() if self.process is not None else None
         return None if running is None else running + self._stopped_cpu
 
+    restart_how = "stopped, then started on its database"
+
     def restart(self) -> None:
         """Stop the server (asking it to shut down, as a deployment's restart does) and start it again on the same
         database and port: the durability checks' restart."""

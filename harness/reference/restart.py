@@ -9,6 +9,7 @@ back as the checks' error, with its message.
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import threading
@@ -17,7 +18,7 @@ from typing import Callable
 
 from harness.target.errors import HarnessError
 
-#: ``host:port:key`` of the CLI's restart service, for the pytest processes it starts.
+#: Where the CLI's restart service listens, its key and what the restart does (JSON), for the pytest processes.
 RESTART_ENV = "PREFECT_CONFORMANCE_BUNDLED_RESTART"
 
 
@@ -25,8 +26,9 @@ class RestartService:
     """Serves ``restart`` to the pytest processes while it is open (a context manager: the variable is set and the
     socket listens inside ``with``). One request at a time; each is answered ``("ok", "")`` or ``("error", why)``."""
 
-    def __init__(self, restart: Callable[[], None]) -> None:
+    def __init__(self, restart: Callable[[], None], how: str) -> None:
         self.restart = restart
+        self.how = how
         self._key = secrets.token_bytes(16)
         self._listener: Listener | None = None
         self._thread: threading.Thread | None = None
@@ -35,7 +37,7 @@ class RestartService:
     def __enter__(self) -> "RestartService":
         self._listener = Listener(("127.0.0.1", 0), authkey=self._key)
         host, port = self._listener.address
-        os.environ[RESTART_ENV] = f"{host}:{port}:{self._key.hex()}"
+        os.environ[RESTART_ENV] = json.dumps({"host": host, "port": port, "key": self._key.hex(), "how": self.how})
         self._thread = threading.Thread(target=self._serve, name="bundled-restart", daemon=True)
         self._thread.start()
         return self
@@ -67,12 +69,17 @@ class RestartService:
                         pass
 
 
-def request_restart(spec: str) -> None:
-    """Ask the CLI's :class:`RestartService` at ``spec`` (the value of :data:`RESTART_ENV`) to restart the bundled
-    reference, and return once it answers again; a restart that failed raises :class:`HarnessError` with why."""
-    host, port, key = spec.rsplit(":", 2)
+def served_restart(spec: str) -> tuple[str, Callable[[], None]]:
+    """What the restart served at ``spec`` (the value of :data:`RESTART_ENV`) does, and a callable that asks the
+    CLI's :class:`RestartService` for it and returns once the reference answers again; a restart that failed raises
+    :class:`HarnessError` with why."""
+    served = json.loads(spec)
+    return served["how"], lambda: request_restart(served["host"], int(served["port"]), bytes.fromhex(served["key"]))
+
+
+def request_restart(host: str, port: int, key: bytes) -> None:
     try:
-        with Client((host, int(port)), authkey=bytes.fromhex(key)) as connection:
+        with Client((host, port), authkey=key) as connection:
             connection.send("restart")
             status, why = connection.recv()
     except (OSError, EOFError) as exc:

@@ -38,6 +38,13 @@ class ReferenceServer:
     def stop(self) -> None:  # pragma: no cover
         raise NotImplementedError
 
+    #: What :meth:`restart` does, in words for the report.
+    restart_how: str = ""
+
+    def restart(self) -> None:  # pragma: no cover
+        """Stop the server and start it again on the same data, at the same URL: the durability checks' restart."""
+        raise NotImplementedError
+
     def __enter__(self):
         self.start()
         return self
