@@ -93,6 +93,8 @@ FEATURES = {
 #: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
 #: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
 #: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
+#: The durability module must come last: it restarts the target once every other check has finished
+#: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
 DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "handshake", "logs", "events", "serve",
                   "worker", "task_worker", "differential", "durability")
 
@@ -142,7 +144,7 @@ class QuietPoint:
         node.workerinput[self.name] = str(self.path)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        if self.writer and report.when == "teardown":
+        if self.writer and report.when in ("teardown", "???"):  # "???": xdist's report of a check whose worker crashed
             with self.path.open("a", encoding="utf-8") as finished:
                 finished.write(report.nodeid + "\n")
 

@@ -121,7 +121,8 @@ class NotApplicable:
     storage: str = ""
 
     def holds(self, check: str, client_version: str, server_version: str, storage: str | None = None) -> bool:
-        return (any(fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
+        # An exact id first: a parametrized one's "[runner]" would be a character class to fnmatch.
+        return (any(check == pattern or fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
                 and _within(client_version, self.clients) and _within(server_version, self.servers)
                 and (not self.storage or storage is None or storage == self.storage))
 
