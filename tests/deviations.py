@@ -615,3 +615,29 @@ class StoresUnknownStateTypes(Deviation):
         if isinstance(state, dict) and isinstance(state.get("type"), str) and state["type"] not in STATE_TYPES:
             request.set_json({**body, "state": {**state, "type": "PENDING"}})
         return None
+
+
+class StoresRefusedSchedules(Deviation):
+    """A server that checks a schedule's shape and nothing more: each of the schedules Prefect refuses
+    (``REFUSED_SCHEDULES``: a zero interval, an invalid cron string, an unknown time zone, ...) is stored, here as
+    an hourly interval, the nearest thing the reference behind the proxy stores."""
+
+    PATH = re.compile(r"/deployments/([0-9a-f-]{36}(/schedules)?)?$")
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        from harness.checks.bad_input import REFUSED_SCHEDULES
+
+        if request.method not in ("POST", "PATCH") or not self.PATH.search(request.path) or not request.body:
+            return None
+        try:
+            body = request.json()
+        except ValueError:
+            return None
+        entries = body if isinstance(body, list) else body.get("schedules") if isinstance(body, dict) else None
+        refused = [entry for entry in entries or [] if isinstance(entry, dict)
+                   and entry.get("schedule") in REFUSED_SCHEDULES.values()]
+        for entry in refused:
+            entry["schedule"] = {"interval": 3600}
+        if refused:
+            request.set_json(body)
+        return None

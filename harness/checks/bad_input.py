@@ -30,7 +30,7 @@ import subprocess
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from harness.locations import cache_dir
 from harness.target.api import Answer, ApiClient, excerpt
@@ -61,6 +61,14 @@ class Probe:
     def key(self) -> str:
         return f"{self.method} {self.route}"
 
+    @property
+    def path(self) -> str:
+        """The route with its path parameters' placeholders."""
+        path = self.route
+        for name, placeholder in self.path_parameters.items():
+            path = path.replace("{" + name + "}", placeholder)
+        return path
+
 
 #: The routes Runners, workers, deployments and the UI's clients call with bodies (issue 14's list).
 PROBES = (
@@ -85,7 +93,8 @@ SKIPPED_SCENARIOS = frozenset({"unspecified_http_method", "malformed_content_typ
 
 #: Sends each case through the release's app in-process and writes its answers (status, detail); run with the
 #: release's Python. ``app.state.docket`` is set by the server's lifespan, which an in-process client does not run;
-#: a dependency reads it before validation answers.
+#: a dependency reads it before validation answers. An answer is kept whole up to 64 KiB: a time zone's pattern error
+#: quotes every zone name (20 KB), and the reason after it would be cut off.
 VALIDATE_SCRIPT = """
 import asyncio, json, sys
 import httpx
@@ -102,7 +111,7 @@ async def main():
                                                   "headers": {"content-type": "application/json"}}
             try:
                 response = await client.request(case["method"], case["path"], params=case["query"] or None, **body)
-                answers.append([response.status_code, response.text[:2000]])
+                answers.append([response.status_code, response.text[:65536]])
             except Exception as exc:
                 answers.append([0, repr(exc)[:300]])
     json.dump(answers, open(sys.argv[2], "w"))
@@ -120,7 +129,7 @@ class BadRequest:
     path: str
     query: dict[str, Any]
     body: Any  # JSON; ``MISSING`` for a request without a body
-    scenario: str  # schemathesis's name for the violation, e.g. ``invalid_enum_value``
+    scenario: str  # what is wrong: schemathesis's name for the violation (``invalid_enum_value``), or a schedule's
     prefect_says: str = ""  # the first error of Prefect's own 422 answer
 
     @property
@@ -169,20 +178,86 @@ def bad_requests(document: dict[str, Any], version: str, python: str, *, seed: i
     digest = hashlib.sha256(json.dumps([routes, document.get("components"), seed, per_route, generator],
                                        sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = (cache or cache_dir()) / "bad-input" / f"prefect-{version}-{digest}.json"
+    return _refused(path, lambda: generate(document, seed=seed, per_route=per_route * 3), python, version,
+                    per_route=per_route, says=first_error)
+
+
+def _refused(path: Path, candidates: Callable[[], list[BadRequest]], python: str, version: str, *,
+             per_route: int, says: Callable[[str], str]) -> dict[str, list[BadRequest]]:
+    """For each route, up to ``per_route`` of the ``candidates`` Prefect ``version`` answers 422, with what it said;
+    asked once and kept at ``path``."""
     if not path.exists():
-        candidates = generate(document, seed=seed, per_route=per_route * 3)
-        answers = prefect_answers(candidates, python, version)
+        cases = candidates()
         kept: dict[str, list[dict]] = {}
-        for case, (status, text) in zip(candidates, answers):
+        for case, (status, text) in zip(cases, prefect_answers(cases, python, version)):
             route = kept.setdefault(case.key, [])
             if status == 422 and len(route) < per_route:
-                route.append(asdict(case) | {"prefect_says": first_error(text)})
+                route.append(asdict(case) | {"prefect_says": says(text)})
         path.parent.mkdir(parents=True, exist_ok=True)
         staged = path.with_suffix(f".{os.getpid()}.tmp")
         staged.write_text(json.dumps(kept))
         os.replace(staged, path)  # atomic: a concurrent run reads all of it or none
     stored = json.loads(path.read_text())
     return {key: [BadRequest(**case) for case in cases] for key, cases in stored.items()}
+
+
+# --- schedules Prefect refuses: semantic rules a schema does not state -----------------------------------------
+
+#: Schedules Prefect's validators refuse, found in ``prefect/server/schemas/schedules.py`` and
+#: ``prefect/_internal/schemas/validators.py`` (3.9.1) and tried on its app. Which of them a release refuses is
+#: asked of that release (:func:`refused_schedules`): only those it answers 422 are required of a target.
+#: Left out, though the validators mean to refuse it: an rrule without ``FREQ`` (``INTERVAL=2``). dateutil raises a
+#: ``TypeError`` for it, which the validator does not catch, and Prefect 3.9.1 answers 500.
+REFUSED_SCHEDULES: dict[str, dict[str, Any]] = {
+    "a zero interval": {"interval": 0},
+    "a negative interval": {"interval": -60},
+    "an interval in an unknown time zone": {"interval": 3600, "timezone": "Mars/Olympus_Mons"},
+    "a cron string with a minute past 59": {"cron": "61 * * * *"},
+    "a cron string that is not one": {"cron": "every day"},
+    "a hashed cron expression": {"cron": "H 0 * * *"},
+    "a cron in an unknown time zone": {"cron": "0 9 * * *", "timezone": "Mars/Olympus_Mons"},
+    "an rrule with a part it does not know": {"rrule": "FREQ=DAILY;FOO=1"},
+    "an rrule with an unknown FREQ": {"rrule": "FREQ=SOMETIMES"},
+    "an rrule in an unknown time zone": {"rrule": "FREQ=DAILY", "timezone": "Mars/Olympus_Mons"},
+    "an interval and a cron string in one schedule": {"interval": 60, "cron": "* * * * *"},
+}
+
+#: The three ways a schedule reaches a server.
+SCHEDULE_PROBES = (
+    Probe("POST", "/deployments/"),
+    Probe("PATCH", "/deployments/{id}", {"id": DEPLOYMENT_ID}),
+    Probe("POST", "/deployments/{id}/schedules", {"id": DEPLOYMENT_ID}),
+)
+#: For each of them, by its key, the body a schedule is sent in.
+SCHEDULE_BODIES: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "POST /deployments/": lambda schedule: {"flow_id": FLOW_ID, "name": NAME,
+                                            "schedules": [{"schedule": schedule, "active": True}]},
+    "PATCH /deployments/{id}": lambda schedule: {"schedules": [{"schedule": schedule, "active": True}]},
+    "POST /deployments/{id}/schedules": lambda schedule: [{"schedule": schedule, "active": True}],
+}
+
+
+def refused_schedules(version: str, python: str, *, cache: Path | None = None) -> dict[str, list[BadRequest]]:
+    """For each of :data:`SCHEDULE_PROBES`' keys, the requests carrying one of :data:`REFUSED_SCHEDULES` that Prefect
+    ``version`` answers 422 (with placeholders)."""
+    digest = hashlib.sha256(json.dumps(REFUSED_SCHEDULES, sort_keys=True).encode()).hexdigest()[:16]
+    path = (cache or cache_dir()) / "bad-input" / f"prefect-{version}-schedules-{digest}.json"
+
+    def candidates() -> list[BadRequest]:
+        return [BadRequest(probe.method, probe.route, probe.path, {}, SCHEDULE_BODIES[probe.key](schedule), scenario)
+                for probe in SCHEDULE_PROBES for scenario, schedule in REFUSED_SCHEDULES.items()]
+
+    return _refused(path, candidates, python, version, per_route=len(REFUSED_SCHEDULES), says=value_error)
+
+
+def value_error(text: str) -> str:
+    """The message of a FastAPI 422 answer's first error that is not about the shape of a union's other members
+    ("Field required", "Extra inputs are not permitted"): for a schedule, its own validator's reason. Else, as
+    :func:`first_error` (a schedule of no kind at all is refused for its shape)."""
+    shapes = ("Field required", "Extra inputs are not permitted")
+    messages = [json.loads(f'"{m}"') for m in re.findall(r'"msg":"((?:[^"\\]|\\.)*)"', text)]
+    reasons = [m for m in messages if m not in shapes]
+    return excerpt(reasons[0], 160) if reasons else first_error(text)
 
 
 def generate(document: dict[str, Any], *, seed: int, per_route: int) -> list[BadRequest]:
@@ -211,10 +286,7 @@ def generate(document: dict[str, Any], *, seed: int, per_route: int) -> list[Bad
             if scenario in SKIPPED_SCENARIOS or case.method.upper() != probe.method:
                 continue
             body = MISSING if isinstance(case.body, NotSet) or case.body is None else _named(case.body)
-            path = probe.route
-            for name, placeholder in probe.path_parameters.items():
-                path = path.replace("{" + name + "}", placeholder)
-            request = BadRequest(probe.method, probe.route, path, dict(case.query or {}), body, scenario)
+            request = BadRequest(probe.method, probe.route, probe.path, dict(case.query or {}), body, scenario)
             fingerprint = json.dumps([request.query, request.body], sort_keys=True, default=str)
             if fingerprint not in seen:
                 seen.add(fingerprint)
@@ -327,3 +399,7 @@ QUOTED = 3
 HINT = ("Hint: answer 422 (or another 4xx) to a request that breaks the route's schema, as Prefect does; a 5xx "
         "tells Prefect's client to retry a request that can never succeed, and storing it breaks every client "
         "that reads the object later")
+SCHEDULE_HINT = ("Hint: validate a schedule as Prefect does before storing it (an interval above zero; a cron string "
+                 "croniter accepts, without R or H; a time zone of the IANA database; an rrule dateutil parses) and "
+                 "answer 422 otherwise: a scheduler that meets a schedule it cannot compute stops scheduling, or "
+                 "creates runs Prefect would never create")
