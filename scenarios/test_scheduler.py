@@ -292,6 +292,68 @@ def test_schedule_follows_daylight_saving_time(kind: str, transition: str, api: 
                     [(local_label(i), i) for i in instants])
 
 
+# --- interval schedules: where a series starts and how it keeps its local time, as Prefect computes it ----------
+
+#: A window of January 2027, far enough ahead that no run in it is due while the check runs.
+JANUARY = (dt.datetime(2027, 1, 10, tzinfo=UTC), dt.datetime(2027, 1, 10, 6, tzinfo=UTC))
+SPRING_FORWARD, FALL_BACK = DST_WINDOWS["spring-forward"], DST_WINDOWS["fall-back"]
+#: Sydney leaves daylight-saving time on 2027-04-04 and enters it on 2027-10-03 (southern hemisphere).
+SYDNEY_APRIL = (dt.datetime(2027, 3, 1, tzinfo=UTC), dt.datetime(2027, 5, 1, tzinfo=UTC))
+SYDNEY_OCTOBER = (dt.datetime(2027, 9, 1, tzinfo=UTC), dt.datetime(2027, 11, 1, tzinfo=UTC))
+#: name -> (schedule, window). Anchors in the past and the future, with microseconds, with a UTC offset other than
+#: zero and no time zone; intervals of seconds, minutes, an hour, a day and a week; New York's and Sydney's
+#: daylight-saving changes, including a daily time that falls in the skipped hour.
+INTERVAL_CASES: dict[str, tuple[dict[str, Any], tuple[dt.datetime, dt.datetime]]] = {
+    "every-30-seconds-anchored-in-the-past": (
+        {"interval": 30, "anchor_date": "2026-01-01T00:00:07Z", "timezone": "UTC"},
+        (JANUARY[0], JANUARY[0] + dt.timedelta(minutes=30))),
+    "every-7-minutes-anchored-in-the-future-with-microseconds": (
+        {"interval": 420, "anchor_date": "2027-06-01T00:00:00.123456Z", "timezone": "UTC"}, JANUARY),
+    "every-90-minutes-anchored-at-plus-05-30": (
+        {"interval": 5400, "anchor_date": "2026-02-28T12:34:56.5+05:30"}, (JANUARY[0], JANUARY[0] + dt.timedelta(days=2))),
+    "hourly-new-york-spring-forward": (
+        {"interval": 3600, "anchor_date": "2027-01-01T00:30:00-05:00", "timezone": ZONE},
+        (dt.datetime(2027, 3, 14, 4, tzinfo=UTC), dt.datetime(2027, 3, 14, 10, tzinfo=UTC))),
+    "daily-0900-new-york-spring-forward": (
+        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE}, SPRING_FORWARD),
+    "daily-0900-new-york-fall-back": (
+        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE}, FALL_BACK),
+    "daily-0230-new-york-in-the-skipped-hour": (
+        {"interval": 86400, "anchor_date": "2027-01-01T02:30:00-05:00", "timezone": ZONE},
+        (dt.datetime(2027, 3, 10, tzinfo=UTC), dt.datetime(2027, 3, 18, tzinfo=UTC))),
+    "weekly-sydney-april": (
+        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"}, SYDNEY_APRIL),
+    "weekly-sydney-october": (
+        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"}, SYDNEY_OCTOBER),
+}
+
+
+def wall_clock(instant: dt.datetime, zone: str | None) -> str:
+    """The instant as the schedule's zone reads it, to the microsecond: "03-14 03:30:00.000000EDT"."""
+    from zoneinfo import ZoneInfo
+
+    return instant.astimezone(ZoneInfo(zone or "UTC")).strftime("%m-%d %H:%M:%S.%f%Z")
+
+
+@pytest.mark.parametrize("case", INTERVAL_CASES)
+def test_interval_schedule_expands_as_prefect_does(case: str, api: ApiClient, created: Created,
+                                                   names: Callable[..., str]) -> None:
+    """An interval schedule ({case}), expanded over its window: its runs fall on the instants Prefect computes from
+    its anchor, interval and time zone, none missing, none twice."""
+    schedule, (start, end) = INTERVAL_CASES[case]
+    flow = create_flow(api, created, names("flow"))
+    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
+                                   schedules=[{"schedule": schedule, "active": True}])
+    expand_schedules(api, deployment["id"], start, end)
+    runs = scheduled_runs(api, deployment["id"])
+    instants = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
+    zone = schedule.get("timezone")
+    assert_sequence(f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (wall clock in "
+                    f"{zone or 'UTC'})",
+                    [(wall_clock(i, zone), i) for i in prefect_occurrences(schedule, start, end)],
+                    [(wall_clock(i, zone), i) for i in instants])
+
+
 # --- deleting: a schedule's or a deployment's scheduled runs go with it -----------------------------------------
 
 HOURLY = {"cron": "0 * * * *", "timezone": "UTC"}

@@ -617,16 +617,16 @@ class StoresUnknownStateTypes(Deviation):
         return None
 
 
-class StoresRefusedSchedules(Deviation):
-    """A server that checks a schedule's shape and nothing more: each of the schedules Prefect refuses
-    (``REFUSED_SCHEDULES``: a zero interval, an invalid cron string, an unknown time zone, ...) is stored, here as
-    an hourly interval, the nearest thing the reference behind the proxy stores."""
+class RewriteSchedules(Deviation):
+    """Passes every schedule a client sends (creating or updating a deployment, or adding its schedules) through
+    ``transform`` before the reference behind the proxy sees it: a server that reads a schedule its own way."""
 
     PATH = re.compile(r"/deployments/([0-9a-f-]{36}(/schedules)?)?$")
 
-    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        from harness.checks.bad_input import REFUSED_SCHEDULES
+    def __init__(self, transform: Callable[[dict], dict]) -> None:
+        self.transform = transform
 
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         if request.method not in ("POST", "PATCH") or not self.PATH.search(request.path) or not request.body:
             return None
         try:
@@ -634,10 +634,26 @@ class StoresRefusedSchedules(Deviation):
         except ValueError:
             return None
         entries = body if isinstance(body, list) else body.get("schedules") if isinstance(body, dict) else None
-        refused = [entry for entry in entries or [] if isinstance(entry, dict)
-                   and entry.get("schedule") in REFUSED_SCHEDULES.values()]
-        for entry in refused:
-            entry["schedule"] = {"interval": 3600}
-        if refused:
+        changed = False
+        for entry in entries or []:
+            if isinstance(entry, dict) and isinstance(entry.get("schedule"), dict):
+                rewritten = self.transform(dict(entry["schedule"]))
+                changed |= rewritten != entry["schedule"]
+                entry["schedule"] = rewritten
+        if changed:
             request.set_json(body)
         return None
+
+
+def stores_refused_schedules() -> RewriteSchedules:
+    """A server that checks a schedule's shape and nothing more: each of the schedules Prefect refuses
+    (``REFUSED_SCHEDULES``: a zero interval, an invalid cron string, an unknown time zone, ...) is stored, here as
+    an hourly interval, the nearest thing the reference behind the proxy stores."""
+    from harness.checks.bad_input import REFUSED_SCHEDULES
+
+    return RewriteSchedules(lambda s: {"interval": 3600} if s in REFUSED_SCHEDULES.values() else s)
+
+
+def interval_schedules(change: Callable[[dict], dict]) -> RewriteSchedules:
+    """``change`` applied to interval schedules only (those with an ``interval``)."""
+    return RewriteSchedules(lambda s: change(s) if "interval" in s else s)

@@ -23,6 +23,7 @@ from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
+from scenarios.test_scheduler import INTERVAL_CASES
 from tests.deviations import (
     AcceptWithout,
     Deviation,
@@ -34,6 +35,7 @@ from tests.deviations import (
     RewritePoll,
     RewriteRuns,
     epoch_created,
+    interval_schedules,
     skip_late,
 )
 
@@ -93,6 +95,11 @@ class Case:
     long: bool = False  # half a minute or more: started first (marker "long")
     unsupported: bool = False  # the failing checks must be "unsupported" (a missing endpoint), not "failed"
 
+
+#: The interval cases whose runs keep a local wall time across a daylight-saving change (a day or a week long, in
+#: a zone that has one): a server that computes them in UTC fails these and no others.
+LOCAL_TIME_CASES = ("daily-0900-new-york-spring-forward", "daily-0900-new-york-fall-back", "weekly-sydney-april",
+                    "weekly-sydney-october")
 
 #: For a case about the runs the scheduler makes for the cron deployment: the checks on that deployment only.
 CRON_DEPLOYMENT_ONLY = ("-k", "scheduler_creates_runs or runs_fall_on or scheduled_run_times or no_duplicate_runs")
@@ -237,6 +244,36 @@ CASES = [
          for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
         args=("-k", "daylight_saving"),
+    ),
+    Case(
+        "interval-anchor-ignored",
+        lambda: interval_schedules(lambda s: {**s, "anchor_date": "2027-01-01T00:00:00Z"}),
+        "scheduler",
+        {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES},
+        r"runs of \{'interval': .*first difference at position \d+ .*\n\s+expected .*\n\s+actual ",
+        args=("-k", "interval_schedule"),
+    ),
+    Case(
+        "interval-time-zone-ignored",
+        lambda: interval_schedules(lambda s: {**s, "timezone": "UTC"}),
+        "scheduler",
+        {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
+        r"wall clock in (America/New_York|Australia/Sydney)\): first difference at position \d+ .*\n\s+expected .*"
+        r"(EDT|EST|AEST|AEDT)@",
+        passes={f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES} - {
+            f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
+        args=("-k", "interval_schedule"),
+    ),
+    Case(
+        "interval-anchor-without-microseconds",
+        lambda: interval_schedules(lambda s: {**s, "anchor_date": re.sub(r"\.\d+", "", s.get("anchor_date", ""))}),
+        "scheduler",
+        {"scheduler/interval_schedule_expands_as_prefect_does[every-7-minutes-anchored-in-the-future-with-microseconds]",
+         "scheduler/interval_schedule_expands_as_prefect_does[every-90-minutes-anchored-at-plus-05-30]"},
+        r"first difference at position 0 .*\n\s+expected \[[\d-]+ [\d:]+\.(123456|500000)UTC@",
+        passes={"scheduler/interval_schedule_expands_as_prefect_does[every-30-seconds-anchored-in-the-past]",
+                "scheduler/interval_schedule_expands_as_prefect_does[daily-0900-new-york-fall-back]"},
+        args=("-k", "interval_schedule"),
     ),
     Case(
         "schedule-change-ignored",

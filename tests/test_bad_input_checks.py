@@ -8,7 +8,7 @@ import subprocess
 
 from harness.checks.bad_input import PROBES, REFUSED_SCHEDULES, SCHEDULE_PROBES, BadRequest, first_error, refused_schedules
 from harness.reference.releases import pinned
-from tests.deviations import ServerErrorInsteadOf422, StoresRefusedSchedules, StoresUnknownStateTypes
+from tests.deviations import ServerErrorInsteadOf422, StoresUnknownStateTypes, stores_refused_schedules
 
 EVERY_ROUTE = {f"bad_input/rejected[{probe.key}]" for probe in PROBES}
 SCHEDULE_ROUTES = {f"bad_input/schedule_refused[{probe.key}]" for probe in SCHEDULE_PROBES}
@@ -53,7 +53,7 @@ def test_a_target_that_stores_the_schedules_prefect_refuses_fails_each_route(dev
     """A zero interval, an invalid cron string, an unknown time zone, ... stored instead of refused: each of the
     three routes a schedule reaches fails, quoting the schedule, Prefect's reason, the target's 2xx and what it
     stored; the schema-driven checks of the same routes still pass."""
-    proxy = deviating(StoresRefusedSchedules())
+    proxy = deviating(stores_refused_schedules())
     run = suite("--target", proxy.api_url, "-m", "bad_input")
     run.assert_deviation_caught("stores-refused-schedules", SCHEDULE_ROUTES, EVERY_ROUTE,
                                 r"carrying a schedule Prefect 3\.9\.1 refuses with 422 were not rejected .*a zero "
