@@ -23,7 +23,7 @@ from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
-from scenarios.test_scheduler import INTERVAL_CASES
+from scenarios.test_scheduler import CALENDAR_CASES, INTERVAL_CASES
 from tests.deviations import (
     AcceptWithout,
     Deviation,
@@ -34,6 +34,7 @@ from tests.deviations import (
     RewriteObjects,
     RewritePoll,
     RewriteRuns,
+    RewriteSchedules,
     epoch_created,
     interval_schedules,
     skip_late,
@@ -274,6 +275,38 @@ CASES = [
         passes={"scheduler/interval_schedule_expands_as_prefect_does[every-30-seconds-anchored-in-the-past]",
                 "scheduler/interval_schedule_expands_as_prefect_does[daily-0900-new-york-fall-back]"},
         args=("-k", "interval_schedule"),
+    ),
+    Case(
+        "calendar-schedules-in-the-servers-own-zone",
+        # Kathmandu's +05:45 moves even an hourly schedule off its whole hours.
+        lambda: RewriteSchedules(lambda s: {**s, "timezone": "Asia/Kathmandu"} if "interval" not in s else s),
+        "scheduler",
+        {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]" for case in CALENDAR_CASES},
+        r"runs of \{'(cron|rrule)': .*first difference at position \d+ .*\n\s+expected .*\n\s+actual ",
+        args=("-k", "calendar_schedule"),
+    ),
+    Case(
+        "cron-day-or-inverted",
+        lambda: RewriteSchedules(lambda s: {**s, "day_or": not s["day_or"]} if "day_or" in s else s),
+        "scheduler",
+        {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
+         for case in ("cron-day-of-month-or-weekday", "cron-day-of-month-and-weekday")},
+        r"\{'cron': '0 9 13 \* 5', .*'day_or': (True|False)\}.*first difference",
+        passes={"scheduler/calendar_schedule_expands_as_prefect_does[cron-steps-and-ranges]",
+                "scheduler/calendar_schedule_expands_as_prefect_does[rrule-count]"},
+        args=("-k", "calendar_schedule and (weekday or steps or count)"),
+    ),
+    Case(
+        "rrule-only-freq-and-dtstart",
+        lambda: RewriteSchedules(lambda s: {**s, "rrule": "\n".join(
+            re.sub(r";(COUNT|UNTIL|BYSETPOS|BYDAY)=[^;\n]*", "", line) for line in s["rrule"].split("\n")
+            if not line.startswith(("EXDATE", "RDATE")))} if "rrule" in s else s),
+        "scheduler",
+        {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
+         for case in ("rrule-count", "rrule-until", "rrule-exdate-and-rdate", "rrule-last-weekday-of-the-month")},
+        r"\{'rrule': .*first difference at position \d+ \(expected \d+ runs, got \d+\)",
+        passes={"scheduler/calendar_schedule_expands_as_prefect_does[cron-hourly-macro]"},
+        args=("-k", "calendar_schedule and (rrule or hourly)"),
     ),
     Case(
         "schedule-change-ignored",
