@@ -617,9 +617,10 @@ class StoresUnknownStateTypes(Deviation):
         return None
 
 
-class RewriteSchedules(Deviation):
-    """Passes every schedule a client sends (creating or updating a deployment, or adding its schedules) through
-    ``transform`` before the reference behind the proxy sees it: a server that reads a schedule its own way."""
+class RewriteScheduleEntries(Deviation):
+    """Passes every deployment schedule a client sends (``{"schedule": ..., "active": ..., "slug": ...}``, creating
+    or updating a deployment, or adding its schedules) through ``transform`` before the reference behind the proxy
+    sees it: a server that reads them its own way."""
 
     PATH = re.compile(r"/deployments/([0-9a-f-]{36}(/schedules)?)?$")
 
@@ -635,14 +636,21 @@ class RewriteSchedules(Deviation):
             return None
         entries = body if isinstance(body, list) else body.get("schedules") if isinstance(body, dict) else None
         changed = False
-        for entry in entries or []:
+        for index, entry in enumerate(entries or []):
             if isinstance(entry, dict) and isinstance(entry.get("schedule"), dict):
-                rewritten = self.transform(dict(entry["schedule"]))
-                changed |= rewritten != entry["schedule"]
-                entry["schedule"] = rewritten
+                rewritten = self.transform(dict(entry))
+                changed |= rewritten != entry
+                entries[index] = rewritten
         if changed:
             request.set_json(body)
         return None
+
+
+class RewriteSchedules(RewriteScheduleEntries):
+    """``transform`` applied to the ``schedule`` of each deployment schedule a client sends."""
+
+    def __init__(self, transform: Callable[[dict], dict]) -> None:
+        super().__init__(lambda entry: {**entry, "schedule": transform(dict(entry["schedule"]))})
 
 
 def stores_refused_schedules() -> RewriteSchedules:
