@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from harness.clients.relay import RecordingRelay
+from harness.waits import wait_until
 
 
 @pytest.mark.parametrize("rewrite_host", [False, True], ids=["bytes-as-sent", "host-rewritten"])
@@ -33,7 +34,10 @@ def test_the_relay_records_requests_answers_and_websockets(reference, rewrite_ho
 
         assert asyncio.run(websockets()) == ['{"type":"auth_success"}']
         http.delete(reference.api_url + f"/flows/{created.json()['id']}")
-        seen = relay.transcript()
+        # A websocket session is recorded when the relay has seen both sides close, a moment after the client has:
+        # under make test's load the transcript was read before (2026-12-06).
+        seen = wait_until(lambda: (lambda t: t if len(t) >= 4 else None)(relay.transcript()),
+                          awaiting="the relay to record the websocket session after it closed", timeout=10)
     assert [(e.method, e.path, e.status) for e in seen] == [
         ("POST", "/flows/", 201), ("POST", "/flows/filter", 200), ("GET", "/no/such/route", 404),
         ("WS", "/events/out", 101)]
