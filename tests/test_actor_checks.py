@@ -329,16 +329,6 @@ CASES = [
         args=("-k", "each_schedule or inactive_schedule"),
     ),
     Case(
-        "schedule-deletes-keep-their-runs",
-        lambda: IgnoreDeletes(r"/deployments/[0-9a-f-]{36}/schedules/[0-9a-f-]{36}$"),
-        "scheduler",
-        {"scheduler/deleting_one_schedule_removes_its_runs_and_not_the_others_schedule",
-         "scheduler/deleting_a_schedule_removes_its_scheduled_runs"},
-        r"(\d+ of its \d+ SCHEDULED runs are still there|of the deleted schedule are still there)",
-        passes={"scheduler/deleting_a_deployment_leaves_no_scheduled_runs"},
-        args=("-k", "deleting"),
-    ),
-    Case(
         "schedule-change-ignored",
         lambda: AcceptWithout("PATCH", r"/deployments/[0-9a-f-]{36}/schedules/[0-9a-f-]{36}$", "schedule"),
         "scheduler",
@@ -369,8 +359,10 @@ CASES = [
         "deletes-leave-scheduled-runs",
         lambda: IgnoreDeletes(r"/deployments/[0-9a-f-]{36}(/schedules/[0-9a-f-]{36})?$"),
         "scheduler",
-        {"scheduler/deleting_a_schedule_removes_its_scheduled_runs", "scheduler/deleting_a_deployment_leaves_no_scheduled_runs"},
-        r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE",
+        {"scheduler/deleting_a_schedule_removes_its_scheduled_runs", "scheduler/deleting_a_deployment_leaves_no_scheduled_runs",
+         "scheduler/deleting_one_schedule_removes_its_runs_and_not_the_others_schedule"},
+        r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE|after DELETE of schedule 'quarter-to', "
+        r"[1-9]\d* of its \d+ SCHEDULED runs are still there",
         args=("-k", "deleting"),
     ),
     Case(
