@@ -25,6 +25,7 @@ from harness.checks.objects import Created
 from harness.checks.schema import openapi_document
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
+from harness.reference.server import ReferenceServer
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reference.startup import await_ready
 from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
@@ -62,7 +63,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 RESTART_COMMAND_ENV = "PREFECT_CONFORMANCE_RESTART_COMMAND"
 #: Where a session that started its own reference (no ``--target``) leaves its restart for the durability checks; the
 #: CLI's bundled reference is restarted through :mod:`harness.reference.restart` instead.
-RESTARTER = pytest.StashKey[Callable[[], None]]()
+RESTARTER = pytest.StashKey[ReferenceServer]()
 #: How long a restart command may take, and the target to answer ``/health`` again after it (scaled).
 RESTART_TIMEOUT = 120.0
 
@@ -279,7 +280,7 @@ def target(request: pytest.FixtureRequest, artifacts_dir: Path) -> Iterator[Targ
     from harness.reference.local import LocalReference
 
     with LocalReference(workdir=artifacts_dir / "reference") as reference:
-        request.config.stash[RESTARTER] = reference.restart
+        request.config.stash[RESTARTER] = reference
         yield preflight(reference.api_url, kind="local")
 
 
@@ -334,9 +335,9 @@ def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | 
     served = os.environ.get(RESTART_ENV)
     if served:
         return Restart(*served_restart(served))
-    restart = request.config.stash.get(RESTARTER, None)
-    if restart is not None:
-        return Restart("the bundled reference's own restart (stopped, then started on its database)", restart)
+    reference = request.config.stash.get(RESTARTER, None)
+    if reference is not None:
+        return Restart(reference.restart_description, reference.restart)
     command = request.config.getoption("--restart-command")
     if not command:
         return None

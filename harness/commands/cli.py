@@ -447,7 +447,7 @@ def run_scenarios(
     from harness.reference.restart import RestartService
 
     # The durability checks restart the bundled reference through it, from whichever process runs them.
-    with RestartService(restart.restart, f"the bundled reference's own restart ({restart.restart_how})"):
+    with RestartService(restart.restart, restart.restart_description):
         return int(pytest.main(pytest_args, plugins=[collector]))
 
 

@@ -45,6 +45,11 @@ class ReferenceServer:
         """Stop the server and start it again on the same data, at the same URL: the durability checks' restart."""
         raise NotImplementedError
 
+    @property
+    def restart_description(self) -> str:
+        """How the durability checks' report names this restart."""
+        return f"the bundled reference's own restart ({self.restart_how})"
+
     def __enter__(self):
         self.start()
         return self
