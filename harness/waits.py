@@ -17,6 +17,7 @@ May import :mod:`harness.target`; actors and API clients are passed in.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import time
@@ -112,6 +113,14 @@ def wait_until(
             raise WaitTimeout(f"Timed out after {limit:.1f}s waiting for {awaiting}. Last seen: {_excerpt(last)}. "
                               f"Hint: {hint or DEFAULT_HINT}")
         sleep(min(interval, max(0.0, deadline - clock())) or interval)
+
+
+def wait_for_instant(instant: dt.datetime, *, awaiting: str) -> None:
+    """Until the harness's clock reads ``instant`` (aware): a wait for time itself to pass, which a timeout scale
+    neither shortens nor lengthens; ``awaiting`` says what the time is for."""
+    remaining = (instant - dt.datetime.now(dt.timezone.utc)).total_seconds()
+    wait_until(lambda: dt.datetime.now(dt.timezone.utc) >= instant, awaiting=awaiting,
+               timeout=(max(0.0, remaining) + 5.0) / timeout_scale(), interval=0.2)
 
 
 def _excerpt(value: object, limit: int = 400) -> str:

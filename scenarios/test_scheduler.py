@@ -9,6 +9,10 @@ occurrence once however many times it loops. The deployment is created through P
 The same expansion on demand (``POST /deployments/{id}/schedule`` over a window) must follow the schedule's time
 zone through daylight-saving changes exactly as Prefect computes it: checked against the pinned Prefect's own
 schedule classes, with no waiting.
+
+And over time: for schedules from every 10 s to yearly, the scheduler keeps as many runs ahead, as far ahead, as
+Prefect's keeps (its limits, or the target author's: ``--scheduler-limits``), and tops the series up as runs fall due
+(:mod:`harness.checks.horizon`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,13 @@ from harness.reference.releases import Release
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, runs_of_deployment
 from harness.checks.polling import Dataset, assert_sequence, create_run, poll_deployments, poll_pool
+from harness.checks.horizon import horizon_problem, scheduler_limits
 from harness.checks.schedules import expand_schedules, prefect_occurrences
+from harness.checks.server_times import TargetClock
 from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
-from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until
+from harness.target.errors import WaitTimeout
+from harness.waits import (scheduler_interval, stability_window, timeout_scale, wait_for_instant, wait_for_stable,
+                           wait_until)
 
 pytestmark = pytest.mark.scheduler
 
@@ -85,11 +93,12 @@ def scheduled_runs(api: ApiClient, deployment_id: str, before: dt.datetime | Non
 
 @pytest.fixture(scope="module")
 def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created,
-              client_release: Release) -> ScheduleOutcome:
+              client_release: Release, horizon: Horizon) -> ScheduleOutcome:
     """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing.
 
     A paused twin and a deployment whose schedule is changed once the first runs exist are created first, so the
-    scheduler has looped over all three by the time the count holds still."""
+    scheduler has looped over all three by the time the count holds still. The horizon checks' deployments come
+    first of all (``horizon``): their waits then overlap these."""
     flow_name = module_names("flow")
     created_at = utc_now()
     paused_flow = create_flow(api, module_created, module_names("paused-flow"))
@@ -124,9 +133,8 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
                    timeout=first_runs_timeout(), interval=0.5,
                    hint="every active schedule is expanded into runs, whichever client created the deployment")
         settled = updated_at + dt.timedelta(seconds=recent_window())
-        wait_until(lambda: utc_now() >= settled, awaiting=f"{recent_window():.0f} s after that deployment was created "
-                   "(the scheduler's recent-deployments window), before its schedule changes",
-                   timeout=recent_window() + 5, interval=0.2)
+        wait_for_instant(settled, awaiting=f"{recent_window():.0f} s after that deployment was created (the "
+                         "scheduler's recent-deployments window), before its schedule changes")
         # Nor at the turn of a minute: the scheduler then tops the rolling hour up by a run, in a pass that read the
         # old schedule, and a change landing in that pass is undone by it (make test's slow-target run, loaded with
         # other runs, 2026-12-06: every odd minute kept). Such a pass is over within seconds.
@@ -554,3 +562,99 @@ def test_deleting_one_schedule_removes_its_runs_and_not_the_others_schedule(api:
         f"after DELETE of schedule {EVENING['slug']!r}, {len(gone)} of its {len(before.get(45, []))} SCHEDULED runs "
         f"are still there, and expanding the deployment again gave runs by minute {counts}, not {expected}: the "
         "deleted schedule's runs must go with it, and the remaining schedule's be made once each")
+
+
+# --- the horizon: as many runs as Prefect keeps ahead, as far ahead, topped up as they fall due ---------------------
+
+#: name -> the schedule, from the deployment's creation (``created``): frequencies whose runs different limits end.
+#: Every 10 s reaches max_runs before min_scheduled_time; every minute runs until min_scheduled_time; hourly, daily,
+#: weekly and monthly stop at min_runs; a yearly date 60 days ahead gives one run and one 150 days ahead none
+#: (max_scheduled_time, 100 days).
+HORIZON_CASES: dict[str, Callable[[dt.datetime], dict[str, Any]]] = {
+    "every-10-seconds": lambda created: {"interval": 10, "anchor_date": "2026-01-01T00:00:00Z", "timezone": "UTC"},
+    "every-minute": lambda created: {"cron": "* * * * *", "timezone": "UTC"},
+    "hourly": lambda created: {"cron": "0 * * * *", "timezone": "UTC"},
+    "daily": lambda created: {"interval": 86400, "anchor_date": "2026-01-01T06:30:00Z", "timezone": "UTC"},
+    "weekly": lambda created: {"cron": "0 9 * * 1", "timezone": ZONE},
+    "monthly": lambda created: {"rrule": "DTSTART:20260101T120000\nRRULE:FREQ=MONTHLY", "timezone": "UTC"},
+    "yearly-60-days-ahead": lambda created: yearly_on(created + dt.timedelta(days=60)),
+    "yearly-150-days-ahead": lambda created: yearly_on(created + dt.timedelta(days=150)),
+}
+#: How long after its creation a deployment is looked at a second time, beyond the lag a pass may have: the
+#: every-10-seconds schedule has had a run fall due by then, which the scheduler must have replaced by a new last one.
+TOP_UP_AFTER = dt.timedelta(seconds=12)
+
+
+def yearly_on(day: dt.datetime) -> dict[str, Any]:
+    return {"cron": f"0 12 {day.day} {day.month} *", "timezone": "UTC"}
+
+
+def pass_lag() -> dt.timedelta:
+    """How old the scheduler's latest pass over a schedule that needs runs may be: two of its loops
+    (``--scheduler-interval``) and 10 s for a pass in flight on a loaded server, scaled like every wait."""
+    return dt.timedelta(seconds=(2 * scheduler_interval() + 10.0) * timeout_scale())
+
+
+@dataclass
+class Horizon:
+    #: case -> (deployment id, its schedule, when it was created by the harness's clock)
+    deployments: dict[str, tuple[str, dict[str, Any], dt.datetime]]
+
+
+@pytest.fixture(scope="module")
+def horizon(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> Horizon:
+    """One deployment per :data:`HORIZON_CASES` schedule, active, created together (one flow: deleting it at the
+    end deletes them and their runs)."""
+    flow = create_flow(api, module_created, module_names("horizon-flow"))
+    deployments = {}
+    for case, make in HORIZON_CASES.items():
+        created_at = utc_now()
+        schedule = make(created_at)
+        deployment = create_deployment(api, flow["id"], module_names(f"horizon-{case}"),
+                                       schedules=[{"schedule": schedule, "active": True}])
+        deployments[case] = (deployment["id"], schedule, created_at)
+    return Horizon(deployments)
+
+
+@pytest.mark.parametrize("case", HORIZON_CASES)
+def test_scheduler_keeps_prefects_horizon(case: str, horizon: Horizon, api: ApiClient, target_clock: TargetClock) -> None:
+    """A deployment with one active {case} schedule: the target's own scheduler keeps exactly the runs Prefect's
+    keeps ahead (at least min_runs and until min_scheduled_time ahead, at most max_runs and never beyond
+    max_scheduled_time: ``--scheduler-limits``, Prefect's by default), each occurrence once and none due before the
+    deployment existed; looked at again once runs have fallen due, the series has been topped up, without duplicates."""
+    deployment_id, schedule, created_at = horizon.deployments[case]
+    limits, lag = scheduler_limits(), pass_lag()
+    shift = dt.timedelta(seconds=target_clock.offset)  # the scheduler's "now" is the target's clock
+    tolerance = dt.timedelta(seconds=target_clock.uncertainty + 1.0)
+    last: dict[str, str] = {}
+
+    def judged() -> dt.datetime:
+        observed = utc_now()
+        runs = scheduled_runs(api, deployment_id)
+        times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
+        problem = horizon_problem(schedule, times, created=created_at + shift, observed=observed + shift,
+                                  limits=limits, lag=lag, tolerance=tolerance)
+        if problem:
+            last["problem"] = problem
+            raise AssertionError(problem)
+        return observed
+
+    what = f"the SCHEDULED runs of deployment {deployment_id} with schedule {schedule}"
+    # From the deployment's creation, so that the cases created with it and looked at after it do not each wait anew.
+    deadline = created_at + dt.timedelta(seconds=first_runs_timeout() * timeout_scale()) + lag
+    try:
+        first_look = wait_until(judged, awaiting=f"{what} to be those Prefect's scheduler keeps", interval=0.5,
+                                timeout=max(1.0, (deadline - utc_now()).total_seconds()) / timeout_scale())
+    except WaitTimeout:
+        raise AssertionError(f"{what}, created at {describe_instant(created_at)}: {last['problem']}") from None
+    topped_up_by = created_at + lag + TOP_UP_AFTER
+    if first_look >= topped_up_by:
+        return  # looked at once runs had fallen due already (the cases created with it took the time)
+    second_look = max(first_look + dt.timedelta(seconds=stable_for()), topped_up_by)
+    wait_for_instant(second_look, awaiting=f"{describe_instant(second_look)}, to look at {what} again once runs have "
+                     "fallen due")
+    try:
+        judged()
+    except AssertionError as exc:
+        raise AssertionError(f"{what}, created at {describe_instant(created_at)}, looked at again once runs had fallen "
+                             f"due: {exc}") from None

@@ -323,6 +323,31 @@ class RewriteRuns(Deviation):
         return response
 
 
+def horizon_of(minutes: int) -> Callable[[dict], dict | list[dict]]:
+    """For :class:`RewriteRuns`: a scheduler that keeps runs only ``minutes`` ahead (auto-scheduled runs due later
+    are not there)."""
+    def fn(run: dict) -> dict | list[dict]:
+        due = run.get("expected_start_time")
+        ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
+        return [] if run.get("auto_scheduled") and due and parse_instant(due) > ahead else run
+    return fn
+
+
+def first_pass_only() -> Callable[[dict], dict | list[dict]]:
+    """For :class:`RewriteRuns`: a scheduler that expands a deployment once and never tops its series up (the
+    auto-scheduled runs created more than 2 s after a deployment's first are not there)."""
+    first: dict[str, dt.datetime] = {}
+
+    def fn(run: dict) -> dict | list[dict]:
+        if not run.get("auto_scheduled") or not run.get("created"):
+            return run
+        created = parse_instant(run["created"])
+        deployment = run.get("deployment_id") or ""
+        first[deployment] = min(first.get(deployment, created), created)
+        return [] if created > first[deployment] + dt.timedelta(seconds=2) else run
+    return fn
+
+
 class RewriteJson(Deviation):
     """Applies ``fn`` to the JSON answer of requests matching ``method`` and the ``path`` regex."""
 

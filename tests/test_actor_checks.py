@@ -23,7 +23,7 @@ from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
-from scenarios.test_scheduler import CALENDAR_CASES, INTERVAL_CASES
+from scenarios.test_scheduler import CALENDAR_CASES, HORIZON_CASES, INTERVAL_CASES
 from tests.deviations import (
     AcceptWithout,
     Deviation,
@@ -37,6 +37,8 @@ from tests.deviations import (
     RewriteScheduleEntries,
     RewriteSchedules,
     epoch_created,
+    first_pass_only,
+    horizon_of,
     interval_schedules,
     skip_late,
 )
@@ -364,6 +366,29 @@ CASES = [
         r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE|after DELETE of schedule 'quarter-to', "
         r"[1-9]\d* of its \d+ SCHEDULED runs are still there",
         args=("-k", "deleting"),
+    ),
+    Case(
+        "scheduler-horizon-of-30-minutes",
+        # Every schedule but the 10-s one (100 runs, 16.5 min) has runs further ahead; the 150-days one has none.
+        lambda: RewriteRuns(horizon_of(30)),
+        "scheduler",
+        {f"scheduler/scheduler_keeps_prefects_horizon[{case}]" for case in HORIZON_CASES} - {
+            "scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]",
+            "scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]"},
+        r"the runs not yet due at .* are \d+ runs?.*; Prefect's scheduler keeps \d+ runs?.* \(first difference at run "
+        r"\d+: Prefect's is [\d-]+T[\d:]+Z, the target's none\)\. Limits: min_runs=3, max_runs=100",
+        passes={"scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]"},
+        args=("-k", "horizon", "--timeout-scale", "0.5"),
+    ),
+    Case(
+        "scheduler-never-tops-up",
+        lambda: RewriteRuns(first_pass_only()),
+        "scheduler",
+        {"scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]"},
+        r"looked at again once runs had fallen due: the runs not yet due at .* are \d+ runs, .*; Prefect's scheduler "
+        r"keeps 100 runs, .*max_runs=100 of them, topped up within \d+ s",
+        passes={"scheduler/scheduler_keeps_prefects_horizon[hourly]", "scheduler/scheduler_keeps_prefects_horizon[daily]"},
+        args=("-k", "horizon", "--timeout-scale", "0.5"),
     ),
     Case(
         "scheduler-duplicates-runs",

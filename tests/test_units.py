@@ -366,3 +366,49 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
              for name in ("serve", "timestamps", "scheduler") for i in range(2)]
     assert [item.name for item in sorted(items, key=dispatch_rank)] == [
         "scheduler-0", "scheduler-1", "timestamps-0", "timestamps-1", "serve-0", "serve-1"]
+
+
+# --- the scheduler's horizon: the limits a target's author states, and what a deviating series gets ----------------
+
+def test_scheduler_limits_read_as_prefect_names_them() -> None:
+    from harness.checks.horizon import parse_limits, prefect_limits
+
+    defaults = prefect_limits()
+    assert (defaults.min_runs, defaults.max_runs) == (3, 100)
+    assert (defaults.min_scheduled_time, defaults.max_scheduled_time) == (dt.timedelta(hours=1), dt.timedelta(days=100))
+    limits = parse_limits("min_runs=5, max_scheduled_time=30d,min_scheduled_time=90m", defaults)
+    assert (limits.min_runs, limits.max_runs) == (5, 100)
+    assert limits.describe() == "min_runs=5, max_runs=100, min_scheduled_time=90m, max_scheduled_time=30d"
+    for bad, says in (("min_runs=0", "at least 1"), ("max_runs=two", "whole number"), ("min_time=1h", "unknown limit"),
+                      ("max_scheduled_time=soon", "such as 3600"), ("min_runs=200", "more than max_runs")):
+        with pytest.raises(ValueError, match=says):
+            parse_limits(bad, defaults)
+
+
+def test_horizon_is_judged_by_the_limits_the_author_states() -> None:
+    """Prefect's three runs of an hourly schedule pass with Prefect's limits, and fail for a target whose author says
+    it keeps five: the message names the rule and the limits."""
+    from harness.checks.horizon import horizon_problem, parse_limits, prefect_limits, prefect_pass
+
+    hourly, created = {"cron": "0 * * * *", "timezone": "UTC"}, dt.datetime(2027, 1, 10, 9, 20, tzinfo=UTC)
+    observed, second = created + dt.timedelta(seconds=2), dt.timedelta(seconds=1)
+    runs = prefect_pass(hourly, created + second, prefect_limits())
+    assert len(runs) == 3
+    judge = dict(created=created, observed=observed, lag=dt.timedelta(seconds=12), tolerance=second)
+    assert horizon_problem(hourly, runs, limits=prefect_limits(), **judge) is None
+    problem = horizon_problem(hourly, runs, limits=parse_limits("min_runs=5", prefect_limits()), **judge)
+    assert problem and "Prefect's scheduler keeps 5 runs" in problem and "min_runs=5, max_runs=100" in problem, problem
+    assert "scheduled more than once" in horizon_problem(hourly, runs + runs[-1:], limits=prefect_limits(), **judge)
+    early = [created - dt.timedelta(hours=1)] + runs
+    assert "due before the deployment was created" in horizon_problem(hourly, early, limits=prefect_limits(), **judge)
+    off = runs[:-1] + [runs[-1] + dt.timedelta(minutes=1)]
+    assert "not occurrences of the schedule" in horizon_problem(hourly, off, limits=prefect_limits(), **judge)
+
+
+def test_bad_scheduler_limits_are_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", "--scheduler-limits", "min_runs=many",
+                           "--target", "http://127.0.0.1:9/api", "--report-dir", str(tmp_path)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2 and "--scheduler-limits 'min_runs=many': min_runs must be a whole number" in proc.stderr, (
+        proc.stderr)
+    assert "Traceback" not in proc.stderr

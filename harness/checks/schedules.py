@@ -18,14 +18,16 @@ from harness.target.api import ApiClient
 MAX_RUNS = 100
 
 
-def prefect_occurrences(schedule: dict[str, Any], start: dt.datetime, end: dt.datetime) -> list[dt.datetime]:
+def prefect_occurrences(schedule: dict[str, Any], start: dt.datetime, end: dt.datetime,
+                        n: int = MAX_RUNS) -> list[dt.datetime]:
     """The instants (UTC) at which Prefect schedules runs for ``schedule`` (a deployment schedule's ``schedule``
-    body: cron, rrule or interval) from ``start`` to ``end``."""
+    body: cron, rrule or interval) from ``start`` to ``end``, at most ``n``."""
     from prefect.server.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule  # heavy: only here
 
     kind = CronSchedule if "cron" in schedule else RRuleSchedule if "rrule" in schedule else IntervalSchedule
-    dates = asyncio.run(kind(**schedule).get_dates(n=MAX_RUNS, start=start, end=end))
-    return [date.astimezone(UTC) for date in dates]
+    dates = asyncio.run(kind(**schedule).get_dates(n=n, start=start, end=end))
+    # Plain datetimes: the arithmetic of some releases' own (pendulum) datetimes drops the zone.
+    return [dt.datetime(*date.astimezone(UTC).timetuple()[:6], date.microsecond, tzinfo=UTC) for date in dates]
 
 
 def expand_schedules(api: ApiClient, deployment_id: str, start: dt.datetime, end: dt.datetime) -> None:

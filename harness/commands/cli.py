@@ -39,6 +39,7 @@ from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_EN
 from harness.reference.server import ReferenceServer
 from harness.reference.startup import ReferenceStartup
 from harness.target.preflight import Target, preflight
+from harness.checks.horizon import SCHEDULER_LIMITS_ENV, parse_limits, prefect_limits
 from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
 
 PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
@@ -151,6 +152,15 @@ def build_parser() -> argparse.ArgumentParser:
         f"also {SCHEDULER_INTERVAL_ENV}",
     )
     run.add_argument(
+        "--scheduler-limits",
+        metavar="LIMITS",
+        default=None,
+        help="the limits of the target's scheduler, where they differ from Prefect's: how many runs of a schedule "
+        "it keeps ahead and how far, e.g. 'min_runs=5,max_scheduled_time=30d' (names as Prefect's "
+        "PREFECT_SERVER_SERVICES_SCHEDULER_* settings; times in s, m, h or d). Default: Prefect's (min_runs=3, "
+        f"max_runs=100, min_scheduled_time=1h, max_scheduled_time=100d); also {SCHEDULER_LIMITS_ENV}",
+    )
+    run.add_argument(
         "--client-version",
         metavar="X.Y.Z",
         default=os.environ.get(CLIENT_VERSION_ENV) or None,
@@ -226,6 +236,12 @@ def run(args: argparse.Namespace) -> int:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
     if args.scheduler_interval:
         os.environ[SCHEDULER_INTERVAL_ENV] = str(args.scheduler_interval)
+    if args.scheduler_limits is not None:
+        try:
+            parse_limits(args.scheduler_limits, prefect_limits())
+        except ValueError as exc:
+            raise HarnessError(f"--scheduler-limits {args.scheduler_limits!r}: {exc}.") from None
+        os.environ[SCHEDULER_LIMITS_ENV] = args.scheduler_limits
     elif not args.target:  # the bundled reference loops as its settings say, where its release honours them
         configured = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
         loop = scheduler_loop_seconds(args.reference_version, configured) if args.reference_version else configured
