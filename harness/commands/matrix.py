@@ -86,7 +86,8 @@ def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> Co
         if args.reference:
             argv += ["--reference", args.reference]
     for option, value in (("-m", args.markers), ("-k", args.keyword), ("--timeout-scale", args.timeout_scale),
-                          ("--scheduler-interval", args.scheduler_interval)):
+                          ("--scheduler-interval", args.scheduler_interval),
+                          ("--scheduler-limits", args.scheduler_limits)):
         if value:
             argv += [option, str(value)]
     started = time.monotonic()
@@ -247,6 +248,7 @@ def add_parser(commands: Any, absolute_path: Any) -> None:
     cmd.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches")
     cmd.add_argument("--timeout-scale", type=float, default=None, metavar="F")
     cmd.add_argument("--scheduler-interval", type=float, default=None, metavar="S")
+    cmd.add_argument("--scheduler-limits", default=None, metavar="LIMITS", help="as for run (with --target)")
     cmd.add_argument("--report-dir", type=absolute_path, default=None, help="where REPORT_DIR/matrix/ goes")
 
 
