@@ -420,6 +420,30 @@ class RetriesByRescheduling(Deviation):
         return None
 
 
+class IgnoresCancellation(Deviation):
+    """Answers a proposal of CANCELLING with ACCEPT and stores nothing: a server without cancellation, whose runs
+    go on running (and whose scheduled runs stay scheduled) when a user cancels them."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+            state = (request.json() or {}).get("state") or {}
+            if state.get("type") == "CANCELLING":
+                return ProxyResponse.of_json(201, {"status": "ACCEPT", "details": {}, "state": state})
+        return None
+
+
+class FailuresAreFinal(Deviation):
+    """Accepts a flow engine's unforced FAILED as it is (forcing it through): a server without Prefect's retry rule,
+    where a flow with retries fails on its first failure."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+            body = request.json() or {}
+            if (body.get("state") or {}).get("type") == "FAILED" and not body.get("force"):
+                request.set_json({**body, "force": True})
+        return None
+
+
 def skip_late(body: dict, items: list) -> list:
     """A poll that filters on the state *name* Scheduled instead of the type SCHEDULED: Late runs are never started."""
     return [item for item in items if (run_of(item).get("state") or {}).get("name") != "Late"]

@@ -28,7 +28,9 @@ from tests.deviations import (
     AcceptWithout,
     Deviation,
     EmptyPolls,
+    FailuresAreFinal,
     IgnoreDeletes,
+    IgnoresCancellation,
     Refuse,
     RewriteJson,
     RewriteObjects,
@@ -389,6 +391,29 @@ CASES = [
         r"keeps 100 runs, .*max_runs=100 of them, topped up within \d+ s",
         passes={"scheduler/scheduler_keeps_prefects_horizon[hourly]", "scheduler/scheduler_keeps_prefects_horizon[daily]"},
         args=("-k", "horizon", "--timeout-scale", "0.5"),
+    ),
+    Case(
+        "cancellation-ignored",
+        lambda: IgnoresCancellation(),
+        "lifecycle",
+        {f"lifecycle/{check}[{client}]" for client in ("runner", "worker")
+         for check in ("a_running_run_cancelled_ends_cancelled", "a_scheduled_run_cancelled_before_it_starts_never_runs")},
+        r"waiting for flow run .* to be executed by the (runner|worker) and reach a final state\. Last seen: run is "
+        r"RUNNING/Running|got ACCEPT with state CANCELLING/Cancelling, and the run is (SCHEDULED|PENDING|RUNNING)/",
+        passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+                "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
+        args=("--timeout-scale", "0.25"),
+    ),
+    Case(
+        "failures-are-final",
+        lambda: FailuresAreFinal(),
+        "lifecycle",
+        {"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+         "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
+        r"with retries=2 ended FAILED/Failed .* with run_count 1, after 1 attempts of its code; .* States kept: .*"
+        r"RUNNING/Running, FAILED/Failed",
+        passes={"lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
+                "lifecycle/a_running_run_cancelled_ends_cancelled[worker]"},
     ),
     Case(
         "scheduler-duplicates-runs",

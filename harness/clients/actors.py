@@ -26,6 +26,8 @@ FAST_CLIENT_SETTINGS: dict[str, str] = {
     "PREFECT_WORKER_QUERY_SECONDS": "1",
     "PREFECT_WORKER_HEARTBEAT_SECONDS": "2",
     "PREFECT_WORKER_PREFETCH_SECONDS": "10",
+    # A worker's fallback poll for runs to cancel, when no Cancelling event reaches it (Prefect's default 10 s).
+    "PREFECT_WORKER_CANCELLATION_POLL_SECONDS": "2",
     "PREFECT_LOGGING_LEVEL": "INFO",
     "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
 }
@@ -182,7 +184,7 @@ def start_logging_flow(target_api_url: str, workdir: Path, *, flow_name: str, ta
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(LOGGING_FLOW_SOURCE.format(flow_name=flow_name, task_name=task_name, flow_lines=flow_lines,
                                                task_lines=task_lines))
-    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent)
+    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent)
 
 
 EVENTS_CLIENT_SOURCE = '''"""A client of the target's events, for prefect-conformance (generated; one file per run).
@@ -240,7 +242,7 @@ def start_events_client(target_api_url: str, workdir: Path, *, resource_ids: lis
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(EVENTS_CLIENT_SOURCE)
     arguments = json.dumps([resource_ids, own_event, expected, timeout, str(out), str(ready)])
-    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(path), arguments], cwd=path.parent)
+    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(path), arguments], cwd=path.parent)
 
 
 @dataclass
@@ -288,8 +290,9 @@ def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None 
     )
 
 
-def _start(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
-           extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
+def start_client(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
+                 extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
+    """``argv`` (a real client of some release) in a child process, talking to the target through a recorder."""
     recorder = RecordingRelay(target_api_url, actor=name, keep_answers=True)
     recorder.start()
     try:
@@ -320,7 +323,7 @@ def start_runner(
     # A folder per Runner: a flow-run process loads its flow from this file, so a second Runner must not rewrite it.
     flow_file = write_flow_file(workdir / f"{name}-flow", flow_name, deployment_name)
     argv = [(release or pinned()).python, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
-    return _start(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0,
+    return start_client(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0,
                   extra_env={GATE_ENV: str(gate)} if gate else None)
 
 
@@ -335,7 +338,7 @@ def start_worker(
 ) -> Actor:
     """``prefect worker start --pool POOL --type process`` in a child process, through a recorder."""
     argv = [(release or pinned()).prefect, "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
-    return _start(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
+    return start_client(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
 
 
 def task_ledger(workdir: Path) -> Path:
@@ -356,7 +359,7 @@ def task_environment(workdir: Path, storage: Path) -> dict[str, str]:
 def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path,
                       name: str = "task-worker", release: Release | None = None) -> Actor:
     """``prefect.task_worker.serve(task)`` in a child process, through a recorder."""
-    return _start(target_api_url, workdir, name, [(release or pinned()).python, str(tasks_file), "serve"], cwd=tasks_file.parent,
+    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(tasks_file), "serve"], cwd=tasks_file.parent,
                   extra_env=task_environment(workdir, storage), sigint_wait=3.0)
 
 
@@ -366,7 +369,7 @@ def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path
     """A second real client: ``task.delay(n)`` for n in range(count), then each future's ``result()``; it writes
     the task run ids and what each ``result()`` gave to ``out`` and exits."""
     argv = [(release or pinned()).python, str(tasks_file), "submit", str(count), str(timeout), str(out)]
-    return _start(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage))
+    return start_client(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage))
 
 
 def read_submission(out: Path) -> dict[str, Any] | None:

@@ -30,7 +30,7 @@ RESULTS_SCHEMA_VERSION = 1
 
 #: The order features are reported in.
 FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "logs", "events", "scheduler", "serve", "worker",
-                 "task_worker", "durability", "differential")
+                 "task_worker", "lifecycle", "durability", "differential")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "n/a", "error")
 #: How a skip reason starts when the check does not apply to the releases in this run (status ``n/a``).

@@ -1,0 +1,265 @@
+"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation and retries.
+
+Behaviour relied on (Prefect 3.9.1 server and clients):
+
+- A user cancels a run by proposing ``CANCELLING`` (``POST /flow_runs/{id}/set_state``, unforced: what
+  ``prefect flow-run cancel`` sends). The server accepts it for a RUNNING run; the client that runs it (a
+  ``.serve()`` Runner or a process worker) hears of it from the ``prefect.flow-run.Cancelling`` event over ``WS
+  /events/out``, or from its fallback poll of ``POST /flow_runs/filter``, kills the flow-run process, runs the flow's
+  ``on_cancellation`` hooks and sets ``CANCELLED``.
+- A run that no infrastructure holds yet (SCHEDULED, no ``infrastructure_pid``) is not left CANCELLING: the server
+  answers the proposal with ``CANCELLED`` at once (``BypassCancellingFlowRunsWithNoInfra`` in
+  ``server/orchestration/core_policy.py``), and no client starts it.
+- A flow with ``retries=2, retry_delay_seconds=1`` that fails proposes ``FAILED``; the server rejects it with
+  ``AwaitingRetry``, a SCHEDULED-type state whose ``scheduled_time`` is the retry delay after the failure
+  (``RetryFailedFlows``); the flow's own process waits for it and proposes ``Retrying`` (RUNNING). The run ends
+  COMPLETED with ``run_count`` 3.
+
+Each check acts on runs of its own, through the Runner and the worker this module starts once; all the runs are
+created together, so the clients run them side by side while the checks take turns.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import pytest
+
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool
+from harness.checks.polling import create_run
+from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.clients.actors import Actor, start_worker
+from harness.clients.lifecycle import (BLOCKING_ENTRYPOINT, FLAKY_ENTRYPOINT, RETRIES, RETRY_DELAY, read_ledger,
+                                       start_lifecycle_runner, write_lifecycle_flows)
+from harness.target.api import ApiClient
+from harness.target.errors import UnexpectedAnswer
+from harness.waits import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state, wait_until
+
+pytestmark = pytest.mark.lifecycle
+
+#: How long a run may take to be picked up and reach its flow code, or to end (a flow-run process starts in 1-2 s).
+RUN_TIMEOUT = 90.0
+#: How long a cancelled run may take to end CANCELLED: the client hears of it by an event at once, or by its
+#: fallback poll (1 s for the Runner, 2 s for the worker here: ``FAST_CLIENT_SETTINGS``), then kills the process.
+CANCEL_TIMEOUT = 30.0
+CLIENTS = ("runner", "worker")
+#: What ``prefect flow-run cancel`` proposes (``State(type=CANCELLING)``, unforced).
+CANCEL_REQUEST = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": False}
+#: How far ahead the run cancelled before it starts is due: cancelled at once, it must never start.
+EARLY_BY = dt.timedelta(seconds=2)
+
+
+@dataclass
+class Lifecycle:
+    flows_dir: Path
+    pool_name: str
+    #: client -> its actor
+    actors: dict[str, Actor]
+    #: client -> flow ("blocking", "flaky") -> deployment id
+    deployments: dict[str, dict[str, str]]
+    #: client -> purpose ("cancel", "early", "flaky") -> the run created for it when the module began
+    runs: dict[str, dict[str, dict[str, Any]]]
+    #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
+    early_due: dict[str, dt.datetime]
+    early_cancel: dict[str, dict[str, Any] | AssertionError]
+
+    def poll_path(self, client: str) -> str:
+        return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
+                else "/deployments/get_scheduled_flow_runs")
+
+
+@pytest.fixture(scope="module")
+def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
+              scenario_dir: Path) -> Lifecycle:
+    """The flows file, a Runner serving both flows, a process pool with a deployment of each and its worker."""
+    blocking, flaky = module_names("blocking"), module_names("flaky")
+    flows_dir = scenario_dir / "flows"
+    flows_file = write_lifecycle_flows(flows_dir, blocking_name=blocking, flaky_name=flaky)
+    pool_name = module_names("pool")
+    create_work_pool(api, module_created, pool_name)
+    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}]
+    worker_deployments = {}
+    for key, flow_name, entrypoint in (("blocking", blocking, BLOCKING_ENTRYPOINT), ("flaky", flaky, FLAKY_ENTRYPOINT)):
+        flow = create_flow(api, module_created, flow_name)
+        worker_deployments[key] = create_deployment(api, flow["id"], module_names(f"worker-{key}"), work_pool_name=pool_name,
+                                                    entrypoint=entrypoint, pull_steps=pull)["id"]
+    runner_names = {"blocking": module_names("runner-blocking"), "flaky": module_names("runner-flaky")}
+    runner = actors(start_lifecycle_runner, flows_file=flows_file, blocking_deployment=runner_names["blocking"],
+                    flaky_deployment=runner_names["flaky"])
+    worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
+    runner_deployments = {
+        key: wait_for_deployment(api, flow_name, runner_names[key], actor=runner, timeout=RUN_TIMEOUT)["id"]
+        for key, flow_name in (("blocking", blocking), ("flaky", flaky))
+    }
+    lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker},
+                          {"runner": runner_deployments, "worker": worker_deployments}, {}, {}, {})
+    for client, deployments in lifecycle.deployments.items():
+        now = utc_now()
+        due = now + EARLY_BY
+        lifecycle.runs[client] = {
+            "cancel": create_run(api, deployments["blocking"], module_names(client, "cancel"), now),
+            "flaky": create_run(api, deployments["flaky"], module_names(client, "flaky"), now),
+            "early": create_run(api, deployments["blocking"], module_names(client, "early"), due),
+        }
+        lifecycle.early_due[client] = due
+        try:
+            lifecycle.early_cancel[client] = cancel(api, lifecycle.runs[client]["early"]["id"])
+        except AssertionError as exc:  # the target's answer: the check that needs it fails with it
+            lifecycle.early_cancel[client] = exc
+    return lifecycle
+
+
+def ledger_events(lifecycle: Lifecycle, run_id: str) -> list[str]:
+    return [entry["event"] for entry in read_ledger(lifecycle.flows_dir, run_id)]
+
+
+def process_gone(pid: int) -> bool:
+    """The process has exited (a zombie not yet reaped by its parent counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat") as handle:
+            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
+    except FileNotFoundError:
+        return True
+    except OSError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        return False
+
+
+def await_flow_code(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str) -> dict[str, Any]:
+    """Until the run's flow code is running (its ledger entry) and the target says RUNNING: the entry."""
+    actor = lifecycle.actors[client]
+
+    def probe() -> dict[str, Any]:
+        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "started"]
+        run = api.get(f"/flow_runs/{run_id}")
+        if entries and (run.get("state") or {}).get("type") == "RUNNING":
+            return entries[0]
+        actor_can_still_act(actor, lifecycle.poll_path(client))
+        raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
+
+    return wait_until(probe, awaiting=f"the {client} to start flow run {run_id} and the target to say RUNNING",
+                      timeout=RUN_TIMEOUT, interval=0.25,
+                      hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
+
+
+def cancel(api: ApiClient, run_id: str) -> dict[str, Any]:
+    """Propose CANCELLING as ``prefect flow-run cancel`` does; the orchestration result."""
+    result = api.post(f"/flow_runs/{run_id}/set_state", CANCEL_REQUEST, expect=(200, 201))
+    if not isinstance(result, dict) or "status" not in result:
+        raise UnexpectedAnswer(f"POST /flow_runs/{{id}}/set_state answered {str(result)[:300]}, not an orchestration "
+                               "result {status, state, details}")
+    return result
+
+
+def proposal_outcome(result: dict[str, Any]) -> str:
+    state = result.get("state") or {}
+    reason = (result.get("details") or {}).get("reason")
+    return f"{result.get('status')} with state {state.get('type')}/{state.get('name')}" + (f" ({reason})" if reason else "")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_running_run_cancelled_ends_cancelled(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s run, RUNNING in its flow-run process, cancelled as ``prefect flow-run cancel`` cancels it: the
+    target accepts CANCELLING, the {client} kills the process and the run ends CANCELLED, with the flow's
+    ``on_cancellation`` hook run and its code never finished."""
+    run = lifecycle.runs[client]["cancel"]
+    started = await_flow_code(api, lifecycle, client, run["id"])
+    result = cancel(api, run["id"])
+    assert result.get("status") == "ACCEPT" and (result.get("state") or {}).get("type") == "CANCELLING", (
+        f"proposing CANCELLING for RUNNING run {run['id']} got {proposal_outcome(result)}; Prefect accepts it "
+        "(the client that runs it then kills its process)")
+    final = wait_for_final_state(
+        api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
+        hint=f"the {client} learns of a cancellation from the prefect.flow-run.Cancelling event (WS /events/out) or "
+        "its poll of POST /flow_runs/filter for CANCELLING runs, then kills the process and sets CANCELLED")
+    assert final["state"]["type"] == "CANCELLED", (
+        f"the cancelled run ended {describe_state(final)}, not CANCELLED; its flow code wrote "
+        f"{ledger_events(lifecycle, run['id'])}")
+    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the cancelled run's process {started['pid']} to exit",
+               timeout=CANCEL_TIMEOUT, interval=0.2, hint=f"the {client} kills the flow-run process it cancels")
+    wait_until(lambda: "on_cancellation" in ledger_events(lifecycle, run["id"]),
+               awaiting=f"the on_cancellation hook of run {run['id']} to run", timeout=CANCEL_TIMEOUT, interval=0.2,
+               hint="the client runs the flow's on_cancellation hooks when it cancels a run; they read the run "
+               "(GET /flow_runs/{id}) and its deployment")
+    assert "finished" not in ledger_events(lifecycle, run["id"]), "the cancelled run's flow code ran to its end"
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s run due in 2 s, cancelled at once: no infrastructure holds it, so the target makes it CANCELLED
+    (Prefect answers the CANCELLING proposal with CANCELLED), and the {client}, polling past its due time, never
+    starts it."""
+    due, run, result = lifecycle.early_due[client], lifecycle.runs[client]["early"], lifecycle.early_cancel[client]
+    if isinstance(result, AssertionError):
+        raise result
+    state = api.get(f"/flow_runs/{run['id']}").get("state") or {}
+    assert state.get("type") == "CANCELLED", (
+        f"proposing CANCELLING for a SCHEDULED run no client holds got {proposal_outcome(result)}, and the run is "
+        f"{state.get('type')}/{state.get('name')}: Prefect makes it CANCELLED at once (no infrastructure to "
+        "terminate), where a CANCELLING run would wait for a client that never comes")
+    actor, poll = lifecycle.actors[client], lifecycle.poll_path(client)
+
+    def polls_after_due() -> int:
+        actor_can_still_act(actor, poll)
+        after = [e for e in actor.recorder.transcript() if e.path.endswith(poll) and e.started > due.timestamp() + 0.5]
+        return len(after) >= 2
+
+    wait_until(polls_after_due, awaiting=f"the {client} to poll {poll} twice after {describe_instant(due)}, when the "
+               "cancelled run was due", timeout=RUN_TIMEOUT, interval=0.25)
+    state = api.get(f"/flow_runs/{run['id']}").get("state") or {}
+    ran = ledger_events(lifecycle, run["id"])
+    assert not ran and state.get("type") == "CANCELLED", (
+        f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
+        f"{ran}: a cancelled run is never handed out")
+
+
+def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:
+    states = api.get(f"/flow_run_states/?flow_run_id={run_id}")
+    if not isinstance(states, list):
+        raise UnexpectedAnswer(f"GET /flow_run_states/ answered {str(states)[:300]}, not a list of states")
+    return sorted(states, key=lambda s: read_instant(s.get("timestamp"), "timestamp of a flow run state"))
+
+
+def describe_history(states: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{s.get('type')}/{s.get('name')}" for s in states)
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_failing_flow_retries_until_it_completes(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s run of a flow with ``retries=2, retry_delay_seconds=1`` that fails twice: each failure becomes
+    ``AwaitingRetry`` (SCHEDULED-type, due one retry delay after it), then ``Retrying`` in the same process; the
+    run ends COMPLETED with ``run_count`` 3, its flow code run three times."""
+    run = lifecycle.runs[client]["flaky"]
+    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
+                                 poll_path=lifecycle.poll_path(client))
+    history = state_history(api, run["id"])
+    attempts = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "attempt"]
+    assert final["state"]["type"] == "COMPLETED" and final.get("run_count") == RETRIES + 1, (
+        f"the run of a flow that fails {RETRIES} times with retries={RETRIES} ended {describe_state(final)} with "
+        f"run_count {final.get('run_count')}, after {len(attempts)} attempts of its code; Prefect answers each FAILED "
+        f"with AwaitingRetry and the run completes with run_count {RETRIES + 1}. States kept: {describe_history(history)}")
+    assert len(attempts) == RETRIES + 1 and len({e["pid"] for e in attempts}) == 1, (
+        f"the flow's code ran {len(attempts)} times in processes {sorted({e['pid'] for e in attempts})}; its retries "
+        f"run in its own process, {RETRIES + 1} attempts in all")
+    # The names of the RUNNING states are the client's (3.9.1 proposes "Running" again, older clients "Retrying");
+    # AwaitingRetry is the server's.
+    running = next((i for i, s in enumerate(history) if s.get("type") == "RUNNING"), 0)
+    kept = [s.get("type") + ("/" + str(s.get("name")) if s.get("type") == "SCHEDULED" else "") for s in history[running:]]
+    expected = ["RUNNING"] + ["SCHEDULED/AwaitingRetry", "RUNNING"] * RETRIES + ["COMPLETED"]
+    assert kept == expected, (
+        f"from its first RUNNING on, the run's states are {describe_history(history[running:])}; Prefect keeps "
+        f"{', '.join(expected)}")
+    for state in (s for s in history if s.get("name") == "AwaitingRetry"):
+        at = read_instant(state.get("timestamp"), "timestamp of an AwaitingRetry state")
+        due = read_instant((state.get("state_details") or {}).get("scheduled_time"), "scheduled_time of an AwaitingRetry state")
+        delay = (due - at).total_seconds()
+        assert RETRY_DELAY - 0.5 <= delay <= RETRY_DELAY + 0.5, (
+            f"an AwaitingRetry state at {describe_instant(at)} is due at {describe_instant(due)}, {delay:.3f} s later; "
+            f"Prefect schedules the retry retry_delay_seconds ({RETRY_DELAY} s) after the failure")
