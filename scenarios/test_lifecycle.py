@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -66,6 +66,8 @@ class Lifecycle:
     #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
     early_due: dict[str, dt.datetime]
     early_cancel: dict[str, dict[str, Any] | AssertionError]
+    #: client -> the run it cancelled while running, once the cancellation check saw it CANCELLED
+    cancelled: dict[str, str] = field(default_factory=dict)
 
     def poll_path(self, client: str) -> str:
         return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
@@ -167,8 +169,7 @@ def proposal_outcome(result: dict[str, Any]) -> str:
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_running_run_cancelled_ends_cancelled(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
     """A {client}'s run, RUNNING in its flow-run process, cancelled as ``prefect flow-run cancel`` cancels it: the
-    target accepts CANCELLING, the {client} kills the process and the run ends CANCELLED, with the flow's
-    ``on_cancellation`` hook run and its code never finished."""
+    target accepts CANCELLING, the {client} kills the process and the run ends CANCELLED, its code never finished."""
     run = lifecycle.runs[client]["cancel"]
     started = await_flow_code(api, lifecycle, client, run["id"])
     result = cancel(api, run["id"])
@@ -184,11 +185,23 @@ def test_a_running_run_cancelled_ends_cancelled(client: str, lifecycle: Lifecycl
         f"{ledger_events(lifecycle, run['id'])}")
     wait_until(lambda: process_gone(started["pid"]), awaiting=f"the cancelled run's process {started['pid']} to exit",
                timeout=CANCEL_TIMEOUT, interval=0.2, hint=f"the {client} kills the flow-run process it cancels")
-    wait_until(lambda: "on_cancellation" in ledger_events(lifecycle, run["id"]),
-               awaiting=f"the on_cancellation hook of run {run['id']} to run", timeout=CANCEL_TIMEOUT, interval=0.2,
-               hint="the client runs the flow's on_cancellation hooks when it cancels a run; they read the run "
-               "(GET /flow_runs/{id}) and its deployment")
     assert "finished" not in ledger_events(lifecycle, run["id"]), "the cancelled run's flow code ran to its end"
+    lifecycle.cancelled[client] = run["id"]
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_cancelled_runs_on_cancellation_hook_ran(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """The {client}'s run cancelled while running (the check before): the flow's ``on_cancellation`` hook ran, which
+    the {client} runs from the flow it loads through the run and its deployment (``GET /flow_runs/{{id}}``, ``GET
+    /deployments/{{id}}``)."""
+    run_id = lifecycle.cancelled.get(client)
+    if run_id is None:
+        pytest.fail(f"the {client}'s run was not cancelled (see a_running_run_cancelled_ends_cancelled[{client}])",
+                    pytrace=False)
+    wait_until(lambda: "on_cancellation" in ledger_events(lifecycle, run_id),
+               awaiting=f"the on_cancellation hook of the cancelled run {run_id} to run", timeout=CANCEL_TIMEOUT,
+               interval=0.2, hint=f"the {client} runs the flow's on_cancellation hooks once it has killed the process; "
+               "it loads the flow through the run and its deployment, so both must read back as they were created")
 
 
 @pytest.mark.parametrize("client", CLIENTS)
