@@ -1,4 +1,4 @@
-"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation and retries.
+"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation, crashes and retries.
 
 Behaviour relied on (Prefect 3.9.1 server and clients):
 
@@ -10,6 +10,8 @@ Behaviour relied on (Prefect 3.9.1 server and clients):
 - A run that no infrastructure holds yet (SCHEDULED, no ``infrastructure_pid``) is not left CANCELLING: the server
   answers the proposal with ``CANCELLED`` at once (``BypassCancellingFlowRunsWithNoInfra`` in
   ``server/orchestration/core_policy.py``), and no client starts it.
+- A flow-run process that dies (SIGKILL) leaves its run RUNNING until the client that started it sees the exit code
+  and proposes ``CRASHED``.
 - A flow with ``retries=2, retry_delay_seconds=1`` that fails proposes ``FAILED``; the server rejects it with
   ``AwaitingRetry``, a SCHEDULED-type state whose ``scheduled_time`` is the retry delay after the failure
   (``RetryFailedFlows``); the flow's own process waits for it and proposes ``Retrying`` (RUNNING). The run ends
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import signal
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -104,6 +107,7 @@ def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callab
         due = now + EARLY_BY
         lifecycle.runs[client] = {
             "cancel": create_run(api, deployments["blocking"], module_names(client, "cancel"), now),
+            "crash": create_run(api, deployments["blocking"], module_names(client, "crash"), now),
             "flaky": create_run(api, deployments["flaky"], module_names(client, "flaky"), now),
             "early": create_run(api, deployments["blocking"], module_names(client, "early"), due),
         }
@@ -195,9 +199,8 @@ def test_a_cancelled_runs_on_cancellation_hook_ran(client: str, lifecycle: Lifec
     the {client} runs from the flow it loads through the run and its deployment (``GET /flow_runs/{{id}}``, ``GET
     /deployments/{{id}}``)."""
     run_id = lifecycle.cancelled.get(client)
-    if run_id is None:
-        pytest.fail(f"the {client}'s run was not cancelled (see a_running_run_cancelled_ends_cancelled[{client}])",
-                    pytrace=False)
+    if run_id is None:  # the target's doing, as that check says
+        raise AssertionError(f"the {client}'s run was not cancelled (see a_running_run_cancelled_ends_cancelled[{client}])")
     wait_until(lambda: "on_cancellation" in ledger_events(lifecycle, run_id),
                awaiting=f"the on_cancellation hook of the cancelled run {run_id} to run", timeout=CANCEL_TIMEOUT,
                interval=0.2, hint=f"the {client} runs the flow's on_cancellation hooks once it has killed the process; "
@@ -231,6 +234,21 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
     assert not ran and state.get("type") == "CANCELLED", (
         f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
         f"{ran}: a cancelled run is never handed out")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s run whose flow-run process is killed (SIGKILL: no hook, no state of its own) while RUNNING: the
+    {client} sees the process exit and reports the run CRASHED, which the target accepts."""
+    run = lifecycle.runs[client]["crash"]
+    started = await_flow_code(api, lifecycle, client, run["id"])
+    os.kill(started["pid"], signal.SIGKILL)
+    final = wait_for_final_state(
+        api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
+        hint=f"the {client} proposes CRASHED for a run whose process exited with a non-zero code")
+    assert final["state"]["type"] == "CRASHED", (
+        f"the run whose process was killed ended {describe_state(final)}, not CRASHED: the {client} reports a run "
+        "whose process died as CRASHED, and Prefect keeps it")
 
 
 def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:

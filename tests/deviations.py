@@ -432,6 +432,17 @@ class IgnoresCancellation(Deviation):
         return None
 
 
+class RefusesCrashed(Deviation):
+    """Answers 422 to a proposal of CRASHED: a server that does not know the state, so a run whose process died is
+    left RUNNING."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+            if ((request.json() or {}).get("state") or {}).get("type") == "CRASHED":
+                return ProxyResponse.of_json(422, {"detail": "unknown state type CRASHED"})
+        return None
+
+
 class FailuresAreFinal(Deviation):
     """Accepts a flow engine's unforced FAILED as it is (forcing it through): a server without Prefect's retry rule,
     where a flow with retries fails on its first failure."""
