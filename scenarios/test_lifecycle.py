@@ -1,4 +1,4 @@
-"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation, crashes and retries.
+"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation, crashes, pauses and retries.
 
 Behaviour relied on (Prefect 3.9.1 server and clients):
 
@@ -12,6 +12,10 @@ Behaviour relied on (Prefect 3.9.1 server and clients):
   ``server/orchestration/core_policy.py``), and no client starts it.
 - A flow-run process that dies (SIGKILL) leaves its run RUNNING until the client that started it sees the exit code
   and proposes ``CRASHED``.
+- A flow that pauses (``pause_flow_run``) proposes PAUSED/Paused with its ``pause_timeout`` and waits in its process,
+  reading its run every second; ``POST /flow_runs/{id}/resume`` sets RUNNING and it carries on. One that suspends
+  (``suspend_flow_run``) proposes PAUSED/Suspended with ``pause_reschedule`` and exits; the resume sets
+  SCHEDULED/Resuming and the client runs it again from the top.
 - A flow with ``retries=2, retry_delay_seconds=1`` that fails proposes ``FAILED``; the server rejects it with
   ``AwaitingRetry``, a SCHEDULED-type state whose ``scheduled_time`` is the retry delay after the failure
   (``RetryFailedFlows``); the flow's own process waits for it and proposes ``Retrying`` (RUNNING). The run ends
@@ -36,8 +40,8 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import Actor, start_worker
-from harness.clients.lifecycle import (BLOCKING_ENTRYPOINT, FLAKY_ENTRYPOINT, RETRIES, RETRY_DELAY, read_ledger,
-                                       start_lifecycle_runner, write_lifecycle_flows)
+from harness.clients.lifecycle import (FLOW_KEYS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint, read_ledger, start_lifecycle_runner,
+                                       write_lifecycle_flows)
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
 from harness.waits import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state, wait_until
@@ -81,24 +85,23 @@ class Lifecycle:
 def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
               scenario_dir: Path) -> Lifecycle:
     """The flows file, a Runner serving both flows, a process pool with a deployment of each and its worker."""
-    blocking, flaky = module_names("blocking"), module_names("flaky")
+    flow_names = {key: module_names(key) for key in FLOW_KEYS}
     flows_dir = scenario_dir / "flows"
-    flows_file = write_lifecycle_flows(flows_dir, blocking_name=blocking, flaky_name=flaky)
+    flows_file = write_lifecycle_flows(flows_dir, flow_names)
     pool_name = module_names("pool")
     create_work_pool(api, module_created, pool_name)
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}]
     worker_deployments = {}
-    for key, flow_name, entrypoint in (("blocking", blocking, BLOCKING_ENTRYPOINT), ("flaky", flaky, FLAKY_ENTRYPOINT)):
+    for key, flow_name in flow_names.items():
         flow = create_flow(api, module_created, flow_name)
         worker_deployments[key] = create_deployment(api, flow["id"], module_names(f"worker-{key}"), work_pool_name=pool_name,
-                                                    entrypoint=entrypoint, pull_steps=pull)["id"]
-    runner_names = {"blocking": module_names("runner-blocking"), "flaky": module_names("runner-flaky")}
-    runner = actors(start_lifecycle_runner, flows_file=flows_file, blocking_deployment=runner_names["blocking"],
-                    flaky_deployment=runner_names["flaky"])
+                                                    entrypoint=entrypoint(key), pull_steps=pull)["id"]
+    runner_names = {key: module_names(f"runner-{key}") for key in FLOW_KEYS}
+    runner = actors(start_lifecycle_runner, flows_file=flows_file, deployment_names=runner_names)
     worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
     runner_deployments = {
         key: wait_for_deployment(api, flow_name, runner_names[key], actor=runner, timeout=RUN_TIMEOUT)["id"]
-        for key, flow_name in (("blocking", blocking), ("flaky", flaky))
+        for key, flow_name in flow_names.items()
     }
     lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker},
                           {"runner": runner_deployments, "worker": worker_deployments}, {}, {}, {})
@@ -109,6 +112,8 @@ def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callab
             "cancel": create_run(api, deployments["blocking"], module_names(client, "cancel"), now),
             "crash": create_run(api, deployments["blocking"], module_names(client, "crash"), now),
             "flaky": create_run(api, deployments["flaky"], module_names(client, "flaky"), now),
+            "pausing": create_run(api, deployments["pausing"], module_names(client, "pausing"), now),
+            "suspending": create_run(api, deployments["suspending"], module_names(client, "suspending"), now),
             "early": create_run(api, deployments["blocking"], module_names(client, "early"), due),
         }
         lifecycle.early_due[client] = due
@@ -266,6 +271,87 @@ def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycl
     assert final["state"]["type"] == "CRASHED", (
         f"the run whose process was killed ended {describe_state(final)}, not CRASHED: the {client} reports a run "
         "whose process died as CRASHED, and Prefect keeps it")
+
+
+def await_paused(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Until the run's flow code has started and the target says PAUSED with ``name``: (its ledger entry, the run)."""
+    actor = lifecycle.actors[client]
+
+    def probe() -> tuple[dict[str, Any], dict[str, Any]]:
+        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "started"]
+        run = api.get(f"/flow_runs/{run_id}")
+        state = run.get("state") or {}
+        if entries and (state.get("type"), state.get("name")) == ("PAUSED", name):
+            return entries[0], run
+        actor_can_still_act(actor, lifecycle.poll_path(client))
+        raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
+
+    return wait_until(probe, awaiting=f"the {client}'s run {run_id} to reach PAUSED/{name}", timeout=RUN_TIMEOUT,
+                      interval=0.25, hint=f"the flow's own process proposes PAUSED/{name}, which Prefect accepts")
+
+
+def resume(api: ApiClient, run_id: str) -> dict[str, Any]:
+    """``POST /flow_runs/{id}/resume``, as ``prefect flow-run resume`` and the UI send it: the orchestration result."""
+    result = api.post(f"/flow_runs/{run_id}/resume", {}, expect=(200, 201))
+    if not isinstance(result, dict) or "status" not in result:
+        raise UnexpectedAnswer(f"POST /flow_runs/{{id}}/resume answered {str(result)[:300]}, not an orchestration result")
+    return result
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_paused_run_resumes_and_completes(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s flow calls ``pause_flow_run(timeout=300)``: the run is PAUSED/Paused with its ``pause_timeout``
+    300 s after the pause, its process waiting; ``POST /flow_runs/{{id}}/resume`` is accepted (RUNNING) and the same
+    process carries on to COMPLETED."""
+    run = lifecycle.runs[client]["pausing"]
+    started, paused = await_paused(api, lifecycle, client, run["id"], "Paused")
+    state = paused["state"]
+    details = state.get("state_details") or {}
+    at = read_instant(state.get("timestamp"), "timestamp of the Paused state")
+    until = read_instant(details.get("pause_timeout"), "state_details.pause_timeout of the Paused state") if details.get(
+        "pause_timeout") else None
+    assert until is not None and abs((until - at).total_seconds() - PAUSE_TIMEOUT) <= 30, (
+        f"the Paused state at {describe_instant(at)} has pause_timeout {details.get('pause_timeout')!r}; the flow "
+        f"paused with timeout={PAUSE_TIMEOUT}, and Prefect keeps the pause_timeout its client sets")
+    result = resume(api, run["id"])
+    assert result.get("status") == "ACCEPT", (
+        f"POST /flow_runs/{{id}}/resume of the paused run got {proposal_outcome(result)}; Prefect accepts it and the "
+        "run is RUNNING again")
+    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
+                                 hint="the paused flow's process polls its run (GET /flow_runs/{id}) every second "
+                                 "and carries on once it reads RUNNING")
+    resumed = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "resumed"]
+    assert final["state"]["type"] == "COMPLETED" and [e["pid"] for e in resumed] == [started["pid"]], (
+        f"the resumed run ended {describe_state(final)}; its flow code resumed in processes "
+        f"{[e['pid'] for e in resumed]}, not once in the process that paused ({started['pid']})")
+
+
+@pytest.mark.parametrize("client", CLIENTS)
+def test_a_suspended_run_resumes_and_runs_again(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A {client}'s flow calls ``suspend_flow_run(timeout=300)``: its process exits and the run is PAUSED/Suspended
+    (``pause_reschedule``); resumed, it is rescheduled (SCHEDULED/Resuming) and the {client} runs it again, in a new
+    process, to COMPLETED."""
+    run = lifecycle.runs[client]["suspending"]
+    started, suspended = await_paused(api, lifecycle, client, run["id"], "Suspended")
+    details = suspended["state"].get("state_details") or {}
+    assert details.get("pause_reschedule") is True, (
+        f"the Suspended state has state_details {details}: Prefect keeps pause_reschedule true, which tells a resume "
+        "to reschedule the run")
+    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the suspended run's process {started['pid']} to exit",
+               timeout=CANCEL_TIMEOUT, interval=0.2, hint="a suspended flow's process exits")
+    result = resume(api, run["id"])
+    state = result.get("state") or {}
+    assert result.get("status") == "ACCEPT" and (state.get("type"), state.get("name")) == ("SCHEDULED", "Resuming"), (
+        f"POST /flow_runs/{{id}}/resume of the suspended run got {proposal_outcome(result)}; Prefect reschedules it "
+        "(ACCEPT, SCHEDULED/Resuming) for its client to run again")
+    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
+                                 poll_path=lifecycle.poll_path(client),
+                                 hint=f"the {client} runs the rescheduled run as it runs any due one")
+    entries = read_ledger(lifecycle.flows_dir, run["id"])
+    starts = [e["pid"] for e in entries if e["event"] == "started"]
+    assert final["state"]["type"] == "COMPLETED" and len(starts) == 2 and len(set(starts)) == 2, (
+        f"the resumed run ended {describe_state(final)}; its flow code started in processes {starts} (Prefect: twice, "
+        "the second time in a new process after the resume)")
 
 
 def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:

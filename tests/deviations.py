@@ -443,6 +443,17 @@ class RefusesCrashed(Deviation):
         return None
 
 
+class RefusesResume(Deviation):
+    """Answers ``POST /flow_runs/{id}/resume`` with an ABORT and changes nothing: a server without resumes, whose
+    paused and suspended runs stay paused."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/resume$", request.path):
+            return ProxyResponse.of_json(200, {"status": "ABORT", "state": None,
+                                               "details": {"type": "abort_details", "reason": "resuming is not supported"}})
+        return None
+
+
 class FailuresAreFinal(Deviation):
     """Accepts a flow engine's unforced FAILED as it is (forcing it through): a server without Prefect's retry rule,
     where a flow with retries fails on its first failure."""

@@ -33,6 +33,7 @@ from tests.deviations import (
     IgnoresCancellation,
     Refuse,
     RefusesCrashed,
+    RefusesResume,
     RewriteJson,
     RewriteObjects,
     RewritePoll,
@@ -417,6 +418,17 @@ CASES = [
                 "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]"},
         args=("--timeout-scale", "0.5"),
         long=True,
+    ),
+    Case(
+        "resume-refused",
+        lambda: RefusesResume(),
+        "lifecycle",
+        {f"lifecycle/{check}[{client}]" for client in ("runner", "worker")
+         for check in ("a_paused_run_resumes_and_completes", "a_suspended_run_resumes_and_runs_again")},
+        r"POST /flow_runs/\{id\}/resume of the (paused|suspended) run got ABORT with state None/None \(resuming is not "
+        r"supported\); Prefect (accepts it|reschedules it)",
+        passes={"lifecycle/a_failing_flow_retries_until_it_completes[worker]",
+                "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"},
     ),
     Case(
         "failures-are-final",

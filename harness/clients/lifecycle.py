@@ -1,4 +1,5 @@
-"""Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries.
+"""Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries, one
+that pauses and one that suspends itself until resumed.
 
 Served by a real ``.serve()`` Runner and run by a real process worker, as users run them. Each flow writes what it
 does to a ledger file (JSON lines: the flow run's id, its process, the event), so a check counts executions from
@@ -21,6 +22,7 @@ import sys
 import time
 
 from prefect import flow, serve
+from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.runtime import flow_run as current_run
 
 LEDGER = {ledger!r}
@@ -63,13 +65,32 @@ def flaky_flow() -> str:
     return f"completed on attempt {{attempt}}"
 
 
-if __name__ == "__main__":  # a Runner: serves both flows, one deployment each
-    serve(blocking_flow.to_deployment(name=sys.argv[1]), flaky_flow.to_deployment(name=sys.argv[2]))
+@flow(name={pausing_name!r})
+def pausing_flow() -> str:
+    note("started", current_run.id)
+    pause_flow_run(timeout={pause_timeout!r}, poll_interval=1)  # waits in this process until resumed
+    note("resumed", current_run.id)
+    return "resumed"
+
+
+@flow(name={suspending_name!r})
+def suspending_flow() -> str:
+    note("started", current_run.id)
+    suspend_flow_run(timeout={pause_timeout!r})  # this process exits; resumed, the run starts again from the top
+    note("resumed", current_run.id)
+    return "resumed"
+
+
+FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "suspending": suspending_flow}}
+
+if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, named in argv[1] (JSON)
+    names = json.loads(sys.argv[1])
+    serve(*(FLOWS[key].to_deployment(name=name) for key, name in names.items()))
 '''
 
 FLOWS_FILE = "lifecycle_flows.py"
-BLOCKING_ENTRYPOINT = f"{FLOWS_FILE}:blocking_flow"
-FLAKY_ENTRYPOINT = f"{FLOWS_FILE}:flaky_flow"
+#: The flows of the file, by key: each key's function is ``<key>_flow``.
+FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending")
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
@@ -77,14 +98,22 @@ BLOCK_SECONDS = 300.0
 RETRY_DELAY = 1
 #: Its ``retries``: it fails this many times, then completes.
 RETRIES = 2
+#: The pausing and suspending flows' ``timeout``: past every wait of the checks, so no pause expires meanwhile.
+PAUSE_TIMEOUT = 300
 
 
-def write_lifecycle_flows(directory: Path, *, blocking_name: str, flaky_name: str) -> Path:
-    """The flows file (in ``directory``, which is the pull step's working directory for a worker's runs)."""
+def entrypoint(key: str) -> str:
+    return f"{FLOWS_FILE}:{key}_flow"
+
+
+def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
+    """The flows file (in ``directory``, which is the pull step's working directory for a worker's runs), each flow
+    of :data:`FLOW_KEYS` named as ``flow_names`` says."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FLOWS_FILE
-    path.write_text(LIFECYCLE_SOURCE.format(ledger=str(ledger_path(directory)), blocking_name=blocking_name,
-                                            flaky_name=flaky_name, block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY))
+    path.write_text(LIFECYCLE_SOURCE.format(
+        ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
+        pause_timeout=PAUSE_TIMEOUT, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
     return path
 
 
@@ -102,8 +131,8 @@ def read_ledger(directory: Path, run_id: str) -> list[dict[str, Any]]:
     return [entry for entry in entries if entry.get("run") == run_id]
 
 
-def start_lifecycle_runner(target_api_url: str, workdir: Path, *, flows_file: Path, blocking_deployment: str,
-                           flaky_deployment: str, name: str = "runner", release: Release | None = None) -> Actor:
-    """``serve(blocking.to_deployment(...), flaky.to_deployment(...))`` in a child process, through a recorder."""
-    argv = [(release or pinned()).python, str(flows_file), blocking_deployment, flaky_deployment]
+def start_lifecycle_runner(target_api_url: str, workdir: Path, *, flows_file: Path, deployment_names: dict[str, str],
+                           name: str = "runner", release: Release | None = None) -> Actor:
+    """``serve(<flow>.to_deployment(name=...), ...)`` of every flow in a child process, through a recorder."""
+    argv = [(release or pinned()).python, str(flows_file), json.dumps(deployment_names)]
     return start_client(target_api_url, workdir, name, argv, cwd=flows_file.parent, sigint_wait=3.0)

@@ -69,9 +69,9 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
-        "lifecycle": (f"eight runs of a Runner's and a worker's, side by side, each polled for ({poll:.0f} s, {query:.0f} s) and started in "
-                      f"a flow-run process ({startup:.1f} s); a retried flow waits its retry delay twice",
-                      (poll + startup) + (query + startup) + RETRIES * RETRY_DELAY),
+        "lifecycle": (f"twelve runs of a Runner's and a worker's, side by side, each picked up ({poll:.0f} s, {query:.0f} s) "
+                      f"and started in a flow-run process ({startup:.1f} s); a suspended run starts twice, a retried "
+                      "flow waits its retry delay twice", 2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY),
         "logs": (f"a flow called as a script: a process's start-up ({startup:.1f} s)", startup),
         "durability": (f"after every other check, the target's restart (its start-up, measured below), then the "
                        f"scheduler's runs must hold still for {stable:.0f} s (the Runner and the worker run their runs "
