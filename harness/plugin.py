@@ -79,7 +79,7 @@ FEATURES = {
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",
     "task_worker": "a task worker subscribes to background task runs that another client delays",
-    "lifecycle": "a run's life with real clients beyond scheduling: cancelled while running or before it starts, crashed, paused, suspended, retried",
+    "lifecycle": "a run's life with real clients beyond scheduling: cancelled while running or before it starts, crashed, paused, suspended, expired, retried; lost workers",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
     "schema": "answers of the routes real clients use match Prefect's OpenAPI response schemas",
     "bad_input": "requests Prefect rejects with 422 are rejected with 4xx, never a 5xx, and nothing of them is stored",

@@ -72,6 +72,38 @@ def scheduler_interval() -> float:
     return interval if interval > 0 else PREFECT_SCHEDULER_INTERVAL
 
 
+#: How often the target's other services loop, by name (``--service-loops``), where the lifecycle checks wait for
+#: their work: Prefect's defaults (``PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS``) unless the user says otherwise.
+SERVICE_LOOPS_ENV = "PREFECT_CONFORMANCE_SERVICE_LOOPS"
+PREFECT_SERVICE_LOOPS = {"pause_expirations": 5.0, "foreman": 15.0}
+
+
+def parse_service_loops(text: str) -> dict[str, float]:
+    """``"foreman=30,pause_expirations=2"``: seconds per service, over Prefect's defaults. Raises ValueError naming
+    what it could not read."""
+    loops = dict(PREFECT_SERVICE_LOOPS)
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, _, raw = part.partition("=")
+        name = name.strip().lower()
+        if name not in loops:
+            raise ValueError(f"unknown service {name!r}: the services are {', '.join(sorted(loops))}")
+        try:
+            loops[name] = float(raw)
+        except ValueError:
+            raise ValueError(f"{name} must be a number of seconds; got {raw.strip()!r}") from None
+        if loops[name] <= 0:
+            raise ValueError(f"{name} must be more than 0 seconds; got {raw.strip()!r}")
+    return loops
+
+
+def service_loop(name: str) -> float:
+    """Seconds between two loops of the target's service ``name`` (a key of :data:`PREFECT_SERVICE_LOOPS`)."""
+    try:
+        return parse_service_loops(os.environ.get(SERVICE_LOOPS_ENV, ""))[name]
+    except ValueError:
+        return PREFECT_SERVICE_LOOPS[name]
+
+
 def stability_window(interval: float) -> float:
     """How long the runs a scheduler makes must stay unchanged to count as complete: one whole loop of
     ``interval`` seconds and then some (a duplicate would come from a later loop), and at least 5 s."""

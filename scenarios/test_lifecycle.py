@@ -39,12 +39,13 @@ import pytest
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool
 from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
-from harness.clients.actors import Actor, start_worker
+from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
 from harness.clients.lifecycle import (FLOW_KEYS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint, read_ledger, start_lifecycle_runner,
                                        write_lifecycle_flows)
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
-from harness.waits import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state, wait_until
+from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_deployment,
+                           wait_for_final_state, wait_until)
 
 pytestmark = pytest.mark.lifecycle
 
@@ -73,6 +74,8 @@ class Lifecycle:
     #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
     early_due: dict[str, dt.datetime]
     early_cancel: dict[str, dict[str, Any] | AssertionError]
+    #: The pool and the name of the worker the lost-worker check kills.
+    lost: tuple[str, str] = ("", "")
     #: client -> the run it cancelled while running (once seen CANCELLED), or why it was not
     cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
 
@@ -99,12 +102,17 @@ def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callab
     runner_names = {key: module_names(f"runner-{key}") for key in FLOW_KEYS}
     runner = actors(start_lifecycle_runner, flows_file=flows_file, deployment_names=runner_names)
     worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
+    # A second worker on a pool of its own, killed without a word by the lost-worker check.
+    lost_pool, lost_worker = module_names("lost-pool"), module_names("lost-worker")
+    create_work_pool(api, module_created, lost_pool)
+    lost = actors(start_worker, pool_name=lost_pool, worker_name=lost_worker, name="lost-worker")
     runner_deployments = {
         key: wait_for_deployment(api, flow_name, runner_names[key], actor=runner, timeout=RUN_TIMEOUT)["id"]
         for key, flow_name in flow_names.items()
     }
-    lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker},
+    lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker, "lost-worker": lost},
                           {"runner": runner_deployments, "worker": worker_deployments}, {}, {}, {})
+    lifecycle.lost = (lost_pool, lost_worker)
     for client, deployments in lifecycle.deployments.items():
         now = utc_now()
         due = now + EARLY_BY
@@ -114,6 +122,8 @@ def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callab
             "flaky": create_run(api, deployments["flaky"], module_names(client, "flaky"), now),
             "pausing": create_run(api, deployments["pausing"], module_names(client, "pausing"), now),
             "suspending": create_run(api, deployments["suspending"], module_names(client, "suspending"), now),
+            **({"expiring": create_run(api, deployments["expiring"], module_names(client, "expiring"), now)}
+               if client == "runner" else {}),  # the server's doing alone: one client's run is enough
             "early": create_run(api, deployments["blocking"], module_names(client, "early"), due),
         }
         lifecycle.early_due[client] = due
@@ -352,6 +362,83 @@ def test_a_suspended_run_resumes_and_runs_again(client: str, lifecycle: Lifecycl
     assert final["state"]["type"] == "COMPLETED" and len(starts) == 2 and len(set(starts)) == 2, (
         f"the resumed run ended {describe_state(final)}; its flow code started in processes {starts} (Prefect: twice, "
         "the second time in a new process after the resume)")
+
+
+def test_a_suspended_run_never_resumed_fails_when_its_pause_expires(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A served flow calls ``suspend_flow_run(timeout=3)`` and nobody resumes it: its process exits, and the target
+    fails the run once the pause has expired (Prefect's pause-expirations service, every
+    ``--service-loops pause_expirations`` seconds: 5 by default), not before."""
+    run = lifecycle.runs["runner"]["expiring"]
+    actor = lifecycle.actors["runner"]
+
+    def suspended() -> dict[str, Any]:
+        found = [s for s in state_history(api, run["id"]) if (s.get("type"), s.get("name")) == ("PAUSED", "Suspended")]
+        if found:
+            return found[-1]
+        actor_can_still_act(actor, lifecycle.poll_path("runner"))
+        current = api.get(f"/flow_runs/{run['id']}")
+        raise AssertionError(f"run is {describe_state(current)}")
+
+    state = wait_until(suspended, awaiting=f"the served run {run['id']} to be suspended (PAUSED/Suspended)",
+                       timeout=RUN_TIMEOUT, interval=0.25, hint="the flow's own process proposes PAUSED/Suspended")
+    expired = read_instant((state.get("state_details") or {}).get("pause_timeout"),
+                           "state_details.pause_timeout of the Suspended state")
+    loop = service_loop("pause_expirations")
+    allowed = (2 * loop + 10) * timeout_scale()  # after the expiry: two loops of the service, and a pass in flight
+    remaining = (expired - utc_now()).total_seconds() + allowed
+    final = wait_for_final_state(
+        api, run["id"], actor=None, timeout=max(1.0, remaining) / timeout_scale(),
+        hint=f"Prefect's pause-expirations service fails a PAUSED run past its pause_timeout within a loop ({loop:g} s "
+        "here: --service-loops pause_expirations)")
+    assert final["state"]["type"] == "FAILED", (
+        f"the suspended run nobody resumed ended {describe_state(final)}, not FAILED; Prefect fails it once its pause "
+        "expires (\"The flow was paused and never resumed.\")")
+    failed = read_instant(final["state"].get("timestamp"), "timestamp of the FAILED state")
+    late = (failed - expired).total_seconds()
+    assert 0 <= late <= allowed, (
+        f"the suspended run's pause expired at {describe_instant(expired)} and the target failed it at "
+        f"{describe_instant(failed)}, {late:.1f} s later; Prefect fails it within a loop of its pause-expirations "
+        f"service once expired ({loop:g} s here: --service-loops pause_expirations), and never before")
+
+
+def listed_worker(api: ApiClient, pool_name: str, worker_name: str) -> dict[str, Any]:
+    workers = api.post(f"/work_pools/{pool_name}/workers/filter", {})
+    if not isinstance(workers, list):
+        raise UnexpectedAnswer(f"POST /work_pools/{{name}}/workers/filter answered {str(workers)[:300]}, not a list")
+    return next((w for w in workers if isinstance(w, dict) and w.get("name") == worker_name), {})
+
+
+def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A process worker, ONLINE in its pool, killed without a word (SIGKILL): once it has missed three heartbeats
+    (``PREFECT_WORKER_HEARTBEAT_SECONDS``, 2 s here) the target lists it OFFLINE and its pool, with no worker online,
+    NOT_READY (Prefect's foreman service, every ``--service-loops foreman`` seconds: 15 by default)."""
+    pool_name, worker_name = lifecycle.lost
+    actor = lifecycle.actors["lost-worker"]
+
+    def online() -> dict[str, Any]:
+        listed = listed_worker(api, pool_name, worker_name)
+        if listed.get("status") == "ONLINE":
+            return listed
+        actor_can_still_act(actor, f"/work_pools/{pool_name}/get_scheduled_flow_runs")
+        raise AssertionError(f"listed as {listed or 'nothing'}")
+
+    wait_until(online, awaiting=f"worker {worker_name!r} to be listed ONLINE in pool {pool_name!r}", timeout=RUN_TIMEOUT,
+               interval=0.25)
+    os.kill(actor.process.pid, signal.SIGKILL)
+    heartbeat = float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_HEARTBEAT_SECONDS"])
+    loop = service_loop("foreman")
+
+    def offline() -> tuple[dict[str, Any], dict[str, Any]]:
+        listed, pool = listed_worker(api, pool_name, worker_name), api.get(f"/work_pools/{pool_name}")
+        if listed.get("status") == "OFFLINE" and pool.get("status") == "NOT_READY":
+            return listed, pool
+        raise AssertionError(f"the worker is listed {listed.get('status')!r} (last_heartbeat_time "
+                             f"{listed.get('last_heartbeat_time')!r}), its pool {pool.get('status')!r}")
+
+    wait_until(offline, awaiting=f"the killed worker {worker_name!r} to be listed OFFLINE and pool {pool_name!r} "
+               "NOT_READY", timeout=3 * heartbeat + 2 * loop + 10, interval=0.5,
+               hint=f"Prefect's foreman marks a worker OFFLINE once it has missed three heartbeats, and a pool with no "
+               f"worker online NOT_READY, every loop ({loop:g} s here: --service-loops foreman)")
 
 
 def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:

@@ -454,6 +454,33 @@ class RefusesResume(Deviation):
         return None
 
 
+class LacksLifecycleServices(Deviation):
+    """A server without Prefect's foreman and pause-expirations services (the notes of the Zig port list both as
+    missing): every worker it lists is ONLINE and every pool READY however long ago they were heard from, and a run
+    whose pause expired stays PAUSED (the reference's FAILED is shown as the Suspended state it replaced)."""
+
+    WORKERS = re.compile(r"/work_pools/[^/]+/workers/filter$")
+    POOL = re.compile(r"/work_pools/[^/]+$")
+    RUN = re.compile(r"/flow_runs/([0-9a-f-]{36}|filter)$")
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if response.status != 200:
+            return response
+        if request.method == "POST" and self.WORKERS.search(request.path):
+            response.set_json([{**w, "status": "ONLINE"} for w in response.json()])
+        elif request.method == "GET" and self.POOL.search(request.path):
+            response.set_json({**response.json(), "status": "READY"})
+        elif self.RUN.search(request.path):
+            document = response.json()
+            runs = document if isinstance(document, list) else [document]
+            for run in runs:
+                state = run.get("state") or {} if isinstance(run, dict) else {}
+                if state.get("type") == "FAILED" and "paused and never resumed" in (state.get("message") or ""):
+                    run["state"] = {**state, "type": "PAUSED", "name": "Suspended"}
+            response.set_json(document)
+        return response
+
+
 class FailuresAreFinal(Deviation):
     """Accepts a flow engine's unforced FAILED as it is (forcing it through): a server without Prefect's retry rule,
     where a flow with retries fails on its first failure."""

@@ -31,6 +31,7 @@ from tests.deviations import (
     FailuresAreFinal,
     IgnoreDeletes,
     IgnoresCancellation,
+    LacksLifecycleServices,
     Refuse,
     RefusesCrashed,
     RefusesResume,
@@ -429,6 +430,19 @@ CASES = [
         r"supported\); Prefect (accepts it|reschedules it)",
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[worker]",
                 "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"},
+    ),
+    Case(
+        "lifecycle-services-missing",
+        lambda: LacksLifecycleServices(),
+        "lifecycle",
+        {"lifecycle/a_worker_that_dies_is_marked_offline",
+         "lifecycle/a_suspended_run_never_resumed_fails_when_its_pause_expires"},
+        r"Last seen: the worker is listed 'ONLINE' .*its pool 'READY'.*Hint: Prefect's foreman|Last seen: run is "
+        r"PAUSED/Suspended .*Hint: Prefect's pause-expirations service",
+        passes={"lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
+                "lifecycle/a_failing_flow_retries_until_it_completes[runner]"},
+        args=("--timeout-scale", "0.5"),
+        long=True,
     ),
     Case(
         "failures-are-final",

@@ -81,7 +81,16 @@ def suspending_flow() -> str:
     return "resumed"
 
 
-FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "suspending": suspending_flow}}
+@flow(name={expiring_name!r})
+def expiring_flow() -> str:
+    note("started", current_run.id)
+    suspend_flow_run(timeout={expire_after!r})  # never resumed: the server fails the run once the pause expires
+    note("resumed", current_run.id)
+    return "resumed"
+
+
+FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "suspending": suspending_flow,
+          "expiring": expiring_flow}}
 
 if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, named in argv[1] (JSON)
     names = json.loads(sys.argv[1])
@@ -90,7 +99,7 @@ if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, 
 
 FLOWS_FILE = "lifecycle_flows.py"
 #: The flows of the file, by key: each key's function is ``<key>_flow``.
-FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending")
+FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending", "expiring")
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
@@ -100,6 +109,8 @@ RETRY_DELAY = 1
 RETRIES = 2
 #: The pausing and suspending flows' ``timeout``: past every wait of the checks, so no pause expires meanwhile.
 PAUSE_TIMEOUT = 300
+#: The expiring flow's suspend ``timeout``: its run is never resumed, so the server fails it this long after.
+EXPIRE_AFTER = 3
 
 
 def entrypoint(key: str) -> str:
@@ -113,7 +124,7 @@ def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
     path = directory / FLOWS_FILE
     path.write_text(LIFECYCLE_SOURCE.format(
         ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
-        pause_timeout=PAUSE_TIMEOUT, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
+        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
     return path
 
 

@@ -40,7 +40,8 @@ from harness.reference.server import ReferenceServer
 from harness.reference.startup import ReferenceStartup
 from harness.target.preflight import Target, preflight
 from harness.checks.horizon import SCHEDULER_LIMITS_ENV, parse_limits, prefect_limits
-from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, TIMEOUT_SCALE_ENV
+from harness.waits import (PREFECT_SCHEDULER_INTERVAL, PREFECT_SERVICE_LOOPS, SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV,
+                           TIMEOUT_SCALE_ENV, parse_service_loops)
 
 PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
 REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
@@ -161,6 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
         f"max_runs=100, min_scheduled_time=1h, max_scheduled_time=100d); also {SCHEDULER_LIMITS_ENV}",
     )
     run.add_argument(
+        "--service-loops",
+        metavar="LOOPS",
+        default=None,
+        help="seconds between loops of the target's services the lifecycle checks wait for, where they differ from "
+        "Prefect's: 'pause_expirations=5,foreman=15' are Prefect's defaults (PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS); "
+        f"the bundled reference's own when it runs; also {SERVICE_LOOPS_ENV}",
+    )
+    run.add_argument(
         "--client-version",
         metavar="X.Y.Z",
         default=os.environ.get(CLIENT_VERSION_ENV) or None,
@@ -236,6 +245,16 @@ def run(args: argparse.Namespace) -> int:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
     if args.scheduler_interval:
         os.environ[SCHEDULER_INTERVAL_ENV] = str(args.scheduler_interval)
+    if args.service_loops is not None:
+        try:
+            parse_service_loops(args.service_loops)
+        except ValueError as exc:
+            raise HarnessError(f"--service-loops {args.service_loops!r}: {exc}.") from None
+        os.environ[SERVICE_LOOPS_ENV] = args.service_loops
+    elif not args.target:  # the bundled reference loops as its settings say
+        os.environ.setdefault(SERVICE_LOOPS_ENV, ",".join(
+            f"{name}={FAST_SERVICE_SETTINGS[f'PREFECT_SERVER_SERVICES_{name.upper()}_LOOP_SECONDS']}"
+            for name in PREFECT_SERVICE_LOOPS))
     if args.scheduler_limits is not None:
         try:
             parse_limits(args.scheduler_limits, prefect_limits())

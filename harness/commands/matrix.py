@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass, field
@@ -87,7 +88,7 @@ def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> Co
             argv += ["--reference", args.reference]
     for option, value in (("-m", args.markers), ("-k", args.keyword), ("--timeout-scale", args.timeout_scale),
                           ("--scheduler-interval", args.scheduler_interval),
-                          ("--scheduler-limits", args.scheduler_limits)):
+                          ("--scheduler-limits", args.scheduler_limits), ("--service-loops", args.service_loops)):
         if value:
             argv += [option, str(value)]
     started = time.monotonic()
@@ -193,7 +194,11 @@ def matrix(args: argparse.Namespace) -> int:
     print(f"prefect-conformance matrix: {len(columns)} columns, {args.jobs} at a time; reports in {report_root}", flush=True)
     started = time.monotonic()
 
+    stopping = threading.Event()
+
     def one(column: Column) -> ColumnResult:
+        if stopping.is_set():  # interrupted while this column waited for a free slot
+            return ColumnResult(column, EXIT_NO_VERDICT, 0.0, problem="not run: the matrix was interrupted")
         result = run_column(column, args, report_root / column.id)
         print(f"prefect-conformance matrix: {column.label}: {verdict_of(result)}", flush=True)
         return result
@@ -206,7 +211,10 @@ def matrix(args: argparse.Namespace) -> int:
         while wait(futures, timeout=0.5).not_done:
             pass
         results = [future.result() for future in futures]
-    finally:  # interrupted: stop the running columns first, or the threads would wait for them to finish
+    finally:  # interrupted: no queued column may start, and the running ones stop before the threads are joined
+        stopping.set()
+        for future in futures:
+            future.cancel()
         stop_columns(live_processes())
         pool.shutdown(wait=True, cancel_futures=True)
     checks = collect(results)
@@ -249,6 +257,7 @@ def add_parser(commands: Any, absolute_path: Any) -> None:
     cmd.add_argument("--timeout-scale", type=float, default=None, metavar="F")
     cmd.add_argument("--scheduler-interval", type=float, default=None, metavar="S")
     cmd.add_argument("--scheduler-limits", default=None, metavar="LIMITS", help="as for run (with --target)")
+    cmd.add_argument("--service-loops", default=None, metavar="LOOPS", help="as for run (with --target)")
     cmd.add_argument("--report-dir", type=absolute_path, default=None, help="where REPORT_DIR/matrix/ goes")
 
 

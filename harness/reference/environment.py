@@ -27,6 +27,8 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     # Runs more than 5 s past their scheduled time become "Late" (still SCHEDULED) within a second. An ISO 8601
     # duration: releases before 3.6 read it as a plain timedelta and refuse to start on a bare "5".
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     # Events are written in batches, every 5 s by default: the events checks wait for them to be readable. A whole
