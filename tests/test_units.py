@@ -412,3 +412,14 @@ def test_bad_scheduler_limits_are_a_usage_error(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "--scheduler-limits 'min_runs=many': min_runs must be a whole number" in proc.stderr, (
         proc.stderr)
     assert "Traceback" not in proc.stderr
+
+
+def test_service_loops_read_as_prefect_names_them() -> None:
+    from harness.waits import PREFECT_SERVICE_LOOPS, parse_service_loops
+
+    assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == {"pause_expirations": 5.0, "foreman": 15.0}
+    assert parse_service_loops("foreman=30, pause_expirations=0.5") == {"pause_expirations": 0.5, "foreman": 30.0}
+    for bad, says in (("scheduler=5", "unknown service"), ("foreman=soon", "a number of seconds"),
+                      ("foreman=0", "more than 0")):
+        with pytest.raises(ValueError, match=says):
+            parse_service_loops(bad)
