@@ -405,7 +405,6 @@ CASES = [
         r"RUNNING/Running|got ACCEPT with state CANCELLING/Cancelling, and the run is (SCHEDULED|PENDING|RUNNING)/",
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
                 "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
-        args=("--timeout-scale", "0.5"),
         long=True,
     ),
     Case(
@@ -417,7 +416,6 @@ CASES = [
         r"RUNNING/Running.*Hint: the (runner|worker) proposes CRASHED",
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
                 "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]"},
-        args=("--timeout-scale", "0.5"),
         long=True,
     ),
     Case(
@@ -441,7 +439,6 @@ CASES = [
         r"PAUSED/Suspended .*Hint: Prefect's pause-expirations service",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
                 "lifecycle/a_failing_flow_retries_until_it_completes[runner]"},
-        args=("--timeout-scale", "0.5"),
         long=True,
     ),
     Case(
