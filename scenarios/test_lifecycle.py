@@ -72,13 +72,13 @@ class Lifecycle:
     actors: dict[str, Actor]
     #: client -> flow ("blocking", "flaky") -> deployment id
     deployments: dict[str, dict[str, str]]
-    #: client -> purpose ("cancel", "early", "flaky") -> the run created for it when the module began
-    runs: dict[str, dict[str, dict[str, Any]]]
-    #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
-    early_due: dict[str, dt.datetime]
-    early_cancel: dict[str, dict[str, Any] | AssertionError]
     #: The pool and the name of the worker the lost-worker check kills.
-    lost: tuple[str, str] = ("", "")
+    lost: tuple[str, str]
+    #: client -> purpose ("cancel", "early", "flaky", ...) -> the run created for it when the module began
+    runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
+    early_due: dict[str, dt.datetime] = field(default_factory=dict)
+    early_cancel: dict[str, dict[str, Any] | AssertionError] = field(default_factory=dict)
     #: client -> the run it cancelled while running (once seen CANCELLED), or why it was not
     cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
 
@@ -114,8 +114,7 @@ def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callab
         for key, flow_name in flow_names.items()
     }
     lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker, "lost-worker": lost},
-                          {"runner": runner_deployments, "worker": worker_deployments}, {}, {}, {})
-    lifecycle.lost = (lost_pool, lost_worker)
+                          {"runner": runner_deployments, "worker": worker_deployments}, (lost_pool, lost_worker))
     for client, deployments in lifecycle.deployments.items():
         now = utc_now()
         due = now + EARLY_BY
@@ -156,30 +155,38 @@ def process_gone(pid: int) -> bool:
         return False
 
 
-def await_flow_code(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str) -> dict[str, Any]:
-    """Until the run's flow code is running (its ledger entry) and the target says RUNNING: the entry."""
+def await_started(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str, state_type: str,
+                  state_name: str | None = None, *, hint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Until the run's flow code has started (its ledger entry) and the target says ``state_type`` (and
+    ``state_name``, if given): (the entry, the run)."""
     actor = lifecycle.actors[client]
+    wanted = f"{state_type}/{state_name}" if state_name else state_type
 
-    def probe() -> dict[str, Any]:
+    def probe() -> tuple[dict[str, Any], dict[str, Any]]:
         entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "started"]
         run = api.get(f"/flow_runs/{run_id}")
-        if entries and (run.get("state") or {}).get("type") == "RUNNING":
-            return entries[0]
+        state = run.get("state") or {}
+        if entries and state.get("type") == state_type and state_name in (None, state.get("name")):
+            return entries[0], run
         actor_can_still_act(actor, lifecycle.poll_path(client))
         raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
 
-    return wait_until(probe, awaiting=f"the {client} to start flow run {run_id} and the target to say RUNNING",
-                      timeout=RUN_TIMEOUT, interval=0.25,
-                      hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
+    return wait_until(probe, awaiting=f"the {client} to start flow run {run_id} and the target to say {wanted}",
+                      timeout=RUN_TIMEOUT, interval=0.25, hint=hint)
+
+
+def orchestration_result(api: ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    """``POST path`` (a set_state or a resume) answered with an orchestration result ``{status, state, details}``."""
+    result = api.post(path, body, expect=(200, 201))
+    if not isinstance(result, dict) or "status" not in result:
+        raise UnexpectedAnswer(f"POST {path} answered {str(result)[:300]}, not an orchestration result "
+                               "{status, state, details}")
+    return result
 
 
 def cancel(api: ApiClient, run_id: str) -> dict[str, Any]:
     """Propose CANCELLING as ``prefect flow-run cancel`` does; the orchestration result."""
-    result = api.post(f"/flow_runs/{run_id}/set_state", CANCEL_REQUEST, expect=(200, 201))
-    if not isinstance(result, dict) or "status" not in result:
-        raise UnexpectedAnswer(f"POST /flow_runs/{{id}}/set_state answered {str(result)[:300]}, not an orchestration "
-                               "result {status, state, details}")
-    return result
+    return orchestration_result(api, f"/flow_runs/{run_id}/set_state", CANCEL_REQUEST)
 
 
 def proposal_outcome(result: dict[str, Any]) -> str:
@@ -205,7 +212,8 @@ def cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str
 
 def _cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str:
     run = lifecycle.runs[client]["cancel"]
-    started = await_flow_code(api, lifecycle, client, run["id"])
+    started, _ = await_started(api, lifecycle, client, run["id"], "RUNNING",
+                               hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
     result = cancel(api, run["id"])
     assert result.get("status") == "ACCEPT" and (result.get("state") or {}).get("type") == "CANCELLING", (
         f"proposing CANCELLING for RUNNING run {run['id']} got {proposal_outcome(result)}; Prefect accepts it "
@@ -247,7 +255,8 @@ def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycl
     """A {client}'s run whose flow-run process is killed (SIGKILL: no hook, no state of its own) while RUNNING: the
     {client} sees the process exit and reports the run CRASHED, which the target accepts."""
     run = lifecycle.runs[client]["crash"]
-    started = await_flow_code(api, lifecycle, client, run["id"])
+    started, _ = await_started(api, lifecycle, client, run["id"], "RUNNING",
+                               hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
     os.kill(started["pid"], signal.SIGKILL)
     final = wait_for_final_state(
         api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
@@ -257,29 +266,9 @@ def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycl
         "whose process died as CRASHED, and Prefect keeps it")
 
 
-def await_paused(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Until the run's flow code has started and the target says PAUSED with ``name``: (its ledger entry, the run)."""
-    actor = lifecycle.actors[client]
-
-    def probe() -> tuple[dict[str, Any], dict[str, Any]]:
-        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "started"]
-        run = api.get(f"/flow_runs/{run_id}")
-        state = run.get("state") or {}
-        if entries and (state.get("type"), state.get("name")) == ("PAUSED", name):
-            return entries[0], run
-        actor_can_still_act(actor, lifecycle.poll_path(client))
-        raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
-
-    return wait_until(probe, awaiting=f"the {client}'s run {run_id} to reach PAUSED/{name}", timeout=RUN_TIMEOUT,
-                      interval=0.25, hint=f"the flow's own process proposes PAUSED/{name}, which Prefect accepts")
-
-
 def resume(api: ApiClient, run_id: str) -> dict[str, Any]:
     """``POST /flow_runs/{id}/resume``, as ``prefect flow-run resume`` and the UI send it: the orchestration result."""
-    result = api.post(f"/flow_runs/{run_id}/resume", {}, expect=(200, 201))
-    if not isinstance(result, dict) or "status" not in result:
-        raise UnexpectedAnswer(f"POST /flow_runs/{{id}}/resume answered {str(result)[:300]}, not an orchestration result")
-    return result
+    return orchestration_result(api, f"/flow_runs/{run_id}/resume", {})
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -288,7 +277,8 @@ def test_a_paused_run_resumes_and_completes(client: str, lifecycle: Lifecycle, a
     300 s after the pause, its process waiting; ``POST /flow_runs/{{id}}/resume`` is accepted (RUNNING) and the same
     process carries on to COMPLETED."""
     run = lifecycle.runs[client]["pausing"]
-    started, paused = await_paused(api, lifecycle, client, run["id"], "Paused")
+    started, paused = await_started(api, lifecycle, client, run["id"], "PAUSED", "Paused",
+                                   hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts")
     state = paused["state"]
     details = state.get("state_details") or {}
     at = read_instant(state.get("timestamp"), "timestamp of the Paused state")
@@ -316,7 +306,8 @@ def test_a_suspended_run_resumes_and_runs_again(client: str, lifecycle: Lifecycl
     (``pause_reschedule``); resumed, it is rescheduled (SCHEDULED/Resuming) and the {client} runs it again, in a new
     process, to COMPLETED."""
     run = lifecycle.runs[client]["suspending"]
-    started, suspended = await_paused(api, lifecycle, client, run["id"], "Suspended")
+    started, suspended = await_started(api, lifecycle, client, run["id"], "PAUSED", "Suspended",
+                                   hint="the flow's own process proposes PAUSED/Suspended, which Prefect accepts")
     details = suspended["state"].get("state_details") or {}
     assert details.get("pause_reschedule") is True, (
         f"the Suspended state has state_details {details}: Prefect keeps pause_reschedule true, which tells a resume "
