@@ -74,6 +74,9 @@ class Lifecycle:
     deployments: dict[str, dict[str, str]]
     #: The pool and the name of the worker the lost-worker check kills.
     lost: tuple[str, str]
+    #: flow ("blocking", ...) -> its id; the pull steps of a worker's deployment of the flows file
+    flows: dict[str, str]
+    pull: list[dict[str, Any]]
     #: client -> purpose ("cancel", "early", "flaky", ...) -> the run created for it when the module began
     runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
@@ -81,59 +84,134 @@ class Lifecycle:
     early_cancel: dict[str, dict[str, Any] | AssertionError] = field(default_factory=dict)
     #: client -> the run it cancelled while running (once seen CANCELLED), or why it was not
     cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
+    #: The global concurrency limit the "limited" runs share (its name), or why the target would not create it.
+    limit: str | Exception = ""
+    #: The worker's two runs of a deployment whose concurrency_limit is 1, or why the target would not create it.
+    queued: list[dict[str, Any]] | Exception = field(default_factory=list)
+    #: The crowd's pool and its runs (:func:`crowd`), once a check has needed them.
+    crowd_pool: str = ""
+    crowd_runs: list[dict[str, Any]] = field(default_factory=list)
 
     def poll_path(self, client: str) -> str:
         return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
                 else "/deployments/get_scheduled_flow_runs")
 
 
+#: How many workers share the crowd's pool, and how many runs are due there at once (the exactly-once check).
+CROWD_WORKERS, CROWD_RUNS = 3, 10
+
+
+#: The runs made when the module begins, by purpose, each for the checks named: a run is made only if one of its
+#: checks was selected (``-k``), so a few checks run without the load of the others' flow-run processes.
+PURPOSES = {
+    "cancel": ("test_a_running_run_cancelled_ends_cancelled", "test_a_cancelled_runs_on_cancellation_hook_ran"),
+    "crash": ("test_a_killed_flow_run_process_ends_crashed",),
+    "flaky": ("test_a_failing_flow_retries_until_it_completes",),
+    "pausing": ("test_a_paused_run_resumes_and_completes",),
+    "suspending": ("test_a_suspended_run_resumes_and_runs_again",),
+    "early": ("test_a_scheduled_run_cancelled_before_it_starts_never_runs",),
+    "limited": ("test_a_global_concurrency_limit_keeps_its_holders_apart",),
+    "expiring": ("test_a_suspended_run_never_resumed_fails_when_its_pause_expires",),
+    "nesting": ("test_a_cancelled_runs_subflow_is_cancelled_too",),
+    "queued": ("test_a_deployment_concurrency_limit_queues_the_second_run",),
+    "quick": ("test_a_tasks_retries_are_kept",),
+    "lost": ("test_a_worker_that_dies_is_marked_offline",),
+}
+
+
+def wanted_purposes(request: pytest.FixtureRequest) -> set[str]:
+    """The purposes of :data:`PURPOSES` whose checks this session runs (after ``-k`` and ``-m``)."""
+    selected = {getattr(item, "originalname", item.name) for item in request.session.items
+                if getattr(item, "module", None) is request.module}
+    return {purpose for purpose, checks in PURPOSES.items() if selected & set(checks)}
+
+
 @pytest.fixture(scope="module")
-def lifecycle(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-              scenario_dir: Path) -> Lifecycle:
-    """The flows file, a Runner serving both flows, a process pool with a deployment of each and its worker."""
+def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
+              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Lifecycle:
+    """The flows file, a Runner serving every flow, a process pool with a deployment of each and its worker, and the
+    runs the selected checks act on, created together so the clients run them side by side."""
+    wanted = wanted_purposes(request)
     flow_names = {key: module_names(key) for key in FLOW_KEYS}
     flows_dir = scenario_dir / "flows"
     flows_file = write_lifecycle_flows(flows_dir, flow_names)
     pool_name = module_names("pool")
     create_work_pool(api, module_created, pool_name)
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}]
-    worker_deployments = {}
-    for key, flow_name in flow_names.items():
-        flow = create_flow(api, module_created, flow_name)
-        worker_deployments[key] = create_deployment(api, flow["id"], module_names(f"worker-{key}"), work_pool_name=pool_name,
-                                                    entrypoint=entrypoint(key), pull_steps=pull)["id"]
+    flows = {key: create_flow(api, module_created, flow_name)["id"] for key, flow_name in flow_names.items()}
+    worker_deployments = {
+        key: create_deployment(api, flows[key], module_names(f"worker-{key}"), work_pool_name=pool_name,
+                               entrypoint=entrypoint(key), pull_steps=pull)["id"]
+        for key in ("blocking", "flaky", "pausing", "suspending", "limited", "quick")
+    }
     runner_names = {key: module_names(f"runner-{key}") for key in FLOW_KEYS}
     runner = actors(start_lifecycle_runner, flows_file=flows_file, deployment_names=runner_names)
     worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
+    started = {"runner": runner, "worker": worker}
     # A second worker on a pool of its own, killed without a word by the lost-worker check.
     lost_pool, lost_worker = module_names("lost-pool"), module_names("lost-worker")
-    create_work_pool(api, module_created, lost_pool)
-    lost = actors(start_worker, pool_name=lost_pool, worker_name=lost_worker, name="lost-worker")
+    if "lost" in wanted:
+        create_work_pool(api, module_created, lost_pool)
+        started["lost-worker"] = actors(start_worker, pool_name=lost_pool, worker_name=lost_worker, name="lost-worker")
     runner_deployments = {
         key: wait_for_deployment(api, flow_name, runner_names[key], actor=runner, timeout=RUN_TIMEOUT)["id"]
         for key, flow_name in flow_names.items()
     }
-    lifecycle = Lifecycle(flows_dir, pool_name, {"runner": runner, "worker": worker, "lost-worker": lost},
-                          {"runner": runner_deployments, "worker": worker_deployments}, (lost_pool, lost_worker))
+    lifecycle = Lifecycle(flows_dir, pool_name, started, {"runner": runner_deployments, "worker": worker_deployments},
+                          (lost_pool, lost_worker), flows, pull)
+    if "limited" in wanted:
+        try:
+            lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
+        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
+            lifecycle.limit = exc
+    if "queued" in wanted:
+        try:
+            queued = create_deployment(api, flows["holding"], module_names("worker-holding"), work_pool_name=pool_name,
+                                       entrypoint=entrypoint("holding"), pull_steps=pull, concurrency_limit=1)
+            lifecycle.queued = [create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now())
+                                for n in (1, 2)]
+        except (UnexpectedAnswer, AssertionError) as exc:
+            lifecycle.queued = exc
     for client, deployments in lifecycle.deployments.items():
         now = utc_now()
-        due = now + EARLY_BY
-        lifecycle.runs[client] = {
-            "cancel": create_run(api, deployments["blocking"], module_names(client, "cancel"), now),
-            "crash": create_run(api, deployments["blocking"], module_names(client, "crash"), now),
-            "flaky": create_run(api, deployments["flaky"], module_names(client, "flaky"), now),
-            "pausing": create_run(api, deployments["pausing"], module_names(client, "pausing"), now),
-            "suspending": create_run(api, deployments["suspending"], module_names(client, "suspending"), now),
-            **({"expiring": create_run(api, deployments["expiring"], module_names(client, "expiring"), now)}
-               if client == "runner" else {}),  # the server's doing alone: one client's run is enough
-            "early": create_run(api, deployments["blocking"], module_names(client, "early"), due),
+        runs = lifecycle.runs[client] = {
+            purpose: create_run(api, deployments[flow], module_names(client, purpose), now)
+            for purpose, flow in (("cancel", "blocking"), ("crash", "blocking"), ("flaky", "flaky"),
+                                  ("pausing", "pausing"), ("suspending", "suspending")) if purpose in wanted
         }
-        lifecycle.early_due[client] = due
-        try:
-            lifecycle.early_cancel[client] = cancel(api, lifecycle.runs[client]["early"]["id"])
-        except AssertionError as exc:  # the target's answer: the check that needs it fails with it
-            lifecycle.early_cancel[client] = exc
+        if "early" in wanted:
+            lifecycle.early_due[client] = due = now + EARLY_BY
+            runs["early"] = create_run(api, deployments["blocking"], module_names(client, "early"), due)
+            try:
+                lifecycle.early_cancel[client] = cancel(api, runs["early"]["id"])
+            except AssertionError as exc:  # the target's answer: the check that needs it fails with it
+                lifecycle.early_cancel[client] = exc
+        if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
+            runs["limited"] = create_run(api, deployments["limited"], module_names(client, "limited"), now,
+                                         parameters={"limit": lifecycle.limit, "peers": 2})
+    # The server's doing alone (or one client's as much as the other's): one client's run is enough.
+    if "expiring" in wanted:
+        lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
+                                                          module_names("runner", "expiring"), utc_now())
+    if "nesting" in wanted:
+        lifecycle.runs["runner"]["nesting"] = create_run(
+            api, runner_deployments["nesting"], module_names("runner", "nesting"), utc_now(),
+            parameters={"child": f"{flow_names['blocking']}/{runner_names['blocking']}"})
+    if "quick" in wanted:
+        lifecycle.runs["worker"]["quick"] = create_run(api, worker_deployments["quick"], module_names("worker", "quick"),
+                                                       utc_now())
     return lifecycle
+
+
+def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
+    """A global concurrency limit of one slot (``POST /v2/concurrency_limits/``), as ``prefect gcl create NAME
+    --limit 1`` creates it: its name."""
+    created_limit = api.post("/v2/concurrency_limits/", {"name": name, "limit": 1}, expect=(200, 201))
+    if not isinstance(created_limit, dict) or created_limit.get("limit") != 1:
+        raise UnexpectedAnswer(f"POST /v2/concurrency_limits/ answered {str(created_limit)[:300]}, not the limit of 1 "
+                               "it created")
+    created.add(f"/v2/concurrency_limits/{name}")
+    return name
 
 
 def ledger_events(lifecycle: Lifecycle, run_id: str) -> list[str]:
@@ -449,6 +527,212 @@ def test_a_failing_flow_retries_until_it_completes(client: str, lifecycle: Lifec
         assert RETRY_DELAY - 0.5 <= delay <= RETRY_DELAY + 0.5, (
             f"an AwaitingRetry state at {describe_instant(at)} is due at {describe_instant(due)}, {delay:.3f} s later; "
             f"Prefect schedules the retry retry_delay_seconds ({RETRY_DELAY} s) after the failure")
+
+
+def child_runs(api: ApiClient, deployment_id: str, known: set[str]) -> list[dict[str, Any]]:
+    """The runs of a deployment that this module did not create itself: those a flow created as its subflows."""
+    runs = api.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
+    if not isinstance(runs, list):
+        raise UnexpectedAnswer(f"POST /flow_runs/filter answered {str(runs)[:300]}, not a list of flow runs")
+    return [run for run in runs if isinstance(run, dict) and run.get("id") not in known]
+
+
+def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A served flow that runs a deployment as its subflow (``run_deployment``), cancelled while that subflow runs
+    in a process of its own: the parent ends CANCELLED, and the target then cancels the orphaned subflow
+    (Prefect's cancellation-cleanup service proposes CANCELLING for it, every ``--service-loops
+    cancellation_cleanup`` seconds: 20 by default), which the Runner kills, so it ends CANCELLED too."""
+    parent = lifecycle.runs["runner"]["nesting"]
+    actor = lifecycle.actors["runner"]
+    blocking = lifecycle.deployments["runner"]["blocking"]
+    known = {run["id"] for runs in lifecycle.runs.values() for run in runs.values()}
+
+    def child_started() -> tuple[dict[str, Any], dict[str, Any]]:
+        children = child_runs(api, blocking, known)
+        for child in children:
+            started = [e for e in read_ledger(lifecycle.flows_dir, child["id"]) if e["event"] == "started"]
+            if started and (child.get("state") or {}).get("type") == "RUNNING":
+                return child, started[0]
+        actor_can_still_act(actor, lifecycle.poll_path("runner"))
+        parent_now = api.get(f"/flow_runs/{parent['id']}")
+        raise AssertionError(f"the parent run is {describe_state(parent_now)}; its "
+                             f"subflow runs: {[describe_state(c) for c in children] or 'none'}")
+
+    child, started = wait_until(
+        child_started, awaiting=f"the served run {parent['id']} to start a subflow run of deployment {blocking} and "
+        "that run's flow code to start", timeout=RUN_TIMEOUT, interval=0.25,
+        hint="run_deployment creates the subflow run (POST /deployments/{id}/create_flow_run with parent_task_run_id) "
+        "and the Runner runs it as it runs any due run")
+    assert child.get("parent_task_run_id"), (
+        f"the run {child['id']} that the parent created with run_deployment has parent_task_run_id "
+        f"{child.get('parent_task_run_id')!r}; Prefect keeps the task run that links a subflow to its parent")
+    result = cancel(api, parent["id"])
+    assert result.get("status") == "ACCEPT", (
+        f"proposing CANCELLING for the RUNNING parent run got {proposal_outcome(result)}; Prefect accepts it")
+    final = wait_for_final_state(api, parent["id"], actor=actor, timeout=CANCEL_TIMEOUT,
+                                 hint="the Runner kills the cancelled parent's process and sets CANCELLED")
+    assert final["state"]["type"] == "CANCELLED", f"the cancelled parent run ended {describe_state(final)}, not CANCELLED"
+    loop = service_loop("cancellation_cleanup")
+    ended = wait_for_final_state(
+        api, child["id"], actor=actor, timeout=2 * loop + 10 + CANCEL_TIMEOUT,
+        hint=f"Prefect's cancellation-cleanup service proposes CANCELLING for a subflow run whose parent is CANCELLED, "
+        f"within a loop ({loop:g} s here: --service-loops cancellation_cleanup); the Runner that holds it then kills "
+        "it and sets CANCELLED")
+    assert ended["state"]["type"] == "CANCELLED", (
+        f"the subflow run of the cancelled parent ended {describe_state(ended)}, not CANCELLED; its states: "
+        f"{describe_history(state_history(api, child['id']))}")
+    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the subflow run's process {started['pid']} to exit",
+               timeout=CANCEL_TIMEOUT, interval=0.2, hint="the Runner kills the process of a run it cancels")
+
+
+def ledger_span(lifecycle: Lifecycle, run_id: str, begin: str, end: str) -> tuple[float, float] | None:
+    """When the run's flow code wrote ``begin`` and ``end`` (seconds since the epoch), or None if it did not."""
+    entries = {e["event"]: e["time"] for e in read_ledger(lifecycle.flows_dir, run_id)}
+    return (entries[begin], entries[end]) if begin in entries and end in entries else None
+
+
+def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
+    Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
+    since 3.4) and hold it until the other has started: they never hold it at the same time, proven from the flows'
+    own times, and the slot is free again once both have ended."""
+    if isinstance(lifecycle.limit, Exception):
+        raise lifecycle.limit
+    runs = {client: lifecycle.runs[client]["limited"] for client in CLIENTS}
+    finals = {client: wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
+                                           poll_path=lifecycle.poll_path(client)) for client, run in runs.items()}
+    spans = {client: ledger_span(lifecycle, run["id"], "acquired", "releasing") for client, run in runs.items()}
+    assert all(final["state"]["type"] == "COMPLETED" for final in finals.values()) and all(spans.values()), (
+        f"the two runs holding the limit ended {', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; "
+        "each takes a slot of an existing limit and completes")
+    (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
+    overlap = first_span[1] - second_span[0]
+    assert overlap <= 0, (
+        f"the {second}'s run took the one-slot limit {lifecycle.limit!r} {overlap:.2f} s before the {first}'s run let "
+        f"it go (at {describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target "
+        "granted a slot it did not have. Prefect refuses the increment while the slot is taken (the client retries)")
+    limit = api.get(f"/v2/concurrency_limits/{lifecycle.limit}")
+    assert isinstance(limit, dict) and limit.get("active_slots") == 0, (
+        f"after both holders ended, GET /v2/concurrency_limits/{{name}} answered active_slots "
+        f"{limit.get('active_slots') if isinstance(limit, dict) else limit!r}; each holder released its slot "
+        "(POST /v2/concurrency_limits/decrement, or the lease's release)")
+
+
+def test_a_deployment_concurrency_limit_queues_the_second_run(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A deployment created with ``concurrency_limit: 1`` and two runs due at once, both handed to the worker: the
+    target refuses the second run's PENDING with AwaitingConcurrencySlot (a SCHEDULED state, due ``--service-loops
+    concurrency_slot_wait`` seconds later: 30 by default) until the first has ended, so their flow code never
+    overlaps, and both complete."""
+    if isinstance(lifecycle.queued, Exception):
+        raise lifecycle.queued
+    wait = service_loop("concurrency_slot_wait")
+    actor = lifecycle.actors["worker"]
+    finals = [wait_for_final_state(api, run["id"], actor=actor, timeout=2 * RUN_TIMEOUT + 2 * wait,
+                                   poll_path=lifecycle.poll_path("worker"),
+                                   hint="the worker runs the queued run once the target hands it out again")
+              for run in lifecycle.queued]
+    histories = [state_history(api, run["id"]) for run in lifecycle.queued]
+    assert all(final["state"]["type"] == "COMPLETED" for final in finals), (
+        f"the two runs of the deployment with concurrency_limit 1 ended {[describe_state(f) for f in finals]}; "
+        f"their states: {' | '.join(describe_history(h) for h in histories)}")
+    spans = sorted(filter(None, (ledger_span(lifecycle, run["id"], "started", "finished") for run in lifecycle.queued)))
+    assert len(spans) == 2 and spans[0][1] <= spans[1][0], (
+        f"the flow code of the two runs ran from {[round(b - spans[0][0], 2) for b, _ in spans]} s to "
+        f"{[round(e - spans[0][0], 2) for _, e in spans]} s: side by side, though their deployment's concurrency_limit "
+        f"is 1. Their states: {' | '.join(describe_history(h) for h in histories)}. Prefect refuses the second run's "
+        "PENDING with AwaitingConcurrencySlot while the first holds the slot")
+    assert any(s.get("name") == "AwaitingConcurrencySlot" and s.get("type") == "SCHEDULED" for h in histories for s in h), (
+        f"neither run was ever AwaitingConcurrencySlot (their states: "
+        f"{' | '.join(describe_history(h) for h in histories)}); Prefect answers the second run's PENDING with it")
+
+
+def crowd(lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
+          module_created: Created) -> list[dict[str, Any]]:
+    """Ten runs of the quick flow due at once on a pool of their own, then three process workers started on it
+    together, so that each worker's first poll finds them all: the crowd's runs (made once, for whichever check
+    needs them first).
+
+    Made when a check needs it rather than with the module's other runs: ten more flow-run processes at the start
+    would more than double the load of the module's first seconds (on SQLite, the reference then answered a
+    worker 503)."""
+    if not lifecycle.crowd_runs:
+        pool = module_names("crowd-pool")
+        create_work_pool(api, module_created, pool)
+        deployment = create_deployment(api, lifecycle.flows["quick"], module_names("crowd-quick"), work_pool_name=pool,
+                                       entrypoint=entrypoint("quick"), pull_steps=lifecycle.pull)["id"]
+        lifecycle.crowd_runs = [create_run(api, deployment, module_names("crowd", str(n)), utc_now())
+                                for n in range(1, CROWD_RUNS + 1)]
+        lifecycle.crowd_pool = pool
+        for n in range(1, CROWD_WORKERS + 1):
+            lifecycle.actors[f"crowd-worker-{n}"] = actors(start_worker, pool_name=pool, worker_name=module_names(
+                f"crowd-{n}"), name=f"crowd-worker-{n}")
+    return lifecycle.crowd_runs
+
+
+def test_every_run_is_executed_exactly_once_among_three_workers(
+        lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
+        module_created: Created) -> None:
+    """Three process workers start together on one pool where ten runs are already due: every run ends COMPLETED
+    and its flow code ran exactly once (counted from the flows' own ledger, not from the server's word). Prefect
+    lets one worker's PENDING win and rejects the others'."""
+    runs = crowd(lifecycle, api, actors, module_names, module_created)
+    crowd_actors = [a for name, a in lifecycle.actors.items() if name.startswith("crowd-worker-")]
+    poll = f"/work_pools/{lifecycle.crowd_pool}/get_scheduled_flow_runs"
+    finals = [wait_for_final_state(api, run["id"], actor=crowd_actors[0], timeout=2 * RUN_TIMEOUT, poll_path=poll)
+              for run in runs]
+    # A second execution of a run may start after its first has ended: wait a poll of every worker past the last end.
+    settled = utc_now().timestamp()
+    for actor in crowd_actors:
+        wait_until(lambda: any(e.path.endswith(poll) and e.started > settled + 1 for e in actor.recorder.transcript()),
+                   awaiting=f"{actor.name} to poll {poll} once more after the last run ended", timeout=RUN_TIMEOUT,
+                   interval=0.25)
+    starts = {run["id"]: [e["pid"] for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "started"]
+              for run in runs}
+    wrong = {final["id"]: (starts[final["id"]], final) for final in finals
+             if len(starts[final["id"]]) != 1 or final["state"]["type"] != "COMPLETED"}
+    assert not wrong, (
+        f"of {len(runs)} runs due at once to three workers, {len(wrong)} did not run their flow code once and "
+        "complete: " + "; ".join(f"{run_id} ran {len(pids)} times and ended {describe_state(final)}"
+                                 for run_id, (pids, final) in wrong.items())
+        + ". Prefect accepts one PENDING per run and rejects a second worker's, and each run completes")
+
+
+def task_runs_of(api: ApiClient, flow_run_id: str) -> list[dict[str, Any]]:
+    runs = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
+    if not isinstance(runs, list):
+        raise UnexpectedAnswer(f"POST /task_runs/filter answered {str(runs)[:300]}, not a list of task runs")
+    return runs
+
+
+def test_a_tasks_retries_are_kept(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A worker's run of a flow whose task (``retries=1``) fails its first try and completes on its second, in the
+    flow's process: the
+    target keeps the task run (from the client's task-run events, or its API calls before 3.1) COMPLETED with
+    ``run_count`` 2, and its states show two RUNNING states before COMPLETED."""
+    run = lifecycle.runs["worker"]["quick"]
+    wait_for_final_state(api, run["id"], actor=lifecycle.actors["worker"], timeout=RUN_TIMEOUT,
+                         poll_path=lifecycle.poll_path("worker"))
+
+    def kept() -> dict[str, Any]:
+        tasks = task_runs_of(api, run["id"])
+        done = [t for t in tasks if (t.get("state") or {}).get("type") == "COMPLETED"]
+        if done:
+            return done[0]
+        raise AssertionError(f"its task runs: {[describe_state(t) for t in tasks] or 'none'}")
+
+    task_run = wait_until(kept, awaiting=f"the target to keep the COMPLETED task run of flow run {run['id']}",
+                          timeout=CANCEL_TIMEOUT, interval=0.25,
+                          hint="Prefect records task runs from the prefect.task-run.* events its clients send "
+                          "(WS /events/in), in its task-run recorder service")
+    tries = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "task-try"]
+    states = api.get(f"/task_run_states/?task_run_id={task_run['id']}")
+    states = sorted(states if isinstance(states, list) else [], key=lambda s: str(s.get("timestamp")))
+    kinds = [s.get("type") for s in states]
+    assert task_run.get("run_count") == 2 and kinds.count("RUNNING") >= 2 and kinds[-1:] == ["COMPLETED"], (
+        f"the task that ran {len(tries)} times (failing once, retries=1) is kept with run_count "
+        f"{task_run.get('run_count')!r} and states {describe_history(states)}; Prefect keeps run_count 2 and a "
+        "RUNNING state for each try, then COMPLETED")
+
 
 
 @pytest.mark.parametrize("client", CLIENTS)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from typing import Any, Callable
 
 from harness.clients.recorder import ProxyRequest, ProxyResponse
@@ -37,6 +38,28 @@ class Deviation:
 
     def on_websocket(self, path: str) -> int | None:
         return None
+
+
+class Together(Deviation):
+    """Several deviations at once, each on its own traffic: one suite run shows each of their checks failing."""
+
+    def __init__(self, *parts: Deviation) -> None:
+        self.parts = parts
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        for part in self.parts:
+            answer = part.on_request(request)
+            if answer is not None:
+                return answer
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        for part in self.parts:
+            response = part.on_response(request, response)
+        return response
+
+    def on_websocket(self, path: str) -> int | None:
+        return next((code for code in (part.on_websocket(path) for part in self.parts) if code is not None), None)
 
 
 def map_strings(document: Any, fn: Callable[[str, str], str], key: str = "") -> Any:
@@ -491,6 +514,61 @@ class FailuresAreFinal(Deviation):
             if (body.get("state") or {}).get("type") == "FAILED" and not body.get("force"):
                 request.set_json({**body, "force": True})
         return None
+
+
+class IgnoresGlobalLimits(Deviation):
+    """Creates a global concurrency limit with a hundred slots whatever it is asked for, and answers as if it had
+    made the one asked for: a server whose limits limit nothing."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/v2/concurrency_limits/") and request.body:
+            request.set_json({**(request.json() or {}), "limit": 100})
+        return None
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == "POST" and request.path.endswith("/v2/concurrency_limits/") and response.status in (200, 201):
+            response.set_json({**response.json(), "limit": 1})
+        return response
+
+
+class NoPendingGuard(RewritePoll):
+    """A server without Prefect's guard on PENDING: it accepts every PENDING proposal (forcing it through), so a
+    second worker that proposes PENDING for a run another worker took gets it too; and its pool polls hand each run
+    out once more, two seconds after they first did, as a server with a lagging claim would."""
+
+    AGAIN_AFTER = 2.0
+
+    def __init__(self) -> None:
+        self.first_seen: dict[str, tuple[float, dict]] = {}
+        self.again: set[str] = set()
+        super().__init__(self._again, pools=True, deployments=False)
+
+    def _again(self, body: dict, items: list) -> list:
+        now = time.monotonic()
+        for item in items:
+            self.first_seen.setdefault(run_of(item)["id"], (now, item))
+        handed = {run_of(item)["id"] for item in items}
+        extra = [item for run_id, (seen, item) in self.first_seen.items()
+                 if run_id not in handed and run_id not in self.again and now - seen >= self.AGAIN_AFTER]
+        self.again.update(run_of(item)["id"] for item in extra)
+        return items + extra
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+            body = request.json() or {}
+            if (body.get("state") or {}).get("type") == "PENDING" and not body.get("force"):
+                request.set_json({**body, "force": True})
+        return None
+
+
+class LacksTaskRunRecorder(Deviation):
+    """Keeps no task runs: ``POST /task_runs/filter`` answers an empty list, as a server without Prefect's task-run
+    recorder (which makes task runs from the clients' events) does."""
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == "POST" and request.path.endswith("/task_runs/filter") and response.status == 200:
+            response.set_json([])
+        return response
 
 
 def skip_late(body: dict, items: list) -> list:

@@ -31,6 +31,10 @@ from tests.deviations import (
     FailuresAreFinal,
     IgnoreDeletes,
     IgnoresCancellation,
+    IgnoresGlobalLimits,
+    LacksTaskRunRecorder,
+    NoPendingGuard,
+    Together,
     LacksLifecycleServices,
     Refuse,
     RefusesCrashed,
@@ -406,6 +410,7 @@ CASES = [
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
                 "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
         long=True,
+        args=("-k", "running_run_cancelled or cancelled_before_it_starts or failing_flow_retries"),
     ),
     Case(
         "crashed-refused",
@@ -417,6 +422,7 @@ CASES = [
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
                 "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]"},
         long=True,
+        args=("-k", "killed_flow_run or failing_flow_retries or cancelled_before_it_starts"),
     ),
     Case(
         "resume-refused",
@@ -428,6 +434,7 @@ CASES = [
         r"supported\); Prefect (accepts it|reschedules it)",
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[worker]",
                 "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"},
+        args=("-k", "paused_run_resumes or suspended_run_resumes or failing_flow_retries or cancelled_before_it_starts"),
     ),
     Case(
         "lifecycle-services-missing",
@@ -440,6 +447,7 @@ CASES = [
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
                 "lifecycle/a_failing_flow_retries_until_it_completes[runner]"},
         long=True,
+        args=("-k", "worker_that_dies or never_resumed or killed_flow_run or failing_flow_retries"),
     ),
     Case(
         "failures-are-final",
@@ -451,6 +459,29 @@ CASES = [
         r"RUNNING/Running, FAILED/Failed",
         passes={"lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
                 "lifecycle/a_running_run_cancelled_ends_cancelled[worker]"},
+        args=("-k", "failing_flow_retries or cancelled_before_it_starts or running_run_cancelled"),
+    ),
+    Case(
+        "limits-and-task-runs-ignored",
+        lambda: Together(IgnoresGlobalLimits(), AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
+                         LacksTaskRunRecorder()),
+        "lifecycle",
+        {"lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
+         "lifecycle/a_deployment_concurrency_limit_queues_the_second_run", "lifecycle/a_tasks_retries_are_kept"},
+        r"the (runner|worker)'s run took the one-slot limit .* before the (runner|worker)'s run let it go"
+        r"|side by side, though their deployment's concurrency_limit is 1|neither run was ever AwaitingConcurrencySlot"
+        r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none",
+        passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
+        args=("-k", "global_concurrency or deployment_concurrency or tasks_retries or killed_flow_run"),
+    ),
+    Case(
+        "pending-unguarded",
+        lambda: NoPendingGuard(),
+        "lifecycle",
+        {"lifecycle/every_run_is_executed_exactly_once_among_three_workers"},
+        r"of 10 runs due at once to three workers, \d+ did not run their flow code once and complete: .* ran [2-9] times",
+        passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
+        args=("-k", "exactly_once or killed_flow_run"),
     ),
     Case(
         "scheduler-duplicates-runs",
@@ -528,6 +559,28 @@ def test_target_without_a_scheduler_fails_with_a_message_that_says_so(reference_
     assert expected | {"serve/runner_executes_server_scheduled_runs"} <= run.failed(), run.explain()
     assert "waiting for the target's scheduler to create SCHEDULED runs" in run.message("scheduler/scheduler_creates_runs")
     assert "serve/served_run_completes" in run.passed(), run.explain()
+
+
+@pytest.fixture(scope="module")
+def reference_without_cancellation_cleanup(tmp_path_factory):
+    """A real Prefect server whose cancellation-cleanup service is off, as the Zig port's notes say it lacks."""
+    with LocalReference(workdir=tmp_path_factory.mktemp("no-cleanup"),
+                        settings={"PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_ENABLED": "false"}) as server:
+        yield server
+
+
+@pytest.mark.long
+def test_target_without_cancellation_cleanup_leaves_the_subflow_running(reference_without_cancellation_cleanup,
+                                                                        suite) -> None:
+    """The subflow of a cancelled parent is never cancelled there: the check fails naming the service and the
+    state the subflow was left in, while cancelling a run itself still passes."""
+    run = suite("--target", reference_without_cancellation_cleanup.api_url, "-m", "lifecycle", "-k",
+                "subflow or running_run_cancelled", "--service-loops", "cancellation_cleanup=1")
+    check = "lifecycle/a_cancelled_runs_subflow_is_cancelled_too"
+    assert run.code == 1 and run.failed() == {check}, run.explain()
+    assert re.search(r"Last seen: run is RUNNING/Running.*Hint: Prefect's cancellation-cleanup service proposes "
+                     r"CANCELLING for a subflow run whose parent is CANCELLED", run.message(check), re.S), run.explain()
+    assert "lifecycle/a_running_run_cancelled_ends_cancelled[runner]" in run.passed(), run.explain()
 
 
 # --- client-side proofs: shown failing on transcripts of the other kind of client ------------------------------

@@ -57,9 +57,11 @@ class Dataset:
         return [(label, by_label[label]) for label in labels]
 
 
-def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.datetime) -> dict[str, Any]:
-    """A SCHEDULED run of the deployment at ``instant`` (``POST /deployments/{id}/create_flow_run``)."""
-    return api.post(f"/deployments/{deployment_id}/create_flow_run", {"name": name, "state": scheduled_state(instant)})
+def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.datetime, **fields: Any) -> dict[str, Any]:
+    """A SCHEDULED run of the deployment at ``instant`` (``POST /deployments/{id}/create_flow_run``), with any other
+    ``fields`` of the body (``parameters``)."""
+    return api.post(f"/deployments/{deployment_id}/create_flow_run",
+                    {"name": name, "state": scheduled_state(instant), **fields})
 
 
 def create_runs(api: ApiClient, deployment_id: str, named_instants: list[tuple[str, dt.datetime]]) -> list[dict[str, Any]]:

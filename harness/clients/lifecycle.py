@@ -1,5 +1,6 @@
 """Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries, one
-that pauses and one that suspends itself until resumed.
+that pauses and one that suspends itself until resumed, one that runs a deployment as its subflow, one that holds a
+global concurrency slot, one that holds its process a while, and a quick one whose task retries once.
 
 Served by a real ``.serve()`` Runner and run by a real process worker, as users run them. Each flow writes what it
 does to a ledger file (JSON lines: the flow run's id, its process, the event), so a check counts executions from
@@ -21,7 +22,9 @@ import os
 import sys
 import time
 
-from prefect import flow, serve
+from prefect import flow, serve, task
+from prefect.concurrency.sync import concurrency
+from prefect.deployments import run_deployment
 from prefect.flow_runs import pause_flow_run, suspend_flow_run
 from prefect.runtime import flow_run as current_run
 
@@ -34,13 +37,16 @@ def note(event, run_id, **fields):
                                   **fields}}) + "\\n")
 
 
-def attempts(run_id):
+def entries():
     try:
         with open(LEDGER) as handle:
-            entries = [json.loads(line) for line in handle if line.strip()]
+            return [json.loads(line) for line in handle if line.strip()]
     except FileNotFoundError:
-        return 0
-    return sum(1 for e in entries if e["event"] == "attempt" and e["run"] == str(run_id))
+        return []
+
+
+def attempts(run_id, event="attempt"):
+    return sum(1 for e in entries() if e["event"] == event and e["run"] == str(run_id))
 
 
 def on_cancellation(flow, flow_run, state):
@@ -89,8 +95,55 @@ def expiring_flow() -> str:
     return "resumed"
 
 
+@flow(name={nesting_name!r})
+def nesting_flow(child: str) -> None:
+    note("started", current_run.id)
+    run_deployment(child, poll_interval=1)  # a subflow run of that deployment; waits for it to end
+
+
+@flow(name={limited_name!r})
+def limited_flow(limit: str, peers: int) -> str:
+    note("started", current_run.id, limit=limit)
+    note("acquiring", current_run.id, limit=limit)
+    with concurrency(limit, occupy=1):
+        note("acquired", current_run.id, limit=limit)
+        # Holds the slot until every peer is asking for it, and then long enough that a peer granted a slot that is
+        # not free would take it meanwhile; a minute at most.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(
+                1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers:
+            time.sleep(0.1)
+        time.sleep({peer_slack!r})
+        note("releasing", current_run.id, limit=limit)
+    return "released"
+
+
+@flow(name={holding_name!r})
+def holding_flow() -> str:
+    note("started", current_run.id)
+    time.sleep({hold_seconds!r})
+    note("finished", current_run.id)
+    return "held"
+
+
+@task(retries=1, retry_delay_seconds=0)
+def wobbly_task(run_id) -> str:
+    if attempts(run_id, "task-try") == 0:
+        note("task-try", run_id)
+        raise RuntimeError("planned failure of the task's first try")
+    note("task-try", run_id)
+    return "ok"
+
+
+@flow(name={quick_name!r})
+def quick_flow() -> str:
+    note("started", current_run.id)
+    return wobbly_task(current_run.id)
+
+
 FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "suspending": suspending_flow,
-          "expiring": expiring_flow}}
+          "expiring": expiring_flow, "nesting": nesting_flow, "limited": limited_flow, "holding": holding_flow,
+          "quick": quick_flow}}
 
 if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, named in argv[1] (JSON)
     names = json.loads(sys.argv[1])
@@ -99,7 +152,7 @@ if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, 
 
 FLOWS_FILE = "lifecycle_flows.py"
 #: The flows of the file, by key: each key's function is ``<key>_flow``.
-FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending", "expiring")
+FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending", "expiring", "nesting", "limited", "holding", "quick")
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
@@ -111,6 +164,11 @@ RETRIES = 2
 PAUSE_TIMEOUT = 300
 #: The expiring flow's suspend ``timeout``: its run is never resumed, so the server fails it this long after.
 EXPIRE_AFTER = 3
+#: How long a holder of the global limit keeps it once every peer is asking for it: longer than a client takes to be
+#: granted a free slot (2.3 s measured on a loaded make test, the first ``concurrency()`` of a process).
+PEER_SLACK = 4.0
+#: How long the holding flow holds its process (and so its deployment's concurrency slot).
+HOLD_SECONDS = 3.0
 
 
 def entrypoint(key: str) -> str:
@@ -124,7 +182,7 @@ def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
     path = directory / FLOWS_FILE
     path.write_text(LIFECYCLE_SOURCE.format(
         ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
-        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
+        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_slack=PEER_SLACK, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
     return path
 
 

@@ -40,7 +40,7 @@ from harness.reference.server import ReferenceServer
 from harness.reference.startup import ReferenceStartup
 from harness.target.preflight import Target, preflight
 from harness.checks.horizon import SCHEDULER_LIMITS_ENV, parse_limits, prefect_limits
-from harness.waits import (PREFECT_SCHEDULER_INTERVAL, PREFECT_SERVICE_LOOPS, SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV,
+from harness.waits import (PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, SERVICE_LOOP_SETTINGS, SERVICE_LOOPS_ENV,
                            TIMEOUT_SCALE_ENV, parse_service_loops)
 
 PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
@@ -166,7 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOOPS",
         default=None,
         help="seconds between loops of the target's services the lifecycle checks wait for, where they differ from "
-        "Prefect's: 'pause_expirations=5,foreman=15' are Prefect's defaults (PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS); "
+        "Prefect's: 'pause_expirations=5,foreman=15,cancellation_cleanup=20' are Prefect's defaults "
+        "(PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS), and 'concurrency_slot_wait=30' how long a run refused its "
+        "deployment's concurrency slot waits (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS); "
         f"the bundled reference's own when it runs; also {SERVICE_LOOPS_ENV}",
     )
     run.add_argument(
@@ -253,8 +255,7 @@ def run(args: argparse.Namespace) -> int:
         os.environ[SERVICE_LOOPS_ENV] = args.service_loops
     elif not args.target:  # the bundled reference loops as its settings say
         os.environ.setdefault(SERVICE_LOOPS_ENV, ",".join(
-            f"{name}={FAST_SERVICE_SETTINGS[f'PREFECT_SERVER_SERVICES_{name.upper()}_LOOP_SECONDS']}"
-            for name in PREFECT_SERVICE_LOOPS))
+            f"{name}={FAST_SERVICE_SETTINGS[setting]}" for name, setting in SERVICE_LOOP_SETTINGS.items()))
     if args.scheduler_limits is not None:
         try:
             parse_limits(args.scheduler_limits, prefect_limits())

@@ -29,6 +29,9 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "1",
+    # A run refused its deployment's concurrency slot is handed out again after this (Prefect's default 30 s).
+    "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
     # Events are written in batches, every 5 s by default: the events checks wait for them to be readable. A whole
