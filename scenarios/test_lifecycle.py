@@ -86,6 +86,9 @@ class Lifecycle:
     cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
     #: The global concurrency limit the "limited" runs share (its name), or why the target would not create it.
     limit: str | Exception = ""
+    #: The tag whose task-run concurrency limit (v1) the "tagged" runs' tasks share, or why the target would not
+    #: create it.
+    tag: str | Exception = ""
     #: The worker's two runs of a deployment whose concurrency_limit is 1, or why the target would not create it.
     queued: list[dict[str, Any]] | Exception = field(default_factory=list)
     #: The crowd's pool and its runs (:func:`crowd`), once a check has needed them.
@@ -108,9 +111,11 @@ PURPOSES = {
     "crash": ("test_a_killed_flow_run_process_ends_crashed",),
     "flaky": ("test_a_failing_flow_retries_until_it_completes",),
     "pausing": ("test_a_paused_run_resumes_and_completes",),
+    "asking": ("test_a_paused_run_resumes_with_the_input_it_waits_for",),
     "suspending": ("test_a_suspended_run_resumes_and_runs_again",),
     "early": ("test_a_scheduled_run_cancelled_before_it_starts_never_runs",),
     "limited": ("test_a_global_concurrency_limit_keeps_its_holders_apart",),
+    "tagged": ("test_a_tag_concurrency_limit_keeps_its_tasks_apart",),
     "expiring": ("test_a_suspended_run_never_resumed_fails_when_its_pause_expires",),
     "nesting": ("test_a_cancelled_runs_subflow_is_cancelled_too",),
     "queued": ("test_a_deployment_concurrency_limit_queues_the_second_run",),
@@ -164,6 +169,11 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
             lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
         except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
             lifecycle.limit = exc
+    if "tagged" in wanted:
+        try:
+            lifecycle.tag = create_tag_limit(api, module_created, module_names("tag"))
+        except (UnexpectedAnswer, AssertionError) as exc:
+            lifecycle.tag = exc
     if "queued" in wanted:
         try:
             queued = create_deployment(api, flows["holding"], module_names("worker-holding"), work_pool_name=pool_name,
@@ -189,7 +199,13 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
         if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
             runs["limited"] = create_run(api, deployments["limited"], module_names(client, "limited"), now,
                                          parameters={"limit": lifecycle.limit, "peers": 2})
+        if isinstance(lifecycle.tag, str) and lifecycle.tag:  # one task of each client's run holds the slot in turn
+            runs["tagged"] = create_run(api, deployments["limited"], module_names(client, "tagged"), now,
+                                        parameters={"limit": lifecycle.tag, "peers": 2, "tag": True})
     # The server's doing alone (or one client's as much as the other's): one client's run is enough.
+    if "asking" in wanted:
+        lifecycle.runs["runner"]["asking"] = create_run(api, runner_deployments["asking"], module_names("runner", "asking"),
+                                                        utc_now())
     if "expiring" in wanted:
         lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
                                                           module_names("runner", "expiring"), utc_now())
@@ -201,6 +217,17 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
         lifecycle.runs["worker"]["quick"] = create_run(api, worker_deployments["quick"], module_names("worker", "quick"),
                                                        utc_now())
     return lifecycle
+
+
+def create_tag_limit(api: ApiClient, created: Created, tag: str) -> str:
+    """A task-run concurrency limit of one slot on ``tag`` (``POST /concurrency_limits/``), as ``prefect
+    concurrency-limit create TAG 1`` creates it: the tag."""
+    created_limit = api.post("/concurrency_limits/", {"tag": tag, "concurrency_limit": 1}, expect=(200, 201))
+    if not isinstance(created_limit, dict) or created_limit.get("concurrency_limit") != 1:
+        raise UnexpectedAnswer(f"POST /concurrency_limits/ answered {str(created_limit)[:300]}, not the limit of 1 on "
+                               "the tag it created")
+    created.add(f"/concurrency_limits/tag/{tag}")
+    return tag
 
 
 def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
@@ -376,6 +403,39 @@ def test_a_paused_run_resumes_and_completes(client: str, lifecycle: Lifecycle, a
     assert final["state"]["type"] == "COMPLETED" and [e["pid"] for e in resumed] == [started["pid"]], (
         f"the resumed run ended {describe_state(final)}; its flow code resumed in processes "
         f"{[e['pid'] for e in resumed]}, not once in the process that paused ({started['pid']})")
+
+
+def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A served flow calls ``pause_flow_run(wait_for_input=str)``: the Paused state names the run input it waits for
+    (``run_input_keyset``); a resume without that input is refused (REJECT: Prefect validates ``run_input`` against
+    the schema the flow stored), and one with ``{"run_input": {"value": ...}}`` is accepted and the flow receives
+    exactly that value in its process and completes."""
+    run = lifecycle.runs["runner"]["asking"]
+    started, paused = await_started(api, lifecycle, "runner", run["id"], "PAUSED", "Paused",
+                                   hint="the flow's own process stores its input's schema (POST /flow_runs/{id}/input) "
+                                   "and proposes PAUSED/Paused, which Prefect accepts")
+    keyset = (paused["state"].get("state_details") or {}).get("run_input_keyset")
+    assert isinstance(keyset, dict) and keyset.get("schema") and keyset.get("response"), (
+        f"the Paused state of a flow waiting for input has run_input_keyset {keyset!r}; Prefect keeps the keys the "
+        "flow gave (schema, response, description), which tell a resume what input to validate and where to store it")
+    refused = resume(api, run["id"])
+    assert refused.get("status") == "REJECT", (
+        f"POST /flow_runs/{{id}}/resume without the input the run waits for got {proposal_outcome(refused)}; Prefect "
+        "rejects it (the input fails the schema the flow stored) and the run stays paused")
+    answer = f"answer-{run['id'][:8]}"
+    result = orchestration_result(api, f"/flow_runs/{run['id']}/resume", {"run_input": {"value": answer}})
+    assert result.get("status") == "ACCEPT", (
+        f"POST /flow_runs/{{id}}/resume with run_input {{'value': {answer!r}}} got {proposal_outcome(result)}; Prefect "
+        "accepts an input that fits the schema and the run is RUNNING again")
+    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors["runner"], timeout=RUN_TIMEOUT,
+                                 hint="the paused flow's process polls its run every second and, once RUNNING, reads "
+                                 "its input (GET /flow_runs/{id}/input/{key})")
+    resumed = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "resumed"]
+    assert final["state"]["type"] == "COMPLETED" and [e.get("answer") for e in resumed] == [answer], (
+        f"the run resumed with {answer!r} ended {describe_state(final)} and its flow received "
+        f"{[e.get('answer') for e in resumed]}; Prefect stores the input under the keyset's response key and the flow "
+        "reads it back")
+    assert [e["pid"] for e in resumed] == [started["pid"]], "the flow resumed in another process than the one that paused"
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -591,31 +651,46 @@ def ledger_span(lifecycle: Lifecycle, run_id: str, begin: str, end: str) -> tupl
     return (entries[begin], entries[end]) if begin in entries and end in entries else None
 
 
-def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
-    Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
-    since 3.4) and hold it until the other has started: they never hold it at the same time, proven from the flows'
-    own times, and the slot is free again once both have ended."""
-    if isinstance(lifecycle.limit, Exception):
-        raise lifecycle.limit
-    runs = {client: lifecycle.runs[client]["limited"] for client in CLIENTS}
+def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, name: str, what: str) -> None:
+    """The two runs made for ``purpose`` (one per client) completed, and their flows' holds of ``what`` never
+    overlapped."""
+    runs = {client: lifecycle.runs[client][purpose] for client in CLIENTS}
     finals = {client: wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
                                            poll_path=lifecycle.poll_path(client)) for client, run in runs.items()}
     spans = {client: ledger_span(lifecycle, run["id"], "acquired", "releasing") for client, run in runs.items()}
     assert all(final["state"]["type"] == "COMPLETED" for final in finals.values()) and all(spans.values()), (
-        f"the two runs holding the limit ended {', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; "
-        "each takes a slot of an existing limit and completes")
+        f"the two runs holding {what} {name!r} ended "
+        f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes")
     (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
     overlap = first_span[1] - second_span[0]
     assert overlap <= 0, (
-        f"the {second}'s run took the one-slot limit {lifecycle.limit!r} {overlap:.2f} s before the {first}'s run let "
-        f"it go (at {describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target "
-        "granted a slot it did not have. Prefect refuses the increment while the slot is taken (the client retries)")
+        f"the {second}'s run took {what} {name!r} {overlap:.2f} s before the {first}'s run let it go (at "
+        f"{describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target granted a slot "
+        "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)")
+
+
+def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
+    Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
+    since 3.4) and hold it until the other is asking for it: they never hold it at the same time, proven from the
+    flows' own times, and the slot is free again once both have ended."""
+    if isinstance(lifecycle.limit, Exception):
+        raise lifecycle.limit
+    assert_holders_apart(lifecycle, api, "limited", lifecycle.limit, "the one-slot limit")
     limit = api.get(f"/v2/concurrency_limits/{lifecycle.limit}")
     assert isinstance(limit, dict) and limit.get("active_slots") == 0, (
         f"after both holders ended, GET /v2/concurrency_limits/{{name}} answered active_slots "
         f"{limit.get('active_slots') if isinstance(limit, dict) else limit!r}; each holder released its slot "
         "(POST /v2/concurrency_limits/decrement, or the lease's release)")
+
+
+def test_a_tag_concurrency_limit_keeps_its_tasks_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """Two runs, one served and one the worker's, each run a task tagged with a tag whose task-run concurrency limit
+    (v1, ``POST /concurrency_limits/``) is 1, and the task holds its slot until the other run is asking for it: the
+    two tasks never run at the same time. A target without task-run concurrency limits is ``unsupported`` here."""
+    if isinstance(lifecycle.tag, Exception):
+        raise lifecycle.tag
+    assert_holders_apart(lifecycle, api, "tagged", lifecycle.tag, "the task-run concurrency limit on tag")
 
 
 def test_a_deployment_concurrency_limit_queues_the_second_run(lifecycle: Lifecycle, api: ApiClient) -> None:

@@ -429,7 +429,9 @@ CASES = [
         lambda: RefusesResume(),
         "lifecycle",
         {f"lifecycle/{check}[{client}]" for client in ("runner", "worker")
-         for check in ("a_paused_run_resumes_and_completes", "a_suspended_run_resumes_and_runs_again")},
+         for check in ("a_paused_run_resumes_and_completes", "a_suspended_run_resumes_and_runs_again")}
+        | {"lifecycle/a_paused_run_resumes_with_the_input_it_waits_for"},
+        r"without the input the run waits for got ABORT with state None/None \(resuming is not supported\)|"
         r"POST /flow_runs/\{id\}/resume of the (paused|suspended) run got ABORT with state None/None \(resuming is not "
         r"supported\); Prefect (accepts it|reschedules it)",
         passes={"lifecycle/a_failing_flow_retries_until_it_completes[worker]",
@@ -464,15 +466,27 @@ CASES = [
     Case(
         "limits-and-task-runs-ignored",
         lambda: Together(IgnoresGlobalLimits(), AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
-                         LacksTaskRunRecorder()),
+                         LacksTaskRunRecorder(), AcceptWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input")),
         "lifecycle",
         {"lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
-         "lifecycle/a_deployment_concurrency_limit_queues_the_second_run", "lifecycle/a_tasks_retries_are_kept"},
+         "lifecycle/a_deployment_concurrency_limit_queues_the_second_run", "lifecycle/a_tasks_retries_are_kept",
+         "lifecycle/a_paused_run_resumes_with_the_input_it_waits_for"},
         r"the (runner|worker)'s run took the one-slot limit .* before the (runner|worker)'s run let it go"
         r"|side by side, though their deployment's concurrency_limit is 1|neither run was ever AwaitingConcurrencySlot"
-        r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none",
+        r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none"
+        r"|resume with run_input \{'value': 'answer-[0-9a-f]+'\} got REJECT",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
-        args=("-k", "global_concurrency or deployment_concurrency or tasks_retries or killed_flow_run"),
+        args=("-k", "global_concurrency or deployment_concurrency or tasks_retries or killed_flow_run or input_it_waits"),
+    ),
+    Case(
+        "tag-limits-missing",
+        lambda: Refuse("POST", r"(?<!/v2)/concurrency_limits/$"),
+        "lifecycle",
+        {"lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart"},
+        r"the target does not implement POST /concurrency_limits/",
+        passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
+        args=("-k", "tag_concurrency or killed_flow_run"),
+        unsupported=True,
     ),
     Case(
         "pending-unguarded",

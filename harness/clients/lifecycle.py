@@ -1,6 +1,6 @@
 """Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries, one
-that pauses and one that suspends itself until resumed, one that runs a deployment as its subflow, one that holds a
-global concurrency slot, one that holds its process a while, and a quick one whose task retries once.
+that pauses, one that pauses for an input, and one that suspends itself until resumed, one that runs a deployment as its subflow, one that holds a
+global concurrency slot or a task's tag slot, one that holds its process a while, and a quick one whose task retries once.
 
 Served by a real ``.serve()`` Runner and run by a real process worker, as users run them. Each flow writes what it
 does to a ledger file (JSON lines: the flow run's id, its process, the event), so a check counts executions from
@@ -79,6 +79,15 @@ def pausing_flow() -> str:
     return "resumed"
 
 
+@flow(name={asking_name!r})
+def asking_flow() -> str:
+    note("started", current_run.id)
+    # Waits in this process for a resume that brings a string (a RunInput of one field, "value").
+    answer = pause_flow_run(wait_for_input=str, timeout={pause_timeout!r}, poll_interval=1)
+    note("resumed", current_run.id, answer=answer)
+    return answer
+
+
 @flow(name={suspending_name!r})
 def suspending_flow() -> str:
     note("started", current_run.id)
@@ -101,20 +110,32 @@ def nesting_flow(child: str) -> None:
     run_deployment(child, poll_interval=1)  # a subflow run of that deployment; waits for it to end
 
 
+def hold(limit, peers):
+    """Holds what the caller holds until every peer is asking for it, and then long enough that a peer granted a
+    slot that is not free would take it meanwhile; a minute at most."""
+    note("acquired", current_run.id, limit=limit)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and sum(
+            1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers:
+        time.sleep(0.1)
+    time.sleep({peer_slack!r})
+    note("releasing", current_run.id, limit=limit)
+
+
+@task
+def tagged_task(limit, peers):
+    hold(limit, peers)
+
+
 @flow(name={limited_name!r})
-def limited_flow(limit: str, peers: int) -> str:
+def limited_flow(limit: str, peers: int, tag: bool = False) -> str:
     note("started", current_run.id, limit=limit)
     note("acquiring", current_run.id, limit=limit)
-    with concurrency(limit, occupy=1):
-        note("acquired", current_run.id, limit=limit)
-        # Holds the slot until every peer is asking for it, and then long enough that a peer granted a slot that is
-        # not free would take it meanwhile; a minute at most.
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and sum(
-                1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers:
-            time.sleep(0.1)
-        time.sleep({peer_slack!r})
-        note("releasing", current_run.id, limit=limit)
+    if tag:  # a task-run concurrency limit on the tag (v1): the task takes a slot before it runs
+        tagged_task.with_options(tags=[limit])(limit, peers)
+    else:  # a global concurrency limit (v2)
+        with concurrency(limit, occupy=1):
+            hold(limit, peers)
     return "released"
 
 
@@ -141,7 +162,7 @@ def quick_flow() -> str:
     return wobbly_task(current_run.id)
 
 
-FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "suspending": suspending_flow,
+FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "asking": asking_flow, "suspending": suspending_flow,
           "expiring": expiring_flow, "nesting": nesting_flow, "limited": limited_flow, "holding": holding_flow,
           "quick": quick_flow}}
 
@@ -152,7 +173,7 @@ if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, 
 
 FLOWS_FILE = "lifecycle_flows.py"
 #: The flows of the file, by key: each key's function is ``<key>_flow``.
-FLOW_KEYS = ("blocking", "flaky", "pausing", "suspending", "expiring", "nesting", "limited", "holding", "quick")
+FLOW_KEYS = ("blocking", "flaky", "pausing", "asking", "suspending", "expiring", "nesting", "limited", "holding", "quick")
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
