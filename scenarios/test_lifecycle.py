@@ -1,4 +1,5 @@
-"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation, crashes, pauses and retries.
+"""Lifecycle: the life of a run beyond scheduling, with real clients: cancellation, crashes, pauses, retries,
+concurrency limits and exactly-once execution.
 
 Behaviour relied on (Prefect 3.9.1 server and clients):
 
@@ -19,7 +20,20 @@ Behaviour relied on (Prefect 3.9.1 server and clients):
 - A flow with ``retries=2, retry_delay_seconds=1`` that fails proposes ``FAILED``; the server rejects it with
   ``AwaitingRetry``, a SCHEDULED-type state whose ``scheduled_time`` is the retry delay after the failure
   (``RetryFailedFlows``); the flow's own process waits for it and proposes ``Retrying`` (RUNNING). The run ends
-  COMPLETED with ``run_count`` 3.
+  COMPLETED with ``run_count`` 3. A task with ``retries=1`` that fails once is kept (by the task-run recorder, from
+  the client's ``prefect.task-run.*`` events) COMPLETED with ``run_count`` 2.
+- A flow paused with ``wait_for_input`` stores its input's schema (``POST /flow_runs/{id}/input``) and names it in
+  ``run_input_keyset``; a resume validates ``run_input`` against it (REJECT when it does not fit) and stores it for
+  the flow to read.
+- A subflow run of a deployment (``run_deployment``) whose parent ends CANCELLED is proposed CANCELLING by the
+  cancellation-cleanup service (``cancel_subflow_run``, every ``PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS``);
+  the client that runs it then cancels it.
+- A global concurrency limit (v2) or a tag's task-run limit (v1, a v2 limit named ``tag:<tag>`` since 3.4) grants
+  no more slots than it has; the client waits and retries. A deployment's ``concurrency_limit`` makes the server
+  answer a second run's PENDING with AwaitingConcurrencySlot (``SecureFlowConcurrencySlots``) while the slot is
+  taken.
+- Of several workers proposing PENDING for one run, one is accepted and the others are told the run is no longer
+  SCHEDULED, so each run executes once.
 
 Each check acts on runs of its own, through the Runner and the worker this module starts once; all the runs are
 created together, so the clients run them side by side while the checks take turns.
@@ -219,25 +233,28 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
     return lifecycle
 
 
+def create_limit(api: ApiClient, created: Created, path: str, body: dict[str, Any], size_key: str,
+                 delete_path: str) -> None:
+    """A concurrency limit of one slot, ``POST {path}`` with ``body``, checked to say so under ``size_key``; deleted
+    with the module's objects."""
+    answer = api.post(path, body, expect=(200, 201))
+    if not isinstance(answer, dict) or answer.get(size_key) != 1:
+        raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not the limit of 1 it created")
+    created.add(delete_path)
+
+
 def create_tag_limit(api: ApiClient, created: Created, tag: str) -> str:
-    """A task-run concurrency limit of one slot on ``tag`` (``POST /concurrency_limits/``), as ``prefect
-    concurrency-limit create TAG 1`` creates it: the tag."""
-    created_limit = api.post("/concurrency_limits/", {"tag": tag, "concurrency_limit": 1}, expect=(200, 201))
-    if not isinstance(created_limit, dict) or created_limit.get("concurrency_limit") != 1:
-        raise UnexpectedAnswer(f"POST /concurrency_limits/ answered {str(created_limit)[:300]}, not the limit of 1 on "
-                               "the tag it created")
-    created.add(f"/concurrency_limits/tag/{tag}")
+    """A task-run concurrency limit (v1) of one slot on ``tag``, as ``prefect concurrency-limit create TAG 1`` makes
+    it: the tag."""
+    create_limit(api, created, "/concurrency_limits/", {"tag": tag, "concurrency_limit": 1}, "concurrency_limit",
+                 f"/concurrency_limits/tag/{tag}")
     return tag
 
 
 def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
-    """A global concurrency limit of one slot (``POST /v2/concurrency_limits/``), as ``prefect gcl create NAME
-    --limit 1`` creates it: its name."""
-    created_limit = api.post("/v2/concurrency_limits/", {"name": name, "limit": 1}, expect=(200, 201))
-    if not isinstance(created_limit, dict) or created_limit.get("limit") != 1:
-        raise UnexpectedAnswer(f"POST /v2/concurrency_limits/ answered {str(created_limit)[:300]}, not the limit of 1 "
-                               "it created")
-    created.add(f"/v2/concurrency_limits/{name}")
+    """A global concurrency limit (v2) of one slot, as ``prefect gcl create NAME --limit 1`` makes it: its name."""
+    create_limit(api, created, "/v2/concurrency_limits/", {"name": name, "limit": 1}, "limit",
+                 f"/v2/concurrency_limits/{name}")
     return name
 
 

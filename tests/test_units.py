@@ -415,10 +415,24 @@ def test_bad_scheduler_limits_are_a_usage_error(tmp_path: Path) -> None:
 
 
 def test_service_loops_read_as_prefect_names_them() -> None:
-    from harness.waits import PREFECT_SERVICE_LOOPS, parse_service_loops
+    from harness.reference.environment import FAST_SERVICE_SETTINGS
+    from harness.waits import PREFECT_SERVICE_LOOPS, SERVICE_LOOP_SETTINGS, parse_service_loops
 
-    assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == {"pause_expirations": 5.0, "foreman": 15.0}
-    assert parse_service_loops("foreman=30, pause_expirations=0.5") == {"pause_expirations": 0.5, "foreman": 30.0}
+    defaults = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "concurrency_slot_wait": 30.0}
+    assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == defaults
+    assert parse_service_loops("foreman=30, pause_expirations=0.5") == {**defaults, "pause_expirations": 0.5,
+                                                                         "foreman": 30.0}
+    # The defaults are the pinned release's, and the bundled reference sets each of them.
+    from prefect.settings.models.server import deployments, services
+
+    pinned = {"pause_expirations": services.ServerServicesPauseExpirationsSettings.model_fields["loop_seconds"].default,
+              "foreman": services.ServerServicesForemanSettings.model_fields["loop_seconds"].default,
+              "cancellation_cleanup": services.ServerServicesCancellationCleanupSettings.model_fields["loop_seconds"].default,
+              "concurrency_slot_wait":
+                  deployments.ServerDeploymentsSettings.model_fields["concurrency_slot_wait_seconds"].default}
+    assert pinned == defaults
+    assert set(SERVICE_LOOP_SETTINGS) == set(defaults)
+    assert all(setting in FAST_SERVICE_SETTINGS for setting in SERVICE_LOOP_SETTINGS.values())
     for bad, says in (("scheduler=5", "unknown service"), ("foreman=soon", "a number of seconds"),
                       ("foreman=0", "more than 0")):
         with pytest.raises(ValueError, match=says):

@@ -34,6 +34,11 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+    # On SQLite, how long a write waits for the database's lock before the request fails 503 (Prefect's default
+    # 10 s): 30 s, as Prefect's own test mode sets it for the same reason. The lifecycle checks' crowd (three workers
+    # and ten flow runs writing at once, beside another check's clients on two cores) got 503s at 10 s. A statement
+    # timeout on PostgreSQL, where nothing comes near it. Every release from 3.0.11 reads this name.
+    "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
     # Events are written in batches, every 5 s by default: the events checks wait for them to be readable. A whole
     # number, as releases that declare it an int read it too.
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
