@@ -116,6 +116,10 @@ class Lifecycle:
 
 #: How many workers share the crowd's pool, and how many runs are due there at once (the exactly-once check).
 CROWD_WORKERS, CROWD_RUNS = 3, 10
+#: How many runs each of the crowd's workers runs at once (``prefect worker start --limit``): every worker still
+#: proposes PENDING for the same first runs of its poll, but six flow-run processes start at once, not ten. With ten,
+#: Prefect's SQLite server answered 503 ("database is locked") beside another check's clients on two cores.
+CROWD_WORKER_LIMIT = 2
 
 
 #: The runs made when the module begins, by purpose, each for the checks named: a run is made only if one of its
@@ -757,7 +761,7 @@ def crowd(lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], mo
         lifecycle.crowd_pool = pool
         for n in range(1, CROWD_WORKERS + 1):
             lifecycle.actors[f"crowd-worker-{n}"] = actors(start_worker, pool_name=pool, worker_name=module_names(
-                f"crowd-{n}"), name=f"crowd-worker-{n}")
+                f"crowd-{n}"), name=f"crowd-worker-{n}", limit=CROWD_WORKER_LIMIT)
     return lifecycle.crowd_runs
 
 

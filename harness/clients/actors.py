@@ -335,9 +335,12 @@ def start_worker(
     worker_name: str,
     name: str = "worker",
     release: Release | None = None,
+    limit: int | None = None,
 ) -> Actor:
-    """``prefect worker start --pool POOL --type process`` in a child process, through a recorder."""
-    argv = [(release or pinned()).prefect, "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name]
+    """``prefect worker start --pool POOL --type process`` in a child process, through a recorder; with ``limit``,
+    ``--limit N``: at most N of its flow runs at once."""
+    argv = [(release or pinned()).prefect, "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name,
+            *(["--limit", str(limit)] if limit else [])]
     return start_client(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
 
 

@@ -29,16 +29,14 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
-    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "1",
+    # Cancelled runs' subflows are cancelled within 5 s (Prefect's default 20 s). Not 1 s: every loop of 3.8.8's
+    # cleanup service writes, and at 1 s its SQLite database stayed locked ("database is locked", requests
+    # unanswered for 30 s) under the lifecycle checks; 3.9.1's (docket tasks) took 1 s.
+    "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "5",
     # A run refused its deployment's concurrency slot is handed out again after this (Prefect's default 30 s).
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
     "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    # On SQLite, how long a write waits for the database's lock before the request fails 503 (Prefect's default
-    # 10 s): 30 s, as Prefect's own test mode sets it for the same reason. The lifecycle checks' crowd (three workers
-    # and ten flow runs writing at once, beside another check's clients on two cores) got 503s at 10 s. A statement
-    # timeout on PostgreSQL, where nothing comes near it. Every release from 3.0.11 reads this name.
-    "PREFECT_SERVER_DATABASE_TIMEOUT": "30",
     # Events are written in batches, every 5 s by default: the events checks wait for them to be readable. A whole
     # number, as releases that declare it an int read it too.
     "PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL": "1",
