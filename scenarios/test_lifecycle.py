@@ -108,6 +108,9 @@ class Lifecycle:
     #: The crowd's pool and its runs (:func:`crowd`), once a check has needed them.
     crowd_pool: str = ""
     crowd_runs: list[dict[str, Any]] = field(default_factory=list)
+    #: Makes the second wave of runs (:func:`second_wave`), and whether it has.
+    second_wave: Callable[[], None] = lambda: None
+    second_wave_made: bool = False
 
     def poll_path(self, client: str) -> str:
         return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
@@ -182,24 +185,6 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
     }
     lifecycle = Lifecycle(flows_dir, pool_name, started, {"runner": runner_deployments, "worker": worker_deployments},
                           (lost_pool, lost_worker), flows, pull)
-    if "limited" in wanted:
-        try:
-            lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
-        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
-            lifecycle.limit = exc
-    if "tagged" in wanted:
-        try:
-            lifecycle.tag = create_tag_limit(api, module_created, module_names("tag"))
-        except (UnexpectedAnswer, AssertionError) as exc:
-            lifecycle.tag = exc
-    if "queued" in wanted:
-        try:
-            queued = create_deployment(api, flows["holding"], module_names("worker-holding"), work_pool_name=pool_name,
-                                       entrypoint=entrypoint("holding"), pull_steps=pull, concurrency_limit=1)
-            lifecycle.queued = [create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now())
-                                for n in (1, 2)]
-        except (UnexpectedAnswer, AssertionError) as exc:
-            lifecycle.queued = exc
     for client, deployments in lifecycle.deployments.items():
         now = utc_now()
         runs = lifecycle.runs[client] = {
@@ -214,26 +199,66 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
                 lifecycle.early_cancel[client] = cancel(api, runs["early"]["id"])
             except AssertionError as exc:  # the target's answer: the check that needs it fails with it
                 lifecycle.early_cancel[client] = exc
-        if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
-            runs["limited"] = create_run(api, deployments["limited"], module_names(client, "limited"), now,
-                                         parameters={"limit": lifecycle.limit, "peers": 2})
-        if isinstance(lifecycle.tag, str) and lifecycle.tag:  # one task of each client's run holds the slot in turn
-            runs["tagged"] = create_run(api, deployments["limited"], module_names(client, "tagged"), now,
-                                        parameters={"limit": lifecycle.tag, "peers": 2, "tag": True})
-    # The server's doing alone (or one client's as much as the other's): one client's run is enough.
-    if "asking" in wanted:
-        lifecycle.runs["runner"]["asking"] = create_run(api, runner_deployments["asking"], module_names("runner", "asking"),
-                                                        utc_now())
-    if "expiring" in wanted:
+    if "expiring" in wanted:  # the server's doing alone: one client's run is enough
         lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
                                                           module_names("runner", "expiring"), utc_now())
+    lifecycle.second_wave = lambda: make_second_wave(lifecycle, api, wanted, module_names, module_created,
+                                                     flow_names, runner_names)
+    return lifecycle
+
+
+def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], module_names: Callable[..., str],
+                     module_created: Created, flow_names: dict[str, str], runner_names: dict[str, str]) -> None:
+    """The runs of the subflow, input, concurrency and task-retry checks, made together once the first of those
+    checks begins: by then the first wave's runs have started. Made with the first wave, some twenty flow-run
+    processes started at once, and the SQLite reference answered a worker 503 ("database is locked") in a loaded
+    make test, so the worker reported a run CRASHED before it started."""
+    deployments = lifecycle.deployments
+    if "limited" in wanted:
+        try:
+            lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
+        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
+            lifecycle.limit = exc
+    if "tagged" in wanted:
+        try:
+            lifecycle.tag = create_tag_limit(api, module_created, module_names("tag"))
+        except (UnexpectedAnswer, AssertionError) as exc:
+            lifecycle.tag = exc
+    if "queued" in wanted:
+        try:
+            queued = create_deployment(api, lifecycle.flows["holding"], module_names("worker-holding"),
+                                       work_pool_name=lifecycle.pool_name, entrypoint=entrypoint("holding"),
+                                       pull_steps=lifecycle.pull, concurrency_limit=1)
+            lifecycle.queued = [create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now())
+                                for n in (1, 2)]
+        except (UnexpectedAnswer, AssertionError) as exc:
+            lifecycle.queued = exc
+    for client in CLIENTS:
+        runs, now = lifecycle.runs[client], utc_now()
+        if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
+            runs["limited"] = create_run(api, deployments[client]["limited"], module_names(client, "limited"), now,
+                                         parameters={"limit": lifecycle.limit, "peers": 2})
+        if isinstance(lifecycle.tag, str) and lifecycle.tag:  # one task of each client's run holds the slot in turn
+            runs["tagged"] = create_run(api, deployments[client]["limited"], module_names(client, "tagged"), now,
+                                        parameters={"limit": lifecycle.tag, "peers": 2, "tag": True})
+    # One client's run is enough where the behaviour is the server's (or one client's as much as the other's).
+    if "asking" in wanted:
+        lifecycle.runs["runner"]["asking"] = create_run(api, deployments["runner"]["asking"],
+                                                        module_names("runner", "asking"), utc_now())
     if "nesting" in wanted:
         lifecycle.runs["runner"]["nesting"] = create_run(
-            api, runner_deployments["nesting"], module_names("runner", "nesting"), utc_now(),
+            api, deployments["runner"]["nesting"], module_names("runner", "nesting"), utc_now(),
             parameters={"child": f"{flow_names['blocking']}/{runner_names['blocking']}"})
     if "quick" in wanted:
-        lifecycle.runs["worker"]["quick"] = create_run(api, worker_deployments["quick"], module_names("worker", "quick"),
-                                                       utc_now())
+        lifecycle.runs["worker"]["quick"] = create_run(api, deployments["worker"]["quick"],
+                                                       module_names("worker", "quick"), utc_now())
+
+
+def second_wave(lifecycle: Lifecycle) -> Lifecycle:
+    """The lifecycle, its second wave of runs made (once, by whichever of its checks comes first)."""
+    if not lifecycle.second_wave_made:
+        lifecycle.second_wave_made = True
+        lifecycle.second_wave()
     return lifecycle
 
 
@@ -431,6 +456,7 @@ def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, 
     (``run_input_keyset``); a resume without that input is refused (REJECT: Prefect validates ``run_input`` against
     the schema the flow stored), and one with ``{"run_input": {"value": ...}}`` is accepted and the flow receives
     exactly that value in its process and completes."""
+    second_wave(lifecycle)
     run = lifecycle.runs["runner"]["asking"]
     started, paused = await_started(api, lifecycle, "runner", run["id"], "PAUSED", "Paused",
                                    hint="the flow's own process stores its input's schema (POST /flow_runs/{id}/input) "
@@ -623,6 +649,7 @@ def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: Ap
     in a process of its own: the parent ends CANCELLED, and the target then cancels the orphaned subflow
     (Prefect's cancellation-cleanup service proposes CANCELLING for it, every ``--service-loops
     cancellation_cleanup`` seconds: 20 by default), which the Runner kills, so it ends CANCELLED too."""
+    second_wave(lifecycle)
     parent = lifecycle.runs["runner"]["nesting"]
     actor = lifecycle.actors["runner"]
     blocking = lifecycle.deployments["runner"]["blocking"]
@@ -695,6 +722,7 @@ def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle
     Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
     since 3.4) and hold it until the other is asking for it: they never hold it at the same time, proven from the
     flows' own times, and the slot is free again once both have ended."""
+    second_wave(lifecycle)
     if isinstance(lifecycle.limit, Exception):
         raise lifecycle.limit
     assert_holders_apart(lifecycle, api, "limited", lifecycle.limit, "the one-slot limit")
@@ -709,6 +737,7 @@ def test_a_tag_concurrency_limit_keeps_its_tasks_apart(lifecycle: Lifecycle, api
     """Two runs, one served and one the worker's, each run a task tagged with a tag whose task-run concurrency limit
     (v1, ``POST /concurrency_limits/``) is 1, and the task holds its slot until the other run is asking for it: the
     two tasks never run at the same time. A target without task-run concurrency limits is ``unsupported`` here."""
+    second_wave(lifecycle)
     if isinstance(lifecycle.tag, Exception):
         raise lifecycle.tag
     assert_holders_apart(lifecycle, api, "tagged", lifecycle.tag, "the task-run concurrency limit on tag")
@@ -719,6 +748,7 @@ def test_a_deployment_concurrency_limit_queues_the_second_run(lifecycle: Lifecyc
     target refuses the second run's PENDING with AwaitingConcurrencySlot (a SCHEDULED state, due ``--service-loops
     concurrency_slot_wait`` seconds later: 30 by default) until the first has ended, so their flow code never
     overlaps, and both complete."""
+    second_wave(lifecycle)
     if isinstance(lifecycle.queued, Exception):
         raise lifecycle.queued
     wait = service_loop("concurrency_slot_wait")
@@ -805,6 +835,7 @@ def test_a_tasks_retries_are_kept(lifecycle: Lifecycle, api: ApiClient) -> None:
     flow's process: the
     target keeps the task run (from the client's task-run events, or its API calls before 3.1) COMPLETED with
     ``run_count`` 2, and its states show two RUNNING states before COMPLETED."""
+    second_wave(lifecycle)
     run = lifecycle.runs["worker"]["quick"]
     wait_for_final_state(api, run["id"], actor=lifecycle.actors["worker"], timeout=RUN_TIMEOUT,
                          poll_path=lifecycle.poll_path("worker"))
