@@ -215,9 +215,11 @@ def test_unusual_timestamp_output_gets_failures_not_errors(deviating, suite) -> 
     space on everything else gets exit 1: failures in `timestamps` that quote what it sent, and a verdict from
     every other check, which reads instants the way Prefect's client does (the Runner and the worker read naive
     runs from their polls). An `error` could not be listed in an expectations file. The scheduled Runner reads
-    the same poll as the first one, so it is left out."""
+    the same poll as the first one, so it is left out, and so are the lifecycle checks (their load)."""
     proxy = deviating(UnusualTimestamps())
-    run: SuiteRun = suite("--target", proxy.api_url, "-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
+    # Not the lifecycle checks: they read no timestamps the proxy rewrites in a way the others do not, and their
+    # twenty-odd flow-run processes beside the rest of make test left the SQLite reference answering 503.
+    run: SuiteRun = suite("--target", proxy.api_url, "-m", "not lifecycle", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
     assert run.code == 1, run.explain()
     assert not run.with_status("error"), f"errors: {sorted(run.with_status('error'))}\n{run.explain()}"
     assert OUTPUT <= run.failed(), run.explain()
