@@ -504,15 +504,21 @@ class LacksLifecycleServices(Deviation):
         return response
 
 
+def force_through(request: ProxyRequest, state_type: str) -> None:
+    """Marks a client's unforced proposal of ``state_type`` (``POST /flow_runs/{id}/set_state``) as forced, so the
+    reference accepts it past every orchestration rule: a server without the rule that would have answered it."""
+    if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
+        body = request.json() or {}
+        if (body.get("state") or {}).get("type") == state_type and not body.get("force"):
+            request.set_json({**body, "force": True})
+
+
 class FailuresAreFinal(Deviation):
     """Accepts a flow engine's unforced FAILED as it is (forcing it through): a server without Prefect's retry rule,
     where a flow with retries fails on its first failure."""
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
-            body = request.json() or {}
-            if (body.get("state") or {}).get("type") == "FAILED" and not body.get("force"):
-                request.set_json({**body, "force": True})
+        force_through(request, "FAILED")
         return None
 
 
@@ -554,10 +560,7 @@ class NoPendingGuard(RewritePoll):
         return items + extra
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/set_state$", request.path):
-            body = request.json() or {}
-            if (body.get("state") or {}).get("type") == "PENDING" and not body.get("force"):
-                request.set_json({**body, "force": True})
+        force_through(request, "PENDING")
         return None
 
 
