@@ -70,7 +70,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
-        "lifecycle": (f"about twenty runs of a Runner's and a worker's, side by side, each picked up ({poll:.0f} s, "
+        "lifecycle": (f"about twenty runs of a Runner's and a worker's in two waves, each picked up ({poll:.0f} s, "
                       f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
                       f"subflow start after another, two runs of a one-slot deployment one after the other ({HOLD_SECONDS:g} s "
                       f"each, the second refused for {slot_wait:g} s), a global slot held {PEER_SLACK:g} s after both "
