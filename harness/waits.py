@@ -328,8 +328,12 @@ def subscriber_can_still_act(actor: "Actor", subscription: str) -> None:
 
 
 def describe_state(run: dict[str, Any]) -> str:
+    """A run's state as a failure message quotes it: type/name, the run's name, and the state's message if any (a
+    CRASHED run's message says why, which is what a server author needs to tell a server's fault from a client's)."""
     state = run.get("state") or {}
-    return f"{state.get('type')}/{state.get('name')} (run {run.get('name')!r})"
+    message = " ".join(str(state.get("message") or "").split())
+    said = f": {message[:200]!r}" if message else ""
+    return f"{state.get('type')}/{state.get('name')} (run {run.get('name')!r}{said})"
 
 
 def wait_for_final_state(

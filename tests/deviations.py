@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
-import time
+from collections import Counter
 from typing import Any, Callable
 
 from harness.clients.recorder import ProxyRequest, ProxyResponse
@@ -539,27 +539,27 @@ class IgnoresGlobalLimits(Deviation):
 
 class NoPendingGuard(RewritePoll):
     """A server without Prefect's guard on PENDING: it accepts every PENDING proposal (forcing it through), so a
-    second worker that proposes PENDING for a run another worker took gets it too; and its pool polls hand each run
-    out once more, two seconds after they first did, as a server with a lagging claim would."""
-
-    AGAIN_AFTER = 2.0
+    second worker that proposes PENDING for a run another worker took gets it too; and, as a server with a lagging
+    claim would, its pool polls hand each run they have handed out once more, on every poll, until a second PENDING
+    has been proposed for it. (Handed out only once, a run could reach only workers whose slots were all taken,
+    which skip it, and a loaded run of the suite then saw no run twice.)"""
 
     def __init__(self) -> None:
-        self.first_seen: dict[str, tuple[float, dict]] = {}
-        self.again: set[str] = set()
+        self.handed: dict[str, dict] = {}
+        self.pendings: Counter[str] = Counter()
         super().__init__(self._again, pools=True, deployments=False)
 
     def _again(self, body: dict, items: list) -> list:
-        now = time.monotonic()
+        fresh = {run_of(item)["id"] for item in items}
+        extra = [item for run_id, item in self.handed.items() if run_id not in fresh and self.pendings[run_id] < 2]
         for item in items:
-            self.first_seen.setdefault(run_of(item)["id"], (now, item))
-        handed = {run_of(item)["id"] for item in items}
-        extra = [item for run_id, (seen, item) in self.first_seen.items()
-                 if run_id not in handed and run_id not in self.again and now - seen >= self.AGAIN_AFTER]
-        self.again.update(run_of(item)["id"] for item in extra)
+            self.handed.setdefault(run_of(item)["id"], item)
         return items + extra
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if match := re.search(r"/flow_runs/([0-9a-f-]{36})/set_state$", request.path):
+            if request.method == "POST" and ((request.json() or {}).get("state") or {}).get("type") == "PENDING":
+                self.pendings[match.group(1)] += 1
         force_through(request, "PENDING")
         return None
 

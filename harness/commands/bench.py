@@ -74,7 +74,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
                       f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
                       f"subflow start after another, two runs of a one-slot deployment one after the other ({HOLD_SECONDS:g} s "
                       f"each, the second refused for {slot_wait:g} s), a global slot held {PEER_SLACK:g} s after both "
-                      "ask for it; then three workers start and share ten runs",
+                      "ask for it; then three workers start and share six runs",
                       max(2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY,
                           2 * (query + startup) + 2 * HOLD_SECONDS + slot_wait, 2 * (poll + startup) + PEER_SLACK)
                       + query + startup),
