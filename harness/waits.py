@@ -77,7 +77,7 @@ def scheduler_interval() -> float:
 #: ``concurrency_slot_wait`` is not a loop but is waited on alike: how long a run refused its deployment's
 #: concurrency slot waits before it is handed out again (``PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS``).
 SERVICE_LOOPS_ENV = "PREFECT_CONFORMANCE_SERVICE_LOOPS"
-PREFECT_SERVICE_LOOPS = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0,
+PREFECT_SERVICE_LOOPS = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
                          "concurrency_slot_wait": 30.0}
 #: The Prefect server setting behind each of :data:`PREFECT_SERVICE_LOOPS`.
 SERVICE_LOOP_SETTINGS = {name: f"PREFECT_SERVER_SERVICES_{name.upper()}_LOOP_SECONDS" for name in PREFECT_SERVICE_LOOPS}

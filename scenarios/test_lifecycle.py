@@ -55,8 +55,8 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
-from harness.clients.lifecycle import (FLOW_KEYS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint, read_ledger, start_lifecycle_runner,
-                                       write_lifecycle_flows)
+from harness.clients.lifecycle import (FLOW_KEYS, LEASE_SECONDS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint,
+                                       read_ledger, start_lifecycle_runner, write_lifecycle_flows)
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
 from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_deployment,
@@ -101,6 +101,9 @@ class Lifecycle:
     cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
     #: The global concurrency limit the "limited" runs share (its name), or why the target would not create it.
     limit: str | Exception = ""
+    #: The global concurrency limit whose slot the "leasing" run takes and dies holding, or why the target would not
+    #: create it.
+    lease_limit: str | Exception = ""
     #: The tag whose task-run concurrency limit (v1) the "tagged" runs' tasks share, or why the target would not
     #: create it.
     tag: str | Exception = ""
@@ -145,6 +148,7 @@ PURPOSES = {
     "queued": ("test_a_deployment_concurrency_limit_queues_the_second_run",),
     "quick": ("test_a_tasks_retries_are_kept",),
     "lost": ("test_a_worker_that_dies_is_marked_offline",),
+    "leasing": ("test_a_dead_holders_global_slot_is_freed_when_its_lease_expires",),
 }
 
 
@@ -202,6 +206,14 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
                 lifecycle.early_cancel[client] = cancel(api, runs["early"]["id"])
             except AssertionError as exc:  # the target's answer: the check that needs it fails with it
                 lifecycle.early_cancel[client] = exc
+    if "leasing" in wanted:  # with the first wave: the slot is freed a minute after it is taken, at the soonest
+        try:
+            lifecycle.lease_limit = create_global_limit(api, module_created, module_names("lease-limit"))
+            lifecycle.runs["runner"]["leasing"] = create_run(api, runner_deployments["leasing"],
+                                                             module_names("runner", "leasing"), utc_now(),
+                                                             parameters={"limit": lifecycle.lease_limit})
+        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check says so
+            lifecycle.lease_limit = exc
     if "expiring" in wanted:  # the server's doing alone: one client's run is enough
         lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
                                                           module_names("runner", "expiring"), utc_now())
@@ -906,3 +918,51 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
     assert not ran and state.get("type") == "CANCELLED", (
         f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
         f"{ran}: a cancelled run is never handed out")
+
+
+def active_slots(api: ApiClient, name: str) -> int:
+    """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
+    limit = api.get(f"/v2/concurrency_limits/{name}")
+    if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
+        raise UnexpectedAnswer(f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with "
+                               "its active_slots")
+    return limit["active_slots"]
+
+
+def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: Lifecycle, api: ApiClient) -> None:
+    """A served run takes the one slot of a global concurrency limit with ``concurrency(name, occupy=1,
+    lease_duration=60)`` (``POST /v2/concurrency_limits/increment-with-lease``) and its process dies at once
+    (SIGKILL, by its own hand), so no one releases the slot or renews the lease: the target frees the slot once the
+    lease has expired (Prefect's repossessor service, every ``--service-loops repossessor`` seconds: 15 by default),
+    so the limit does not stay full for ever."""
+    if isinstance(lifecycle.lease_limit, Exception):
+        raise lifecycle.lease_limit
+    name, run_id, actor = lifecycle.lease_limit, lifecycle.runs["runner"]["leasing"]["id"], lifecycle.actors["runner"]
+
+    def acquired() -> dict[str, Any]:
+        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "acquired"]
+        if entries:
+            return entries[0]
+        actor_can_still_act(actor, lifecycle.poll_path("runner"))
+        raise AssertionError(f"run is {describe_state(api.get(f'/flow_runs/{run_id}'))}, its flow code wrote "
+                             f"{ledger_events(lifecycle, run_id)}")
+
+    taken = wait_until(acquired, awaiting=f"served run {run_id} to take the slot of global concurrency limit {name!r}",
+                       timeout=RUN_TIMEOUT, interval=0.25,
+                       hint="the flow calls concurrency(name, occupy=1, lease_duration=60), which asks POST "
+                       "/v2/concurrency_limits/increment-with-lease for a slot until it gets one")
+    loop = service_loop("repossessor")
+    expires = taken["time"] + LEASE_SECONDS
+
+    def freed() -> bool:
+        slots = active_slots(api, name)
+        if slots == 0:
+            return True
+        raise AssertionError(f"GET /v2/concurrency_limits/{name} answers active_slots {slots}, "
+                             f"{time.time() - expires:.0f} s after the dead holder's {LEASE_SECONDS}-s lease expired")
+
+    # The lease's own minute is the client's, not the target's: --timeout-scale leaves it whole.
+    wait_until(freed, awaiting=f"the target to free the slot of limit {name!r} whose holder died",
+               timeout=max(0.0, expires - time.time()) / timeout_scale() + 2 * loop + 10, interval=0.5,
+               hint=f"Prefect's repossessor service frees the slots of expired leases (a living holder renews its "
+               f"lease) every loop ({loop:g} s here: --service-loops repossessor)")

@@ -566,10 +566,10 @@ def test_scheduler_checks_pass_at_prefects_default_interval(reference, suite, mo
     assert run.code == 0 and len(run.passed()) == 4, run.explain()
 
 
-def reference_without(tmp_path_factory, service: str) -> LocalReference:
-    """A real Prefect server whose service ``service`` (as Prefect's settings name it) is off."""
-    return LocalReference(workdir=tmp_path_factory.mktemp(f"no-{service}"),
-                          settings={f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED": "false"})
+def reference_without(tmp_path_factory, *services: str) -> LocalReference:
+    """A real Prefect server whose ``services`` (as Prefect's settings name them) are off."""
+    return LocalReference(workdir=tmp_path_factory.mktemp(f"no-{services[0]}"),
+                          settings={f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED": "false" for service in services})
 
 
 @pytest.fixture(scope="module")
@@ -593,9 +593,10 @@ def test_target_without_a_scheduler_fails_with_a_message_that_says_so(reference_
 
 
 @pytest.fixture(scope="module")
-def reference_without_cancellation_cleanup(tmp_path_factory):
-    """A target without the service that cancels a cancelled run's subflows, as the Zig port's notes say it lacks."""
-    with reference_without(tmp_path_factory, "cancellation_cleanup") as server:
+def reference_without_cleanup_services(tmp_path_factory):
+    """A target without the service that cancels a cancelled run's subflows, as the Zig port's notes say it lacks,
+    nor the one that frees the slots of expired concurrency leases."""
+    with reference_without(tmp_path_factory, "cancellation_cleanup", "repossessor") as server:
         # Its first answer to GET /admin/version took over the suite's 5-s preflight in a loaded make test: asked
         # here first, with time to spare, the suite's preflight finds it warm.
         httpx.get(f"{server.api_url}/admin/version", timeout=60).raise_for_status()
@@ -604,16 +605,20 @@ def reference_without_cancellation_cleanup(tmp_path_factory):
 
 @pytest.mark.long
 @LIFECYCLE_GROUP
-def test_target_without_cancellation_cleanup_leaves_the_subflow_running(reference_without_cancellation_cleanup,
-                                                                        suite) -> None:
-    """The subflow of a cancelled parent is never cancelled there: the check fails naming the service and the
-    state the subflow was left in, while cancelling a run itself still passes."""
-    run = suite("--target", reference_without_cancellation_cleanup.api_url, "-m", "lifecycle", "-k",
-                "subflow or running_run_cancelled", "--service-loops", "cancellation_cleanup=1")
-    check = "lifecycle/a_cancelled_runs_subflow_is_cancelled_too"
-    assert run.code == 1 and run.failed() == {check}, run.explain()
+def test_target_without_cleanup_services_leaves_the_subflow_running_and_the_slot_taken(
+        reference_without_cleanup_services, suite) -> None:
+    """The subflow of a cancelled parent is never cancelled there, and a dead holder's slot never freed: each check
+    fails naming the service and what it left, while cancelling a run itself still passes."""
+    run = suite("--target", reference_without_cleanup_services.api_url, "-m", "lifecycle", "-k",
+                "subflow or running_run_cancelled or lease", "--service-loops", "cancellation_cleanup=1,repossessor=1")
+    check, lease = "lifecycle/a_cancelled_runs_subflow_is_cancelled_too", \
+        "lifecycle/a_dead_holders_global_slot_is_freed_when_its_lease_expires"
+    assert run.code == 1 and run.failed() == {check, lease}, run.explain()
     assert re.search(r"Last seen: run is RUNNING/Running.*Hint: Prefect's cancellation-cleanup service proposes "
                      r"CANCELLING for a subflow run whose parent is CANCELLED", run.message(check), re.S), run.explain()
+    assert re.search(r"Last seen: GET /v2/concurrency_limits/\S+ answers active_slots 1, \d+ s after the dead "
+                     r"holder's 60-s lease expired.*Hint: Prefect's repossessor service", run.message(lease), re.S), \
+        run.explain()
     assert "lifecycle/a_running_run_cancelled_ends_cancelled[runner]" in run.passed(), run.explain()
 
 

@@ -30,7 +30,7 @@ EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 
 #: The suite's checks per feature. A check that silently stops being collected fails here.
 CHECKS_PER_FEATURE = {"handshake": 1, "timestamps": 41, "scheduling": 49, "schema": 17, "bad_input": 15, "logs": 5, "events": 4, "scheduler": 45,
-                      "serve": 9, "worker": 9, "task_worker": 5, "lifecycle": 23,
+                      "serve": 9, "worker": 9, "task_worker": 5, "lifecycle": 24,
                       "durability": 4}
 
 #: Real clients whose recorded traffic every whole run keeps, as the proof of which path ran.

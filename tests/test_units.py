@@ -158,7 +158,8 @@ def test_stopping_a_process_kills_its_whole_group(tmp_path: Path) -> None:
     grandchild = int(pidfile.read_text())
     proc.stop(sigint_wait=1, sigterm_wait=1)
     gone = subprocess.run(["ps", "-o", "stat=", "-p", str(grandchild)], capture_output=True, text=True).stdout.strip()
-    assert gone in ("", "Z"), f"grandchild {grandchild} survived with state {gone!r}"
+    # A zombie may carry ps's flags too ("ZN" under nice): dead all the same.
+    assert gone[:1] in ("", "Z"), f"grandchild {grandchild} survived with state {gone!r}"
 
 
 def test_expectation_patterns_treat_only_star_as_special() -> None:
@@ -418,7 +419,8 @@ def test_service_loops_read_as_prefect_names_them() -> None:
     from harness.reference.environment import FAST_SERVICE_SETTINGS
     from harness.waits import PREFECT_SERVICE_LOOPS, SERVICE_LOOP_SETTINGS, parse_service_loops
 
-    defaults = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "concurrency_slot_wait": 30.0}
+    defaults = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
+                "concurrency_slot_wait": 30.0}
     assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == defaults
     assert parse_service_loops("foreman=30, pause_expirations=0.5") == {**defaults, "pause_expirations": 0.5,
                                                                          "foreman": 30.0}
@@ -428,6 +430,7 @@ def test_service_loops_read_as_prefect_names_them() -> None:
     pinned = {"pause_expirations": services.ServerServicesPauseExpirationsSettings.model_fields["loop_seconds"].default,
               "foreman": services.ServerServicesForemanSettings.model_fields["loop_seconds"].default,
               "cancellation_cleanup": services.ServerServicesCancellationCleanupSettings.model_fields["loop_seconds"].default,
+              "repossessor": services.ServerServicesRepossessorSettings.model_fields["loop_seconds"].default,
               "concurrency_slot_wait":
                   deployments.ServerDeploymentsSettings.model_fields["concurrency_slot_wait_seconds"].default}
     assert pinned == defaults

@@ -1,6 +1,7 @@
 """Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries, one
 that pauses, one that pauses for an input, and one that suspends itself until resumed, one that runs a deployment as its subflow, one that holds a
-global concurrency slot or a task's tag slot, one that holds its process a while, and a quick one whose task retries once.
+global concurrency slot or a task's tag slot, one that takes a slot on a lease and dies holding it, one that holds its
+process a while, and a quick one whose task retries once.
 
 Served by a real ``.serve()`` Runner and run by a real process worker, as users run them. Each flow writes what it
 does to a ledger file (JSON lines: the flow run's id, its process, the event), so a check counts executions from
@@ -19,6 +20,7 @@ from harness.reference.releases import Release, pinned
 LIFECYCLE_SOURCE = '''"""Flows for prefect-conformance's lifecycle checks (generated; one file per run)."""
 import json
 import os
+import signal
 import sys
 import time
 
@@ -139,6 +141,15 @@ def limited_flow(limit: str, peers: int, tag: bool = False) -> str:
     return "released"
 
 
+@flow(name={leasing_name!r})
+def leasing_flow(limit: str) -> None:
+    note("started", current_run.id, limit=limit)
+    with concurrency(limit, occupy=1, lease_duration={lease_seconds!r}):
+        note("acquired", current_run.id, limit=limit)
+        # A holder that dies without a word: nothing releases its slot, and it renews its lease no more.
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @flow(name={holding_name!r})
 def holding_flow() -> str:
     note("started", current_run.id)
@@ -163,7 +174,8 @@ def quick_flow() -> str:
 
 
 FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "asking": asking_flow, "suspending": suspending_flow,
-          "expiring": expiring_flow, "nesting": nesting_flow, "limited": limited_flow, "holding": holding_flow,
+          "expiring": expiring_flow, "nesting": nesting_flow, "limited": limited_flow, "leasing": leasing_flow,
+          "holding": holding_flow,
           "quick": quick_flow}}
 
 if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, named in argv[1] (JSON)
@@ -173,7 +185,8 @@ if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, 
 
 FLOWS_FILE = "lifecycle_flows.py"
 #: The flows of the file, by key: each key's function is ``<key>_flow``.
-FLOW_KEYS = ("blocking", "flaky", "pausing", "asking", "suspending", "expiring", "nesting", "limited", "holding", "quick")
+FLOW_KEYS = ("blocking", "flaky", "pausing", "asking", "suspending", "expiring", "nesting", "limited", "leasing", "holding",
+             "quick")
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
@@ -189,6 +202,9 @@ EXPIRE_AFTER = 3
 #: granted a free slot (2.3 s measured on a loaded make test, the first ``concurrency()`` of a process; at 4 s a
 #: loaded make test once saw a target whose limit limits nothing grant the second slot only after the first was let go).
 PEER_SLACK = 8.0
+#: The leasing flow's ``lease_duration``: the shortest lease Prefect's server grants (``POST
+#: /v2/concurrency_limits/increment-with-lease`` refuses less than 60 s), so its slot is freed as soon as Prefect would.
+LEASE_SECONDS = 60
 #: How long the holding flow holds its process (and so its deployment's concurrency slot).
 HOLD_SECONDS = 3.0
 
@@ -204,7 +220,8 @@ def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
     path = directory / FLOWS_FILE
     path.write_text(LIFECYCLE_SOURCE.format(
         ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
-        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_slack=PEER_SLACK, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
+        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_slack=PEER_SLACK,
+        lease_seconds=LEASE_SECONDS, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
     return path
 
 

@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="LOOPS",
         default=None,
         help="seconds between loops of the target's services the lifecycle checks wait for, where they differ from "
-        "Prefect's: 'pause_expirations=5,foreman=15,cancellation_cleanup=20' are Prefect's defaults "
+        "Prefect's: 'pause_expirations=5,foreman=15,cancellation_cleanup=20,repossessor=15' are Prefect's defaults "
         "(PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS), and 'concurrency_slot_wait=30' how long a run refused its "
         "deployment's concurrency slot waits (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS); "
         f"the bundled reference's own when it runs; also {SERVICE_LOOPS_ENV}",

@@ -33,6 +33,9 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     # cleanup service writes, and at 1 s its SQLite database stayed locked ("database is locked", requests
     # unanswered for 30 s) under the lifecycle checks; 3.9.1's (docket tasks) took 1 s.
     "PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS": "5",
+    # Expired concurrency leases are looked for every 2 s (Prefect's default 15 s): the slot of a holder that died
+    # is free 60 s (the shortest lease) and a loop after it was taken.
+    "PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS": "2",
     # A run refused its deployment's concurrency slot is handed out again after this (Prefect's default 30 s).
     "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS": "2",
     "PREFECT_SERVER_SERVICES_LATE_RUNS_AFTER_SECONDS": "PT5S",
