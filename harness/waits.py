@@ -75,13 +75,17 @@ def scheduler_interval() -> float:
 #: How often the target's other services loop, by name (``--service-loops``), where the lifecycle checks wait for
 #: their work: Prefect's defaults (``PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS``) unless the user says otherwise.
 #: ``concurrency_slot_wait`` is not a loop but is waited on alike: how long a run refused its deployment's
-#: concurrency slot waits before it is handed out again (``PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS``).
+#: concurrency slot waits before it is handed out again (``PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS``);
+#: nor are the foreman's two timeouts, after which what no one polled is NOT_READY (the statuses checks).
 SERVICE_LOOPS_ENV = "PREFECT_CONFORMANCE_SERVICE_LOOPS"
 PREFECT_SERVICE_LOOPS = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
-                         "concurrency_slot_wait": 30.0}
+                         "concurrency_slot_wait": 30.0, "deployment_last_polled_timeout": 60.0,
+                         "work_queue_last_polled_timeout": 60.0}
 #: The Prefect server setting behind each of :data:`PREFECT_SERVICE_LOOPS`.
 SERVICE_LOOP_SETTINGS = {name: f"PREFECT_SERVER_SERVICES_{name.upper()}_LOOP_SECONDS" for name in PREFECT_SERVICE_LOOPS}
 SERVICE_LOOP_SETTINGS["concurrency_slot_wait"] = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
+for _timeout in ("deployment_last_polled_timeout", "work_queue_last_polled_timeout"):
+    SERVICE_LOOP_SETTINGS[_timeout] = f"PREFECT_SERVER_SERVICES_FOREMAN_{_timeout.upper()}_SECONDS"
 
 
 def parse_service_loops(text: str) -> dict[str, float]:

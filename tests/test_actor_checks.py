@@ -27,6 +27,8 @@ from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from scenarios.test_scheduler import CALENDAR_CASES, HORIZON_CASES, INTERVAL_CASES
 from tests.deviations import (
     AcceptWithout,
+    ActivityEndsPauses,
+    AlwaysReady,
     Deviation,
     EmptyPolls,
     FailuresAreFinal,
@@ -498,6 +500,31 @@ CASES = [
         r"of 6 runs due at once to three workers, \d+ did not run their flow code once and complete: .* ran [2-9] times",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
         args=("-k", "exactly_once or killed_flow_run"),
+    ),
+    Case(
+        "never-not-ready",
+        AlwaysReady,
+        "statuses",
+        {"statuses/a_new_pool_is_not_ready_or_paused_as_created",
+         "statuses/a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without",
+         "statuses/a_resumed_queue_no_one_polled_is_not_ready", "statuses/a_queue_no_one_polls_becomes_not_ready",
+         "statuses/a_deployment_no_one_polls_becomes_not_ready"},
+        r"is 'READY' (as created|resumed without a worker|paused and resumed without ever being polled); Prefect's is "
+        r"NOT_READY|Last seen: (work queue|deployment) \S+ is 'READY', \d+ s after its one poll",
+        passes={"statuses/a_heartbeat_never_resumes_a_paused_pool",
+                "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed"},
+    ),
+    Case(
+        "activity-ends-pauses",
+        ActivityEndsPauses,
+        "statuses",
+        {"statuses/a_heartbeat_never_resumes_a_paused_pool",
+         "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed"},
+        r"is 'READY' (after PATCH is_paused true|after its worker's next heartbeat|after a worker polled it); "
+        r"Prefect's is PAUSED",
+        passes={"statuses/a_new_pool_is_not_ready_or_paused_as_created",
+                "statuses/a_resumed_queue_no_one_polled_is_not_ready"},
+        args=("-k", "not no_one_polls"),
     ),
     Case(
         "scheduler-duplicates-runs",

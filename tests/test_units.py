@@ -324,7 +324,7 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
 
 @pytest.mark.parametrize("markers, selection, cores, expected", [
     (None, None, 2, 2),  # one process per core
-    (None, None, 32, 13),  # never more processes than selected modules
+    (None, None, 32, 14),  # never more processes than selected modules
     ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
     ("timestamps or scheduling", None, 8, 2),
     (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection
@@ -420,7 +420,8 @@ def test_service_loops_read_as_prefect_names_them() -> None:
     from harness.waits import PREFECT_SERVICE_LOOPS, SERVICE_LOOP_SETTINGS, parse_service_loops
 
     defaults = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
-                "concurrency_slot_wait": 30.0}
+                "concurrency_slot_wait": 30.0, "deployment_last_polled_timeout": 60.0,
+                "work_queue_last_polled_timeout": 60.0}
     assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == defaults
     assert parse_service_loops("foreman=30, pause_expirations=0.5") == {**defaults, "pause_expirations": 0.5,
                                                                          "foreman": 30.0}
@@ -432,7 +433,9 @@ def test_service_loops_read_as_prefect_names_them() -> None:
               "cancellation_cleanup": services.ServerServicesCancellationCleanupSettings.model_fields["loop_seconds"].default,
               "repossessor": services.ServerServicesRepossessorSettings.model_fields["loop_seconds"].default,
               "concurrency_slot_wait":
-                  deployments.ServerDeploymentsSettings.model_fields["concurrency_slot_wait_seconds"].default}
+                  deployments.ServerDeploymentsSettings.model_fields["concurrency_slot_wait_seconds"].default,
+              **{name: services.ServerServicesForemanSettings.model_fields[f"{name}_seconds"].default
+                 for name in ("deployment_last_polled_timeout", "work_queue_last_polled_timeout")}}
     assert pinned == defaults
     assert set(SERVICE_LOOP_SETTINGS) == set(defaults)
     assert all(setting in FAST_SERVICE_SETTINGS for setting in SERVICE_LOOP_SETTINGS.values())

@@ -60,6 +60,8 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     query = float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_QUERY_SECONDS"])
     slot_wait = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"])
     repossessor = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_REPOSSESSOR_LOOP_SECONDS"])
+    foreman = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS"])
+    stale = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS"])
     loop = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS"])
     stable = stability_window(float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"]))
     return {
@@ -71,6 +73,8 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
                    query + startup),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
+        "statuses": (f"a queue and a deployment polled once become NOT_READY after {stale:g} s (the foreman loops every "
+                     f"{foreman:g} s)", stale + foreman),
         "lifecycle": (f"about twenty runs of a Runner's and a worker's in two waves, each picked up ({poll:.0f} s, "
                       f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
                       f"subflow start after another, two runs of a one-slot deployment one after the other ({HOLD_SECONDS:g} s "

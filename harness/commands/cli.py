@@ -167,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="seconds between loops of the target's services the lifecycle checks wait for, where they differ from "
         "Prefect's: 'pause_expirations=5,foreman=15,cancellation_cleanup=20,repossessor=15' are Prefect's defaults "
-        "(PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS), and 'concurrency_slot_wait=30' how long a run refused its "
-        "deployment's concurrency slot waits (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS); "
+        "(PREFECT_SERVER_SERVICES_<NAME>_LOOP_SECONDS), 'concurrency_slot_wait=30' how long a run refused its "
+        "deployment's concurrency slot waits (PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS), and "
+        "'deployment_last_polled_timeout=60,work_queue_last_polled_timeout=60' after how long the foreman marks "
+        "what no one polled NOT_READY (PREFECT_SERVER_SERVICES_FOREMAN_<NAME>_SECONDS); "
         f"the bundled reference's own when it runs; also {SERVICE_LOOPS_ENV}",
     )
     run.add_argument(

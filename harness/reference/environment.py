@@ -29,6 +29,10 @@ FAST_SERVICE_SETTINGS: dict[str, str] = {
     "PREFECT_SERVER_SERVICES_LATE_RUNS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_PAUSE_EXPIRATIONS_LOOP_SECONDS": "1",
     "PREFECT_SERVER_SERVICES_FOREMAN_LOOP_SECONDS": "1",
+    # A queue or deployment no one has polled for 10 s is NOT_READY (Prefect's default 60 s): the statuses checks
+    # wait that long. Not less: a check that polls and then reads READY must not see the foreman undo it first.
+    "PREFECT_SERVER_SERVICES_FOREMAN_DEPLOYMENT_LAST_POLLED_TIMEOUT_SECONDS": "10",
+    "PREFECT_SERVER_SERVICES_FOREMAN_WORK_QUEUE_LAST_POLLED_TIMEOUT_SECONDS": "10",
     # Cancelled runs' subflows are cancelled within 5 s (Prefect's default 20 s). Not 1 s: every loop of 3.8.8's
     # cleanup service writes, and at 1 s its SQLite database stayed locked ("database is locked", requests
     # unanswered for 30 s) under the lifecycle checks; 3.9.1's (docket tasks) took 1 s.
