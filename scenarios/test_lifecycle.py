@@ -474,12 +474,25 @@ def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, 
     second_wave(lifecycle)
     run = lifecycle.runs["runner"]["asking"]
     started, paused = await_started(api, lifecycle, "runner", run["id"], "PAUSED", "Paused",
-                                   hint="the flow's own process stores its input's schema (POST /flow_runs/{id}/input) "
-                                   "and proposes PAUSED/Paused, which Prefect accepts")
+                                   hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts")
     keyset = (paused["state"].get("state_details") or {}).get("run_input_keyset")
     assert isinstance(keyset, dict) and keyset.get("schema") and keyset.get("response"), (
         f"the Paused state of a flow waiting for input has run_input_keyset {keyset!r}; Prefect keeps the keys the "
         "flow gave (schema, response, description), which tell a resume what input to validate and where to store it")
+    # The flow stores its input's schema only once its PAUSED was accepted; until then Prefect refuses every resume
+    # ("Run input schema not found."), so a user's form, and this check, wait for it.
+    schema_path = f"/flow_runs/{run['id']}/input/{keyset['schema']}"
+
+    def schema_stored() -> bool:
+        answer = api.request("GET", schema_path)
+        if answer.status == 200:
+            return True
+        raise AssertionError(f"GET {schema_path} answers {answer.describe()}")
+
+    wait_until(schema_stored, awaiting=f"the paused flow's input schema to be readable at GET {schema_path}",
+               timeout=RUN_TIMEOUT, interval=0.25,
+               hint="the paused flow's process stores its input's schema (POST /flow_runs/{id}/input) once the target "
+               "accepted PAUSED; the UI reads it from there to show the form")
     refused = resume(api, run["id"])
     assert refused.get("status") == "REJECT", (
         f"POST /flow_runs/{{id}}/resume without the input the run waits for got {proposal_outcome(refused)}; Prefect "
