@@ -860,7 +860,8 @@ def test_every_run_is_executed_exactly_once_among_three_workers(
              if len(starts[final["id"]]) != 1 or final["state"]["type"] != "COMPLETED"}
     assert not wrong, (
         f"of {len(runs)} runs due at once to three workers, {len(wrong)} did not run their flow code once and "
-        "complete: " + "; ".join(f"{run_id} ran {len(pids)} times and ended {describe_state(final)}"
+        "complete: " + "; ".join(f"{run_id} ran {len(pids)} times and ended {describe_state(final)}, its states: "
+                                 f"{describe_history(state_history(api, run_id))}"
                                  for run_id, (pids, final) in wrong.items())
         + ". Prefect accepts one PENDING per run and rejects a second worker's, and each run completes")
 
