@@ -38,6 +38,8 @@ from tests.deviations import (
     IgnoresGlobalLimits,
     LacksTaskRunRecorder,
     NoPendingGuard,
+    NoSystemLabels,
+    OwnLabelsOnly,
     Together,
     LacksLifecycleServices,
     Refuse,
@@ -551,6 +553,24 @@ CASES = [
         r"was answered 201 and then 201 \(the same run\)|its schedules are \(slug, interval, same id as before\) "
         r"\[\('pc-hourly', 7200(\.0)?, False\)\]",
         passes={"upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
+    ),
+    Case(
+        "runs-inherit-no-labels",
+        OwnLabelsOnly,
+        "labels",
+        {"labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
+         "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id"},
+        r"has labels \{.*\}, without \{'pc\.flow': 'flow'",
+        passes={"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
+    ),
+    Case(
+        "deployments-without-system-labels",
+        NoSystemLabels,
+        "labels",
+        {"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
+        r"a deployment \(GET /deployments/\S+\) has labels .*, without \{'prefect\.flow\.id': ",
+        passes={"labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
+                "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id"},
     ),
     Case(
         "scheduler-duplicates-runs",
