@@ -81,6 +81,7 @@ FEATURES = {
     "task_worker": "a task worker subscribes to background task runs that another client delays",
     "lifecycle": "a run's life with real clients beyond scheduling: cancelled while running or before it starts, crashed, paused, suspended, expired, retried; lost workers",
     "scheduling": "next_scheduled_start_time and the two get_scheduled_flow_runs queries",
+    "lists": "the filter endpoints' pages hold each object once in sort order, and their counts agree with them",
     "labels": "the labels the server gives deployments and flow runs, merged with their parents' and their own",
     "upserts": "what a client sends again finds what it made: idempotency keys, deployments sent again, schedules patched by slug",
     "statuses": "the statuses the server keeps: work pools and queues as workers report and users pause them, and what no one polls any more",
@@ -100,7 +101,7 @@ FEATURES = {
 #: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
 #: The durability module must come last: it restarts the target once every other check has finished
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
-DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "statuses", "upserts", "labels", "handshake", "logs", "events", "serve",
+DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "handshake", "logs", "events", "serve",
                   "worker", "task_worker", "lifecycle", "differential", "durability")
 
 

@@ -699,6 +699,29 @@ class NoSystemLabels(Deviation):
         return response
 
 
+#: The filter and count endpoints of the objects the lists checks page through.
+LISTED = r"/(flows|flow_runs|task_runs|deployments|work_pools)/(filter|count)$"
+
+
+class OffsetIgnored(Deviation):
+    """Lists ignore ``offset``: every page is the first page, as a server that never passes it to its query."""
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and re.search(LISTED, request.path) and request.body:
+            request.set_json({k: v for k, v in (request.json() or {}).items() if k != "offset"})
+        return None
+
+
+class CountsOneMore(Deviation):
+    """Counts one object more than the filter selects (an off-by-one, or a deleted object still counted)."""
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == "POST" and request.path.endswith("/count") and re.search(LISTED, request.path) \
+                and response.status == 200 and isinstance(response.json(), int):
+            response.set_json(response.json() + 1)
+        return response
+
+
 class LacksTaskRunRecorder(Deviation):
     """Keeps no task runs: ``POST /task_runs/filter`` answers an empty list, as a server without Prefect's task-run
     recorder (which makes task runs from the clients' events) does."""

@@ -37,7 +37,9 @@ from tests.deviations import (
     IgnoresCancellation,
     IgnoresGlobalLimits,
     LacksTaskRunRecorder,
+    CountsOneMore,
     NoPendingGuard,
+    OffsetIgnored,
     NoSystemLabels,
     OwnLabelsOnly,
     Together,
@@ -127,6 +129,8 @@ LOCAL_TIME_CASES = ("daily-0900-new-york-spring-forward", "daily-0900-new-york-f
 CRON_DEPLOYMENT_ONLY = ("-k", "scheduler_creates_runs or runs_fall_on or scheduled_run_times or no_duplicate_runs")
 
 #: For a case whose checks need only the unscheduled Runner.
+#: The objects the lists checks page through.
+LISTED_KINDS = ("flows", "flow_runs", "task_runs", "deployments", "work_pools")
 UNSCHEDULED_RUNNER_ONLY = ("-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
 
 CASES = [
@@ -571,6 +575,22 @@ CASES = [
         r"a deployment \(GET /deployments/\S+\) has labels .*, without \{'prefect\.flow\.id': ",
         passes={"labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
                 "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id"},
+    ),
+    Case(
+        "offset-ignored",
+        OffsetIgnored,
+        "lists",
+        {f"lists/pages_hold_each_object_once_in_order[{kind}]" for kind in LISTED_KINDS},
+        r"in pages of 3 gave \[\['1', '2', '3'\], \['1', '2', '3'\], \['1', '2', '3'\], \['1', '2', '3'\]\]",
+        passes={f"lists/count_agrees_with_the_list[{kind}]" for kind in LISTED_KINDS},
+    ),
+    Case(
+        "counts-one-more",
+        CountsOneMore,
+        "lists",
+        {f"lists/count_agrees_with_the_list[{kind}]" for kind in LISTED_KINDS},
+        r"POST /\w+/count answered 8 for the filter under which POST /\w+/filter lists 7 objects",
+        passes={f"lists/pages_hold_each_object_once_in_order[{kind}]" for kind in LISTED_KINDS},
     ),
     Case(
         "scheduler-duplicates-runs",

@@ -324,7 +324,7 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
 
 @pytest.mark.parametrize("markers, selection, cores, expected", [
     (None, None, 2, 2),  # one process per core
-    (None, None, 32, 16),  # never more processes than selected modules
+    (None, None, 32, 17),  # never more processes than selected modules
     ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
     ("timestamps or scheduling", None, 8, 2),
     (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection

@@ -75,6 +75,7 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
         "upserts": ("none: pure API requests", 0.0),
         "labels": ("none: pure API requests", 0.0),
+        "lists": ("none: pure API requests", 0.0),
         "statuses": (f"a queue and a deployment polled once become NOT_READY after {stale:g} s (the foreman loops every "
                      f"{foreman:g} s)", stale + foreman),
         "lifecycle": (f"about twenty runs of a Runner's and a worker's in two waves, each picked up ({poll:.0f} s, "

@@ -29,7 +29,7 @@ import pytest
 RESULTS_SCHEMA_VERSION = 1
 
 #: The order features are reported in.
-FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "statuses", "upserts", "labels", "logs", "events", "scheduler", "serve", "worker",
+FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "logs", "events", "scheduler", "serve", "worker",
                  "task_worker", "lifecycle", "durability", "differential")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "n/a", "error")

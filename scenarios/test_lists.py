@@ -1,0 +1,119 @@
+"""Lists: the pages and counts of the filter endpoints that Prefect's UI and clients page through.
+
+Real-client behaviour relied on (Prefect 3.9.1): the UI and ``prefect flow ls``, ``flow-run ls``, ``deployment ls``
+and ``work-pool ls`` read ``POST /{objects}/filter`` with a filter, a ``sort``, ``limit`` and ``offset``, one page
+after another, and show ``POST /{objects}/count`` for the same filter as the total. Prefect's server applies the
+filter, then the sort, then ``offset`` and ``limit``, so consecutive pages hold every selected object exactly once,
+in sort order, and the count is the number of objects the filter selects (``models/*.py``; work pools are always
+ordered by name).
+
+Each check makes seven objects of its own, named so that their creation order is not their name order, and pages
+through them three at a time, sorted by name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import pytest
+
+from harness.checks.objects import Created, create_deployment, create_flow, create_task_run, create_work_pool
+from harness.target.api import ApiClient
+from harness.target.errors import UnexpectedAnswer
+
+pytestmark = pytest.mark.lists
+
+#: The objects' numbers in the order they are made: neither ascending nor descending.
+CREATION_ORDER = (4, 1, 7, 2, 6, 3, 5)
+PAGE = 3
+
+
+@dataclass(frozen=True)
+class Listing:
+    """One filter endpoint: what it lists, how the checks select their own objects and sort them by name."""
+
+    objects: str  # "flow_runs": POST /flow_runs/filter and /flow_runs/count
+    sort: str | None  # the sort by name, or None where the endpoint always sorts by name
+
+    def selection(self, prefix: str, names: list[str]) -> dict[str, Any]:
+        if self.objects == "work_pools":  # its name filter has no like_
+            return {"work_pools": {"name": {"any_": names}}}
+        return {self.objects: {"name": {"like_": prefix}}}
+
+    def body(self, prefix: str, names: list[str], **page: Any) -> dict[str, Any]:
+        return {**self.selection(prefix, names), **({"sort": self.sort} if self.sort else {}), **page}
+
+
+LISTINGS = [Listing("flows", "NAME_ASC"), Listing("flow_runs", "NAME_ASC"), Listing("task_runs", "NAME_ASC"),
+            Listing("deployments", "NAME_ASC"), Listing("work_pools", None)]
+
+
+@dataclass
+class Made:
+    listing: Listing
+    prefix: str
+    names: list[str]  # in creation order
+
+
+def make_objects(api: ApiClient, created: Created, listing: Listing, prefix: str) -> list[str]:
+    """Seven objects of the listing's kind named ``{prefix}-{n}``, made in :data:`CREATION_ORDER`: their names."""
+    names = [f"{prefix}-{n}" for n in CREATION_ORDER]
+    if listing.objects == "work_pools":
+        for name in names:
+            create_work_pool(api, created, name)
+        return names
+    flow = create_flow(api, created, names[0] if listing.objects == "flows" else f"{prefix}-flow")
+    if listing.objects == "flows":
+        for name in names[1:]:
+            create_flow(api, created, name)
+    elif listing.objects == "deployments":
+        for name in names:
+            created.add(f"/deployments/{create_deployment(api, flow['id'], name)['id']}")
+    else:
+        runs = [api.post("/flow_runs/", {"flow_id": flow["id"], "name": name}) for name in names] \
+            if listing.objects == "flow_runs" else [api.post("/flow_runs/", {"flow_id": flow["id"], "name": f"{prefix}-run"})]
+        if listing.objects == "task_runs":
+            for name in names:
+                create_task_run(api, runs[0]["id"], name)
+    return names
+
+
+@pytest.fixture(scope="module", params=LISTINGS, ids=lambda listing: listing.objects)
+def made(request: pytest.FixtureRequest, api: ApiClient, module_created: Created,
+         module_names: Callable[..., str]) -> Made:
+    listing: Listing = request.param
+    prefix = module_names(listing.objects.replace("_", "-"))
+    return Made(listing, prefix, make_objects(api, module_created, listing, prefix))
+
+
+def listed(api: ApiClient, path: str, body: dict[str, Any]) -> list[str]:
+    answer = api.post(path, body)
+    if not isinstance(answer, list):
+        raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not a list")
+    return [item.get("name") for item in answer]
+
+
+def test_pages_hold_each_object_once_in_order(api: ApiClient, made: Made) -> None:
+    """Pages of three (``limit`` 3, ``offset`` 0, 3, 6, 9) sorted by name hold the seven objects the filter selects,
+    each exactly once, in name order, and the page past the end is empty."""
+    path = f"/{made.listing.objects}/filter"
+    pages = [listed(api, path, made.listing.body(made.prefix, made.names, limit=PAGE, offset=offset))
+             for offset in range(0, len(made.names) + PAGE, PAGE)]
+    wanted = sorted(made.names)
+    got = [name for page in pages for name in page]
+    assert got == wanted and pages[-1] == [], (
+        f"POST {path} sorted by name ({made.listing.sort or 'its only order'}) in pages of {PAGE} gave "
+        f"{[[n.removeprefix(made.prefix + '-') for n in page] for page in pages]} for the objects numbered "
+        f"{[n.removeprefix(made.prefix + '-') for n in wanted]} (made in the order {list(CREATION_ORDER)}); Prefect "
+        "filters, sorts, then pages, so every object comes once, in order, and the page past the end is empty")
+
+
+def test_count_agrees_with_the_list(api: ApiClient, made: Made) -> None:
+    """``POST /{objects}/count`` with the filter of the list gives the number of objects the list holds: seven."""
+    path = f"/{made.listing.objects}/count"
+    listing = listed(api, f"/{made.listing.objects}/filter", made.listing.body(made.prefix, made.names))
+    count = api.post(path, made.listing.selection(made.prefix, made.names))
+    assert count == len(listing) == len(made.names), (
+        f"POST {path} answered {count!r} for the filter under which POST /{made.listing.objects}/filter lists "
+        f"{len(listing)} objects (seven were made); Prefect counts what the same filter selects")
