@@ -123,9 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
                      help="where reports go; a relative path is taken from the current directory (default: reports/ "
                      "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
-    run.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas (handshake, timestamps, scheduling, schema, bad_input, logs, events, scheduler, serve, "
-                     "worker, task_worker, lifecycle, durability; differential with --differential), "
-                     "e.g. 'timestamps or scheduling'")
+    features = ", ".join(f for f in FEATURE_ORDER if f != "differential")
+    run.add_argument("-m", dest="markers", metavar="EXPR", help=f"only these feature areas ({features}; differential "
+                     "with --differential), e.g. 'timestamps or scheduling'")
     run.add_argument(
         "-n",
         "--parallel",
