@@ -9,7 +9,8 @@ so that a request sent twice (a timeout, a retried webhook) makes one run.
 What Prefect's server does (``api/deployments.py``, ``api/flow_runs.py``, ``models/deployments.py``):
 
 - A flow run created with an ``idempotency_key`` already used for that flow (or deployment) is the run made the
-  first time: the same id, answered 200, where a new run is answered 201.
+  first time: the same id, answered 200, where a new run is answered 201. A task run created again for the same
+  flow run, ``task_key`` and ``dynamic_key`` (a flow run's engine retrying its create) is likewise the first.
 - ``POST /deployments/`` for an existing flow and name updates that deployment in place (same id, answered 200
   rather than 201): what the request sets is changed, what it leaves out (a pause the user set, tags, a
   description) is kept.
@@ -41,14 +42,14 @@ def created_or_found(answer: Answer, what: str) -> dict[str, Any]:
 
 
 def assert_one_run(first: Answer, second: Answer, route: str) -> None:
-    """The second create with the first's idempotency key answered the first run, 200 where the first had 201."""
-    one, two = created_or_found(first, f"{route} with an idempotency_key"), \
-        created_or_found(second, f"{route} again with the same idempotency_key")
+    """The second create of the same run answered the first run, 200 where the first had 201."""
+    key = "task_key and dynamic_key" if route.startswith("POST /task_runs/") else "idempotency_key"
+    one, two = created_or_found(first, f"{route} with a {key}"), created_or_found(second, f"{route} again with it")
     assert two["id"] == one["id"], (
-        f"{route} sent twice with one idempotency_key made two runs ({one['id']} and then {two['id']}); Prefect "
+        f"{route} sent twice with one {key} made two runs ({one['id']} and then {two['id']}); Prefect "
         "answers the second with the run the first made, so a request a client retries makes one run")
     assert (first.status, second.status) == (201, 200), (
-        f"{route} sent twice with one idempotency_key was answered {first.status} and then {second.status} (the same "
+        f"{route} sent twice with one {key} was answered {first.status} and then {second.status} (the same "
         "run); Prefect answers 201 for the run it makes and 200 for the one it found, which is how a client tells them "
         "apart")
 
@@ -61,6 +62,16 @@ def test_a_flow_run_sent_twice_with_one_idempotency_key_is_one_run(api: ApiClien
             "state": scheduled_state(utc_now())}
     assert_one_run(api.request("POST", "/flow_runs/", json_body=body),
                    api.request("POST", "/flow_runs/", json_body=body), "POST /flow_runs/")
+
+
+def test_a_task_run_sent_twice_is_one_task_run(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+    """``POST /task_runs/`` twice for the same flow run, ``task_key`` and ``dynamic_key``: one task run, 201 then
+    200."""
+    flow = create_flow(api, created, names("flow"))
+    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run")})
+    body = {"flow_run_id": run["id"], "name": names("task"), "task_key": names("task-key"), "dynamic_key": "0"}
+    assert_one_run(api.request("POST", "/task_runs/", json_body=body),
+                   api.request("POST", "/task_runs/", json_body=body), "POST /task_runs/")
 
 
 def create_deployment_answer(api: ApiClient, flow_id: str, name: str, **fields: Any) -> Answer:

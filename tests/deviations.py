@@ -615,12 +615,25 @@ class ActivityEndsPauses(Deviation):
 
 
 #: The two routes that create a flow run and honour an ``idempotency_key``.
-RUN_CREATES = r"/flow_runs/$|/deployments/[0-9a-f-]{36}/create_flow_run$"
+RUN_CREATES = r"/flow_runs/$|/deployments/[0-9a-f-]{36}/create_flow_run$|/task_runs/$"
+
+
+class IgnoresIdempotency(AcceptWithout):
+    """Makes a new run for every create: a server that never stores a flow run's ``idempotency_key``, nor keeps a
+    task run unique by its flow run, ``task_key`` and ``dynamic_key`` (each create gets a ``dynamic_key`` of its
+    own)."""
+
+    def __init__(self) -> None:
+        super().__init__("POST", RUN_CREATES, "idempotency_key")
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.method == "POST" and request.path.endswith("/task_runs/") and request.body:
+            request.set_json({**(request.json() or {}), "dynamic_key": str(uuid.uuid4())})
+        return super().on_request(request)
 
 
 def ignores_idempotency() -> Deviation:
-    """Makes a new run for every create, whatever its ``idempotency_key``: a server that never stores the key."""
-    return AcceptWithout("POST", RUN_CREATES, "idempotency_key")
+    return IgnoresIdempotency()
 
 
 class UpsertStartsOver(Deviation):

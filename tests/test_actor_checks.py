@@ -542,8 +542,9 @@ CASES = [
         "upserts",
         {"upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
          "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
+         "upserts/a_task_run_sent_twice_is_one_task_run",
          "upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
-        r"sent twice with one idempotency_key made two runs \(\S+ and then \S+\)|the deployment sent again with only "
+        r"sent twice with one (idempotency_key|task_key and dynamic_key) made two runs \(\S+ and then \S+\)|the deployment sent again with only "
         r"a new description reads \{'description': 'as sent again', 'tags': \[\], 'paused': False\}",
         passes={"upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
     ),
@@ -553,6 +554,7 @@ CASES = [
         "upserts",
         {"upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
          "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
+         "upserts/a_task_run_sent_twice_is_one_task_run",
          "upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
         r"was answered 201 and then 201 \(the same run\)|its schedules are \(slug, interval, same id as before\) "
         r"\[\('pc-hourly', 7200(\.0)?, False\)\]",
