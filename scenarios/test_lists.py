@@ -7,18 +7,23 @@ filter, then the sort, then ``offset`` and ``limit``, so consecutive pages hold 
 in sort order, and the count is the number of objects the filter selects (``models/*.py``; work pools are always
 ordered by name).
 
-Each check makes seven objects of its own, named so that their creation order is not their name order, and pages
-through them three at a time, sorted by name.
+The page and count checks make seven objects of their own, named so that their creation order is not their name
+order, and page through them three at a time, sorted by name. The filter checks select across related objects
+(runs by their deployment, queue, tag or state name; deployments by their runs; flows by their deployments) among
+two flows, two deployments and three runs of their own.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
 
-from harness.checks.objects import Created, create_deployment, create_flow, create_task_run, create_work_pool
+from harness.checks.objects import (Created, create_deployment, create_flow, create_task_run, create_work_pool,
+                                    create_work_queue, scheduled_state)
+from harness.checks.timestamps import utc_now
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
 
@@ -117,3 +122,93 @@ def test_count_agrees_with_the_list(api: ApiClient, made: Made) -> None:
     assert count == len(listing) == len(made.names), (
         f"POST {path} answered {count!r} for the filter under which POST /{made.listing.objects}/filter lists "
         f"{len(listing)} objects (seven were made); Prefect counts what the same filter selects")
+
+
+# --- filters across related objects ----------------------------------------------------------------------------
+
+
+@dataclass
+class Related:
+    """Two flows: A with a deployment on a pool's queue and two runs of it (one tagged, one Late), B with a
+    deployment of no pool and one run of it."""
+
+    flows: dict[str, str]  # "A", "B" -> id
+    deployments: dict[str, str]  # "A", "B" -> id
+    runs: dict[str, str]  # "tagged", "late", "b" -> id
+    queue: str
+    tag: str
+
+    def ours(self) -> dict[str, Any]:
+        """A flow filter that keeps every selection to these objects."""
+        return {"flows": {"id": {"any_": list(self.flows.values())}}}
+
+
+@pytest.fixture(scope="module")
+def related(api: ApiClient, module_created: Created, module_names: Callable[..., str]) -> Related:
+    pool, queue, tag = module_names("related-pool"), module_names("related-queue"), module_names("related-tag")
+    create_work_pool(api, module_created, pool)
+    create_work_queue(api, pool, queue)
+    flows = {key: create_flow(api, module_created, module_names("related-flow", key))["id"] for key in ("A", "B")}
+    deployments = {"A": create_deployment(api, flows["A"], module_names("related-deployment", "A"),
+                                          work_pool_name=pool, work_queue_name=queue)["id"],
+                   "B": create_deployment(api, flows["B"], module_names("related-deployment", "B"))["id"]}
+    for deployment in deployments.values():
+        module_created.add(f"/deployments/{deployment}")
+
+    def run(deployment: str, name: str, **fields: Any) -> str:
+        return api.post(f"/deployments/{deployment}/create_flow_run", {"name": module_names("related", name),
+                                                                        **fields})["id"]
+
+    soon = scheduled_state(utc_now() + dt.timedelta(hours=1))
+    runs = {"tagged": run(deployments["A"], "tagged", tags=[tag], state=soon),
+            "late": run(deployments["A"], "late", state={**soon, "name": "Late"}),
+            "b": run(deployments["B"], "b", state=soon)}
+    return Related(flows, deployments, runs, queue, tag)
+
+
+def assert_selects(api: ApiClient, path: str, body: dict[str, Any], wanted: dict[str, str], what: str) -> None:
+    """``POST path`` with ``body`` lists exactly the objects ``wanted`` names (label -> id)."""
+    answer = api.post(path, body)
+    if not isinstance(answer, list):
+        raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not a list")
+    names = {id_: label for label, id_ in wanted.items()}
+    got = sorted(names.get(item.get("id"), f"another ({item.get('name')})") for item in answer)
+    assert got == sorted(wanted), (
+        f"POST {path} with {body} ({what}) listed {got}; Prefect lists {sorted(wanted)}")
+
+
+def test_flow_runs_are_selected_by_their_deployment(api: ApiClient, related: Related) -> None:
+    """``POST /flow_runs/filter`` with ``deployments.id``: the runs of that deployment, and no other."""
+    assert_selects(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [related.deployments["A"]]}}},
+                   {"tagged": related.runs["tagged"], "late": related.runs["late"]}, "the runs of deployment A")
+
+
+def test_flow_runs_are_selected_by_their_work_queue(api: ApiClient, related: Related) -> None:
+    """``POST /flow_runs/filter`` with ``work_pool_queues.name``: the runs of that queue's deployment."""
+    assert_selects(api, "/flow_runs/filter", {"work_pool_queues": {"name": {"any_": [related.queue]}}},
+                   {"tagged": related.runs["tagged"], "late": related.runs["late"]}, "the runs on deployment A's queue")
+
+
+def test_flow_runs_are_selected_by_tag(api: ApiClient, related: Related) -> None:
+    """``POST /flow_runs/filter`` with ``flow_runs.tags.all_``: the run that has the tag."""
+    assert_selects(api, "/flow_runs/filter", {**related.ours(), "flow_runs": {"tags": {"all_": [related.tag]}}},
+                   {"tagged": related.runs["tagged"]}, "the run with the tag")
+
+
+def test_flow_runs_are_selected_by_state_name(api: ApiClient, related: Related) -> None:
+    """``POST /flow_runs/filter`` with ``flow_runs.state.name.any_`` ["Late"]: the SCHEDULED run named Late, not its
+    SCHEDULED siblings named Scheduled."""
+    assert_selects(api, "/flow_runs/filter", {**related.ours(), "flow_runs": {"state": {"name": {"any_": ["Late"]}}}},
+                   {"late": related.runs["late"]}, "the run whose state is named Late")
+
+
+def test_deployments_are_selected_by_their_flow_runs(api: ApiClient, related: Related) -> None:
+    """``POST /deployments/filter`` with ``flow_runs.id``: the deployment of that run."""
+    assert_selects(api, "/deployments/filter", {"flow_runs": {"id": {"any_": [related.runs["b"]]}}},
+                   {"B": related.deployments["B"]}, "the deployment of run b")
+
+
+def test_flows_are_selected_by_their_deployments(api: ApiClient, related: Related) -> None:
+    """``POST /flows/filter`` with ``deployments.id``: the flow of that deployment."""
+    assert_selects(api, "/flows/filter", {"deployments": {"id": {"any_": [related.deployments["B"]]}}},
+                   {"B": related.flows["B"]}, "the flow of deployment B")

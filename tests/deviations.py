@@ -735,6 +735,23 @@ class CountsOneMore(Deviation):
         return response
 
 
+class RelatedFiltersIgnored(Deviation):
+    """Filters only on the listed objects' own fields and by name: a server that drops the filters on related
+    objects (a run's deployment, queue; a deployment's runs; a flow's deployments) and on a run's tags and state."""
+
+    RELATED = {"/flow_runs/filter": ("deployments", "work_pool_queues"), "/deployments/filter": ("flow_runs",),
+               "/flows/filter": ("deployments",)}
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        dropped = next((keys for path, keys in self.RELATED.items() if request.path.endswith(path)), None)
+        if request.method == "POST" and dropped is not None and request.body:
+            body = {k: v for k, v in (request.json() or {}).items() if k not in dropped}
+            if request.path.endswith("/flow_runs/filter") and isinstance(body.get("flow_runs"), dict):
+                body["flow_runs"] = {k: v for k, v in body["flow_runs"].items() if k not in ("tags", "state")}
+            request.set_json(body)
+        return None
+
+
 class LacksTaskRunRecorder(Deviation):
     """Keeps no task runs: ``POST /task_runs/filter`` answers an empty list, as a server without Prefect's task-run
     recorder (which makes task runs from the clients' events) does."""

@@ -47,6 +47,7 @@ from tests.deviations import (
     Refuse,
     RefusesCrashed,
     RefusesResume,
+    RelatedFiltersIgnored,
     ReplacesSchedules,
     RewriteJson,
     RewriteObjects,
@@ -593,6 +594,18 @@ CASES = [
         {f"lists/count_agrees_with_the_list[{kind}]" for kind in LISTED_KINDS},
         r"POST /\w+/count answered 8 for the filter under which POST /\w+/filter lists 7 objects",
         passes={f"lists/pages_hold_each_object_once_in_order[{kind}]" for kind in LISTED_KINDS},
+    ),
+    Case(
+        "related-filters-ignored",
+        RelatedFiltersIgnored,
+        "lists",
+        {f"lists/{check}" for check in (
+            "flow_runs_are_selected_by_their_deployment", "flow_runs_are_selected_by_their_work_queue",
+            "flow_runs_are_selected_by_tag", "flow_runs_are_selected_by_state_name",
+            "deployments_are_selected_by_their_flow_runs", "flows_are_selected_by_their_deployments")},
+        r"POST /\w+/filter with .* listed \[.*'another \(.*\)'.*\]; Prefect lists \[",
+        passes={f"lists/{check}[{kind}]" for check in ("pages_hold_each_object_once_in_order",
+                                                       "count_agrees_with_the_list") for kind in LISTED_KINDS},
     ),
     Case(
         "scheduler-duplicates-runs",
