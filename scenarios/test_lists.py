@@ -212,3 +212,58 @@ def test_flows_are_selected_by_their_deployments(api: ApiClient, related: Relate
     """``POST /flows/filter`` with ``deployments.id``: the flow of that deployment."""
     assert_selects(api, "/flows/filter", {"deployments": {"id": {"any_": [related.deployments["B"]]}}},
                    {"B": related.flows["B"]}, "the flow of deployment B")
+
+
+# --- the sorts of flow runs ---------------------------------------------------------------------------------------
+
+#: (name, seconds after the base instant, how the scheduled time is written): name order, time order and the
+#: written strings' order all differ; two runs half a second apart, the earlier at a whole second (written without a
+#: fraction, so it sorts after the later one as a string).
+SORTED_RUNS = [("c", 7200.0, "+05:00"), ("a", 0.0, "Z"), ("e", 0.5, "Z"), ("b", 10800.0, "-03:00"), ("d", 3600.0, "+00:00")]
+#: Each time sort Prefect offers for flow runs, with the field it sorts by and whether it is descending. For a run
+#: that has not started, START_TIME sorts by its expected start time (Prefect's coalesce).
+TIME_SORTS = {"EXPECTED_START_TIME_ASC": False, "EXPECTED_START_TIME_DESC": True,
+              "NEXT_SCHEDULED_START_TIME_ASC": False, "START_TIME_ASC": False, "START_TIME_DESC": True}
+NAME_SORTS = {"NAME_ASC": False, "NAME_DESC": True}
+
+
+@dataclass
+class SortedRuns:
+    flow_id: str
+    ids: dict[str, str]  # name letter -> id
+
+
+@pytest.fixture(scope="module")
+def sorted_runs(api: ApiClient, module_created: Created, module_names: Callable[..., str]) -> SortedRuns:
+    flow = create_flow(api, module_created, module_names("sorted-flow"))
+    base = (utc_now() + dt.timedelta(days=1)).replace(microsecond=0)
+    ids = {}
+    for letter, seconds, offset in SORTED_RUNS:
+        instant = base + dt.timedelta(seconds=seconds)
+        zone = dt.timezone.utc if offset in ("Z", "+00:00") else dt.timezone(dt.timedelta(
+            hours=int(offset[:3]), minutes=int(offset[4:])))
+        written = instant.astimezone(zone).isoformat()
+        written = written.replace("+00:00", "Z") if offset == "Z" else written
+        ids[letter] = api.post("/flow_runs/", {"flow_id": flow["id"], "name": module_names("sorted", letter),
+                                               "state": scheduled_state(written)})["id"]
+    return SortedRuns(flow["id"], ids)
+
+
+@pytest.mark.parametrize("sort", [*TIME_SORTS, *NAME_SORTS])
+def test_flow_runs_are_sorted_as_prefect_sorts_them(sort: str, api: ApiClient, sorted_runs: SortedRuns) -> None:
+    """``POST /flow_runs/filter`` with each sort by time or name Prefect offers: five runs in the sort's order,
+    times compared as instants (their scheduled times were written with different offsets, two half a second
+    apart, the earlier at a whole second)."""
+    letters = {id_: letter for letter, id_ in sorted_runs.ids.items()}
+    answer = api.post("/flow_runs/filter", {"flows": {"id": {"any_": [sorted_runs.flow_id]}}, "sort": sort})
+    if not isinstance(answer, list):
+        raise UnexpectedAnswer(f"POST /flow_runs/filter answered {str(answer)[:300]}, not a list")
+    got = [letters.get(item.get("id"), "?") for item in answer]
+    if sort in TIME_SORTS:
+        wanted = [letter for letter, _, _ in sorted(SORTED_RUNS, key=lambda run: run[1], reverse=TIME_SORTS[sort])]
+        how = "by instant (the runs a to e in time order are a, e, d, c, b)"
+    else:
+        wanted = sorted(sorted_runs.ids, reverse=NAME_SORTS[sort])
+        how = "by name"
+    assert got == wanted, (
+        f"POST /flow_runs/filter with sort {sort} listed the runs {got}; Prefect lists {wanted}, sorted {how}")

@@ -752,6 +752,24 @@ class RelatedFiltersIgnored(Deviation):
         return None
 
 
+class TimesSortedAsStrings(Deviation):
+    """Sorts flow runs by a time as the *string* it returns: ``...T10:00:00Z`` (a whole second) after
+    ``...T10:00:00.500000Z``, as a server that stores times as text would."""
+
+    FIELDS = {"EXPECTED_START_TIME": "expected_start_time", "NEXT_SCHEDULED_START_TIME": "next_scheduled_start_time",
+              "START_TIME": "expected_start_time"}
+
+    def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
+        if request.method == "POST" and request.path.endswith("/flow_runs/filter") and response.status == 200:
+            sort = str((request.json() or {}).get("sort") or "")
+            key, _, direction = sort.rpartition("_")
+            if key in self.FIELDS:
+                field = self.FIELDS[key]
+                response.set_json(sorted(response.json(), key=lambda run: run.get(field) or "",
+                                         reverse=direction == "DESC"))
+        return response
+
+
 class LacksTaskRunRecorder(Deviation):
     """Keeps no task runs: ``POST /task_runs/filter`` answers an empty list, as a server without Prefect's task-run
     recorder (which makes task runs from the clients' events) does."""

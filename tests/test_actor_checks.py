@@ -55,6 +55,7 @@ from tests.deviations import (
     RewriteRuns,
     RewriteScheduleEntries,
     RewriteSchedules,
+    TimesSortedAsStrings,
     UpsertStartsOver,
     epoch_created,
     first_pass_only,
@@ -606,6 +607,18 @@ CASES = [
         r"POST /\w+/filter with .* listed \[.*'another \(.*\)'.*\]; Prefect lists \[",
         passes={f"lists/{check}[{kind}]" for check in ("pages_hold_each_object_once_in_order",
                                                        "count_agrees_with_the_list") for kind in LISTED_KINDS},
+    ),
+    Case(
+        "times-sorted-as-strings",
+        TimesSortedAsStrings,
+        "lists",
+        {f"lists/flow_runs_are_sorted_as_prefect_sorts_them[{sort}]" for sort in (
+            "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "START_TIME_ASC",
+            "START_TIME_DESC")},
+        r"with sort \w+ listed the runs \['(e', 'a|b', 'c', 'd', 'a', 'e)'.*; Prefect lists .*sorted by instant",
+        passes={"lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_ASC]",
+                "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_DESC]"},
+        args=("-k", "sorted"),
     ),
     Case(
         "scheduler-duplicates-runs",
