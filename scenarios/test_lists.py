@@ -267,3 +267,53 @@ def test_flow_runs_are_sorted_as_prefect_sorts_them(sort: str, api: ApiClient, s
         how = "by name"
     assert got == wanted, (
         f"POST /flow_runs/filter with sort {sort} listed the runs {got}; Prefect lists {wanted}, sorted {how}")
+
+
+# --- a pool's queues and workers ----------------------------------------------------------------------------------
+
+#: The priorities of a pool's seven queues of the check's own, in the order they are made (its default queue has 1).
+QUEUE_PRIORITIES = (5, 2, 8, 3, 7, 4, 6)
+
+
+def paged(api: ApiClient, path: str, total: int) -> list[list[str]]:
+    """``POST path`` in pages of :data:`PAGE` until one past the end: each page's names."""
+    return [listed(api, path, {"limit": PAGE, "offset": offset}) for offset in range(0, total + PAGE, PAGE)]
+
+
+def test_a_pools_queues_are_paged_by_priority(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+    """``POST /work_pools/{name}/queues/filter`` in pages of three: the pool's default queue (priority 1) and seven
+    queues made in a shuffled order of priority, each once, by priority (Prefect's only order for them)."""
+    pool = names("pool")
+    create_work_pool(api, created, pool)
+    queues = {priority: names("queue", str(priority)) for priority in QUEUE_PRIORITIES}
+    for priority, queue in queues.items():
+        create_work_queue(api, pool, queue, priority=priority)
+    path = f"/work_pools/{pool}/queues/filter"
+    pages = paged(api, path, len(queues) + 1)
+    got = [name for page in pages for name in page]
+    wanted = ["default", *(queues[p] for p in sorted(queues))]
+    short = {"default": "default", **{queue: f"priority {p}" for p, queue in queues.items()}}
+    assert got == wanted and pages[-1] == [], (
+        f"POST {path} in pages of {PAGE} gave {[[short.get(n, n) for n in page] for page in pages]}; Prefect gives "
+        f"{[short[n] for n in wanted]} (the queues by priority, each once) and an empty page past the end")
+
+
+def test_a_pools_workers_are_paged_by_their_last_heartbeat(api: ApiClient, created: Created,
+                                                           names: Callable[..., str]) -> None:
+    """``POST /work_pools/{name}/workers/filter`` in pages of three: seven workers that sent one heartbeat each, one
+    after another, newest heartbeat first (Prefect's only order for them), each once."""
+    pool = names("pool")
+    create_work_pool(api, created, pool)
+    workers = [names("worker", str(n)) for n in range(1, 8)]
+    for worker in workers:
+        api.call("POST", f"/work_pools/{pool}/workers/heartbeat", {"name": worker, "heartbeat_interval_seconds": 30},
+                 expect=(200, 201, 204), what="a worker's heartbeat failed")
+    path = f"/work_pools/{pool}/workers/filter"
+    pages = paged(api, path, len(workers))
+    got = [name for page in pages for name in page]
+    wanted = list(reversed(workers))
+    short = {worker: str(n) for n, worker in enumerate(workers, 1)}
+    assert got == wanted and pages[-1] == [], (
+        f"POST {path} in pages of {PAGE} gave {[[short.get(n, n) for n in page] for page in pages]} for workers 1 to 7 "
+        f"that sent their heartbeats in that order; Prefect gives {[short[n] for n in wanted]} (newest heartbeat "
+        "first, each once) and an empty page past the end")

@@ -713,7 +713,7 @@ class NoSystemLabels(Deviation):
 
 
 #: The filter and count endpoints of the objects the lists checks page through.
-LISTED = r"/(flows|flow_runs|task_runs|deployments|work_pools)/(filter|count)$"
+LISTED = r"/(flows|flow_runs|task_runs|deployments|work_pools)/(filter|count)$|/work_pools/[^/]+/(queues|workers)/filter$"
 
 
 class OffsetIgnored(Deviation):
