@@ -29,7 +29,7 @@ from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 
 #: The suite's checks per feature. A check that silently stops being collected fails here.
-CHECKS_PER_FEATURE = {"handshake": 1, "timestamps": 41, "scheduling": 49, "schema": 17, "bad_input": 15, "statuses": 8, "upserts": 5, "labels": 3, "lists": 23, "logs": 5, "events": 4, "scheduler": 45,
+CHECKS_PER_FEATURE = {"handshake": 1, "timestamps": 41, "scheduling": 49, "schema": 17, "bad_input": 15, "statuses": 8, "upserts": 5, "labels": 3, "lists": 25, "logs": 5, "events": 4, "scheduler": 45,
                       "serve": 9, "worker": 9, "task_worker": 5, "lifecycle": 24,
                       "durability": 4}
 
