@@ -94,12 +94,13 @@ def test_a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run(api: Ap
 
 def test_a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out(api: ApiClient, created: Created,
                                                                             names: Callable[..., str]) -> None:
-    """A deployment created with a description and tags, then paused by its user, is sent again (``POST
-    /deployments/``, as ``.serve()`` does on each start) with only a new description: the same deployment, answered
-    200, with the new description, its tags and its pause."""
+    """A deployment created with a description, tags and a concurrency limit, then paused by its user, is sent again
+    (``POST /deployments/``, as ``.serve()`` does on each start) with only a new description: the same deployment,
+    answered 200, with the new description, its tags, its limit and its pause. (Its schedules are not kept so:
+    Prefect replaces them with the request's on every upsert.)"""
     flow, name = create_flow(api, created, names("flow")), names("deployment")
     first = created_or_found(create_deployment_answer(api, flow["id"], name, description="as first sent",
-                                                      tags=["pc-kept"]), "POST /deployments/")
+                                                      tags=["pc-kept"], concurrency_limit=3), "POST /deployments/")
     created.add(f"/deployments/{first['id']}")
     api.call("PATCH", f"/deployments/{first['id']}", {"paused": True}, expect=(200, 204),
              what="pausing the deployment failed")
@@ -110,7 +111,9 @@ def test_a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out(api:
         f"(the first was {first['id']}); Prefect updates the deployment it has, answering 200")
     kept = api.get(f"/deployments/{first['id']}")
     found = {key: kept.get(key) for key in ("description", "tags", "paused")}
-    wanted = {"description": "as sent again", "tags": ["pc-kept"], "paused": True}
+    # Since 3.4 the limit is read back as a global concurrency limit; before, as concurrency_limit.
+    found["concurrency_limit"] = (kept.get("global_concurrency_limit") or {}).get("limit") or kept.get("concurrency_limit")
+    wanted = {"description": "as sent again", "tags": ["pc-kept"], "paused": True, "concurrency_limit": 3}
     assert found == wanted, (
         f"the deployment sent again with only a new description reads {found}; Prefect changes what the request set "
         f"and keeps the rest: {wanted} (a Runner that restarts must not undo its user's pause)")

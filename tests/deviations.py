@@ -642,7 +642,7 @@ class UpsertStartsOver(Deviation):
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         if request.method == "POST" and request.path.endswith("/deployments/") and request.body:
-            request.set_json({"paused": False, "tags": [], **(request.json() or {})})
+            request.set_json({"paused": False, "tags": [], "concurrency_limit": None, **(request.json() or {})})
         return None
 
 

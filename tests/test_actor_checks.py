@@ -547,7 +547,8 @@ CASES = [
          "upserts/a_task_run_sent_twice_is_one_task_run",
          "upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
         r"sent twice with one (idempotency_key|task_key and dynamic_key) made two runs \(\S+ and then \S+\)|the deployment sent again with only "
-        r"a new description reads \{'description': 'as sent again', 'tags': \[\], 'paused': False\}",
+        r"a new description reads \{'description': 'as sent again', 'tags': \[\], 'paused': False, "
+        r"'concurrency_limit': None\}",
         passes={"upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
     ),
     Case(
