@@ -112,9 +112,8 @@ class Lifecycle:
     #: The crowd's pool and its runs (:func:`crowd`), once a check has needed them.
     crowd_pool: str = ""
     crowd_runs: list[dict[str, Any]] = field(default_factory=list)
-    #: Makes the second wave of runs (:func:`second_wave`), and whether it has.
+    #: Makes the second wave of runs (:func:`second_wave`); nothing once it has.
     second_wave: Callable[[], None] = lambda: None
-    second_wave_made: bool = False
 
     def poll_path(self, client: str) -> str:
         return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
@@ -271,9 +270,8 @@ def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], mod
 
 def second_wave(lifecycle: Lifecycle) -> Lifecycle:
     """The lifecycle, its second wave of runs made (once, by whichever of its checks comes first)."""
-    if not lifecycle.second_wave_made:
-        lifecycle.second_wave_made = True
-        lifecycle.second_wave()
+    make, lifecycle.second_wave = lifecycle.second_wave, lambda: None
+    make()
     return lifecycle
 
 
@@ -745,6 +743,15 @@ def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, nam
         "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)")
 
 
+def active_slots(api: ApiClient, name: str) -> int:
+    """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
+    limit = api.get(f"/v2/concurrency_limits/{name}")
+    if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
+        raise UnexpectedAnswer(f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with "
+                               "its active_slots")
+    return limit["active_slots"]
+
+
 def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
     """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
     Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
@@ -754,11 +761,10 @@ def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle
     if isinstance(lifecycle.limit, Exception):
         raise lifecycle.limit
     assert_holders_apart(lifecycle, api, "limited", lifecycle.limit, "the one-slot limit")
-    limit = api.get(f"/v2/concurrency_limits/{lifecycle.limit}")
-    assert isinstance(limit, dict) and limit.get("active_slots") == 0, (
-        f"after both holders ended, GET /v2/concurrency_limits/{{name}} answered active_slots "
-        f"{limit.get('active_slots') if isinstance(limit, dict) else limit!r}; each holder released its slot "
-        "(POST /v2/concurrency_limits/decrement, or the lease's release)")
+    slots = active_slots(api, lifecycle.limit)
+    assert slots == 0, (
+        f"after both holders ended, GET /v2/concurrency_limits/{{name}} answered active_slots {slots}; each holder "
+        "released its slot (POST /v2/concurrency_limits/decrement, or the lease's release)")
 
 
 def test_a_tag_concurrency_limit_keeps_its_tasks_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -837,8 +843,8 @@ def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor
             wait_until(lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
                        awaiting=f"{actor.name} to poll {poll} once more after the runs ended", timeout=RUN_TIMEOUT,
                        interval=0.25)
-        moved = [run for run, final in zip(runs, finals)
-                 if (api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")]
+        moved = any((api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")
+                    for run, final in zip(runs, finals))
         if not moved or time.monotonic() > deadline:
             return finals
         finals = [wait_for_final_state(api, run["id"], actor=workers[0], timeout=RUN_TIMEOUT, poll_path=poll)
@@ -932,15 +938,6 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
     assert not ran and state.get("type") == "CANCELLED", (
         f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
         f"{ran}: a cancelled run is never handed out")
-
-
-def active_slots(api: ApiClient, name: str) -> int:
-    """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
-    limit = api.get(f"/v2/concurrency_limits/{name}")
-    if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
-        raise UnexpectedAnswer(f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with "
-                               "its active_slots")
-    return limit["active_slots"]
 
 
 def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: Lifecycle, api: ApiClient) -> None:

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.objects import (Created, create_deployment, create_flow, create_task_run, create_work_pool,
-                                    create_work_queue, scheduled_state)
+                                    create_work_queue, scheduled_state, send_heartbeat)
 from harness.checks.timestamps import utc_now
 from harness.target.api import ApiClient
 from harness.target.errors import UnexpectedAnswer
@@ -306,8 +306,7 @@ def test_a_pools_workers_are_paged_by_their_last_heartbeat(api: ApiClient, creat
     create_work_pool(api, created, pool)
     workers = [names("worker", str(n)) for n in range(1, 8)]
     for worker in workers:
-        api.call("POST", f"/work_pools/{pool}/workers/heartbeat", {"name": worker, "heartbeat_interval_seconds": 30},
-                 expect=(200, 201, 204), what="a worker's heartbeat failed")
+        send_heartbeat(api, pool, worker)
     path = f"/work_pools/{pool}/workers/filter"
     pages = paged(api, path, len(workers))
     got = [name for page in pages for name in page]

@@ -32,8 +32,9 @@ from typing import Callable
 
 import pytest
 
-from harness.checks.objects import (Created, create_deployment, create_flow, create_own, create_work_pool,
-                                    create_work_queue, pause_work_pool, pause_work_queue)
+from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue,
+                                    pause_work_pool, pause_work_queue, send_heartbeat)
+from harness.checks.polling import poll_deployments, pool_items
 from harness.checks.timestamps import utc_now
 from harness.target.api import ApiClient
 from harness.waits import service_loop, timeout_scale, wait_until
@@ -63,20 +64,9 @@ def deployment_status(api: ApiClient, deployment_id: str) -> str | None:
     return api.get(f"/deployments/{deployment_id}").get("status")
 
 
-def heartbeat(api: ApiClient, pool: str, worker: str) -> None:
-    """A worker's heartbeat, as ``prefect worker start`` sends it (Prefect answers 204)."""
-    api.call("POST", f"/work_pools/{pool}/workers/heartbeat", {"name": worker, "heartbeat_interval_seconds": 30},
-             expect=(200, 201, 204), what="a worker's heartbeat failed")
-
-
 def poll_queue(api: ApiClient, pool: str, queue: str) -> None:
     """A worker's poll of its pool for one queue's runs."""
-    api.post(f"/work_pools/{pool}/get_scheduled_flow_runs", {"work_queue_names": [queue]})
-
-
-def poll_deployment(api: ApiClient, deployment_id: str) -> None:
-    """A Runner's poll for its deployment's runs."""
-    api.post("/deployments/get_scheduled_flow_runs", {"deployment_ids": [deployment_id]})
+    pool_items(api, pool, work_queue_names=[queue])
 
 
 def await_status(read: Callable[[], str | None], wanted: str, what: str, after: str, hint: str = "") -> None:
@@ -115,8 +105,7 @@ def test_a_new_pool_is_not_ready_or_paused_as_created(api: ApiClient, created: C
     assert_status(lambda: pool_status(api, pool), "NOT_READY", f"work pool {pool!r}", "as created",
                   "no worker has sent a heartbeat to it")
     paused = names("paused-pool")
-    create_own(api, "/work_pools/", {"name": paused, "type": "process", "is_paused": True}, f"/work_pools/{paused}")
-    created.add(f"/work_pools/{paused}")
+    create_work_pool(api, created, paused, is_paused=True)
     assert_status(lambda: pool_status(api, paused), "PAUSED", f"work pool {paused!r}", "created with is_paused",
                   "a paused pool hands out no runs, and says so")
 
@@ -125,7 +114,7 @@ def test_a_heartbeat_makes_a_pool_ready(api: ApiClient, created: Created, names:
     """A worker's first heartbeat makes its NOT_READY pool READY."""
     pool = names("pool")
     create_work_pool(api, created, pool)
-    heartbeat(api, pool, names("worker"))
+    send_heartbeat(api, pool, names("worker"))
     await_status(lambda: pool_status(api, pool), "READY", f"work pool {pool!r}", "after a worker's heartbeat",
                  hint="Prefect makes a NOT_READY pool READY when one of its workers sends a heartbeat")
 
@@ -134,12 +123,12 @@ def test_a_heartbeat_never_resumes_a_paused_pool(api: ApiClient, created: Create
     """A paused pool stays PAUSED through its worker's heartbeats: only ``resume`` ends a pause."""
     pool, worker = names("pool"), names("worker")
     create_work_pool(api, created, pool)
-    heartbeat(api, pool, worker)
+    send_heartbeat(api, pool, worker)
     await_status(lambda: pool_status(api, pool), "READY", f"work pool {pool!r}", "after a worker's heartbeat")
     pause_work_pool(api, pool, True)
     assert_status(lambda: pool_status(api, pool), "PAUSED", f"work pool {pool!r}", "after PATCH is_paused true",
                   "pausing a pool sets its status")
-    heartbeat(api, pool, worker)
+    send_heartbeat(api, pool, worker)
     assert_status(lambda: pool_status(api, pool), "PAUSED", f"paused work pool {pool!r}",
                   "after its worker's next heartbeat", "a heartbeat makes only a NOT_READY pool READY", hold=HOLD)
 
@@ -151,7 +140,7 @@ def test_a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without(
     staffed, empty = names("staffed-pool"), names("empty-pool")
     for pool in (staffed, empty):
         create_work_pool(api, created, pool)
-    heartbeat(api, staffed, names("worker"))
+    send_heartbeat(api, staffed, names("worker"))
     for pool in (staffed, empty):
         pause_work_pool(api, pool, True)
         pause_work_pool(api, pool, False)
@@ -236,7 +225,7 @@ def abandoned(api: ApiClient, module_created: Created, module_names: Callable[..
     module_created.add(f"/deployments/{deployment['id']}")
     abandoned = Abandoned(Queue(pool, name), deployment["id"], utc_now())
     poll_queue(api, pool, name)
-    poll_deployment(api, deployment["id"])
+    poll_deployments(api, [deployment["id"]])
     # READY is seen at once, here: by the time a check begins, the target's timeout may already have passed.
     for key, read, what in (("queue", lambda: abandoned.queue.status(api), f"work queue {name!r}"),
                             ("deployment", lambda: deployment_status(api, deployment["id"]),

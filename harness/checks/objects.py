@@ -117,8 +117,9 @@ def create_local_code_deployment(api: ApiClient, created: Created, directory: Pa
     )
 
 
-def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process") -> dict[str, Any]:
-    pool = create_own(api, "/work_pools/", {"name": name, "type": pool_type}, f"/work_pools/{name}")
+def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process",
+                     **fields: Any) -> dict[str, Any]:
+    pool = create_own(api, "/work_pools/", {"name": name, "type": pool_type, **fields}, f"/work_pools/{name}")
     created.add(f"/work_pools/{name}")
     return pool
 
@@ -138,6 +139,13 @@ def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int |
         body["priority"] = priority
     # No trailing slash: Prefect answers 307 to POST /work_pools/{name}/queues/.
     return create_own(api, f"/work_pools/{pool_name}/queues", body, f"/work_pools/{pool_name}/queues/{name}")
+
+
+def send_heartbeat(api: ApiClient, pool_name: str, worker_name: str) -> None:
+    """A worker's heartbeat, as ``prefect worker start`` sends it (Prefect answers 204); it registers the worker."""
+    api.call("POST", f"/work_pools/{pool_name}/workers/heartbeat",
+             {"name": worker_name, "heartbeat_interval_seconds": 30}, expect=(200, 201, 204),
+             what="a worker's heartbeat failed")
 
 
 def pause_work_pool(api: ApiClient, pool_name: str, paused: bool) -> None:
