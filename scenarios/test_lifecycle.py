@@ -56,9 +56,9 @@ from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
 from harness.clients.lifecycle import (FLOW_KEYS, LEASE_SECONDS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint,
-                                       read_ledger, start_lifecycle_runner, write_lifecycle_flows)
+                                       SlotAsks, limit_asks, read_ledger, start_lifecycle_runner, write_lifecycle_flows)
 from harness.target.api import ApiClient
-from harness.target.errors import UnexpectedAnswer
+from harness.target.errors import HarnessError, UnexpectedAnswer
 from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_deployment,
                            wait_for_final_state, wait_until)
 
@@ -92,6 +92,8 @@ class Lifecycle:
     #: flow ("blocking", ...) -> its id; the pull steps of a worker's deployment of the flows file
     flows: dict[str, str]
     pull: list[dict[str, Any]]
+    #: Notes the target's answers to the asks for the limits' slots (from the second wave on).
+    asks: SlotAsks
     #: client -> purpose ("cancel", "early", "flaky", ...) -> the run created for it when the module began
     runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
@@ -190,7 +192,8 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
         for key, flow_name in flow_names.items()
     }
     lifecycle = Lifecycle(flows_dir, pool_name, started, {"runner": runner_deployments, "worker": worker_deployments},
-                          (lost_pool, lost_worker), flows, pull)
+                          (lost_pool, lost_worker), flows, pull, SlotAsks(flows_dir, [runner, worker]))
+    request.addfinalizer(lifecycle.asks.stop)
     for client, deployments in lifecycle.deployments.items():
         now = utc_now()
         runs = lifecycle.runs[client] = {
@@ -231,11 +234,13 @@ def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], mod
     if "limited" in wanted:
         try:
             lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
+            lifecycle.asks.watch(lifecycle.limit)
         except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
             lifecycle.limit = exc
     if "tagged" in wanted:
         try:
             lifecycle.tag = create_tag_limit(api, module_created, module_names("tag"))
+            lifecycle.asks.watch(lifecycle.tag)
         except (UnexpectedAnswer, AssertionError) as exc:
             lifecycle.tag = exc
     if "queued" in wanted:
@@ -736,11 +741,29 @@ def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, nam
         f"the two runs holding {what} {name!r} ended "
         f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes")
     (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
+    asks = limit_asks(lifecycle.flows_dir, name)
+    during = [ask for ask in asks if ask["answered"] <= first_span[1]]  # answered before the first holder let go
+    granted = [ask for ask in during if 200 <= ask["status"] < 300]
+    assert len(granted) <= 1, (
+        f"the target granted {what} {name!r} {len(granted)} times while the {first}'s run held it: its answers to "
+        f"the asks for a slot (POST .../increment) were {describe_asks(asks, first_span[0])}, and the {first}'s run "
+        f"let the slot go at +{first_span[1] - first_span[0]:.2f} s. Prefect answers 423 (Locked) while the limit's one "
+        "slot is taken (the client asks again after Retry-After)")
+    if len(during) < len(runs):  # the holder's own ask and the other's, or the check proved nothing
+        raise HarnessError(
+            f"the {second}'s run asked for {what} {name!r} only after the {first}'s run had let it go (the answers: "
+            f"{describe_asks(asks, first_span[0])}; let go at +{first_span[1] - first_span[0]:.2f} s): a holder keeps "
+            "its slot up to a minute for the other's ask, so the machine was too loaded to test the limit")
     overlap = first_span[1] - second_span[0]
     assert overlap <= 0, (
         f"the {second}'s run took {what} {name!r} {overlap:.2f} s before the {first}'s run let it go (at "
         f"{describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target granted a slot "
         "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)")
+
+
+def describe_asks(asks: list[dict[str, Any]], since: float) -> str:
+    """The target's answers to the asks for a slot, each with when it came, relative to ``since`` (the first hold)."""
+    return ", ".join(f"{ask['status']} at {ask['answered'] - since:+.2f} s" for ask in asks) or "none"
 
 
 def active_slots(api: ApiClient, name: str) -> int:
@@ -755,8 +778,9 @@ def active_slots(api: ApiClient, name: str) -> int:
 def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
     """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
     Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
-    since 3.4) and hold it until the other is asking for it: they never hold it at the same time, proven from the
-    flows' own times, and the slot is free again once both have ended."""
+    since 3.4) and hold it until the target has answered the other's ask: the target granted the slot once while it
+    was held (its answers, from the clients' traffic), they never hold it at the same time (the flows' own times),
+    and the slot is free again once both have ended."""
     second_wave(lifecycle)
     if isinstance(lifecycle.limit, Exception):
         raise lifecycle.limit
@@ -769,8 +793,8 @@ def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle
 
 def test_a_tag_concurrency_limit_keeps_its_tasks_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
     """Two runs, one served and one the worker's, each run a task tagged with a tag whose task-run concurrency limit
-    (v1, ``POST /concurrency_limits/``) is 1, and the task holds its slot until the other run is asking for it: the
-    two tasks never run at the same time. A target without task-run concurrency limits is ``unsupported`` here."""
+    (v1, ``POST /concurrency_limits/``) is 1, and the task holds its slot until the target has answered the other's
+    ask: the target granted it once while it was held, and the two tasks never run at the same time. A target without task-run concurrency limits is ``unsupported`` here."""
     second_wave(lifecycle)
     if isinstance(lifecycle.tag, Exception):
         raise lifecycle.tag

@@ -443,3 +443,23 @@ def test_service_loops_read_as_prefect_names_them() -> None:
                       ("foreman=0", "more than 0")):
         with pytest.raises(ValueError, match=says):
             parse_service_loops(bad)
+
+
+def test_slot_asks_notes_each_answer_once_for_its_limit(tmp_path: Path) -> None:
+    """The watcher behind the limit checks: an answer to an ask naming a watched limit (or ``tag:`` it) is noted
+    once, however often the traffic is read, and asks for other limits are not."""
+    from types import SimpleNamespace
+
+    from harness.clients.lifecycle import SlotAsks, limit_asks
+
+    answers: list[tuple[int, float, bytes]] = []
+    recorder = SimpleNamespace(answered=lambda method, suffixes: list(answers))
+    asks = SlotAsks(tmp_path, [SimpleNamespace(recorder=recorder)])  # type: ignore[list-item]
+    asks.names = ["pc-x-limit", "pc-x-tag"]  # watched without the thread: read by hand below
+    answers += [(200, 2.0, b'{"names": ["pc-x-limit"], "slots": 1}'), (423, 1.0, b'{"names": ["tag:pc-x-tag"]}'),
+                (200, 3.0, b'{"names": ["pc-x-lease-limit"]}')]
+    asks.note_new_answers()
+    answers.append((423, 4.0, b'{"names": ["pc-x-limit"]}'))
+    asks.note_new_answers()
+    assert [(a["status"], a["answered"]) for a in limit_asks(tmp_path, "pc-x-limit")] == [(200, 2.0), (423, 4.0)]
+    assert [(a["status"], a["answered"]) for a in limit_asks(tmp_path, "pc-x-tag")] == [(423, 1.0)]

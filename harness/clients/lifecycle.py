@@ -11,6 +11,8 @@ the flows' own side effects rather than from the server's word.
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -113,14 +115,16 @@ def nesting_flow(child: str) -> None:
 
 
 def hold(limit, peers):
-    """Holds what the caller holds until every peer is asking for it, and then long enough that a peer granted a
-    slot that is not free would take it meanwhile; a minute at most."""
+    """Holds what the caller holds until every peer is asking for it and the target has answered an ask of each (the
+    harness notes each answer it sees in the traffic: "asked"; the caller's own ask is one), and a moment more, so a
+    peer the target granted a slot that was not free notes it meanwhile; a minute at most."""
     note("acquired", current_run.id, limit=limit)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and sum(
-            1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers:
+    while time.monotonic() < deadline and any(
+            sum(1 for e in entries() if e["event"] == event and e.get("limit") == limit) < peers
+            for event in ("acquiring", "asked")):
         time.sleep(0.1)
-    time.sleep({peer_slack!r})
+    time.sleep({peer_settle!r})
     note("releasing", current_run.id, limit=limit)
 
 
@@ -198,10 +202,13 @@ RETRIES = 2
 PAUSE_TIMEOUT = 300
 #: The expiring flow's suspend ``timeout``: its run is never resumed, so the server fails it this long after.
 EXPIRE_AFTER = 3
-#: How long a holder of the global limit keeps it once every peer is asking for it: longer than a client takes to be
-#: granted a free slot (2.3 s measured on a loaded make test, the first ``concurrency()`` of a process; at 4 s a
-#: loaded make test once saw a target whose limit limits nothing grant the second slot only after the first was let go).
-PEER_SLACK = 8.0
+#: How long a holder of a limit keeps it once every peer has asked the target for it and been answered: long enough
+#: for a peer the target granted the slot to note it (a task's begins its run first), though the checks prove a
+#: double grant from the target's answers themselves. (Before the answers were watched, the holder kept its slot a
+#: fixed 8 s after every peer began asking, and on CI's loaded machine a peer's first request once came later still.)
+PEER_SETTLE = 1.0
+#: The requests that ask for a concurrency slot: v1 (a task's tags, before 3.4) and v2, with and without a lease.
+SLOT_ASKS = ("/concurrency_limits/increment", "/concurrency_limits/increment-with-lease")
 #: The leasing flow's ``lease_duration``: the shortest lease Prefect's server grants (``POST
 #: /v2/concurrency_limits/increment-with-lease`` refuses less than 60 s), so its slot is freed as soon as Prefect would.
 LEASE_SECONDS = 60
@@ -220,7 +227,7 @@ def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
     path = directory / FLOWS_FILE
     path.write_text(LIFECYCLE_SOURCE.format(
         ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
-        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_slack=PEER_SLACK,
+        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_settle=PEER_SETTLE,
         lease_seconds=LEASE_SECONDS, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
     return path
 
@@ -229,14 +236,71 @@ def ledger_path(directory: Path) -> Path:
     return directory / "ledger.jsonl"
 
 
-def read_ledger(directory: Path, run_id: str) -> list[dict[str, Any]]:
-    """What the flows wrote about one flow run, in order."""
+def ledger_entries(directory: Path) -> list[dict[str, Any]]:
+    """Everything the flows (and :class:`SlotAsks`) wrote, in order."""
     try:
         lines = ledger_path(directory).read_text().splitlines()
     except FileNotFoundError:
         return []
-    entries = [json.loads(line) for line in lines if line.strip()]
-    return [entry for entry in entries if entry.get("run") == run_id]
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def read_ledger(directory: Path, run_id: str) -> list[dict[str, Any]]:
+    """What the flows wrote about one flow run, in order."""
+    return [entry for entry in ledger_entries(directory) if entry.get("run") == run_id]
+
+
+class SlotAsks:
+    """Notes in the ledger, as the clients' recorded traffic shows them, the target's answers to each ask for a slot
+    of the watched limits (``{"event": "asked", "limit", "status", "answered"}``): a holder keeps its slot until every
+    peer's ask has been answered (:data:`LIFECYCLE_SOURCE`'s ``hold``), so the target's answer to a second holder is
+    put to the test however late a loaded machine sends it, and a check reads who was granted what, when.
+
+    A thread, polling the recorders a few times a second while the lifecycle module runs; stopped with it."""
+
+    def __init__(self, directory: Path, actors: list[Actor], interval: float = 0.2) -> None:
+        self.directory, self.actors, self.interval = directory, actors, interval
+        self.names: list[str] = []
+        self._noted: set[tuple[str, int, float]] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, name="slot-asks", daemon=True)
+
+    def watch(self, name: str) -> None:
+        """Watch the asks for ``name`` (a global limit's name, or a tag: its limit is named ``tag:<tag>`` since 3.4),
+        starting the thread with the first."""
+        self.names.append(name)
+        if not self._thread.is_alive() and not self._stop.is_set():
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=5)
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.note_new_answers()
+
+    def note_new_answers(self) -> None:
+        lines = []
+        for index, actor in enumerate(self.actors):
+            for status, answered, body in actor.recorder.answered("POST", SLOT_ASKS):
+                for name in list(self.names):
+                    # An answer is noted once: keyed by its recorder and when it came (a later-started ask may be
+                    # answered first, so the answered ones are not an append-only list).
+                    if f'{name}"'.encode() in body and (key := (name, index, answered)) not in self._noted:
+                        self._noted.add(key)  # the ask names "NAME", or "tag:NAME" since 3.4
+                        lines.append(json.dumps({"event": "asked", "run": "", "limit": name, "status": status,
+                                                 "answered": answered, "time": time.time()}) + "\n")
+        if lines:
+            with open(ledger_path(self.directory), "a") as handle:
+                handle.write("".join(lines))
+
+
+def limit_asks(directory: Path, limit: str) -> list[dict[str, Any]]:
+    """The target's answers to the asks for ``limit``'s slots, as :class:`SlotAsks` noted them, by when they came."""
+    asks = [entry for entry in ledger_entries(directory) if entry["event"] == "asked" and entry.get("limit") == limit]
+    return sorted(asks, key=lambda entry: entry["answered"])
 
 
 def start_lifecycle_runner(target_api_url: str, workdir: Path, *, flows_file: Path, deployment_names: dict[str, str],

@@ -188,10 +188,17 @@ class RecordingRelay(Recorded):
     def accepted_bodies(self, method: str, path_suffix: str) -> list[Any]:
         """The parsed JSON bodies of the client's requests to ``path_suffix`` that the target answered 2xx, in
         order: what a real client sent that the target took (the log lines of ``POST /logs/``, say)."""
+        return [json.loads(body) for status, _, body in self.answered(method, (path_suffix,))
+                if 200 <= status < 300 and body]
+
+    def answered(self, method: str, path_suffixes: tuple[str, ...]) -> list[tuple[int, float, bytes]]:
+        """(status, when it was answered, request body) of the client's answered requests to any of
+        ``path_suffixes``, in order: cheap enough to read several times a second while the client runs (nothing is
+        summarised), for a harness that acts on the target's answers as they come."""
         with self._lock:
-            seen = [s for s in self._seen if s.method == method and s.status and 200 <= s.status < 300
-                    and self._relative(s.path).endswith(path_suffix)]
-        return [json.loads(s.request_body) for s in seen if s.request_body]
+            seen = [s for s in self._seen if s.method == method and s.status
+                    and self._relative(s.path).endswith(path_suffixes)]
+        return [(s.status, s.finished, s.request_body) for s in seen]
 
     def answers(self) -> list[tuple[Exchange, bytes]]:
         """Successful JSON answers with their whole bodies, in order."""

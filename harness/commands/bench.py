@@ -33,7 +33,7 @@ from harness.commands.cli import absolute_path
 from harness.commands.timeline import TIMELINE_ENV, WorkerProfile, requests_by_module, worker_profile
 from harness.locations import default_report_dir
 from harness.clients.actors import FAST_CLIENT_SETTINGS
-from harness.clients.lifecycle import HOLD_SECONDS, LEASE_SECONDS, PEER_SLACK, RETRIES, RETRY_DELAY
+from harness.clients.lifecycle import HOLD_SECONDS, LEASE_SECONDS, PEER_SETTLE, RETRIES, RETRY_DELAY
 from harness.clients.relay import RecordingRelay
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment
 from harness.reference.local import LocalReference
@@ -80,13 +80,14 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
                      f"{foreman:g} s)", stale + foreman),
         "lifecycle": (f"about twenty runs of a Runner's and a worker's in two waves, each picked up ({poll:.0f} s, "
                       f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
-                      f"subflow start after another, two runs of a one-slot deployment one after the other ({HOLD_SECONDS:g} s "
-                      f"each, the second refused for {slot_wait:g} s), a global slot held {PEER_SLACK:g} s after both "
-                      "ask for it; then three workers start and share six runs. Beside them, a dead holder's slot "
-                      f"is freed once its {LEASE_SECONDS} s lease has expired (the repossessor loops every "
+                      f"subflow start after another, two runs of a one-slot deployment one after the other "
+                      f"({HOLD_SECONDS:g} s each, the second refused for {slot_wait:g} s), a global slot held until the "
+                      f"other holder's ask is answered and {PEER_SETTLE:g} s more; then three workers start and share six "
+                      "runs. Beside them, a dead holder's slot is freed once its "
+                      f"{LEASE_SECONDS} s lease has expired (the repossessor loops every "
                       f"{repossessor:g} s)",
                       max(max(2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY,
-                              2 * (query + startup) + 2 * HOLD_SECONDS + slot_wait, 2 * (poll + startup) + PEER_SLACK)
+                              2 * (query + startup) + 2 * HOLD_SECONDS + slot_wait, 2 * (poll + startup) + PEER_SETTLE)
                           + query + startup, poll + startup + LEASE_SECONDS + repossessor)),
         "logs": (f"a flow called as a script: a process's start-up ({startup:.1f} s)", startup),
         "durability": (f"after every other check, the target's restart (its start-up, measured below), then the "
