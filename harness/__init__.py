@@ -12,7 +12,8 @@ The layers, each a subpackage whose docstring says what it owns and what it may 
 * :mod:`harness.commands` - the command line.
 """
 
-__version__ = "0.1.0"
+#: The suite's version (pyproject.toml's, and the newest of harness/catalogue.toml's versions: a test holds them equal).
+__version__ = "0.2.0"
 
 #: The Prefect release whose server is the reference and whose clients are the actors.
 PREFECT_REFERENCE_VERSION = "3.9.1"

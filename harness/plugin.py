@@ -28,6 +28,7 @@ from harness.clients.actors import Actor
 from harness.reference.server import ReferenceServer
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reference.startup import await_ready
+from harness.reporting.catalogue import load_catalogue
 from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
                                       check_id, describe)
 from harness.target.api import ApiClient
@@ -54,6 +55,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--restart-command", default=os.environ.get(RESTART_COMMAND_ENV),
                     help="a shell command that restarts the target on its own data, for the durability checks (the "
                          "bundled reference restarts itself)")
+    group.addoption("--profiles", default=None,
+                    help="only the checks of these profiles (comma-separated; see harness/catalogue.toml)")
     group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
                     help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
                          "installed on first use into the cache")
@@ -201,6 +204,12 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     that do not hold for this run's server and client releases (``releases.toml``), before any of their fixtures
     start a client."""
     items.sort(key=dispatch_rank)  # stable: a module's checks stay together and in their order
+    if profiles := config.getoption("--profiles"):
+        wanted, catalogue = set(profiles.split(",")), load_catalogue()
+        kept = [item for item in items if catalogue.profile_of(*check_id(item.nodeid, pinned_id(item))) in wanted]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
     if not config.getoption("--reference-url"):
         kept = [item for item in items if item.get_closest_marker("differential") is None]
         if len(kept) < len(items):
@@ -214,11 +223,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "scenarios" not in item.path.parts:
             continue
-        marker = item.get_closest_marker("check_id")
-        reason = not_applicable(check_id(item.nodeid, marker.args[0] if marker else "")[0], client, server,
-                                storage=storage)
+        reason = not_applicable(check_id(item.nodeid, pinned_id(item))[0], client, server, storage=storage)
         if reason:
             item.add_marker(pytest.mark.skip(reason=NOT_APPLICABLE_PREFIX + reason))
+
+
+def pinned_id(item: pytest.Item) -> str:
+    """The id a renamed check keeps (its ``check_id`` marker), or ""."""
+    marker = item.get_closest_marker("check_id")
+    return marker.args[0] if marker else ""
 
 
 @pytest.hookimpl(tryfirst=True)

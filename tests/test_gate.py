@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import __version__
 from harness.reporting.html import render_html
 from harness.reporting.results import CheckResult, RunInfo
 from tests.conftest import run_suite
@@ -154,3 +156,61 @@ def test_html_report_renders_in_a_real_browser(tmp_path: Path) -> None:
         assert visible in text, f"{visible!r} is not visible in the rendered report:\n{text[:2000]}"
     assert png.stat().st_size > 20_000, "the screenshot is (nearly) blank"
     Path("/tmp/prefect-conformance-report.png").write_bytes(png.read_bytes())  # for a person to look at
+
+
+class Switchable(Deviation):
+    """A deviation the test can swap while the proxy (and so the target's URL, its identity in the report
+    history) stays the same: the same server fixed, then regressed."""
+
+    def __init__(self, inner: Deviation) -> None:
+        self.inner = inner
+
+    def on_request(self, request):
+        return self.inner.on_request(request)
+
+    def on_response(self, request, response):
+        return self.inner.on_response(request, response)
+
+
+#: An expectations file as suite 0.1.0's --update-expectations wrote it (no [suite] table: that came in 0.2.0).
+WRITTEN_BY_0_1_0 = """# Known failures of prefect-conformance against http://port.example/api.
+# Written by --update-expectations; reasons are kept when an entry stays. Check ids: see README.
+
+[expected."timestamps/output_format[*]"]
+outcome = "fail"
+reason = "naive timestamps, tracked in #7"
+"""
+NEW_CHECK = "labels/a_deployment_carries_its_flows_labels_and_the_flow_id"  # came in 0.2.0
+
+
+def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(reference, tmp_path: Path) -> None:
+    """A port's CI pinned its known failures with suite 0.1.0; upgrading to this suite adds checks it fails too. The
+    gate stays green (the new check is pending) until the new check has passed once against the port, and
+    --update-expectations records the new suite version. The claim tells the truth throughout."""
+    from harness.clients.recorder import ReverseProxy
+    from tests.deviations import NoSystemLabels, Together
+
+    broken = Together(RewriteResponses(drop_offset), NoSystemLabels())
+    deviation = Switchable(broken)
+    with ReverseProxy(reference.api_url, actor="upgraded-port", deviation=deviation) as port:
+        expectations = write(tmp_path / "port.toml", WRITTEN_BY_0_1_0)
+        args = ("--target", port.api_url, "-k", "output_format or a_deployment_carries", "--expectations", str(expectations))
+        upgraded = run_suite(*args, report_dir=tmp_path / "reports")
+        assert upgraded.code == 0, upgraded.explain()
+        assert upgraded.with_status("expected-failure") == set(OUTPUT) and upgraded.with_status("pending") == {NEW_CHECK}
+        claim = json.loads((upgraded.report_dir / "results.json").read_text())["claim"]
+        assert {p["profile"]: p["text"] for p in claim["profiles"]} == {
+            "core": "not conformant (0 of 4; 4 known failures)", "records": "not supported (0 of 1; 1 pending)"}
+        assert "## Pending (1)" in (upgraded.report_dir / "report.md").read_text()
+
+        deviation.inner = RewriteResponses(drop_offset)  # the port fixes its labels: the new check passes once...
+        fixed = run_suite(*args, report_dir=tmp_path / "reports")
+        assert fixed.code == 0 and fixed.status(NEW_CHECK) == "passed", fixed.explain()
+        deviation.inner = broken  # ...and from then on it gates
+        regressed = run_suite(*args, report_dir=tmp_path / "reports")
+        assert regressed.code == 1 and regressed.failed() == {NEW_CHECK}, regressed.explain()
+
+        recorded = run_suite(*args, "--update-expectations", report_dir=tmp_path / "recorded")
+        assert recorded.code == 0 and recorded.with_status("pending") == {NEW_CHECK}, recorded.explain()
+        rewritten = expectations.read_text()  # the new version and the new check's entry: from now on it is known
+        assert f'[suite]\nversion = "{__version__}"' in rewritten and f'[expected."{NEW_CHECK}"]' in rewritten

@@ -197,9 +197,21 @@ def test_pass_through_proxy_is_transparent(deviating, suite) -> None:
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
+    """``--strict``: a ``should`` check's failure fails the gate too, so each check is shown failing as it can."""
     proxy = deviating(case.deviation())
-    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select)
+    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select, "--strict")
     run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+
+
+def test_a_should_checks_failure_is_a_warning_without_strict(deviating, suite) -> None:
+    """Invalid times no Prefect client can send, accepted: four ``should`` checks fail, the gate stays green, and
+    the report lists them as warnings with the catalogue's reason."""
+    proxy = deviating(RewriteRequests(garbage_to_now, keys=frozenset({"scheduled_time"})))
+    run: SuiteRun = suite("--target", proxy.api_url, "-k", "invalid_input")
+    assert run.code == 0, run.explain()
+    assert run.with_status("warning") == {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")}
+    report = (run.report_dir / "report.md").read_text()
+    assert "## Warnings (4)" in report and "conformant (4 warnings)" in report, report
 
 
 # --- unusual but client-readable timestamps: a verdict for the whole suite, never "no verdict" -----------------

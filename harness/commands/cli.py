@@ -25,10 +25,13 @@ from harness.target.credentials import redact
 from harness.target.errors import HarnessError, TargetUnavailable
 from harness.checks.naming import new_run_prefix
 from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.commands import checks as checks_command
 from harness.commands import matrix as matrix_command
 from harness.reporting import expectations as expectations_file
 from harness.reporting.diff import diff_runs, render_diff_text
-from harness.reporting.history import prepare_report_dir, previous_results, target_identity
+from harness.reporting.catalogue import load_catalogue, parse_profiles, profile_names
+from harness.reporting.claims import make_claim, render_badge
+from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
@@ -195,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite --expectations FILE from this run: every failing check listed, reasons of kept entries kept",
     )
+    gate.add_argument("--strict", action="store_true",
+                      help="fail the gate on `should` checks too (by default their failures are warnings; see "
+                      "`prefect-conformance checks` for each check's severity and why)")
+    gate.add_argument("--profiles", metavar="NAMES", default=None,
+                      help="run and claim only these profiles, e.g. core,workers (see `prefect-conformance checks`; "
+                      f"profiles: {', '.join(profile_names())})")
+    gate.add_argument("--badge", type=absolute_path, metavar="FILE", default=None,
+                      help="also write the claim as a shields.io endpoint JSON to FILE, for a README badge")
     gate.add_argument(
         "--strict-expectations",
         action="store_true",
@@ -215,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("before", type=absolute_path, metavar="OLD_RESULTS_JSON")
     compare.add_argument("after", type=absolute_path, metavar="NEW_RESULTS_JSON")
     matrix_command.add_parser(commands, absolute_path)
+    checks_command.add_parser(commands)
     return parser
 
 
@@ -229,6 +241,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "matrix":
             return matrix_command.matrix(args)
+        if args.command == "checks":
+            return checks_command.list_checks(args)
         return compare(args) if args.command == "compare" else run(args)
     except (TargetUnavailable, HarnessError) as exc:
         print(f"prefect-conformance: {exc}", file=sys.stderr)
@@ -281,6 +295,11 @@ def run(args: argparse.Namespace) -> int:
     if args.reference_version:
         check_release_number(args.reference_version)
     expected = load_expectation_entries(args)
+    if args.profiles:
+        try:
+            parse_profiles(args.profiles)
+        except ValueError as exc:
+            raise HarnessError(f"--profiles {args.profiles!r}: {exc}.") from None
     client = release(args.client_version)  # installed now, once, not by each pytest worker
     rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
     baseline_path = args.compare
@@ -351,17 +370,29 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         result.message = redact(result.message)
         result.measured = redact(result.measured)
-    stale = expectations_file.apply(expected, results)
+    history = earlier_outcomes(args.report_dir, identity)
+    stale = expectations_file.apply(
+        expected, results, strict=args.strict, history=history,
+        written_by=expectations_file.written_by(args.expectations) if expected or has_file(args.expectations) else "",
+        passed_before=frozenset(cid for cid, outcomes in history.items() if "passed" in outcomes))
+    claim = make_claim(results, __version__, PREFECT_REFERENCE_VERSION,
+                       complete=not (args.keyword or args.markers or selection or args.pytest_args))
     run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
     run_info.duration = round(time.monotonic() - clock, 2)
     diff = diff_runs(baseline, results) if baseline is not None else None
     artifacts = report_dir / "artifacts"
-    write_results_json(report_dir / "results.json", run_info, results)
-    (report_dir / "junit.xml").write_text(render_junit(run_info, results))
-    (report_dir / "report.md").write_text(render_markdown(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts))
-    (report_dir / "report.html").write_text(render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts))
+    write_results_json(report_dir / "results.json", run_info, results, claim=claim.as_dict())
+    (report_dir / "junit.xml").write_text(render_junit(run_info, results, claim=claim))
+    (report_dir / "report.md").write_text(render_markdown(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
+                                                          claim=claim))
+    (report_dir / "report.html").write_text(render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
+                                                        claim=claim))
+    if args.badge:
+        args.badge.parent.mkdir(parents=True, exist_ok=True)
+        args.badge.write_text(render_badge(claim))
     if args.update_expectations:
         write_expectations(args.expectations, expected, results, target.api_url)
+    print(f"prefect-conformance: claim: {claim.line}", flush=True)
     print_summary(results, run_info, report_dir, diff)
     if pytest_code == 2:
         print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
@@ -374,6 +405,10 @@ def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file
     if args.update_expectations and not args.expectations.exists():
         return []  # the file is being created from this run
     return expectations_file.load_expectations(args.expectations)
+
+
+def has_file(path: Path | None) -> bool:
+    return bool(path) and path.exists()
 
 
 def write_expectations(path: Path, previous: list, results: list[CheckResult], target_url: str) -> None:
@@ -469,6 +504,8 @@ def run_scenarios(
         pytest_args += ["-m", args.markers]
     if args.client_version:
         pytest_args += ["--client-version", args.client_version]
+    if args.profiles:
+        pytest_args += ["--profiles", ",".join(parse_profiles(args.profiles))]
     pytest_args += ["--target-version", target.version]
     if ready_file is not None:
         pytest_args += ["--target-ready-file", str(ready_file)]
@@ -476,7 +513,10 @@ def run_scenarios(
         pytest_args += ["--reference-url", args.differential]
     if args.restart_command:
         pytest_args += ["--restart-command", args.restart_command]
-    workers = worker_count(args.parallel, selected_features(args.markers, selection, differential=bool(args.differential)))
+    features = selected_features(args.markers, selection, differential=bool(args.differential))
+    if args.profiles:
+        features = [f for f in features if f in load_catalogue().features_of(parse_profiles(args.profiles))]
+    workers = worker_count(args.parallel, features)
     if workers > 1:
         pytest_args += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]  # plugin.DISPATCH_ORDER
     pytest_args += list(args.pytest_args)

@@ -11,21 +11,29 @@ Modelled on web-platform-tests' expectation files and test262's per-engine statu
 Keys are check ids (see :mod:`harness.reporting.results`); ``*`` matches any run of characters (``"worker/*"``,
 ``"timestamps/input_format[*]"``) and nothing else is special, so the brackets of ids need no escaping. A listed
 check that fails (or is unsupported) is an *expected failure* and does not fail the gate; a listed check that
-passes is an *unexpected pass*, reported prominently so the entry can be removed.
+passes is an *unexpected pass*, reported prominently so the entry can be removed. ``outcome = "intermittent"``
+accepts either, for a check the author knows flaps; the report counts how often it failed.
+
+The file also says which suite version wrote it (``[suite] version = "0.2.0"``; a file without it was written
+before 0.2.0, so by 0.1.0). A check that came in a later version (the catalogue's ``since``) is *pending* against
+it while it does not pass and never passed against this target: reported, not gating, as Pact's pending pacts
+are, so upgrading the suite never turns a port's CI red by itself. ``--update-expectations`` records the version.
 """
 
 from __future__ import annotations
 
 import json
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from harness.target.errors import HarnessError
+from harness.reporting.catalogue import load_catalogue, matches, newer
 from harness.reporting.results import NOT_PASSING, CheckResult
 
-EXPECTED_OUTCOMES = ("fail", "unsupported")
+EXPECTED_OUTCOMES = ("fail", "unsupported", "intermittent")
+#: The suite version that wrote a file without a ``[suite]`` table: the field came in 0.2.0.
+UNVERSIONED = "0.1.0"
 
 
 @dataclass(frozen=True)
@@ -50,15 +58,20 @@ def load_expectations(path: Path) -> list[Expectation]:
     for pattern, entry in entries.items():
         if not isinstance(entry, dict) or entry.get("outcome", "fail") not in EXPECTED_OUTCOMES:
             raise HarnessError(
-                f"Expectations file {path}: entry {pattern!r} needs outcome = \"fail\" or \"unsupported\" and a reason."
+                f"Expectations file {path}: entry {pattern!r} needs outcome = \"fail\", \"unsupported\" or "
+                "\"intermittent\" and a reason."
             )
         expectations.append(Expectation(pattern, entry.get("outcome", "fail"), str(entry.get("reason", "")), str(entry.get("link", ""))))
     return expectations
 
 
-def matches(check_id: str, pattern: str) -> bool:
-    """``pattern`` is a check id in which ``*`` stands for any run of characters."""
-    return re.fullmatch(".*".join(map(re.escape, pattern.split("*"))), check_id) is not None
+def written_by(path: Path) -> str:
+    """The suite version that wrote the expectations file (``[suite] version``; :data:`UNVERSIONED` without one)."""
+    try:
+        suite = tomllib.loads(path.read_text()).get("suite", {})
+    except (OSError, tomllib.TOMLDecodeError):
+        return UNVERSIONED  # load_expectations says what is wrong with the file
+    return str(suite.get("version", UNVERSIONED)) if isinstance(suite, dict) else UNVERSIONED
 
 
 def find(expectations: list[Expectation], check_id: str) -> Expectation | None:
@@ -77,28 +90,53 @@ def listed_as(outcome: str) -> str:
     return "unsupported" if outcome == "unsupported" else "fail"
 
 
-def apply(expectations: list[Expectation], results: list[CheckResult]) -> list[str]:
-    """Set each result's status from its outcome and the expectations; return entries that matched no check.
+def apply(expectations: list[Expectation], results: list[CheckResult], *, written_by: str = "",
+          passed_before: frozenset[str] = frozenset(), strict: bool = False,
+          history: dict[str, list[str]] | None = None) -> list[str]:
+    """Set each result's status from its outcome, the expectations and the catalogue; return entries that matched
+    no check.
 
     A listed check is an expected failure only with the outcome its entry names: a check listed as
     ``unsupported`` that now fails (the endpoint appeared and is wrong), or one listed as ``fail`` whose endpoint
-    vanished, stays failing and says so.
+    vanished, stays failing and says so. An ``intermittent`` entry accepts a pass or a failure; ``history`` (check
+    id -> the outcomes of earlier runs against this target) says how often it failed. A check that did not pass and
+    is not listed is ``pending`` when it came after ``written_by`` and is not in ``passed_before`` (the checks that
+    passed in an earlier run against this target), else a ``warning`` when it is a ``should`` check that failed
+    (unless ``strict``; an endpoint it needs that is missing stays ``unsupported``: real clients need it too).
     """
     used: set[str] = set()
     for result in results:
         expectation = find(expectations, result.id)
         result.status = result.outcome
-        if expectation is None:
+        if expectation is not None:
+            used.add(expectation.pattern)
+            result.expectation = expectation.reason + (f" ({expectation.link})" if expectation.link else "")
+            if expectation.outcome == "intermittent":
+                outcomes = [result.outcome, *(history or {}).get(result.id, [])]
+                failed = sum(1 for outcome in outcomes if outcome in NOT_PASSING)
+                result.expectation = (f"intermittent, failed in {failed} of the last {len(outcomes)} runs against this "
+                                      f"target: {result.expectation}")
+                if result.outcome in NOT_PASSING:
+                    result.status = "expected-failure"
+                continue
+            if result.outcome in NOT_PASSING and listed_as(result.outcome) == expectation.outcome:
+                result.status = "expected-failure"
+                continue
+            if result.outcome in NOT_PASSING:  # listed, but for another outcome: a change the gate must see
+                result.message = (f"listed as outcome = {expectation.outcome!r} in the expectations file, but the "
+                                  f"check {result.outcome}: {result.message}")
+                continue
+            if result.outcome == "passed":
+                result.status = "unexpected-pass"
+        if result.outcome not in NOT_PASSING:
             continue
-        used.add(expectation.pattern)
-        result.expectation = expectation.reason + (f" ({expectation.link})" if expectation.link else "")
-        if result.outcome in NOT_PASSING and listed_as(result.outcome) == expectation.outcome:
-            result.status = "expected-failure"
-        elif result.outcome in NOT_PASSING:  # listed, but for another outcome: a change the gate must see
-            result.message = (f"listed as outcome = {expectation.outcome!r} in the expectations file, but the check "
-                              f"{result.outcome}: {result.message}")
-        elif result.outcome == "passed":
-            result.status = "unexpected-pass"
+        if written_by and result.since and newer(result.since, written_by) and result.id not in passed_before:
+            result.status = "pending"
+            result.expectation = (f"new in suite {result.since}, after the expectations file's {written_by}: not "
+                                  "gating until it passes once, or --update-expectations records it")
+        elif result.severity == "should" and result.outcome == "failed" and not strict:  # a missing endpoint gates
+            result.status = "warning"
+            result.expectation = f"should, not must: {load_catalogue().severity_of(result.id)[1]}"
     return [e.pattern for e in expectations if e.pattern not in used]
 
 
@@ -106,6 +144,10 @@ def render(expectations: list[Expectation], target: str) -> str:
     lines = [
         f"# Known failures of prefect-conformance against {target}.",
         "# Written by --update-expectations; reasons are kept when an entry stays. Check ids: see README.",
+        "# Checks that come in later suite versions are pending against this file until they pass once.",
+        "",
+        "[suite]",
+        f"version = {json.dumps(load_catalogue().version)}",
         "",
     ]
     for e in sorted(expectations, key=lambda e: e.pattern):
@@ -127,7 +169,13 @@ def updated(previous: list[Expectation], results: list[CheckResult]) -> list[Exp
     failing = {r.id: r for r in results if r.outcome in NOT_PASSING}
     kept: list[Expectation] = []
     covered: set[str] = set()
+    ran = {r.id for r in results}
     for e in previous:
+        if e.outcome == "intermittent":  # kept while it names a check that ran, whichever way it went
+            if any(matches(cid, e.pattern) for cid in ran):
+                kept.append(e)
+                covered.update(cid for cid in failing if matches(cid, e.pattern))
+            continue
         matched = [cid for cid in failing if matches(cid, e.pattern) and listed_as(failing[cid].outcome) == e.outcome]
         if matched:
             kept.append(e)

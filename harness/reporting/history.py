@@ -67,3 +67,23 @@ def _run_stamp(folder: Path) -> str:
         return dt.datetime.fromisoformat(started).strftime("%Y%m%d-%H%M%S")
     except (OSError, ValueError, KeyError, TypeError):
         return dt.datetime.fromtimestamp(folder.stat().st_mtime, dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+
+
+def earlier_outcomes(root: Path, identity: str) -> dict[str, list[str]]:
+    """Check id -> its outcomes in the earlier runs in ``root`` against the same target (see
+    :func:`target_identity`), newest first: whether a pending check ever passed here, and how often an intermittent
+    one failed."""
+    outcomes: dict[str, list[str]] = {}
+    for folder in reversed(dated_runs(root)):
+        try:
+            document = json.loads((folder / "results.json").read_text())
+            run = document["run"]
+            checks = document["checks"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if target_identity(run.get("target_url", ""), run.get("target_kind", "")) != identity:
+            continue
+        for check in checks:
+            if isinstance(check, dict) and "id" in check and "outcome" in check:
+                outcomes.setdefault(check["id"], []).append(check["outcome"])
+    return outcomes

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import group_by_cause
+from harness.reporting.claims import Claim
 from harness.reporting.diff import RunDiff
 from harness.reporting.markdown import FOLD_AFTER
 from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
@@ -25,7 +26,7 @@ table{border-collapse:collapse;background:#fff;margin:6px 0 12px;width:100%}
 th,td{border:1px solid #dde1e6;padding:5px 9px;text-align:left;vertical-align:top}
 th{background:#eef1f4} td.n{text-align:right;font-variant-numeric:tabular-nums}
 .s-passed{color:#1f8a4c}.s-failed,.s-error,.s-unsupported{color:#c62828;font-weight:600}
-.s-expected-failure{color:#8a6d1f}.s-unexpected-pass{color:#6a1b9a;font-weight:600}.s-skipped{color:#777}
+.s-expected-failure,.s-warning,.s-pending{color:#8a6d1f}.s-unexpected-pass{color:#6a1b9a;font-weight:600}.s-skipped{color:#777}
 .zero{color:#bbb}
 .failure{background:#fff;border:1px solid #e3c4c4;border-left:5px solid #c62828;padding:8px 12px;margin:10px 0}
 .failure h3{margin:0 0 6px;font-size:15px;font-family:ui-monospace,Menlo,monospace}
@@ -33,6 +34,8 @@ pre{white-space:pre-wrap;word-break:break-word;background:#f3f4f6;padding:8px;ma
 code{font-family:ui-monospace,Menlo,monospace;font-size:13px}
 details{background:#fff;border:1px solid #dde1e6;padding:6px 10px;margin:8px 0} summary{cursor:pointer}
 .callout{background:#f3e5f5;border:1px solid #ce93d8;padding:8px 12px}
+.c-conformant{color:#1f8a4c;font-weight:600}.c-not-conformant,.c-not-supported,.c-no-verdict{color:#c62828;font-weight:600}
+.c-partial{color:#8a6d1f;font-weight:600}
 """
 
 
@@ -41,7 +44,7 @@ def _e(text: object) -> str:
 
 
 def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
-                stale: list[str] | None = None, artifacts_dir: Path | None = None) -> str:
+                stale: list[str] | None = None, artifacts_dir: Path | None = None, claim: Claim | None = None) -> str:
     """A single self-contained page (inline CSS, no scripts, no external resources)."""
     counts = summarize(results)
     shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
@@ -54,8 +57,14 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         f"<p class=meta>Suite {_e(run.suite_version)}, clients from Prefect {_e(run.client_version)}, run prefix <code>{_e(run.run_prefix)}</code>, "
         f"started {_e(run.started)}, took {run.duration:.1f} s"
         + (f", expectations <code>{_e(run.expectations_file)}</code>" if run.expectations_file else "") + "</p>",
-        "<h2>Summary by feature</h2><table><tr><th>feature</th>" + "".join(f"<th class='s-{s}'>{s}</th>" for s in shown) + "</tr>",
     ]
+    if claim is not None:
+        out.append(f"<h2>Claim</h2><p class=callout>{_e(claim.line)}</p><table><tr><th>profile</th><th>claim</th>"
+                   "<th>passed</th></tr>")
+        out += [f"<tr><td><code>{_e(p.profile)}</code></td><td class='c-{_e(p.verdict.replace(' ', '-'))}'>{_e(p.text)}"
+                f"</td><td class=n>{p.passed} of {p.total}</td></tr>" for p in claim.profiles]
+        out.append("</table>")
+    out.append("<h2>Summary by feature</h2><table><tr><th>feature</th>" + "".join(f"<th class='s-{s}'>{s}</th>" for s in shown) + "</tr>")
     for feature, items in by_feature(results) + [("all", results)]:
         c = summarize(items)
         cells = "".join(f"<td class='n {'zero' if not c[s] else 's-' + s}'>{c[s]}</td>" for s in shown)
@@ -93,6 +102,15 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         described = f"<p class=meta><i>{_e(first.description)}</i></p>" if first.description else ""
         out.append(f"<div class=failure><h3>{title} <span class='s-{cause.status}'>({cause.status})</span></h3>{listed}{described}"
                    f"<pre>{_e(cause.example)}</pre></div>")
+    for status, title in (("warning", "Warnings: should checks that did not pass (not gating unless --strict)"),
+                          ("pending", "Pending: checks newer than the expectations file (not gating yet)")):
+        held = [r for r in results if r.status == status]
+        if held:
+            out.append(f"<h2>{title} ({len(held)})</h2><table><tr><th>check</th><th>why it does not gate</th>"
+                       "<th>message</th></tr>")
+            out += [f"<tr><td><code>{_e(r.id)}</code></td><td>{_e(r.expectation)}</td><td><pre>{_e(r.message[:400])}"
+                    "</pre></td></tr>" for r in held]
+            out.append("</table>")
     expected = [r for r in results if r.status == "expected-failure"]
     if expected:
         out.append(f"<h2>Expected failures ({len(expected)})</h2><table><tr><th>check</th><th>reason</th><th>message</th></tr>")

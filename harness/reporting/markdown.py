@@ -9,6 +9,7 @@ from pathlib import Path
 
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import Cause, group_by_cause
+from harness.reporting.claims import Claim
 from harness.reporting.diff import RunDiff
 from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
 
@@ -23,8 +24,31 @@ def cause_heading(cause: Cause) -> str:
     return f"### {len(cause.results)} checks, one cause ({cause.status}): `{cause.ids[0]}` and {len(cause.ids) - 1} more"
 
 
+def claim_lines(claim: Claim) -> list[str]:
+    """The claim, first thing in the report: the line to publish, and a row per profile."""
+    lines = ["## Claim", "", f"> {claim.line}", "", "| profile | claim | passed |", "|---|---|---|"]
+    lines += [f"| `{p.profile}` | {p.text} | {p.passed} of {p.total} |" for p in claim.profiles]
+    return lines + [""]
+
+
+def noted_lines(results: list[CheckResult]) -> list[str]:
+    """Checks that did not pass but do not fail the gate: warnings (``should``) and pending (new) ones."""
+    lines: list[str] = []
+    for status, title, about in (
+            ("warning", "Warnings", "`should` checks that did not pass: Prefect's clients tolerate the difference "
+             "(`--strict` fails the gate on them)."),
+            ("pending", "Pending", "Checks newer than the expectations file that do not pass yet: not gating until "
+             "they pass once or `--update-expectations` records them.")):
+        held = [r for r in results if r.status == status]
+        if held:
+            lines += ["", f"## {title} ({len(held)})", "", about, ""]
+            lines += [f"- `{r.id}`: {(r.message.splitlines() or [''])[0][:300]}" for r in held]
+    return lines
+
+
 def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
-                    stale: list[str] | None = None, artifacts_dir: Path | None = None) -> str:
+                    stale: list[str] | None = None, artifacts_dir: Path | None = None,
+                    claim: Claim | None = None) -> str:
     counts = summarize(results)
     shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
     lines = [
@@ -35,6 +59,7 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         f"- Started {run.started}, took {run.duration:.1f} s"
         + (f"; expectations: `{run.expectations_file}`" if run.expectations_file else ""),
         "",
+        *(claim_lines(claim) if claim else []),
         "| " + " | ".join(shown) + " |",
         "|" + "---|" * len(shown),
         "| " + " | ".join(str(counts[s]) for s in shown) + " |",
@@ -79,6 +104,7 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
             if cause.results[0].description:
                 lines += [f"_{cause.results[0].description}_", ""]
             lines += ["```", cause.example, "```", ""]
+    lines += noted_lines(results)
     expected = [r for r in results if r.status == "expected-failure"]
     if expected:
         lines += ["", "## Expected failures", ""]

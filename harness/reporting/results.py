@@ -11,8 +11,10 @@ where ``feature`` is the scenario module's name without ``test_`` (``scenarios/t
 
 Outcomes (from the run alone): passed, failed, unsupported, skipped, n/a, error. ``n/a``: the check does not apply
 to this pair of server and client releases (Prefect itself differs there; see ``harness/releases.toml``).
-Statuses (after the expectations file): the same, plus expected-failure (listed, and not passing) and
-unexpected-pass (listed, but passing). The gate fails on failed, unsupported and error.
+Statuses (after the expectations file): the same, plus expected-failure (listed, and not passing),
+unexpected-pass (listed, but passing), warning (a ``should`` check that did not pass; see
+:mod:`harness.reporting.catalogue`) and pending (a check newer than the suite that wrote the expectations file,
+not passing, and never passed against this target). The gate fails on failed, unsupported and error.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any, Iterable
 
 import pytest
 
+from harness.reporting.catalogue import load_catalogue
+
 #: Version of the results.json layout; bumped on any incompatible change (see docs/results-schema.md).
 RESULTS_SCHEMA_VERSION = 1
 
@@ -32,7 +36,8 @@ RESULTS_SCHEMA_VERSION = 1
 FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "logs", "events", "scheduler", "serve", "worker",
                  "task_worker", "lifecycle", "durability", "differential")
 
-STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "skipped", "n/a", "error")
+STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "warning", "pending", "skipped",
+            "n/a", "error")
 #: How a skip reason starts when the check does not apply to the releases in this run (status ``n/a``).
 NOT_APPLICABLE_PREFIX = "n/a: "
 #: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".
@@ -53,6 +58,9 @@ class CheckResult:
     expectation: str = ""  # the reason given in the expectations file, when the check is listed
     description: str = ""  # what the check proves: its docstring's first paragraph, parameters filled in
     measured: str = ""  # what the check measured of the target, whatever its outcome (the target's clock, say)
+    profile: str = ""  # the catalogue's (harness/catalogue.toml): the profile it counts in, its severity, since when
+    severity: str = "must"
+    since: str = ""
 
     def __post_init__(self) -> None:
         self.status = self.status or self.outcome
@@ -130,7 +138,10 @@ class ResultCollector:
         result = self.results.get(cid)
         if result is None:
             scenario = report.nodeid.split("::")[-1]
-            result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid)
+            known = load_catalogue()
+            result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid,
+                                                     profile=known.profile_of(cid, feature),
+                                                     severity=known.severity_of(cid)[0], since=known.since_of(cid))
         result.duration += report.duration
         result.description = result.description or properties.get(DESCRIPTION, "")
         result.measured = result.measured or properties.get(MEASURED, "")
@@ -169,11 +180,12 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, int]:
     return counts
 
 
-def write_results_json(path: Path, run: RunInfo, results: list[CheckResult]) -> None:
+def write_results_json(path: Path, run: RunInfo, results: list[CheckResult], claim: dict[str, Any] | None = None) -> None:
     document = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "run": asdict(run),
         "summary": summarize(results),
+        **({"claim": claim} if claim is not None else {}),
         "checks": [asdict(r) for r in results],
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
