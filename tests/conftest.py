@@ -80,9 +80,11 @@ class SuiteRun:
     def explain(self) -> str:
         return f"exit {self.code}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-3000:]}"
 
-    def assert_deviation_caught(self, name: str, fails: set[str], passes: set[str], says: str) -> None:
+    def assert_deviation_caught(self, name: str, fails: set[str], passes: set[str], says: str, diagnosis: str = "") -> None:
         """The verdict a deviating target must get: exit 1, exactly-named checks failing with a message that
-        matches the regex ``says``, and the named unaffected checks still passing (so the checks are specific)."""
+        matches the regex ``says``, and the named unaffected checks still passing (so the checks are specific).
+        ``diagnosis``: the start of the one diagnosis its failures must name; without it, none may name any (a
+        diagnosis fires only where its mistake is)."""
         assert self.code == 1, f"{name}: expected exit 1 (conformance failure)\n{self.explain()}"
         missing = fails - self.failed()
         assert not missing, f"{name}: these checks did not fail: {sorted(missing)}\n{self.explain()}"
@@ -90,6 +92,12 @@ class SuiteRun:
         assert not wrongly, f"{name}: these unaffected checks did not pass: {sorted(wrongly)}\n{self.explain()}"
         for check in fails:
             assert re.search(says, self.message(check), re.S), f"{check}: message does not match {says!r}:\n{self.message(check)}"
+        diagnosed = {cid: c["diagnosis"] for cid, c in self.checks.items() if c.get("diagnosis")}
+        if diagnosis:
+            assert diagnosed and all(d.startswith(diagnosis) for d in diagnosed.values()), (
+                f"{name}: expected the diagnosis {diagnosis!r}, got {diagnosed}")
+        else:
+            assert not diagnosed, f"{name}: a diagnosis where none was expected: {diagnosed}"
 
 
 @dataclass
@@ -103,6 +111,7 @@ class DeviationCase:
     fails: set[str]
     says: str  # a regular expression every failure message of the case must match
     passes: set[str] = field(default_factory=set)
+    diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
 
 
 def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dict[str, str] | None = None) -> SuiteRun:

@@ -120,6 +120,7 @@ class Case:
     args: tuple[str, ...] = ()
     long: bool = False  # half a minute or more: started first (marker "long")
     unsupported: bool = False  # the failing checks must be "unsupported" (a missing endpoint), not "failed"
+    diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
 
 
 #: The interval cases whose runs keep a local wall time across a daylight-saving change (a day or a week long, in
@@ -273,6 +274,7 @@ CASES = [
          for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
         args=("-k", "daylight_saving"),
+        diagnosis="A schedule's daylight saving time ignored",
     ),
     Case(
         "interval-anchor-ignored",
@@ -292,6 +294,7 @@ CASES = [
         passes={f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES} - {
             f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
         args=("-k", "interval_schedule"),
+        diagnosis="A schedule's daylight saving time ignored",
     ),
     Case(
         "interval-anchor-without-microseconds",
@@ -657,7 +660,7 @@ def case_marks(case: Case) -> list[pytest.MarkDecorator]:
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
     if case.unsupported:
         assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
 

@@ -15,6 +15,7 @@ from harness import __version__
 from harness.commands.checks import collect_checks
 from harness.reporting.catalogue import load_catalogue, render_catalogue_markdown
 from harness.reporting.claims import make_claim, render_badge
+from harness.reporting.diagnoses import diagnose
 from harness.reporting.expectations import Expectation, apply, render, updated, written_by
 from harness.reporting.results import CheckResult
 from tests.conftest import PROJECT_ROOT
@@ -131,3 +132,64 @@ def test_the_claim_says_each_profile_and_never_waives_core() -> None:
                        "0.2.0", "3.9.1")
     assert [p.text for p in clean.profiles] == ["conformant (1 warning)", "conformant"]
     assert json.loads(render_badge(clean))["color"] == "brightgreen"
+
+
+# --- diagnoses: each read from a message a deviating target of make test gave (copied from their runs) -----------
+
+DIAGNOSED = {
+    "An offset dropped": "sent '2026-12-08T02:17:42.123456-08:00'; POST /flow_runs/ expected_start_time is "
+    "'2026-12-08T02:17:42.123456Z' = 2026-12-08T02:17:42.123456Z, expected the instant 2026-12-08T10:17:42.123456Z "
+    "(off by -28800000000 µs)",
+    "A time without offset read in a local zone": "sent '2026-12-08T10:17:42.123456'; POST /flow_runs/ "
+    "expected_start_time is '2026-12-08T10:17:42.123456-08:00' = 2026-12-08T18:17:42.123456Z, expected the instant "
+    "2026-12-08T10:17:42.123456Z (off by +28800000000 µs)",
+    "Precision truncated to milliseconds": "POST /flow_runs/ expected_start_time is '2026-12-08T10:17:42.123Z' = "
+    "2026-12-08T10:17:42.123000Z, expected the instant 2026-12-08T10:17:42.123456Z (off by -456 µs)",
+    "Precision truncated to whole seconds": "the times the server set on a deployment: 7 problem(s):\n    - POST "
+    "/deployments/ updated is '2026-12-07T05:10:41Z', 0.565 s before the request was sent: the server set it while it "
+    "handled POST /deployments/",
+    "Times stored in a local zone": "the times the server set on a deployment: 5 problem(s):\n    - POST /deployments/ "
+    "updated is '2026-12-07T00:10:29.737118Z', 17999.961 s before the request was sent: the server set it",
+    "A clock skew": "the target's clock is +3600.004 s from the harness's (more than 3 s), by the created "
+    "'2026-12-07T06:10:49.858484Z' of POST /flows/ (± 0.008 s); its Date header says +3599.1 s to +3601.2 s.",
+    "Instants compared as strings": "POST /flow_runs/filter with expected_start_time after_ = before_ = "
+    "'2026-12-08T10:17:42.123456+00:00' (the instant 2026-12-08T10:17:42.123456Z) should return the run scheduled at "
+    "exactly that instant (stored as '2026-12-08T10:17:42.123456Z'); it returned 0 runs. Hint: compare parsed instants",
+    "Naive datetimes": "POST /flow_runs/ returned timestamps a Prefect client mis-reads:\n    "
+    "$.state.state_details.scheduled_time = '2026-12-08T10:17:42.123456': has no timezone offset (naive)",
+    "A schedule's daylight saving time ignored": "runs of {'cron': '30 1 * * *', 'timezone': 'America/New_York'} from "
+    "2027-11-06T00:00:00Z to 2027-11-09T00:00:00Z (wall clock in America/New_York): first difference at position 0 "
+    "(expected 3 runs, got 3):\n    expected [11-06 01:30:00.000000EDT@2027-11-06T05:30:00Z]\n    actual   "
+    "[11-06 02:30:00.000000EDT@2027-11-06T06:30:00Z]",
+    "A schedule's time zone ignored": "runs of {'cron': '@daily', 'timezone': 'Europe/Berlin'} from "
+    "2027-03-20T00:00:00Z to 2027-04-05T00:00:00Z (wall clock in Europe/Berlin): first difference at position 0 "
+    "(expected 16 runs, got 16):\n    expected [03-21 00:00:00.000000CET@2027-03-20T23:00:00Z]\n    actual   "
+    "[03-21 01:00:00.000000CET@2027-03-21T00:00:00Z]",
+}
+
+UNDIAGNOSED = [
+    # An offset ignored in a filter looks like a string comparison, but only in a form a string could not match:
+    "POST /flow_runs/filter with expected_start_time after_ = before_ = '2026-12-08T02:17:42.123456-08:00' (the instant "
+    "2026-12-08T10:17:42.123456Z) should return the run scheduled at exactly that instant (stored as "
+    "'2026-12-08T10:17:42.123456Z'); it returned 0 runs.",
+    # A series shifted by an ignored anchor lands on whole quarter hours too, but not on the zone's offset:
+    "runs of {'interval': 86400, 'anchor_date': '2027-01-01T09:00:00-05:00', 'timezone': 'America/New_York'} from "
+    "2027-11-06T00:00:00Z to 2027-11-09T00:00:00Z (wall clock in America/New_York): first difference at position 0 "
+    "(expected 3 runs, got 3):\n    expected [11-06 09:00:00.000000EDT@2027-11-06T13:00:00Z]\n    actual   "
+    "[11-06 23:00:00.000000EDT@2027-11-07T03:00:00Z]",
+    "the target's created times and its Date header disagree by more than 3 s: the target's clock is -7.250 s from "
+    "the harness's, by the created '...' of POST /flows/ (± 0.008 s); its Date header says -1.2 s to +0.9 s.",
+    "POST /flow_runs/ with scheduled_time '' should be rejected with 4xx like Prefect does (422); got POST /flow_runs/ "
+    "-> 500 {\"detail\": \"Internal Server Error\"}",
+]
+
+
+@pytest.mark.parametrize("line", DIAGNOSED)
+def test_a_diagnosis_names_the_mistake_its_evidence_proves(line: str) -> None:
+    found = diagnose(DIAGNOSED[line])
+    assert found is not None and found.line.startswith(line), found
+
+
+@pytest.mark.parametrize("message", UNDIAGNOSED)
+def test_no_diagnosis_without_the_evidence(message: str) -> None:
+    assert diagnose(message) is None

@@ -61,4 +61,4 @@ CASES = [
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)

@@ -105,7 +105,11 @@ def assert_every_check_passed(latest: Path) -> None:
     not_passed = {c["id"]: c["status"] for c in checks if c["status"] != "passed"}
     assert not not_passed, f"on the bundled reference: {not_passed}"
     assert Counter(c["feature"] for c in checks) == CHECKS_PER_FEATURE
+    claim = json.loads((latest / "results.json").read_text())["claim"]
+    assert claim["complete"] and all(p["verdict"] == "conformant" for p in claim["profiles"]), claim
+    assert {p["profile"] for p in claim["profiles"]} >= {"core", "records", "serve", "workers", "lifecycle", "concurrency"}
     report = (latest / "report.md").read_text()
+    assert f"> {claim['line']}" in report and ": conformant for core, records, serve, workers" in claim["line"], claim
     for actor in TRANSCRIBED_ACTORS:
         assert f"{actor}, " in report, f"the report shows no transcript of the {actor}"
         assert any((latest / "artifacts").glob(f"*/{actor}.transcript.jsonl")), f"no transcript file of the {actor}"

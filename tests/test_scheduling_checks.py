@@ -53,6 +53,7 @@ class Case:
     passes: set[str] = field(default_factory=set)
     select: str = "scheduling"
     args: tuple[str, ...] = ()
+    diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
 
 
 CASES = [
@@ -235,4 +236,4 @@ CASES = [
 def test_deviation_fails_the_checks_it_should(case: Case, reference, deviating, suite) -> None:
     proxy = deviating(case.deviation(reference.api_url))
     run: SuiteRun = suite("--target", proxy.api_url, "-m", "scheduling", "-k", case.select, *case.args)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)

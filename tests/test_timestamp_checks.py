@@ -72,6 +72,7 @@ CASES = [
         SERVER_SET,
         r"updated is '[^']+', 1799\d\.\d+ s before the request was sent: the server set it while it handled",
         passes={CLOCK} | STATE_TIMES,
+        diagnosis="Times stored in a local zone",
     ),
     Case(
         "updated-truncated-to-seconds",
@@ -79,6 +80,7 @@ CASES = [
         "server_set_times",
         SERVER_SET,
         r"updated is '[^']+', (equal to|[\d.]+ s before)",
+        diagnosis="Precision truncated to whole seconds",
     ),
     Case(
         "state-timestamps-collide",  # a server that keeps whole seconds: states entered within one second tie
@@ -86,6 +88,7 @@ CASES = [
         "state_times",
         STATE_TIMES,
         r"state's timestamp is '[^']+', equal to .* it must be after it",
+        diagnosis="Precision truncated to whole seconds",
     ),
     Case(
         "created-in-local-time",  # created from a clock five hours behind UTC, written as UTC; the Date header is right
@@ -93,6 +96,7 @@ CASES = [
         "clock",
         {CLOCK},
         r"the target's created times and its Date header disagree by more than 3 s: the target's clock is -(1799\d|1800\d)\.\d+ s",
+        diagnosis="Times stored in a local zone",
     ),
     Case(
         "wrong-clock",  # an hour ahead, consistently: one failure, and every other time judged by its own clock
@@ -101,8 +105,10 @@ CASES = [
         {CLOCK},
         r"the target's clock is \+(3599\.9|3600\.0)\d+ s from the harness's \(more than 3 s\), by the created",
         passes=SERVER_SET,
+        diagnosis="A clock skew",
     ),
-    Case("naive-output", lambda: RewriteResponses(drop_offset), "output_format", OUTPUT, "has no timezone offset"),
+    Case("naive-output", lambda: RewriteResponses(drop_offset), "output_format", OUTPUT, "has no timezone offset",
+         diagnosis="Naive datetimes"),
     Case("space-separator-output", lambda: RewriteResponses(space_separator), "output_format", OUTPUT, "uses a space"),
     Case(
         "non-utc-output",
@@ -120,9 +126,12 @@ CASES = [
         {"timestamps/output_format[flow_run]"},
         "state_details.scheduled_time",
         passes={"timestamps/output_format[flow]", "timestamps/output_format[work_pool]"},
+        diagnosis="Naive datetimes",
     ),
-    Case("millisecond-storage", lambda: RewriteResponses(truncate_to_millis), "microsecond_round_trip", ROUND_TRIP, "off by"),
-    Case("whole-second-storage", lambda: RewriteResponses(drop_fraction), "microsecond_round_trip", ROUND_TRIP, "off by"),
+    Case("millisecond-storage", lambda: RewriteResponses(truncate_to_millis), "microsecond_round_trip", ROUND_TRIP, "off by",
+         diagnosis="Precision truncated to milliseconds"),
+    Case("whole-second-storage", lambda: RewriteResponses(drop_fraction), "microsecond_round_trip", ROUND_TRIP, "off by",
+         diagnosis="Precision truncated to whole seconds"),
     Case(
         "input-offset-ignored",
         lambda: RewriteRequests(offset_ignored),
@@ -130,6 +139,7 @@ CASES = [
         input_format(*OFFSETS) | in_filter(*OFFSETS),
         "expected the instant|should return the run scheduled at exactly that instant",
         passes=input_format("utc-z", "utc-offset", "space-separator", "naive"),
+        diagnosis="An offset dropped",
     ),
     Case(
         "space-separator-rejected",
@@ -162,6 +172,7 @@ CASES = [
         input_format("naive") | in_filter("naive"),
         "off by|should return the run scheduled at exactly that instant",
         passes=input_format("utc-z", "space-separator"),
+        diagnosis="A time without offset read in a local zone",
     ),
     Case(
         "filters-compare-strings",
@@ -170,6 +181,7 @@ CASES = [
         in_filter("utc-offset", "utc-z-millis", "space-separator", "naive", *OFFSETS),
         "compare parsed instants",
         passes=in_filter("utc-z"),
+        diagnosis="Instants compared as strings",
     ),
     Case(
         "invalid-input-accepted",
@@ -200,7 +212,7 @@ def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> N
     """``--strict``: a ``should`` check's failure fails the gate too, so each check is shown failing as it can."""
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select, "--strict")
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says)
+    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
 
 
 def test_a_should_checks_failure_is_a_warning_without_strict(deviating, suite) -> None:

@@ -31,11 +31,12 @@ from harness.reporting import expectations as expectations_file
 from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.catalogue import load_catalogue, parse_profiles, profile_names
 from harness.reporting.claims import make_claim, render_badge
+from harness.reporting.diagnoses import diagnose
 from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
-from harness.reporting.results import FEATURE_ORDER, GATE_FAILING, CheckResult, ResultCollector, RunInfo, check_id, read_results_json, summarize, write_results_json
+from harness.reporting.results import FEATURE_ORDER, GATE_FAILING, NOT_PASSING, CheckResult, ResultCollector, RunInfo, check_id, read_results_json, summarize, write_results_json
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV, check_release_number, release,
                                        scheduler_loop_seconds)
@@ -370,6 +371,8 @@ def run(args: argparse.Namespace) -> int:
     for result in results:
         result.message = redact(result.message)
         result.measured = redact(result.measured)
+        if result.outcome in NOT_PASSING and (found := diagnose(result.message)) is not None:
+            result.diagnosis = found.line
     history = earlier_outcomes(args.report_dir, identity)
     stale = expectations_file.apply(
         expected, results, strict=args.strict, history=history,
@@ -428,6 +431,8 @@ def print_summary(results: list[CheckResult], run_info: RunInfo, report_dir: Pat
     for r in results:
         if r.status == "unexpected-pass":
             print(f"prefect-conformance: UNEXPECTED PASS {r.id} (listed as failing: {r.expectation})", flush=True)
+    for line in dict.fromkeys(r.diagnosis for r in results if r.diagnosis and r.status in GATE_FAILING):
+        print(f"prefect-conformance: diagnosis: {line}", flush=True)
     if diff is not None and (diff.new_failures or diff.fixed):
         print("prefect-conformance: " + render_diff_text(diff).replace("\n", "\nprefect-conformance: "), flush=True)
     print(

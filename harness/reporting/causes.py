@@ -47,6 +47,11 @@ class Cause:
         return self.results[0].message.strip()
 
     @property
+    def diagnosis(self) -> str:
+        """The first diagnosis among the cause's checks: one mistake, named once at the top."""
+        return next((r.diagnosis for r in self.results if r.diagnosis), "")
+
+    @property
     def ids(self) -> list[str]:
         return [r.id for r in self.results]
 

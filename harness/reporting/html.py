@@ -100,7 +100,8 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         listed = "" if len(cause.ids) == 1 else (
             f"<details><summary>{len(cause.ids)} checks</summary><p>{ids}</p></details>" if len(cause.ids) > FOLD_AFTER else f"<p>{ids}</p>")
         described = f"<p class=meta><i>{_e(first.description)}</i></p>" if first.description else ""
-        out.append(f"<div class=failure><h3>{title} <span class='s-{cause.status}'>({cause.status})</span></h3>{listed}{described}"
+        diagnosed = f"<p><b>Diagnosis:</b> {_e(cause.diagnosis)}</p>" if cause.diagnosis else ""
+        out.append(f"<div class=failure><h3>{title} <span class='s-{cause.status}'>({cause.status})</span></h3>{diagnosed}{listed}{described}"
                    f"<pre>{_e(cause.example)}</pre></div>")
     for status, title in (("warning", "Warnings: should checks that did not pass (not gating unless --strict)"),
                           ("pending", "Pending: checks newer than the expectations file (not gating yet)")):

@@ -97,6 +97,8 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", f"## Failures ({len(problems)} checks, {len(causes)} causes)", ""]
         for cause in causes:
             lines += [cause_heading(cause), ""]
+            if cause.diagnosis:
+                lines += [f"**Diagnosis:** {cause.diagnosis}", ""]
             if len(cause.ids) > 1:
                 ids = ", ".join(f"`{i}`" for i in cause.ids)
                 lines += [f"<details><summary>{len(cause.ids)} checks</summary>\n\n{ids}\n\n</details>" if len(cause.ids) > FOLD_AFTER

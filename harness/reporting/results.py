@@ -61,6 +61,8 @@ class CheckResult:
     profile: str = ""  # the catalogue's (harness/catalogue.toml): the profile it counts in, its severity, since when
     severity: str = "must"
     since: str = ""
+    #: The classic mistake the failure's evidence proves, in one line (:mod:`harness.reporting.diagnoses`), or "".
+    diagnosis: str = ""
 
     def __post_init__(self) -> None:
         self.status = self.status or self.outcome
