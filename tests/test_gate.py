@@ -214,3 +214,19 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
         assert recorded.code == 0 and recorded.with_status("pending") == {NEW_CHECK}, recorded.explain()
         rewritten = expectations.read_text()  # the new version and the new check's entry: from now on it is known
         assert f'[suite]\nversion = "{__version__}"' in rewritten and f'[expected."{NEW_CHECK}"]' in rewritten
+
+
+def test_the_api_coverage_map_shows_a_missing_route_the_real_clients_used(deviating, suite) -> None:
+    """A target without ``POST /logs/``: the coverage map probes every route of Prefect's document without side
+    effects, finds that one missing, and names it among the routes the real clients called."""
+    proxy = deviating(Refuse("POST", r"/api/logs/$"))
+    run = suite("--target", proxy.api_url, "-m", "logs", "-k", "a_flow_runs_logs_are_read_back")
+    coverage = json.loads((run.report_dir / "results.json").read_text())["coverage"]
+    missing = [(r["method"], r["route"]) for r in coverage["routes"] if r["verdict"] == "missing"]
+    assert missing == [("POST", "/logs/")], coverage["line"]
+    logs = next(r for r in coverage["routes"] if (r["method"], r["route"]) == ("POST", "/logs/"))
+    assert logs["used"] > 0 and set(logs["used_statuses"]) == {"404"}, logs
+    assert coverage["summary"]["used_but_missing"] == 1 and coverage["summary"]["present"] > 150, coverage["summary"]
+    assert "1 of them missing" in run.stdout and "(**used by the real clients**)" in (run.report_dir / "report.md").read_text()
+    # Nothing was created by the probes: the target's document's every DELETE and body-less POST was left alone.
+    assert all(r["verdict"] == "not probed" for r in coverage["routes"] if r["method"] == "DELETE")

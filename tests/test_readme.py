@@ -110,6 +110,8 @@ def assert_every_check_passed(latest: Path) -> None:
     assert {p["profile"] for p in claim["profiles"]} >= {"core", "records", "serve", "workers", "lifecycle", "concurrency"}
     report = (latest / "report.md").read_text()
     assert f"> {claim['line']}" in report and ": conformant for core, records, serve, workers" in claim["line"], claim
+    coverage = json.loads((latest / "results.json").read_text())["coverage"]["summary"]
+    assert coverage["missing"] == 0 and coverage["used_by_clients"] > 20, coverage  # Prefect has every route it documents
     for actor in TRANSCRIBED_ACTORS:
         assert f"{actor}, " in report, f"the report shows no transcript of the {actor}"
         assert any((latest / "artifacts").glob(f"*/{actor}.transcript.jsonl")), f"no transcript file of the {actor}"

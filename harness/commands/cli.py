@@ -32,6 +32,7 @@ from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.catalogue import load_catalogue, parse_profiles, profile_names
 from harness.reporting.claims import make_claim, render_badge
 from harness.reporting.diagnoses import diagnose
+from harness.checks.coverage import Coverage, add_client_usage, probe
 from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
@@ -320,7 +321,7 @@ def run(args: argparse.Namespace) -> int:
     identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
     if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
         baseline = read_results_json(previous)
-    reference = compared = startup = None
+    reference = compared = startup = coverage = None
     try:
         if target is None:
             # The reference comes up while pytest starts its workers; the checks wait for it (ReferenceStartup).
@@ -352,6 +353,8 @@ def run(args: argparse.Namespace) -> int:
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
                                     ready_file=startup.ready_file if startup else None,
                                     restart=reference)
+        if pytest_code in (0, 1):  # the target is still there (a bundled reference is stopped below)
+            coverage = api_coverage(target.api_url, run_info.run_prefix, report_dir / "artifacts")
         # Interrupted while the reference was still starting: it is stopped below, not awaited.
         if startup is not None and (pytest_code != 2 or startup.done()):
             ready = startup.result()  # what kept it from starting, if anything, is the run's one error line
@@ -384,18 +387,21 @@ def run(args: argparse.Namespace) -> int:
     run_info.duration = round(time.monotonic() - clock, 2)
     diff = diff_runs(baseline, results) if baseline is not None else None
     artifacts = report_dir / "artifacts"
-    write_results_json(report_dir / "results.json", run_info, results, claim=claim.as_dict())
+    write_results_json(report_dir / "results.json", run_info, results, claim=claim.as_dict(),
+                       coverage=coverage.as_dict() if coverage else None)
     (report_dir / "junit.xml").write_text(render_junit(run_info, results, claim=claim))
     (report_dir / "report.md").write_text(render_markdown(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
-                                                          claim=claim))
+                                                          claim=claim, coverage=coverage))
     (report_dir / "report.html").write_text(render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
-                                                        claim=claim))
+                                                        claim=claim, coverage=coverage))
     if args.badge:
         args.badge.parent.mkdir(parents=True, exist_ok=True)
         args.badge.write_text(render_badge(claim))
     if args.update_expectations:
         write_expectations(args.expectations, expected, results, target.api_url)
     print(f"prefect-conformance: claim: {claim.line}", flush=True)
+    if coverage is not None:
+        print(f"prefect-conformance: API coverage: {coverage.line}", flush=True)
     print_summary(results, run_info, report_dir, diff)
     if pytest_code == 2:
         print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
@@ -408,6 +414,22 @@ def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file
     if args.update_expectations and not args.expectations.exists():
         return []  # the file is being created from this run
     return expectations_file.load_expectations(args.expectations)
+
+
+def api_coverage(api_url: str, run_prefix: str, artifacts: Path) -> Coverage:
+    """The target's routes of the pinned release's OpenAPI document, probed without side effects, and what the real
+    clients of the run called (:mod:`harness.checks.coverage`)."""
+    from harness.checks.schema import openapi_document
+    from harness.reference.releases import pinned
+
+    reference = pinned()
+    try:
+        document = openapi_document(reference.version, reference.python)
+    except HarnessError as exc:
+        return Coverage([], f"Prefect {reference.version}'s OpenAPI document: {exc}")
+    coverage = probe(api_url, document, f"{run_prefix}-coverage-probe")
+    add_client_usage(coverage, artifacts)
+    return coverage
 
 
 def has_file(path: Path | None) -> bool:

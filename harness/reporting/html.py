@@ -8,6 +8,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from harness.checks.coverage import Coverage
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import group_by_cause
 from harness.reporting.claims import Claim
@@ -44,7 +45,8 @@ def _e(text: object) -> str:
 
 
 def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
-                stale: list[str] | None = None, artifacts_dir: Path | None = None, claim: Claim | None = None) -> str:
+                stale: list[str] | None = None, artifacts_dir: Path | None = None, claim: Claim | None = None,
+                coverage: Coverage | None = None) -> str:
     """A single self-contained page (inline CSS, no scripts, no external resources)."""
     counts = summarize(results)
     shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
@@ -124,6 +126,26 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
                    "<code>harness/releases.toml</code>.</p><table><tr><th>check</th><th>why</th></tr>")
         out += [f"<tr><td><code>{_e(r.id)}</code></td><td>{_e(r.message)}</td></tr>" for r in not_applicable]
         out.append("</table>")
+    if coverage is not None:
+        out.append(f"<h2>API coverage</h2><p>The target {_e(coverage.line)}.</p>")
+        if coverage.routes and not coverage.error:
+            out.append("<table><tr><th>routes (Prefect's tags)</th><th>present</th><th>missing</th><th>not probed</th></tr>")
+            out += [f"<tr><td>{_e(tag)}</td><td class=n>{c.get('present', 0)}</td><td class='n {'s-failed' if c.get('missing') else 'zero'}'>"
+                    f"{c.get('missing', 0)}</td><td class=n>{c.get('not probed', 0)}</td></tr>" for tag, c in coverage.by_tag()]
+            out.append("</table>")
+            missing = [r for r in coverage.routes if r.verdict == "missing"]
+            if missing:
+                out.append("<p>Missing:</p><ul>" + "".join(
+                    f"<li><code>{_e(r.method)} {_e(r.route)}</code>{' <b>(used by the real clients)</b>' if r.used else ''}: "
+                    f"{r.status} {_e(r.answer)}</li>" for r in missing) + "</ul>")
+            used = [r for r in coverage.routes if r.used]
+            if used:
+                out.append(f"<details><summary>The {len(used)} routes the real clients called</summary><table><tr><th>route</th>"
+                           "<th>calls</th><th>answers</th><th>present</th></tr>")
+                out += [f"<tr><td><code>{_e(r.method)} {_e(r.route)}</code></td><td class=n>{r.used}</td><td>"
+                        f"{_e(', '.join(f'{s}×{n}' for s, n in sorted(r.used_statuses.items())))}</td><td>{_e(r.verdict)}</td></tr>"
+                        for r in used]
+                out.append("</table></details>")
     found = transcripts(artifacts_dir)
     if found:
         out.append("<h2>What the real clients sent</h2><p class=meta>Recorded by the proxy in front of each actor; raw transcripts are in the artifacts folder.</p>")

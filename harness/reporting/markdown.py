@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from harness.checks.coverage import Coverage
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import Cause, group_by_cause
 from harness.reporting.claims import Claim
@@ -46,9 +47,32 @@ def noted_lines(results: list[CheckResult]) -> list[str]:
     return lines
 
 
+def coverage_lines(coverage: Coverage) -> list[str]:
+    """The API coverage map: a line, a row per tag of Prefect's document, the missing routes, the clients' routes."""
+    lines = ["", "## API coverage", "", f"The target {coverage.line}.", ""]
+    if coverage.error or not coverage.routes:
+        return lines
+    lines += ["| routes (Prefect's tags) | present | missing | not probed |", "|---|---|---|---|"]
+    lines += [f"| {tag} | {c.get('present', 0)} | {c.get('missing', 0)} | {c.get('not probed', 0)} |"
+              for tag, c in coverage.by_tag()]
+    missing = [r for r in coverage.routes if r.verdict == "missing"]
+    if missing:
+        lines += ["", "Missing (a request the route must refuse was answered as by a server without it):", ""]
+        lines += [f"- `{r.method} {r.route}`{' (**used by the real clients**)' if r.used else ''}: {r.status} "
+                  f"{r.answer}" for r in missing]
+    used = [r for r in coverage.routes if r.used]
+    if used:
+        lines += ["", f"<details><summary>The {len(used)} routes the real clients called</summary>", "",
+                  "| route | calls | answers | present |", "|---|---|---|---|"]
+        lines += [f"| `{r.method} {r.route}` | {r.used} | "
+                  f"{', '.join(f'{s}×{n}' for s, n in sorted(r.used_statuses.items()))} | {r.verdict} |" for r in used]
+        lines += ["", "</details>"]
+    return lines
+
+
 def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
                     stale: list[str] | None = None, artifacts_dir: Path | None = None,
-                    claim: Claim | None = None) -> str:
+                    claim: Claim | None = None, coverage: Coverage | None = None) -> str:
     counts = summarize(results)
     shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
     lines = [
@@ -111,6 +135,8 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
     if expected:
         lines += ["", "## Expected failures", ""]
         lines += [f"- `{r.id}`: {r.expectation}" for r in expected]
+    if coverage is not None:
+        lines += coverage_lines(coverage)
     found = transcripts(artifacts_dir)
     if found:
         lines += ["", "## What the real clients sent", "", "Recorded by the proxy in front of each actor.", ""]

@@ -182,13 +182,15 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, int]:
     return counts
 
 
-def write_results_json(path: Path, run: RunInfo, results: list[CheckResult], claim: dict[str, Any] | None = None) -> None:
+def write_results_json(path: Path, run: RunInfo, results: list[CheckResult], claim: dict[str, Any] | None = None,
+                       coverage: dict[str, Any] | None = None) -> None:
     document = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "run": asdict(run),
         "summary": summarize(results),
         **({"claim": claim} if claim is not None else {}),
         "checks": [asdict(r) for r in results],
+        **({"coverage": coverage} if coverage is not None else {}),
     }
     path.write_text(json.dumps(document, indent=2) + "\n")
 
