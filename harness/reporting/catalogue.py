@@ -39,7 +39,8 @@ class CheckInfo:
     feature: str
     profile: str
     severity: str
-    #: Why a ``should`` check is only that (empty for ``must``: a real client breaks, or a user's data is wrong).
+    #: Why: for ``must``, what breaks for a real client or what of a user's data is wrong; for ``should``, why
+    #: Prefect's clients tolerate the difference.
     severity_reason: str
     since: str
     description: str = ""
@@ -58,6 +59,7 @@ class Catalogue:
     profiles: tuple[Profile, ...]
     since: tuple[tuple[str, tuple[str, ...]], ...]
     should: tuple[tuple[str, tuple[str, ...]], ...]
+    must: tuple[tuple[str, str], ...]
     references: tuple[tuple[str, str], ...]
     check_references: tuple[tuple[str, tuple[str, ...]], ...]
 
@@ -79,11 +81,12 @@ class Catalogue:
         return next(p for p in self.profiles if p.name == name)
 
     def severity_of(self, check_id: str) -> tuple[str, str]:
-        """(``must`` or ``should``, why it is only ``should``)."""
+        """(``must`` or ``should``, why: what breaks for a ``must`` check's feature, or why a ``should`` check's
+        difference is tolerated)."""
         for reason, patterns in self.should:
             if any(matches(check_id, pattern) for pattern in patterns):
                 return "should", reason
-        return "must", ""
+        return "must", dict(self.must).get(check_id.split("/", 1)[0], "")
 
     def since_of(self, check_id: str) -> str:
         for version, patterns in self.since:
@@ -130,6 +133,7 @@ def load_catalogue(path: Path = CATALOGUE_FILE) -> Catalogue:
         profiles=profiles,
         since=tuple((entry["version"], tuple(entry["checks"])) for entry in document.get("since", [])),
         should=tuple((" ".join(entry["reason"].split()), tuple(entry["checks"])) for entry in document.get("should", [])),
+        must=tuple(document.get("must", {}).items()),
         references=tuple(document.get("references", {}).items()),
         check_references=tuple((entry["reference"], tuple(entry["checks"])) for entry in document.get("reference", [])),
     )
@@ -177,12 +181,24 @@ def render_catalogue_markdown(checks: list[CheckInfo]) -> str:
         held = [c for c in checks if c.profile == profile.name]
         if not held:
             continue
-        lines += ["", f"## `{profile.name}`: {profile.title}", ""]
-        for check in held:
-            severity = check.severity + (f" ({check.severity_reason})" if check.severity_reason else "")
-            lines += [f"### `{check.id}`", "", check.description or "(no description)", "",
-                      f"- severity: {severity}", f"- since: {check.since}", f"- reference: {check.reference}",
-                      f"- applies to: {check.applies_to}", ""]
+        lines += ["", f"## `{profile.name}`: {profile.title}"]
+        order = list(profile.features)
+        for feature in sorted(dict.fromkeys(c.feature for c in held),
+                              key=lambda f: order.index(f) if f in order else len(order)):
+            mine = [c for c in held if c.feature == feature]
+            must = dict(catalogue.must).get(feature, "")
+            lines += ["", f"### `{feature}` ({len(mine)})", "", f"- **must**, because {must}" if must else "",
+                      f"- **reference**: {dict(catalogue.references).get(feature, '')}", "",
+                      "| check | severity | since | what it proves |", "|---|---|---|---|"]
+            for check in mine:
+                notes = []
+                if check.reference != dict(catalogue.references).get(feature, ""):
+                    notes.append(f"Reference: {check.reference}.")
+                if check.applies_to != "every release the matrix runs":
+                    notes.append(f"Applies to {check.applies_to}.")
+                severity = f"should: {check.severity_reason}" if check.severity == "should" else "must"
+                proves = " ".join([check.description or "(no description)", *notes]).replace("|", "\\|")
+                lines.append(f"| `{check.id}` | {severity.replace('|', '/')} | {check.since} | {proves} |")
     return "\n".join(lines).rstrip() + "\n"
 
 
