@@ -202,6 +202,9 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
         assert {p["profile"]: p["text"] for p in claim["profiles"]} == {
             "core": "not conformant (0 of 4; 4 known failures)", "records": "not supported (0 of 1; 1 pending)"}
         assert "## Pending (1)" in (upgraded.report_dir / "report.md").read_text()
+        junit = ET.parse(upgraded.report_dir / "junit.xml").getroot()
+        properties = {p.get("name"): p.get("value") for p in junit.iter("property")}
+        assert properties["claim.records"] == "not supported (0 of 1; 1 pending)" and properties["claim"] == claim["line"]
 
         deviation.inner = RewriteResponses(drop_offset)  # the port fixes its labels: the new check passes once...
         fixed = run_suite(*args, report_dir=tmp_path / "reports")

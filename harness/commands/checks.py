@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from harness.locations import PACKAGE_DIR, scenarios_dir
+from harness.locations import scenarios_dir
 from harness.reporting.catalogue import (CheckInfo, applies_to, load_catalogue, render_catalogue_json,
                                          render_catalogue_markdown)
 from harness.reporting.results import check_id, describe
@@ -79,7 +79,3 @@ def list_checks(args: argparse.Namespace) -> int:
             print(f"{c.id}  [{c.profile}, {c.severity}, since {c.since}]")
         print(f"{len(found)} checks", file=sys.stderr)
     return 0
-
-
-#: Where the generated catalogue lives in a checkout.
-DOCS_FILE = PACKAGE_DIR.parent / "docs" / "checks.md"
