@@ -32,6 +32,7 @@ from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.catalogue import load_catalogue, parse_profiles, profile_names
 from harness.reporting.claims import make_claim, render_badge
 from harness.reporting.diagnoses import diagnose
+from harness.reporting.summary import render_summary
 from harness.checks.coverage import Coverage, add_client_usage, probe
 from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
@@ -206,6 +207,11 @@ def build_parser() -> argparse.ArgumentParser:
     gate.add_argument("--profiles", metavar="NAMES", default=None,
                       help="run and claim only these profiles, e.g. core,workers (see `prefect-conformance checks`; "
                       f"profiles: {', '.join(profile_names())})")
+    gate.add_argument("--github-summary", nargs="?", type=absolute_path, metavar="FILE", default=None,
+                      const=os.environ.get("GITHUB_STEP_SUMMARY") or "",
+                      help="append a screenful of Markdown (the verdict, the claim, a row per feature, new failures "
+                      "and fixes, the first causes) to FILE, by default $GITHUB_STEP_SUMMARY (a GitHub Actions job's "
+                      "summary page)")
     gate.add_argument("--badge", type=absolute_path, metavar="FILE", default=None,
                       help="also write the claim as a shields.io endpoint JSON to FILE, for a README badge")
     gate.add_argument(
@@ -289,6 +295,10 @@ def run(args: argparse.Namespace) -> int:
     # Everything that can be wrong with the invocation is checked before anything is written or started.
     if args.update_expectations and not args.expectations:
         raise HarnessError("--update-expectations needs --expectations FILE (the file to write).")
+    if args.github_summary is not None:  # a path given, or the const: $GITHUB_STEP_SUMMARY as it was, maybe ""
+        if not str(args.github_summary):
+            raise HarnessError("--github-summary without FILE needs $GITHUB_STEP_SUMMARY (set in GitHub Actions jobs).")
+        args.github_summary = absolute_path(str(args.github_summary))
     if not args.target and args.reference == "local-postgres" and not args.reference_db_url:
         raise HarnessError("--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
                            "(a database this run may own). Hint: or use --reference docker-postgres.")
@@ -399,13 +409,17 @@ def run(args: argparse.Namespace) -> int:
         args.badge.write_text(render_badge(claim))
     if args.update_expectations:
         write_expectations(args.expectations, expected, results, target.api_url)
+    code = exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
+    if args.github_summary:
+        with open(args.github_summary, "a", encoding="utf-8") as summary:
+            summary.write(render_summary(run_info, results, claim=claim, diff=diff, exit_code=code))
     print(f"prefect-conformance: claim: {claim.line}", flush=True)
     if coverage is not None:
         print(f"prefect-conformance: API coverage: {coverage.line}", flush=True)
     print_summary(results, run_info, report_dir, diff)
     if pytest_code == 2:
         print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
-    return exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
+    return code
 
 
 def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file.Expectation]:
