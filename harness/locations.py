@@ -41,3 +41,12 @@ def cache_dir() -> Path:
     import platformdirs
 
     return Path(platformdirs.user_cache_dir("prefect-conformance"))
+
+
+def plugin_autoloaded() -> bool:
+    """Whether pytest loads the suite's plugin (``harness.plugin``) by itself: through the ``pytest11`` entry point of
+    an installed suite, unless ``PYTEST_DISABLE_PLUGIN_AUTOLOAD`` says not to."""
+    from importlib.metadata import entry_points
+
+    registered = any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11"))
+    return registered and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD")

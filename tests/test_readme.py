@@ -140,3 +140,17 @@ def test_cli_from_another_directory_with_a_relative_report_dir(clone: Path, refe
     assert proc.returncode == 0, explain(command, proc)
     assert_reports(elsewhere / "relative" / "reports" / "latest", command, proc)
     assert not (clone / "relative").exists()
+
+
+def test_pytest_runs_the_scenarios_in_a_checkout(clone: Path, reference) -> None:
+    """The thin top-level conftest.py: ``pytest scenarios --target URL -m handshake`` in a checkout, with the plugin
+    autoloaded (the venv's install of the suite) and without (``PYTEST_DISABLE_PLUGIN_AUTOLOAD``: conftest.py loads
+    it then)."""
+    env = user_environment()
+    if not (clone / ".venv" / "bin" / "python").exists():  # when this test runs before the others of the module
+        subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
+    for extra in ({}, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
+        command = [str(clone / ".venv" / "bin" / "python"), "-m", "pytest", "scenarios", "--target", reference.api_url,
+                   "-m", "handshake", "-p", "no:cacheprovider", "-q"]
+        proc = subprocess.run(command, cwd=clone, env={**env, **extra}, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, f"{extra}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
-from harness.locations import PACKAGE_DIR, default_report_dir, scenarios_dir
+from harness.locations import PACKAGE_DIR, default_report_dir, plugin_autoloaded, scenarios_dir
 from harness.target.credentials import redact
 from harness.target.errors import HarnessError, TargetUnavailable
 from harness.checks.naming import new_run_prefix
@@ -606,10 +606,7 @@ def worker_count(parallel: str | int, features: Sequence[str]) -> int:
 
 def plugin_option() -> list[str]:
     """``-p harness.plugin`` when pytest will not load the plugin through its ``pytest11`` entry point itself."""
-    from importlib.metadata import entry_points
-
-    registered = any(ep.value == "harness.plugin" for ep in entry_points(group="pytest11"))
-    return [] if registered and not os.environ.get("PYTEST_DISABLE_PLUGIN_AUTOLOAD") else ["-p", "harness.plugin"]
+    return [] if plugin_autoloaded() else ["-p", "harness.plugin"]
 
 
 def exit_code(pytest_code: int, counts: dict[str, int], *, strict: bool = False) -> int:
