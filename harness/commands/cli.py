@@ -267,6 +267,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    """One run, as its steps: everything that can be wrong with the invocation is checked before anything is
+    written or started, and a user's target before the previous reports are moved aside."""
+    configure_waits(args)
+    check_invocation(args)
+    started, clock = dt.datetime.now(dt.timezone.utc), time.monotonic()
+    expected = load_expectation_entries(args)
+    client = release(args.client_version)  # installed now, once, not by each pytest worker
+    selection = rerun_selection(read_results_json(args.rerun_failed)) if args.rerun_failed else None
+    if selection == []:
+        print(f"prefect-conformance: nothing failed in {args.rerun_failed}; nothing to rerun", flush=True)
+        return EXIT_PASSED
+    target = preflight(args.target) if args.target else None  # a typo leaves the previous reports alone
+    check_differential_reference(args)
+    report_dir = prepare_report_dir(args.report_dir)
+    identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
+    baseline = baseline_of(args, identity)
+    run_info = RunInfo(target_url=target.api_url if target else "", target_kind=target.kind if target else "",
+                       target_version=target.version if target else "", suite_version=__version__,
+                       client_version=client.version, run_prefix=new_run_prefix(started),
+                       started=started.isoformat(), expectations_file=str(args.expectations or ""))
+    pytest_code, results, coverage = execute(args, target, run_info, report_dir, selection)
+    stale = judge(args, results, expected, identity)
+    claim = make_claim(results, __version__, PREFECT_REFERENCE_VERSION,
+                       complete=not (args.keyword or args.markers or selection or args.pytest_args))
+    run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
+    run_info.duration = round(time.monotonic() - clock, 2)
+    diff = diff_runs(baseline, results) if baseline is not None else None
+    code = exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
+    write_reports(args, report_dir, run_info, results, expected, claim=claim, coverage=coverage, diff=diff,
+                  stale=stale, code=code)
+    announce(results, run_info, report_dir, claim=claim, coverage=coverage, diff=diff)
+    if pytest_code == 2:
+        print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
+    return code
+
+
+def configure_waits(args: argparse.Namespace) -> None:
+    """The options that size the checks' waits, passed to pytest's processes through the environment; with the
+    bundled reference, its own service loops and scheduler interval."""
     if args.timeout_scale:
         os.environ[TIMEOUT_SCALE_ENV] = str(args.timeout_scale)
     if args.scheduler_interval:
@@ -290,9 +329,10 @@ def run(args: argparse.Namespace) -> int:
         configured = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
         loop = scheduler_loop_seconds(args.reference_version, configured) if args.reference_version else configured
         os.environ.setdefault(SCHEDULER_INTERVAL_ENV, f"{loop:g}")
-    started = dt.datetime.now(dt.timezone.utc)
-    clock = time.monotonic()
-    # Everything that can be wrong with the invocation is checked before anything is written or started.
+
+
+def check_invocation(args: argparse.Namespace) -> None:
+    """Options that contradict each other, or name what does not exist: one line and exit 2, before anything."""
     if args.update_expectations and not args.expectations:
         raise HarnessError("--update-expectations needs --expectations FILE (the file to write).")
     if args.github_summary is not None:  # a path given, or the const: $GITHUB_STEP_SUMMARY as it was, maybe ""
@@ -306,32 +346,37 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessError("--reference-version chooses the bundled reference's release; it has no meaning with --target.")
     if args.reference_version:
         check_release_number(args.reference_version)
-    expected = load_expectation_entries(args)
     if args.profiles:
         try:
             parse_profiles(args.profiles)
         except ValueError as exc:
             raise HarnessError(f"--profiles {args.profiles!r}: {exc}.") from None
-    client = release(args.client_version)  # installed now, once, not by each pytest worker
-    rerun = read_results_json(args.rerun_failed) if args.rerun_failed else None
-    baseline_path = args.compare
-    baseline = read_results_json(baseline_path) if baseline_path else None
-    selection = rerun_selection(rerun) if rerun else None
-    if selection == []:
-        print(f"prefect-conformance: nothing failed in {args.rerun_failed}; nothing to rerun", flush=True)
-        return EXIT_PASSED
-    # A user's target is checked before anything is written, so a typo leaves the previous reports alone.
-    target = preflight(args.target) if args.target else None
+
+
+def check_differential_reference(args: argparse.Namespace) -> None:
+    """``--differential URL``: the Prefect server to compare with answers as one (the bundled one starts later)."""
     if args.differential not in (None, "bundled"):
         try:
             args.differential = preflight(args.differential).api_url
         except TargetUnavailable as exc:
             raise TargetUnavailable(f"--differential: the Prefect server to compare with is unusable. {exc}") from None
-    report_dir = prepare_report_dir(args.report_dir)
-    identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
-    if baseline is None and (previous := previous_results(args.report_dir, identity)) is not None:
-        baseline = read_results_json(previous)
+
+
+def baseline_of(args: argparse.Namespace, identity: str):
+    """The run this one is compared with: ``--compare``'s, or the newest earlier one against the same target."""
+    if args.compare:
+        return read_results_json(args.compare)
+    previous = previous_results(args.report_dir, identity)
+    return read_results_json(previous) if previous is not None else None
+
+
+def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, report_dir: Path,
+            selection: list[str] | None) -> tuple[int, list[CheckResult], Coverage | None]:
+    """Start the bundled reference where there is no target (and the one to compare with), run the scenarios, map
+    the target's API while it is still up, and stop every server whatever happens: (pytest's exit code, the
+    results, the coverage map)."""
     reference = compared = startup = coverage = None
+    collector = ResultCollector()
     try:
         if target is None:
             # The reference comes up while pytest starts its workers; the checks wait for it (ReferenceStartup).
@@ -340,18 +385,8 @@ def run(args: argparse.Namespace) -> int:
                                        ready_file=report_dir / "reference" / "ready")
             target = Target(reference.api_url, args.reference_version or PREFECT_REFERENCE_VERSION,
                             f"reference-{args.reference}")
+            run_info.target_url, run_info.target_kind, run_info.target_version = target.api_url, target.kind, target.version
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
-        collector = ResultCollector()
-        run_info = RunInfo(
-            target_url=target.api_url,
-            target_kind=target.kind,
-            target_version=target.version,
-            suite_version=__version__,
-            client_version=client.version,
-            run_prefix=new_run_prefix(started),
-            started=started.isoformat(),
-            expectations_file=str(args.expectations or ""),
-        )
         if args.differential == "bundled" and reference is None:
             compared = make_reference(args, report_dir)
             compared.start()
@@ -380,22 +415,28 @@ def run(args: argparse.Namespace) -> int:
                 server.stop()
         if startup is not None:
             startup.join(timeout=10)
-    results = collector.ordered()
+    return pytest_code, collector.ordered(), coverage
+
+
+def judge(args: argparse.Namespace, results: list[CheckResult], expected: list, identity: str) -> list[str]:
+    """Each result's status for the gate (expectations, severity, pending, intermittent) and its diagnosis, its
+    messages redacted; the expectation entries that matched no check."""
     for result in results:
         result.message = redact(result.message)
         result.measured = redact(result.measured)
         if result.outcome in NOT_PASSING and (found := diagnose(result.message)) is not None:
             result.diagnosis = found.line
     history = earlier_outcomes(args.report_dir, identity)
-    stale = expectations_file.apply(
+    return expectations_file.apply(
         expected, results, strict=args.strict, history=history,
         written_by=expectations_file.written_by(args.expectations) if expected or has_file(args.expectations) else "",
         passed_before=frozenset(cid for cid, outcomes in history.items() if "passed" in outcomes))
-    claim = make_claim(results, __version__, PREFECT_REFERENCE_VERSION,
-                       complete=not (args.keyword or args.markers or selection or args.pytest_args))
-    run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
-    run_info.duration = round(time.monotonic() - clock, 2)
-    diff = diff_runs(baseline, results) if baseline is not None else None
+
+
+def write_reports(args: argparse.Namespace, report_dir: Path, run_info: RunInfo, results: list[CheckResult],
+                  expected: list, *, claim, coverage: Coverage | None, diff, stale: list[str], code: int) -> None:
+    """results.json, junit.xml, report.md and report.html; the badge, the GitHub summary and the rewritten
+    expectations file where asked for."""
     artifacts = report_dir / "artifacts"
     write_results_json(report_dir / "results.json", run_info, results, claim=claim.as_dict(),
                        coverage=coverage.as_dict() if coverage else None)
@@ -407,19 +448,20 @@ def run(args: argparse.Namespace) -> int:
     if args.badge:
         args.badge.parent.mkdir(parents=True, exist_ok=True)
         args.badge.write_text(render_badge(claim))
-    if args.update_expectations:
-        write_expectations(args.expectations, expected, results, target.api_url)
-    code = exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
     if args.github_summary:
         with open(args.github_summary, "a", encoding="utf-8") as summary:
             summary.write(render_summary(run_info, results, claim=claim, diff=diff, exit_code=code))
+    if args.update_expectations:
+        write_expectations(args.expectations, expected, results, run_info.target_url)
+
+
+def announce(results: list[CheckResult], run_info: RunInfo, report_dir: Path, *, claim, coverage: Coverage | None,
+             diff) -> None:
+    """The run's last lines: its claim, its API coverage, then the summary."""
     print(f"prefect-conformance: claim: {claim.line}", flush=True)
     if coverage is not None:
         print(f"prefect-conformance: API coverage: {coverage.line}", flush=True)
     print_summary(results, run_info, report_dir, diff)
-    if pytest_code == 2:
-        print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
-    return code
 
 
 def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file.Expectation]:
