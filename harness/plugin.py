@@ -101,7 +101,7 @@ FEATURES = {
 #: locked" whenever another write commits meanwhile, and real clients back off 2, 4 and 8 s from it: beside the
 #: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
 #: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
-#: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and the README.
+#: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and docs/status.md.
 #: The durability module must come last: it restarts the target once every other check has finished
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
 DISPATCH_ORDER = ("scheduler", "scheduling", "timestamps", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "handshake", "logs", "events", "serve",

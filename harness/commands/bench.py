@@ -8,7 +8,7 @@ unavoidable waits (derived from the suite's settings); and the recorder's added 
 request sent directly and through the recording relay every real client talks through, in interleaved pairs, as a
 ratio with a confidence interval).
 Writes ``REPORT_DIR/bench/bench.md`` and prints it.
-Not a test: nothing asserts on time; the numbers are for people and for the README.
+Not a test: nothing asserts on time; the numbers are for people and for docs/status.md.
 """
 
 from __future__ import annotations

@@ -194,7 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         default=os.environ.get("PREFECT_CONFORMANCE_EXPECTATIONS") or None,
         help="TOML file of checks known to fail on this target; they are reported as expected failures and do "
-        "not fail the gate (see README, 'Adopting the suite for a new server')",
+        "not fail the gate (see docs/ci.md, 'Adopting the suite for a new server')",
     )
     gate.add_argument(
         "--update-expectations",
@@ -509,7 +509,11 @@ def print_summary(results: list[CheckResult], run_info: RunInfo, report_dir: Pat
     for r in results:
         if r.status == "unexpected-pass":
             print(f"prefect-conformance: UNEXPECTED PASS {r.id} (listed as failing: {r.expectation})", flush=True)
-    for line in dict.fromkeys(r.diagnosis for r in results if r.diagnosis and r.status in GATE_FAILING):
+    named = {}  # one line per mistake (its name is the line's start), with its first example
+    for r in results:
+        if r.diagnosis and r.status in GATE_FAILING:
+            named.setdefault(r.diagnosis.split(":", 1)[0], r.diagnosis)
+    for line in named.values():
         print(f"prefect-conformance: diagnosis: {line}", flush=True)
     if diff is not None and (diff.new_failures or diff.fixed):
         print("prefect-conformance: " + render_diff_text(diff).replace("\n", "\nprefect-conformance: "), flush=True)

@@ -143,7 +143,7 @@ def apply(expectations: list[Expectation], results: list[CheckResult], *, writte
 def render(expectations: list[Expectation], target: str) -> str:
     lines = [
         f"# Known failures of prefect-conformance against {target}.",
-        "# Written by --update-expectations; reasons are kept when an entry stays. Check ids: see README.",
+        "# Written by --update-expectations; reasons are kept when an entry stays. Check ids: see docs/checks.md.",
         "# Checks that come in later suite versions are pending against this file until they pass once.",
         "",
         "[suite]",
