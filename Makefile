@@ -5,6 +5,7 @@
 #   make matrix [TARGET=url]                 suite over Prefect releases as servers and clients (matrix.html)
 #   make test                                the project's own tests, in parallel (what .ci/run calls)
 #   make bench | make flake-check N=20       timings of the suite; pass rate per check over N runs
+#   make image                               a Docker image of the suite: docker run ... prefect-conformance run --target URL
 
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -15,10 +16,10 @@ TARGET ?=
 ARGS ?=
 REPORT_DIR ?= reports
 
-.PHONY: venv browser test-images conformance matrix test bench flake-check reference-images differential clean help
+.PHONY: venv browser test-images conformance matrix test bench flake-check reference-images image differential clean help
 
 help:
-	@sed -n '2,8p' Makefile
+	@sed -n '2,9p' Makefile
 
 venv: $(STAMP)
 
@@ -78,6 +79,11 @@ browser:
 # Docker images of the reference built from Debian's and PyPI's packages, for engines that cannot pull.
 reference-images: $(STAMP)
 	$(BIN)/python -m harness.reference.images
+
+# A Docker image of the suite itself (built from Debian's and PyPI's packages, on the reference's image):
+#   docker run --rm --network host -v "$$PWD/reports:/reports" prefect-conformance run --target URL
+image: $(STAMP)
+	$(BIN)/python -m harness.commands.image
 
 # The same for `make test`, without the venv (the build needs only the standard library): where a Docker engine
 # answers, we are root and the images are missing. A failed build is the Docker test's to report, not make's.

@@ -22,7 +22,13 @@ def checkout_root() -> Path | None:
     return root if (root / "pyproject.toml").is_file() and (root / "Makefile").is_file() else None
 
 
+#: Where reports go when ``--report-dir`` is not given (the suite's Docker image sets it to its mounted folder).
+REPORT_DIR_ENV = "PREFECT_CONFORMANCE_REPORT_DIR"
+
+
 def default_report_dir() -> Path:
+    if configured := os.environ.get(REPORT_DIR_ENV):
+        return Path(configured).expanduser().resolve()
     root = checkout_root()
     return root / "reports" if root else Path.cwd() / "prefect-conformance-reports"
 

@@ -47,7 +47,7 @@ class Route:
     tag: str
     #: What the probe sent, or why no request was sent ("" until probed).
     probe: str = ""
-    #: present, missing, or not probed
+    #: present, missing, server error (a 5xx proves nothing), or not probed
     verdict: str = "not probed"
     status: int = 0
     answer: str = ""
@@ -66,6 +66,7 @@ class Coverage:
         used = [r for r in self.routes if r.used]
         return {"routes": len(self.routes), "present": sum(r.verdict == "present" for r in self.routes),
                 "missing": sum(r.verdict == "missing" for r in self.routes),
+                "server_error": sum(r.verdict == "server error" for r in self.routes),
                 "not_probed": sum(r.verdict == "not probed" for r in self.routes),
                 "used_by_clients": len(used), "used_but_missing": sum(r.verdict == "missing" for r in used)}
 
@@ -77,9 +78,10 @@ class Coverage:
         used = ("no real client's traffic was recorded" if not s["used_by_clients"] else
                 f"the real clients used {s['used_by_clients']}, "
                 + ("all present" if not s["used_but_missing"] else f"{s['used_but_missing']} of them missing"))
-        return (f"implements {s['present']} of the {s['present'] + s['missing']} routes probed "
-                f"({s['routes']} in Prefect's document, {s['not_probed']} not probed: no request they must refuse); "
-                + used)
+        errors = f", {s['server_error']} answered a server error" if s["server_error"] else ""
+        return (f"implements {s['present']} of the {s['present'] + s['missing'] + s['server_error']} routes probed"
+                f"{errors} ({s['routes']} in Prefect's document, {s['not_probed']} not probed: no request they must "
+                "refuse); " + used)
 
     def by_tag(self) -> list[tuple[str, dict[str, int]]]:
         tags: dict[str, Counter[str]] = {}
@@ -148,7 +150,12 @@ def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10
             except httpx.HTTPError as exc:
                 return Coverage(routes, f"{route.method} {path} failed: {type(exc).__name__}: {exc}")
             route.status, route.answer = answer.status_code, excerpt(answer.text, 160)
-            route.verdict = "missing" if means_not_implemented(answer.status_code, answer.text) else "present"
+            if means_not_implemented(answer.status_code, answer.text):
+                route.verdict = "missing"
+            elif answer.status_code >= 500:  # a server error proves nothing either way
+                route.verdict = "server error"
+            else:
+                route.verdict = "present"
     return Coverage(routes)
 
 

@@ -126,8 +126,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "restart it once, after every other check has finished (the bundled reference restarts itself; "
                      "also $PREFECT_CONFORMANCE_RESTART_COMMAND)")
     run.add_argument("--report-dir", type=absolute_path, default=None,
-                     help="where reports go; a relative path is taken from the current directory (default: reports/ "
-                     "of the suite's checkout, or ./prefect-conformance-reports/ when installed)")
+                     help="where reports go; a relative path is taken from the current directory (default: "
+                     "$PREFECT_CONFORMANCE_REPORT_DIR, else reports/ of the suite's checkout, or "
+                     "./prefect-conformance-reports/ when installed)")
     run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
     features = ", ".join(f for f in FEATURE_ORDER if f != "differential")
     run.add_argument("-m", dest="markers", metavar="EXPR", help=f"only these feature areas ({features}; differential "

@@ -129,9 +129,11 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
     if coverage is not None:
         out.append(f"<h2>API coverage</h2><p>The target {_e(coverage.line)}.</p>")
         if coverage.routes and not coverage.error:
-            out.append("<table><tr><th>routes (Prefect's tags)</th><th>present</th><th>missing</th><th>not probed</th></tr>")
+            out.append("<table><tr><th>routes (Prefect's tags)</th><th>present</th><th>missing</th><th>server error</th>"
+                       "<th>not probed</th></tr>")
             out += [f"<tr><td>{_e(tag)}</td><td class=n>{c.get('present', 0)}</td><td class='n {'s-failed' if c.get('missing') else 'zero'}'>"
-                    f"{c.get('missing', 0)}</td><td class=n>{c.get('not probed', 0)}</td></tr>" for tag, c in coverage.by_tag()]
+                    f"{c.get('missing', 0)}</td><td class=n>{c.get('server error', 0)}</td><td class=n>{c.get('not probed', 0)}"
+                    "</td></tr>" for tag, c in coverage.by_tag()]
             out.append("</table>")
             missing = [r for r in coverage.routes if r.verdict == "missing"]
             if missing:

@@ -52,9 +52,9 @@ def coverage_lines(coverage: Coverage) -> list[str]:
     lines = ["", "## API coverage", "", f"The target {coverage.line}.", ""]
     if coverage.error or not coverage.routes:
         return lines
-    lines += ["| routes (Prefect's tags) | present | missing | not probed |", "|---|---|---|---|"]
-    lines += [f"| {tag} | {c.get('present', 0)} | {c.get('missing', 0)} | {c.get('not probed', 0)} |"
-              for tag, c in coverage.by_tag()]
+    lines += ["| routes (Prefect's tags) | present | missing | server error | not probed |", "|---|---|---|---|---|"]
+    lines += [f"| {tag} | {c.get('present', 0)} | {c.get('missing', 0)} | {c.get('server error', 0)} | "
+              f"{c.get('not probed', 0)} |" for tag, c in coverage.by_tag()]
     missing = [r for r in coverage.routes if r.verdict == "missing"]
     if missing:
         lines += ["", "Missing (a request the route must refuse was answered as by a server without it):", ""]
