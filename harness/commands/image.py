@@ -14,6 +14,7 @@ entry point. Only the suite's own dependencies are downloaded; Prefect is alread
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import shutil
 import subprocess
@@ -24,16 +25,49 @@ from pathlib import Path
 
 from harness import __version__
 from harness.locations import checkout_root
-from harness.reference.images import ensure_images, image_exists, run
+from harness.reference.images import ensure_images, run
 
 IMAGE = f"prefect-conformance:{__version__}"
 #: Where the image's runs write their reports: mount a folder there.
 REPORTS = "/reports"
 
 
+#: The image's label holding a digest of the sources it was built from: an image of other sources is rebuilt.
+SOURCE_LABEL = "org.prefect-conformance.source"
+
+
+def tracked_files(root: Path) -> list[str]:
+    files = subprocess.run(["git", "-C", str(root), "ls-files", "-z"], check=True, capture_output=True).stdout
+    return [name for name in files.decode().split("\0") if name and (root / name).is_file()]
+
+
+def source_digest(root: Path) -> str:
+    """A digest of the checkout's tracked files as they are in the working tree."""
+    digest = hashlib.sha256()
+    for name in sorted(tracked_files(root)):
+        digest.update(name.encode() + b"\0" + (root / name).read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
+
+
+def built_from(tag: str) -> str:
+    """The source digest ``tag`` was built from, or "" (no such image, or no label)."""
+    done = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{SOURCE_LABEL}"}}}}', tag],
+                          capture_output=True, text=True)
+    return done.stdout.strip() if done.returncode == 0 else ""
+
+
 def build_wheel(root: Path, into: Path) -> Path:
-    run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(into),
-         str(root)])
+    """The suite's wheel, built from the checkout's tracked files (as they are in the working tree), so nothing
+    else of the checkout (reports, a venv, build leftovers) can reach the image."""
+    source = into / "source"
+    for name in tracked_files(root):
+        (source / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(root / name, source / name)
+    uv = Path(sys.executable).with_name("uv")  # what `make venv` installs
+    if uv.exists():
+        run([str(uv), "build", "--quiet", "--wheel", "--out-dir", str(into), str(source)])
+    else:
+        run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(into), str(source)])
     return next(into.glob("prefect_conformance-*.whl"))
 
 
@@ -68,9 +102,10 @@ def install_suite(rootfs: Path, wheel: Path) -> None:
     (rootfs / REPORTS.lstrip("/")).mkdir(exist_ok=True)
 
 
-def import_image(rootfs: Path, tag: str) -> None:
+def import_image(rootfs: Path, tag: str, digest: str) -> None:
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
     run(["docker", "import",
+         "-c", f"LABEL {SOURCE_LABEL}={digest}",
          "-c", "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
          "-c", "ENV LANG=C.UTF-8",
          "-c", f"ENV PREFECT_CONFORMANCE_REPORT_DIR={REPORTS}",
@@ -84,12 +119,13 @@ def import_image(rootfs: Path, tag: str) -> None:
 
 def ensure_image(force: bool = False) -> str:
     """The suite's image, built unless it exists (or ``force``): its tag."""
-    if image_exists(IMAGE) and not force:
-        print(f"image: {IMAGE} exists; nothing to build", flush=True)
-        return IMAGE
     root = checkout_root()
     if root is None:
         raise SystemExit("make image builds from a checkout of prefect-conformance (its pyproject.toml and sources)")
+    digest = source_digest(root)
+    if built_from(IMAGE) == digest and not force:
+        print(f"image: {IMAGE} of these sources exists; nothing to build", flush=True)
+        return IMAGE
     started = time.monotonic()
     prefect, _ = ensure_images()
     with tempfile.TemporaryDirectory(prefix="prefect-conformance-image-") as tmp:
@@ -97,7 +133,7 @@ def ensure_image(force: bool = False) -> str:
         rootfs = Path(tmp) / "rootfs"
         export_filesystem(prefect, rootfs)
         install_suite(rootfs, wheel)
-        import_image(rootfs, IMAGE)
+        import_image(rootfs, IMAGE, digest)
     size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE], capture_output=True, text=True,
                           check=True).stdout.strip()
     print(f"image: built {IMAGE} (and prefect-conformance:latest), {int(size) / 1e6:.0f} MB, in "
