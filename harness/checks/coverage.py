@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -131,32 +132,39 @@ def is_uuid(schema: dict[str, Any]) -> bool:
                                                  for s in schema.get("anyOf", []))
 
 
-def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10.0) -> Coverage:
+def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10.0, workers: int = 8) -> Coverage:
     """Every route of ``document``, probed on the target at ``api_url`` (``name``: the run's prefixed name for path
-    parameters that are names, which no object of the target has)."""
-    routes = []
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=api_headers(), verify=tls_context()) as http:
-        for route, operation in document_routes(document):
-            routes.append(route)
-            request = probe_request(route, operation, name)
-            if request is None:
-                route.probe = "no request it must refuse (it could act on data)"
-                continue
-            path, body, what = request
-            route.probe = f"{route.method} {path} ({what})"
-            try:
-                answer = http.request(route.method, path, content=body,
-                                      headers={"Content-Type": "application/json"} if body is not None else None)
-            except httpx.HTTPError as exc:
-                return Coverage(routes, f"{route.method} {path} failed: {type(exc).__name__}: {exc}")
-            route.status, route.answer = answer.status_code, excerpt(answer.text, 160)
-            if means_not_implemented(answer.status_code, answer.text):
-                route.verdict = "missing"
-            elif answer.status_code >= 500:  # a server error proves nothing either way
-                route.verdict = "server error"
-            else:
-                route.verdict = "present"
-    return Coverage(routes)
+    parameters that are names, which no object of the target has), ``workers`` requests at a time."""
+    routes = [route for route, _ in document_routes(document)]
+    operations = [operation for _, operation in document_routes(document)]
+    failures: list[str] = []
+
+    def one(http: httpx.Client, route: Route, operation: dict[str, Any]) -> None:
+        request = probe_request(route, operation, name)
+        if request is None:
+            route.probe = "no request it must refuse (it could act on data)"
+            return
+        path, body, what = request
+        route.probe = f"{route.method} {path} ({what})"
+        try:
+            answer = http.request(route.method, path, content=body,
+                                  headers={"Content-Type": "application/json"} if body is not None else None)
+        except httpx.HTTPError as exc:
+            failures.append(f"{route.method} {path} failed: {type(exc).__name__}: {exc}")
+            return
+        route.status, route.answer = answer.status_code, excerpt(answer.text, 160)
+        if means_not_implemented(answer.status_code, answer.text):
+            route.verdict = "missing"
+        elif answer.status_code >= 500:  # a server error proves nothing either way
+            route.verdict = "server error"
+        else:
+            route.verdict = "present"
+
+    limits = httpx.Limits(max_connections=workers)
+    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=api_headers(), verify=tls_context(),
+                      limits=limits) as http, ThreadPoolExecutor(workers) as pool:
+        list(pool.map(lambda pair: one(http, *pair), zip(routes, operations)))
+    return Coverage(routes, failures[0] if failures else "")
 
 
 def template_pattern(route: str) -> re.Pattern[str]:
