@@ -55,8 +55,9 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
-from harness.clients.lifecycle import (FLOW_KEYS, LEASE_SECONDS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, entrypoint,
-                                       SlotAsks, limit_asks, read_ledger, start_lifecycle_runner, write_lifecycle_flows)
+from harness.clients.lifecycle import (FLOW_KEYS, LEASE_SECONDS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, SlotAsks,
+                                       decided, entrypoint, limit_asks, read_ledger, start_lifecycle_runner,
+                                       write_lifecycle_flows)
 from harness.target.api import ApiClient
 from harness.target.errors import HarnessError, UnexpectedAnswer
 from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_deployment,
@@ -742,7 +743,8 @@ def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, nam
         f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes")
     (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
     asks = limit_asks(lifecycle.flows_dir, name)
-    during = [ask for ask in asks if ask["answered"] <= first_span[1]]  # answered before the first holder let go
+    # Decided (granted, or refused as taken) before the first holder let go; a busy server's 503 decides nothing.
+    during = [ask for ask in asks if ask["answered"] <= first_span[1] and decided(ask)]
     granted = [ask for ask in during if 200 <= ask["status"] < 300]
     assert len(granted) <= 1, (
         f"the target granted {what} {name!r} {len(granted)} times while the {first}'s run held it: its answers to "

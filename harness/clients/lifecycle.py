@@ -114,15 +114,21 @@ def nesting_flow(child: str) -> None:
     run_deployment(child, poll_interval=1)  # a subflow run of that deployment; waits for it to end
 
 
+def decided(entry):
+    """An answer to an ask for a slot that decides it: granted (2xx) or refused as taken (423, which Prefect's client
+    asks again after). A 503 of a busy server decides nothing: its client simply asks again."""
+    return entry["event"] == "asked" and (200 <= entry["status"] < 300 or entry["status"] == 423)
+
+
 def hold(limit, peers):
-    """Holds what the caller holds until every peer is asking for it and the target has answered an ask of each (the
-    harness notes each answer it sees in the traffic: "asked"; the caller's own ask is one), and a moment more, so a
-    peer the target granted a slot that was not free notes it meanwhile; a minute at most."""
+    """Holds what the caller holds until every peer is asking for it and the target has decided an ask of each (the
+    harness notes each answer it sees in the traffic: "asked"; the caller's own grant is one), and a moment more, so
+    a peer the target granted a slot that was not free notes it meanwhile; a minute at most."""
     note("acquired", current_run.id, limit=limit)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and any(
-            sum(1 for e in entries() if e["event"] == event and e.get("limit") == limit) < peers
-            for event in ("acquiring", "asked")):
+    while time.monotonic() < deadline and (
+            sum(1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers
+            or sum(1 for e in entries() if decided(e) and e.get("limit") == limit) < peers):
         time.sleep(0.1)
     time.sleep({peer_settle!r})
     note("releasing", current_run.id, limit=limit)
@@ -295,6 +301,12 @@ class SlotAsks:
         if lines:
             with open(ledger_path(self.directory), "a") as handle:
                 handle.write("".join(lines))
+
+
+def decided(ask: dict[str, Any]) -> bool:
+    """An answer that decides an ask for a slot: granted (2xx) or refused as taken (423); not a busy server's 503,
+    after which the client asks again (the flows' ``hold`` counts the same)."""
+    return 200 <= ask["status"] < 300 or ask["status"] == 423
 
 
 def limit_asks(directory: Path, limit: str) -> list[dict[str, Any]]:
