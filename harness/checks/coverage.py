@@ -135,8 +135,7 @@ def is_uuid(schema: dict[str, Any]) -> bool:
 def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10.0, workers: int = 8) -> Coverage:
     """Every route of ``document``, probed on the target at ``api_url`` (``name``: the run's prefixed name for path
     parameters that are names, which no object of the target has), ``workers`` requests at a time."""
-    routes = [route for route, _ in document_routes(document)]
-    operations = [operation for _, operation in document_routes(document)]
+    pairs = document_routes(document)
     failures: list[str] = []
 
     def one(http: httpx.Client, route: Route, operation: dict[str, Any]) -> None:
@@ -163,8 +162,8 @@ def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10
     limits = httpx.Limits(max_connections=workers)
     with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=api_headers(), verify=tls_context(),
                       limits=limits) as http, ThreadPoolExecutor(workers) as pool:
-        list(pool.map(lambda pair: one(http, *pair), zip(routes, operations)))
-    return Coverage(routes, failures[0] if failures else "")
+        list(pool.map(lambda pair: one(http, *pair), pairs))
+    return Coverage([route for route, _ in pairs], failures[0] if failures else "")
 
 
 def template_pattern(route: str) -> re.Pattern[str]:

@@ -126,9 +126,11 @@ def hold(limit, peers):
     a peer the target granted a slot that was not free notes it meanwhile; a minute at most."""
     note("acquired", current_run.id, limit=limit)
     deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and (
-            sum(1 for e in entries() if e["event"] == "acquiring" and e.get("limit") == limit) < peers
-            or sum(1 for e in entries() if decided(e) and e.get("limit") == limit) < peers):
+    while time.monotonic() < deadline:
+        mine = [e for e in entries() if e.get("limit") == limit]
+        if (sum(1 for e in mine if e["event"] == "acquiring") >= peers
+                and sum(1 for e in mine if decided(e)) >= peers):
+            break
         time.sleep(0.1)
     time.sleep({peer_settle!r})
     note("releasing", current_run.id, limit=limit)

@@ -430,7 +430,7 @@ def judge(args: argparse.Namespace, results: list[CheckResult], expected: list, 
     history = earlier_outcomes(args.report_dir, identity)
     return expectations_file.apply(
         expected, results, strict=args.strict, history=history,
-        written_by=expectations_file.written_by(args.expectations) if expected or has_file(args.expectations) else "",
+        written_by=expectations_file.written_by(args.expectations) if has_file(args.expectations) else "",
         passed_before=frozenset(cid for cid, outcomes in history.items() if "passed" in outcomes))
 
 
