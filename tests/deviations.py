@@ -523,18 +523,31 @@ class FailuresAreFinal(Deviation):
         return None
 
 
-class IgnoresGlobalLimits(Deviation):
-    """Creates a global concurrency limit with a hundred slots whatever it is asked for, and answers as if it had
-    made the one asked for: a server whose limits limit nothing."""
+#: The creation of a concurrency limit, global (v2) or a tag's (v1), and the key its size is sent in.
+LIMIT_CREATIONS = ((re.compile(r"/v2/concurrency_limits/$"), "limit"),
+                   (re.compile(r"(?<!/v2)/concurrency_limits/$"), "concurrency_limit"))
+
+
+def limit_size_key(request: ProxyRequest) -> str | None:
+    if request.method == "POST":
+        for path, key in LIMIT_CREATIONS:
+            if path.search(request.path):
+                return key
+    return None
+
+
+class IgnoresLimits(Deviation):
+    """Creates a concurrency limit (global, or a tag's) with a hundred slots whatever it is asked for, and answers
+    as if it had made the one asked for: a server whose limits limit nothing."""
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
-        if request.method == "POST" and request.path.endswith("/v2/concurrency_limits/") and request.body:
-            request.set_json({**(request.json() or {}), "limit": 100})
+        if (key := limit_size_key(request)) and request.body:
+            request.set_json({**(request.json() or {}), key: 100})
         return None
 
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
-        if request.method == "POST" and request.path.endswith("/v2/concurrency_limits/") and response.status in (200, 201):
-            response.set_json({**response.json(), "limit": 1})
+        if (key := limit_size_key(request)) and response.status in (200, 201):
+            response.set_json({**response.json(), key: 1})
         return response
 
 

@@ -35,7 +35,7 @@ from tests.deviations import (
     FailuresAreFinal,
     IgnoreDeletes,
     IgnoresCancellation,
-    IgnoresGlobalLimits,
+    IgnoresLimits,
     LacksTaskRunRecorder,
     CountsOneMore,
     NoPendingGuard,
@@ -484,18 +484,21 @@ CASES = [
     ),
     Case(
         "limits-and-task-runs-ignored",
-        lambda: Together(IgnoresGlobalLimits(), AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
+        lambda: Together(IgnoresLimits(), AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
                          LacksTaskRunRecorder(), AcceptWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input")),
         "lifecycle",
         {"lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
+         "lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart",
          "lifecycle/a_deployment_concurrency_limit_queues_the_second_run", "lifecycle/a_tasks_retries_are_kept",
          "lifecycle/a_paused_run_resumes_with_the_input_it_waits_for"},
-        r"the target granted the one-slot limit '[^']+' 2 times while the (runner|worker)'s run held it"
+        r"the target granted (the one-slot limit|the task-run concurrency limit on tag) '[^']+' 2 times while the "
+        r"(runner|worker)'s run held it"
         r"|side by side, though their deployment's concurrency_limit is 1|neither run was ever AwaitingConcurrencySlot"
         r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none"
         r"|resume with run_input \{'value': 'answer-[0-9a-f]+'\} got REJECT",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
-        args=("-k", "global_concurrency or deployment_concurrency or tasks_retries or killed_flow_run or input_it_waits"),
+        args=("-k", "global_concurrency or tag_concurrency or deployment_concurrency or tasks_retries or killed_flow_run "
+                    "or input_it_waits"),
     ),
     Case(
         "tag-limits-missing",
