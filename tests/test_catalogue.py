@@ -179,6 +179,9 @@ UNDIAGNOSED = [
     "[11-06 23:00:00.000000EDT@2027-11-07T03:00:00Z]",
     "the target's created times and its Date header disagree by more than 3 s: the target's clock is -7.250 s from "
     "the harness's, by the created '...' of POST /flows/ (± 0.008 s); its Date header says -1.2 s to +0.9 s.",
+    # A server that keeps durations in whole seconds, on a clock as right as can be measured: no skew (issue 36).
+    "total_run_time is 0.0, but the run was RUNNING for 0.058680 s (the target's clock is -0.012 s from the harness's, "
+    "by the created '2026-12-07T06:10:49.858484Z' of POST /flows/ (± 0.008 s); its Date header says -0.9 s to +0.2 s)",
     "POST /flow_runs/ with scheduled_time '' should be rejected with 4xx like Prefect does (422); got POST /flow_runs/ "
     "-> 500 {\"detail\": \"Internal Server Error\"}",
 ]
@@ -188,6 +191,13 @@ UNDIAGNOSED = [
 def test_a_diagnosis_names_the_mistake_its_evidence_proves(line: str) -> None:
     found = diagnose(DIAGNOSED[line])
     assert found is not None and found.line.startswith(line), found
+
+
+def test_the_skew_diagnosis_has_the_clock_checks_threshold() -> None:
+    from harness.checks.server_times import MAX_CLOCK_OFFSET
+    from harness.reporting.diagnoses import SKEW_SECONDS
+
+    assert SKEW_SECONDS == MAX_CLOCK_OFFSET
 
 
 @pytest.mark.parametrize("message", UNDIAGNOSED)

@@ -113,13 +113,21 @@ def server_set_time(message: str) -> Diagnosis | None:
     return None
 
 
+#: The widest skew the clock check lets pass (``harness.checks.server_times.MAX_CLOCK_OFFSET``; a test holds them
+#: equal): a smaller offset, quoted beside another check's failure, is no clock skew.
+SKEW_SECONDS = 3.0
+
+
 def clock(message: str) -> Diagnosis | None:
-    """``the target's clock is X s from the harness's ... its Date header says L s to H s``."""
-    found = re.search(r"the target's clock is (?P<off>[+-][\d.]+) s from the harness's.*?its Date header says "
-                      r"(?P<low>[+-][\d.]+) s to (?P<high>[+-][\d.]+) s", message, re.S)
+    """``the target's clock is X s from the harness's ... (± U s); its Date header says L s to H s``: a skew only
+    where X is beyond the clock check's threshold by more than its uncertainty."""
+    found = re.search(r"the target's clock is (?P<off>[+-][\d.]+) s from the harness's.*?\(± (?P<unc>[\d.]+) s\); "
+                      r"its Date header says (?P<low>[+-][\d.]+) s to (?P<high>[+-][\d.]+) s", message, re.S)
     if not found:
         return None
     off, low, high = float(found["off"]), float(found["low"]), float(found["high"])
+    if abs(off) <= SKEW_SECONDS + float(found["unc"]):
+        return None
     if low - 3 <= off <= high + 3:
         return Diagnosis("clock skew", f"A clock skew: the server's clock is {off:+.1f} s off, its Date header too. "
                          "Hint: synchronise the server's clock (NTP); clients compare the times it sets with theirs")
