@@ -11,6 +11,7 @@ harness.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from harness.checks.objects import Created
 from harness.checks.schema import openapi_document
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
+from harness.clients.budget import BUDGET_ENV, AliveSampler, default_max_starts, prepare, read_load
 from harness.reference.server import ReferenceServer
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reference.startup import await_ready
@@ -57,11 +59,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "bundled reference restarts itself)")
     group.addoption("--profiles", default=None,
                     help="only the checks of these profiles (comma-separated; see harness/catalogue.toml)")
+    group.addoption("--max-starts", type=int, default=None,
+                    help="at most N real-client processes (flow runs, Runners, workers) start at once, across the "
+                         f"run's processes (default: ${MAX_STARTS_ENV}, or the CPU count, at least 2)")
     group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
                     help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
                          "installed on first use into the cache")
 
 
+#: The environment variable that can give ``--max-starts``.
+MAX_STARTS_ENV = "PREFECT_CONFORMANCE_MAX_STARTS"
 #: The environment variable that can give ``--restart-command``.
 RESTART_COMMAND_ENV = "PREFECT_CONFORMANCE_RESTART_COMMAND"
 #: Where a session that started its own reference (no ``--target``) leaves its restart for the durability checks; the
@@ -119,6 +126,30 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", f"{feature}: {description}")
     config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)")
     config.pluginmanager.register(QuietPoint(config), QuietPoint.name)
+    if not hasattr(config, "workerinput"):  # the process that starts the others: they inherit its budget
+        config.pluginmanager.register(StartBudget(config), StartBudget.name)
+
+
+class StartBudget:
+    """The run's start budget (:mod:`harness.clients.budget`), made before any pytest worker starts, which inherit it
+    through the environment; the peak of flow-run processes alive is sampled here, and the run's load is written
+    to ``budget/load.json`` at the end (for the reports)."""
+
+    name = "prefect-conformance-start-budget"
+
+    def __init__(self, config: pytest.Config) -> None:
+        configured = config.getoption("--max-starts") or os.environ.get(MAX_STARTS_ENV)
+        self.max_starts = max(1, int(configured)) if configured else default_max_starts()
+        artifacts = config.getoption("--artifacts-dir")
+        root = Path(artifacts).resolve() if artifacts else Path(tempfile.mkdtemp(prefix="prefect-conformance-"))
+        self.folder = prepare(root / "budget", self.max_starts)
+        os.environ[BUDGET_ENV] = str(self.folder)
+        self.sampler = AliveSampler(self.folder).start()
+
+    def pytest_unconfigure(self) -> None:
+        load = read_load(self.folder, self.max_starts, self.sampler.stop())
+        (self.folder / "load.json").write_text(json.dumps(load.as_dict()))
+        os.environ.pop(BUDGET_ENV, None)
 
 
 #: How long the durability checks wait for the rest of the run to finish before they restart the target (scaled by

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from harness.target.credentials import client_environment
+from harness.clients.budget import client_environment as budget_environment
 from harness.clients.processes import ManagedProcess, spawn
 from harness.clients.relay import RecordingRelay
 from harness.reference.environment import clean_environment
@@ -282,11 +283,12 @@ class Actor:
 
 
 def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    """A clean environment for a real client: fast settings, its own PREFECT_HOME, the target, credentials."""
+    """A clean environment for a real client: fast settings, its own PREFECT_HOME, the target, credentials, and the
+    run's start budget (:mod:`harness.clients.budget`) over it and the processes it starts."""
     home.mkdir(parents=True, exist_ok=True)
     return clean_environment(
         {**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **(extra or {}),
-         **client_environment()}
+         **client_environment(), **budget_environment()}
     )
 
 

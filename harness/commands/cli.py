@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import shutil
 import sys
@@ -24,6 +25,7 @@ from harness.locations import PACKAGE_DIR, default_report_dir, plugin_autoloaded
 from harness.target.credentials import redact
 from harness.target.errors import HarnessError, TargetUnavailable
 from harness.checks.naming import new_run_prefix
+from harness.clients.budget import Load
 from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
 from harness.commands import checks as checks_command
 from harness.commands import matrix as matrix_command
@@ -141,6 +143,15 @@ def build_parser() -> argparse.ArgumentParser:
         type=parallel_option,
         help="run scenario modules in N parallel processes ('auto', the default: one per core, at most one per "
         "selected feature; 1 = serially)",
+    )
+    run.add_argument(
+        "--max-starts",
+        type=int,
+        metavar="N",
+        default=None,
+        help="the run's load budget: at most N real-client processes (flow runs, Runners, workers) start at once, "
+        "across all parallel processes; a start costs a core for a second or two, and a target starved of CPU by "
+        "twenty at once answers late (default: the CPU count, at least 2; also PREFECT_CONFORMANCE_MAX_STARTS)",
     )
     run.add_argument(
         "--timeout-scale",
@@ -399,6 +410,8 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
                                     ready_file=startup.ready_file if startup else None,
                                     restart=reference)
+        if (load := read_load_file(report_dir / "artifacts")) is not None:
+            run_info.extra["load"], run_info.extra["load_figures"] = load.describe(), load.as_dict()
         if pytest_code in (0, 1):  # the target is still there (a bundled reference is stopped below)
             coverage = api_coverage(target.api_url, run_info.run_prefix, report_dir / "artifacts")
         # Interrupted while the reference was still starting: it is stopped below, not awaited.
@@ -417,6 +430,15 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
         if startup is not None:
             startup.join(timeout=10)
     return pytest_code, collector.ordered(), coverage
+
+
+def read_load_file(artifacts: Path) -> Load | None:
+    """The load the run put on the target, as the plugin's start budget wrote it (None if it wrote none)."""
+    try:
+        figures = json.loads((artifacts / "budget" / "load.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return Load(**figures)
 
 
 def judge(args: argparse.Namespace, results: list[CheckResult], expected: list, identity: str) -> list[str]:
@@ -458,10 +480,12 @@ def write_reports(args: argparse.Namespace, report_dir: Path, run_info: RunInfo,
 
 def announce(results: list[CheckResult], run_info: RunInfo, report_dir: Path, *, claim, coverage: Coverage | None,
              diff) -> None:
-    """The run's last lines: its claim, its API coverage, then the summary."""
+    """The run's last lines: its claim, its API coverage, the load it put on the target, then the summary."""
     print(f"prefect-conformance: claim: {claim.line}", flush=True)
     if coverage is not None:
         print(f"prefect-conformance: API coverage: {coverage.line}", flush=True)
+    if "load" in run_info.extra:
+        print(f"prefect-conformance: load: {run_info.extra['load']}", flush=True)
     print_summary(results, run_info, report_dir, diff)
 
 
@@ -592,6 +616,8 @@ def run_scenarios(
         pytest_args += ["-m", args.markers]
     if args.client_version:
         pytest_args += ["--client-version", args.client_version]
+    if args.max_starts:
+        pytest_args += ["--max-starts", str(args.max_starts)]
     if args.profiles:
         pytest_args += ["--profiles", ",".join(parse_profiles(args.profiles))]
     pytest_args += ["--target-version", target.version]

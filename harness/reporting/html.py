@@ -59,6 +59,7 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         f"<p class=meta>Suite {_e(run.suite_version)}, clients from Prefect {_e(run.client_version)}, run prefix <code>{_e(run.run_prefix)}</code>, "
         f"started {_e(run.started)}, took {run.duration:.1f} s"
         + (f", expectations <code>{_e(run.expectations_file)}</code>" if run.expectations_file else "") + "</p>",
+        *([f"<p class=meta>Load on the target: {_e(run.extra['load'])}</p>"] if run.extra.get("load") else []),
     ]
     if claim is not None:
         out.append(f"<h2>Claim</h2><p class=callout>{_e(claim.line)}</p><table><tr><th>profile</th><th>claim</th>"

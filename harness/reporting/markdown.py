@@ -82,6 +82,7 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         f"- Suite {run.suite_version}, clients from Prefect {run.client_version}, run prefix `{run.run_prefix}`",
         f"- Started {run.started}, took {run.duration:.1f} s"
         + (f"; expectations: `{run.expectations_file}`" if run.expectations_file else ""),
+        *([f"- Load on the target: {run.extra['load']}"] if run.extra.get("load") else []),
         "",
         *(claim_lines(claim) if claim else []),
         "| " + " | ".join(shown) + " |",
