@@ -35,373 +35,43 @@ Behaviour relied on (Prefect 3.9.1 server and clients):
 - Of several workers proposing PENDING for one run, one is accepted and the others are told the run is no longer
   SCHEDULED, so each run executes once.
 
-Each check acts on runs of its own, through the Runner and the worker this module starts once; all the runs are
-created together, so the clients run them side by side while the checks take turns.
+Each check acts on runs of its own (:mod:`harness.checks.lifecycle` builds them), through the Runner and the worker
+its module starts once; a module's runs are created together, so the clients run them side by side while the checks
+take turns. The feature's checks are in three modules (this one, ``test_lifecycle__limits.py`` and
+``test_lifecycle__lease.py``), each with clients of its own, so that pytest runs their waits side by side.
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import os
 import signal
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
-from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool
-from harness.checks.polling import create_run
+from harness.checks.lifecycle import (CANCEL_TIMEOUT, CLIENTS, RUN_TIMEOUT, Lifecycle, await_started, build_lifecycle,
+                                      cancel, cancel_running_run, child_runs, describe_history, ledger_events,
+                                      listed_worker, orchestration_result, process_gone, proposal_outcome, resume,
+                                      second_wave, state_history, wanted_purposes)
+from harness.checks.objects import Created
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
-from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
-from harness.clients.lifecycle import (FLOW_KEYS, LEASE_SECONDS, PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, SlotAsks,
-                                       decided, entrypoint, lease_set_times, limit_asks, read_ledger,
-                                       start_lifecycle_runner, write_lifecycle_flows)
+from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor
+from harness.clients.lifecycle import PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, read_ledger
 from harness.target.api import ApiClient
-from harness.target.errors import HarnessError, UnexpectedAnswer
-from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_deployment,
-                           wait_for_final_state, wait_until)
+from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_final_state,
+                           wait_until)
 
 pytestmark = pytest.mark.lifecycle
-
-#: How long a run may take to be picked up and reach its flow code, or to end (a flow-run process starts in 1-2 s).
-RUN_TIMEOUT = 90.0
-#: How long a cancelled run may take to end CANCELLED: the client hears of it by an event at once, or by its
-#: fallback poll (1 s for the Runner, 2 s for the worker here: ``FAST_CLIENT_SETTINGS``), then kills the process.
-CANCEL_TIMEOUT = 30.0
-CLIENTS = ("runner", "worker")
-#: What ``prefect flow-run cancel`` proposes (``State(type=CANCELLING)``, unforced).
-CANCEL_REQUEST = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": False}
-#: How far ahead the run cancelled before it starts is due: beyond what either client prefetches (a Runner's 10 s,
-#: ``prefetch_seconds``; a worker's ``PREFECT_WORKER_PREFETCH_SECONDS``), and 10 s more for the harness to cancel it on
-#: a loaded machine, so no client holds it when the cancellation comes. (At 2 s, a loaded make test saw a client take
-#: it first: CANCELLING accepted, as Prefect accepts it for a run a client holds.)
-#: How long past the repossessor's second loop after a lease's expiry its slot may still be taken: the repossessor
-#: queues each revocation as a task of the server's docket worker (``revoke_expired_lease``, ten at a time beside every
-#: perpetual service's loop), so it runs a little after the loop that found it; scaled by --timeout-scale.
-REVOKE_GRACE = 30.0
-EARLY_BY = dt.timedelta(seconds=max(10.0, float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_PREFETCH_SECONDS"])) + 10.0)
-
-
-@dataclass
-class Lifecycle:
-    flows_dir: Path
-    pool_name: str
-    #: client -> its actor
-    actors: dict[str, Actor]
-    #: client -> flow ("blocking", "flaky") -> deployment id
-    deployments: dict[str, dict[str, str]]
-    #: The pool and the name of the worker the lost-worker check kills.
-    lost: tuple[str, str]
-    #: flow ("blocking", ...) -> its id; the pull steps of a worker's deployment of the flows file
-    flows: dict[str, str]
-    pull: list[dict[str, Any]]
-    #: Notes the target's answers to the asks for the limits' slots (from the second wave on).
-    asks: SlotAsks
-    #: client -> purpose ("cancel", "early", "flaky", ...) -> the run created for it when the module began
-    runs: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    #: client -> when the "early" run was due; the target's answer to cancelling it at once (or why there was none)
-    early_due: dict[str, dt.datetime] = field(default_factory=dict)
-    early_cancel: dict[str, dict[str, Any] | AssertionError] = field(default_factory=dict)
-    #: client -> the run it cancelled while running (once seen CANCELLED), or why it was not
-    cancelled: dict[str, str | AssertionError] = field(default_factory=dict)
-    #: The global concurrency limit the "limited" runs share (its name), or why the target would not create it.
-    limit: str | Exception = ""
-    #: The global concurrency limit whose slot the "leasing" run takes and dies holding, or why the target would not
-    #: create it.
-    lease_limit: str | Exception = ""
-    #: The tag whose task-run concurrency limit (v1) the "tagged" runs' tasks share, or why the target would not
-    #: create it.
-    tag: str | Exception = ""
-    #: The worker's two runs of a deployment whose concurrency_limit is 1, or why the target would not create it.
-    queued: list[dict[str, Any]] | Exception = field(default_factory=list)
-    #: The crowd's pool and its runs (:func:`crowd`), once a check has needed them.
-    crowd_pool: str = ""
-    crowd_runs: list[dict[str, Any]] = field(default_factory=list)
-    #: Makes the second wave of runs (:func:`second_wave`); nothing once it has.
-    second_wave: Callable[[], None] = lambda: None
-
-    def poll_path(self, client: str) -> str:
-        return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
-                else "/deployments/get_scheduled_flow_runs")
-
-
-#: How many workers share the crowd's pool, and how many runs are due there at once (the exactly-once check).
-CROWD_WORKERS, CROWD_RUNS = 3, 6
-#: How many runs each of the crowd's workers runs at once (``prefect worker start --limit``): every worker still
-#: proposes PENDING for the same first runs of its poll, but at most six flow-run processes run at once. With ten
-#: unlimited, Prefect's SQLite server answered 503 ("database is locked") beside another check's clients on two
-#: cores; with ten runs, in a loaded `make test` one run CRASHED before its flow began; six runs still give three
-#: workers the same first two to race for.
-CROWD_WORKER_LIMIT = 2
-
-
-#: The runs made when the module begins, by purpose, each for the checks named: a run is made only if one of its
-#: checks was selected (``-k``), so a few checks run without the load of the others' flow-run processes.
-PURPOSES = {
-    "cancel": ("test_a_running_run_cancelled_ends_cancelled", "test_a_cancelled_runs_on_cancellation_hook_ran"),
-    "crash": ("test_a_killed_flow_run_process_ends_crashed",),
-    "flaky": ("test_a_failing_flow_retries_until_it_completes",),
-    "pausing": ("test_a_paused_run_resumes_and_completes",),
-    "asking": ("test_a_paused_run_resumes_with_the_input_it_waits_for",),
-    "suspending": ("test_a_suspended_run_resumes_and_runs_again",),
-    "early": ("test_a_scheduled_run_cancelled_before_it_starts_never_runs",),
-    "limited": ("test_a_global_concurrency_limit_keeps_its_holders_apart",),
-    "tagged": ("test_a_tag_concurrency_limit_keeps_its_tasks_apart",),
-    "expiring": ("test_a_suspended_run_never_resumed_fails_when_its_pause_expires",),
-    "nesting": ("test_a_cancelled_runs_subflow_is_cancelled_too",),
-    "queued": ("test_a_deployment_concurrency_limit_queues_the_second_run",),
-    "quick": ("test_a_tasks_retries_are_kept",),
-    "lost": ("test_a_worker_that_dies_is_marked_offline",),
-    "leasing": ("test_a_dead_holders_global_slot_is_freed_when_its_lease_expires",),
-}
-
-
-def wanted_purposes(request: pytest.FixtureRequest) -> set[str]:
-    """The purposes of :data:`PURPOSES` whose checks this session runs (after ``-k`` and ``-m``)."""
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items
-                if getattr(item, "module", None) is request.module}
-    return {purpose for purpose, checks in PURPOSES.items() if selected & set(checks)}
 
 
 @pytest.fixture(scope="module")
 def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
-              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Lifecycle:
-    """The flows file, a Runner serving every flow, a process pool with a deployment of each and its worker, and the
-    runs the selected checks act on, created together so the clients run them side by side."""
-    wanted = wanted_purposes(request)
-    flow_names = {key: module_names(key) for key in FLOW_KEYS}
-    flows_dir = scenario_dir / "flows"
-    flows_file = write_lifecycle_flows(flows_dir, flow_names)
-    pool_name = module_names("pool")
-    create_work_pool(api, module_created, pool_name)
-    pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}]
-    flows = {key: create_flow(api, module_created, flow_name)["id"] for key, flow_name in flow_names.items()}
-    worker_deployments = {
-        key: create_deployment(api, flows[key], module_names(f"worker-{key}"), work_pool_name=pool_name,
-                               entrypoint=entrypoint(key), pull_steps=pull)["id"]
-        for key in ("blocking", "flaky", "pausing", "suspending", "limited", "quick")
-    }
-    runner_names = {key: module_names(f"runner-{key}") for key in FLOW_KEYS}
-    runner = actors(start_lifecycle_runner, flows_file=flows_file, deployment_names=runner_names)
-    worker = actors(start_worker, pool_name=pool_name, worker_name=module_names("worker"))
-    started = {"runner": runner, "worker": worker}
-    # A second worker on a pool of its own, killed without a word by the lost-worker check.
-    lost_pool, lost_worker = module_names("lost-pool"), module_names("lost-worker")
-    if "lost" in wanted:
-        create_work_pool(api, module_created, lost_pool)
-        started["lost-worker"] = actors(start_worker, pool_name=lost_pool, worker_name=lost_worker, name="lost-worker")
-    runner_deployments = {
-        key: wait_for_deployment(api, flow_name, runner_names[key], actor=runner, timeout=RUN_TIMEOUT)["id"]
-        for key, flow_name in flow_names.items()
-    }
-    lifecycle = Lifecycle(flows_dir, pool_name, started, {"runner": runner_deployments, "worker": worker_deployments},
-                          (lost_pool, lost_worker), flows, pull, SlotAsks(flows_dir, [runner, worker]))
-    request.addfinalizer(lifecycle.asks.stop)
-    for client, deployments in lifecycle.deployments.items():
-        now = utc_now()
-        runs = lifecycle.runs[client] = {
-            purpose: create_run(api, deployments[flow], module_names(client, purpose), now)
-            for purpose, flow in (("cancel", "blocking"), ("crash", "blocking"), ("flaky", "flaky"),
-                                  ("pausing", "pausing"), ("suspending", "suspending")) if purpose in wanted
-        }
-        if "early" in wanted:
-            lifecycle.early_due[client] = due = now + EARLY_BY
-            runs["early"] = create_run(api, deployments["blocking"], module_names(client, "early"), due)
-            try:
-                lifecycle.early_cancel[client] = cancel(api, runs["early"]["id"])
-            except AssertionError as exc:  # the target's answer: the check that needs it fails with it
-                lifecycle.early_cancel[client] = exc
-    if "leasing" in wanted:  # with the first wave: the slot is freed a minute after it is taken, at the soonest
-        try:
-            lifecycle.lease_limit = create_global_limit(api, module_created, module_names("lease-limit"))
-            lifecycle.runs["runner"]["leasing"] = create_run(api, runner_deployments["leasing"],
-                                                             module_names("runner", "leasing"), utc_now(),
-                                                             parameters={"limit": lifecycle.lease_limit})
-        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check says so
-            lifecycle.lease_limit = exc
-    if "expiring" in wanted:  # the server's doing alone: one client's run is enough
-        lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
-                                                          module_names("runner", "expiring"), utc_now())
-    lifecycle.second_wave = lambda: make_second_wave(lifecycle, api, wanted, module_names, module_created,
-                                                     flow_names, runner_names)
-    return lifecycle
-
-
-def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], module_names: Callable[..., str],
-                     module_created: Created, flow_names: dict[str, str], runner_names: dict[str, str]) -> None:
-    """The runs of the subflow, input, concurrency and task-retry checks, made together once the first of those
-    checks begins: by then the first wave's runs have started. Made with the first wave, some twenty flow-run
-    processes started at once, and the SQLite reference answered a worker 503 ("database is locked") in a loaded
-    make test, so the worker reported a run CRASHED before it started."""
-    deployments = lifecycle.deployments
-    if "limited" in wanted:
-        try:
-            lifecycle.limit = create_global_limit(api, module_created, module_names("limit"))
-            lifecycle.asks.watch(lifecycle.limit)
-        except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check that needs it says so
-            lifecycle.limit = exc
-    if "tagged" in wanted:
-        try:
-            lifecycle.tag = create_tag_limit(api, module_created, module_names("tag"))
-            lifecycle.asks.watch(lifecycle.tag)
-        except (UnexpectedAnswer, AssertionError) as exc:
-            lifecycle.tag = exc
-    if "queued" in wanted:
-        try:
-            queued = create_deployment(api, lifecycle.flows["holding"], module_names("worker-holding"),
-                                       work_pool_name=lifecycle.pool_name, entrypoint=entrypoint("holding"),
-                                       pull_steps=lifecycle.pull, concurrency_limit=1)
-            lifecycle.queued = [create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now())
-                                for n in (1, 2)]
-        except (UnexpectedAnswer, AssertionError) as exc:
-            lifecycle.queued = exc
-    for client in CLIENTS:
-        runs, now = lifecycle.runs[client], utc_now()
-        if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
-            runs["limited"] = create_run(api, deployments[client]["limited"], module_names(client, "limited"), now,
-                                         parameters={"limit": lifecycle.limit, "peers": 2})
-        if isinstance(lifecycle.tag, str) and lifecycle.tag:  # one task of each client's run holds the slot in turn
-            runs["tagged"] = create_run(api, deployments[client]["limited"], module_names(client, "tagged"), now,
-                                        parameters={"limit": lifecycle.tag, "peers": 2, "tag": True})
-    # One client's run is enough where the behaviour is the server's (or one client's as much as the other's).
-    if "asking" in wanted:
-        lifecycle.runs["runner"]["asking"] = create_run(api, deployments["runner"]["asking"],
-                                                        module_names("runner", "asking"), utc_now())
-    if "nesting" in wanted:
-        lifecycle.runs["runner"]["nesting"] = create_run(
-            api, deployments["runner"]["nesting"], module_names("runner", "nesting"), utc_now(),
-            parameters={"child": f"{flow_names['blocking']}/{runner_names['blocking']}"})
-    if "quick" in wanted:
-        lifecycle.runs["worker"]["quick"] = create_run(api, deployments["worker"]["quick"],
-                                                       module_names("worker", "quick"), utc_now())
-
-
-def second_wave(lifecycle: Lifecycle) -> Lifecycle:
-    """The lifecycle, its second wave of runs made (once, by whichever of its checks comes first)."""
-    make, lifecycle.second_wave = lifecycle.second_wave, lambda: None
-    make()
-    return lifecycle
-
-
-def create_limit(api: ApiClient, created: Created, path: str, body: dict[str, Any], size_key: str,
-                 delete_path: str) -> None:
-    """A concurrency limit of one slot, ``POST {path}`` with ``body``, checked to say so under ``size_key``; deleted
-    with the module's objects."""
-    answer = api.post(path, body, expect=(200, 201))
-    if not isinstance(answer, dict) or answer.get(size_key) != 1:
-        raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not the limit of 1 it created")
-    created.add(delete_path)
-
-
-def create_tag_limit(api: ApiClient, created: Created, tag: str) -> str:
-    """A task-run concurrency limit (v1) of one slot on ``tag``, as ``prefect concurrency-limit create TAG 1`` makes
-    it: the tag."""
-    create_limit(api, created, "/concurrency_limits/", {"tag": tag, "concurrency_limit": 1}, "concurrency_limit",
-                 f"/concurrency_limits/tag/{tag}")
-    return tag
-
-
-def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
-    """A global concurrency limit (v2) of one slot, as ``prefect gcl create NAME --limit 1`` makes it: its name."""
-    create_limit(api, created, "/v2/concurrency_limits/", {"name": name, "limit": 1}, "limit",
-                 f"/v2/concurrency_limits/{name}")
-    return name
-
-
-def ledger_events(lifecycle: Lifecycle, run_id: str) -> list[str]:
-    return [entry["event"] for entry in read_ledger(lifecycle.flows_dir, run_id)]
-
-
-def process_gone(pid: int) -> bool:
-    """The process has exited (a zombie not yet reaped by its parent counts as gone)."""
-    try:
-        with open(f"/proc/{pid}/stat") as handle:
-            return handle.read().rsplit(")", 1)[1].split()[0] in ("Z", "X")
-    except FileNotFoundError:
-        return True
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        return False
-
-
-def await_started(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str, state_type: str,
-                  state_name: str | None = None, *, hint: str) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Until the run's flow code has started (its ledger entry) and the target says ``state_type`` (and
-    ``state_name``, if given): (the entry, the run)."""
-    actor = lifecycle.actors[client]
-    wanted = f"{state_type}/{state_name}" if state_name else state_type
-
-    def probe() -> tuple[dict[str, Any], dict[str, Any]]:
-        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "started"]
-        run = api.get(f"/flow_runs/{run_id}")
-        state = run.get("state") or {}
-        if entries and state.get("type") == state_type and state_name in (None, state.get("name")):
-            return entries[0], run
-        actor_can_still_act(actor, lifecycle.poll_path(client))
-        raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
-
-    return wait_until(probe, awaiting=f"the {client} to start flow run {run_id} and the target to say {wanted}",
-                      timeout=RUN_TIMEOUT, interval=0.25, hint=hint)
-
-
-def orchestration_result(api: ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """``POST path`` (a set_state or a resume) answered with an orchestration result ``{status, state, details}``."""
-    result = api.post(path, body, expect=(200, 201))
-    if not isinstance(result, dict) or "status" not in result:
-        raise UnexpectedAnswer(f"POST {path} answered {str(result)[:300]}, not an orchestration result "
-                               "{status, state, details}")
-    return result
-
-
-def cancel(api: ApiClient, run_id: str) -> dict[str, Any]:
-    """Propose CANCELLING as ``prefect flow-run cancel`` does; the orchestration result."""
-    return orchestration_result(api, f"/flow_runs/{run_id}/set_state", CANCEL_REQUEST)
-
-
-def proposal_outcome(result: dict[str, Any]) -> str:
-    state = result.get("state") or {}
-    reason = (result.get("details") or {}).get("reason")
-    return f"{result.get('status')} with state {state.get('type')}/{state.get('name')}" + (f" ({reason})" if reason else "")
-
-
-def cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str:
-    """Cancel a client's "cancel" run once it runs its flow code, as ``prefect flow-run cancel`` does, and see it
-    through to CANCELLED with its process gone: the run's id. Done once per client, for the cancellation check and
-    the hook check alike (whichever runs first, or alone); its failure is both checks' failure."""
-    if client not in lifecycle.cancelled:
-        try:
-            lifecycle.cancelled[client] = _cancel_running_run(api, lifecycle, client)
-        except AssertionError as exc:
-            lifecycle.cancelled[client] = exc
-    outcome = lifecycle.cancelled[client]
-    if isinstance(outcome, AssertionError):
-        raise outcome
-    return outcome
-
-
-def _cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str:
-    run = lifecycle.runs[client]["cancel"]
-    started, _ = await_started(api, lifecycle, client, run["id"], "RUNNING",
-                               hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
-    result = cancel(api, run["id"])
-    assert result.get("status") == "ACCEPT" and (result.get("state") or {}).get("type") == "CANCELLING", (
-        f"proposing CANCELLING for RUNNING run {run['id']} got {proposal_outcome(result)}; Prefect accepts it "
-        "(the client that runs it then kills its process)")
-    final = wait_for_final_state(
-        api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
-        hint=f"the {client} learns of a cancellation from the prefect.flow-run.Cancelling event (WS /events/out) or "
-        "its poll of POST /flow_runs/filter for CANCELLING runs, then kills the process and sets CANCELLED")
-    assert final["state"]["type"] == "CANCELLED", (
-        f"the cancelled run ended {describe_state(final)}, not CANCELLED; its flow code wrote "
-        f"{ledger_events(lifecycle, run['id'])}")
-    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the cancelled run's process {started['pid']} to exit",
-               timeout=CANCEL_TIMEOUT, interval=0.2, hint=f"the {client} kills the flow-run process it cancels")
-    return run["id"]
+              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
+    """This module's clients and the runs its selected checks act on (:func:`build_lifecycle`)."""
+    world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
+    yield world
+    world.asks.stop()
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -438,11 +108,6 @@ def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycl
     assert final["state"]["type"] == "CRASHED", (
         f"the run whose process was killed ended {describe_state(final)}, not CRASHED: the {client} reports a run "
         "whose process died as CRASHED, and Prefect keeps it")
-
-
-def resume(api: ApiClient, run_id: str) -> dict[str, Any]:
-    """``POST /flow_runs/{id}/resume``, as ``prefect flow-run resume`` and the UI send it: the orchestration result."""
-    return orchestration_result(api, f"/flow_runs/{run_id}/resume", {})
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -587,13 +252,6 @@ def test_a_suspended_run_never_resumed_fails_when_its_pause_expires(lifecycle: L
         f"service once expired ({loop:g} s here: --service-loops pause_expirations), and never before")
 
 
-def listed_worker(api: ApiClient, pool_name: str, worker_name: str) -> dict[str, Any]:
-    workers = api.post(f"/work_pools/{pool_name}/workers/filter", {})
-    if not isinstance(workers, list):
-        raise UnexpectedAnswer(f"POST /work_pools/{{name}}/workers/filter answered {str(workers)[:300]}, not a list")
-    return next((w for w in workers if isinstance(w, dict) and w.get("name") == worker_name), {})
-
-
 def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClient) -> None:
     """A process worker, ONLINE in its pool, killed without a word (SIGKILL): once it has missed three heartbeats
     (``PREFECT_WORKER_HEARTBEAT_SECONDS``, 2 s here) the target lists it OFFLINE and its pool, with no worker online,
@@ -625,17 +283,6 @@ def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClie
                "NOT_READY", timeout=3 * heartbeat + 2 * loop + 10, interval=0.5,
                hint=f"Prefect's foreman marks a worker OFFLINE once it has missed three heartbeats, and a pool with no "
                f"worker online NOT_READY, every loop ({loop:g} s here: --service-loops foreman)")
-
-
-def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:
-    states = api.get(f"/flow_run_states/?flow_run_id={run_id}")
-    if not isinstance(states, list):
-        raise UnexpectedAnswer(f"GET /flow_run_states/ answered {str(states)[:300]}, not a list of states")
-    return sorted(states, key=lambda s: read_instant(s.get("timestamp"), "timestamp of a flow run state"))
-
-
-def describe_history(states: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{s.get('type')}/{s.get('name')}" for s in states)
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -670,14 +317,6 @@ def test_a_failing_flow_retries_until_it_completes(client: str, lifecycle: Lifec
         assert RETRY_DELAY - 0.5 <= delay <= RETRY_DELAY + 0.5, (
             f"an AwaitingRetry state at {describe_instant(at)} is due at {describe_instant(due)}, {delay:.3f} s later; "
             f"Prefect schedules the retry retry_delay_seconds ({RETRY_DELAY} s) after the failure")
-
-
-def child_runs(api: ApiClient, deployment_id: str, known: set[str]) -> list[dict[str, Any]]:
-    """The runs of a deployment that this module did not create itself: those a flow created as its subflows."""
-    runs = api.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
-    if not isinstance(runs, list):
-        raise UnexpectedAnswer(f"POST /flow_runs/filter answered {str(runs)[:300]}, not a list of flow runs")
-    return [run for run in runs if isinstance(run, dict) and run.get("id") not in known]
 
 
 def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -729,218 +368,6 @@ def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: Ap
                timeout=CANCEL_TIMEOUT, interval=0.2, hint="the Runner kills the process of a run it cancels")
 
 
-def ledger_span(lifecycle: Lifecycle, run_id: str, begin: str, end: str) -> tuple[float, float] | None:
-    """When the run's flow code wrote ``begin`` and ``end`` (seconds since the epoch), or None if it did not."""
-    entries = {e["event"]: e["time"] for e in read_ledger(lifecycle.flows_dir, run_id)}
-    return (entries[begin], entries[end]) if begin in entries and end in entries else None
-
-
-def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, name: str, what: str) -> None:
-    """The two runs made for ``purpose`` (one per client) completed, and their flows' holds of ``what`` never
-    overlapped."""
-    runs = {client: lifecycle.runs[client][purpose] for client in CLIENTS}
-    finals = {client: wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
-                                           poll_path=lifecycle.poll_path(client)) for client, run in runs.items()}
-    spans = {client: ledger_span(lifecycle, run["id"], "acquired", "releasing") for client, run in runs.items()}
-    assert all(final["state"]["type"] == "COMPLETED" for final in finals.values()) and all(spans.values()), (
-        f"the two runs holding {what} {name!r} ended "
-        f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes")
-    (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
-    asks = limit_asks(lifecycle.flows_dir, name)
-    # Decided (granted, or refused as taken) before the first holder let go; a busy server's 503 decides nothing.
-    during = [ask for ask in asks if ask["answered"] <= first_span[1] and decided(ask)]
-    granted = [ask for ask in during if 200 <= ask["status"] < 300]
-    assert len(granted) <= 1, (
-        f"the target granted {what} {name!r} {len(granted)} times while the {first}'s run held it: its answers to "
-        f"the asks for a slot (POST .../increment) were {describe_asks(asks, first_span[0])}, and the {first}'s run "
-        f"let the slot go at +{first_span[1] - first_span[0]:.2f} s. Prefect answers 423 (Locked) while the limit's one "
-        "slot is taken (the client asks again after Retry-After)")
-    if len(during) < len(runs):  # the holder's own ask and the other's, or the check proved nothing
-        raise HarnessError(
-            f"the {second}'s run asked for {what} {name!r} only after the {first}'s run had let it go (the answers: "
-            f"{describe_asks(asks, first_span[0])}; let go at +{first_span[1] - first_span[0]:.2f} s): a holder keeps "
-            "its slot up to a minute for the other's ask, so the machine was too loaded to test the limit")
-    overlap = first_span[1] - second_span[0]
-    assert overlap <= 0, (
-        f"the {second}'s run took {what} {name!r} {overlap:.2f} s before the {first}'s run let it go (at "
-        f"{describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target granted a slot "
-        "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)")
-
-
-def describe_asks(asks: list[dict[str, Any]], since: float) -> str:
-    """The target's answers to the asks for a slot, each with when it came, relative to ``since`` (the first hold)."""
-    return ", ".join(f"{ask['status']} at {ask['answered'] - since:+.2f} s" for ask in asks) or "none"
-
-
-def active_slots(api: ApiClient, name: str) -> int:
-    """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
-    limit = api.get(f"/v2/concurrency_limits/{name}")
-    if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
-        raise UnexpectedAnswer(f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with "
-                               "its active_slots")
-    return limit["active_slots"]
-
-
-def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """Two runs, one served and one the worker's, each take the same one-slot global concurrency limit with
-    Prefect's ``concurrency(name, occupy=1)`` (``POST /v2/concurrency_limits/increment``, or ``.../increment-with-lease``
-    since 3.4) and hold it until the target has answered the other's ask: the target granted the slot once while it
-    was held (its answers, from the clients' traffic), they never hold it at the same time (the flows' own times),
-    and the slot is free again once both have ended."""
-    second_wave(lifecycle)
-    if isinstance(lifecycle.limit, Exception):
-        raise lifecycle.limit
-    assert_holders_apart(lifecycle, api, "limited", lifecycle.limit, "the one-slot limit")
-    slots = active_slots(api, lifecycle.limit)
-    assert slots == 0, (
-        f"after both holders ended, GET /v2/concurrency_limits/{{name}} answered active_slots {slots}; each holder "
-        "released its slot (POST /v2/concurrency_limits/decrement, or the lease's release)")
-
-
-def test_a_tag_concurrency_limit_keeps_its_tasks_apart(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """Two runs, one served and one the worker's, each run a task tagged with a tag whose task-run concurrency limit
-    (v1, ``POST /concurrency_limits/``) is 1, and the task holds its slot until the target has answered the other's
-    ask: the target granted it once while it was held, and the two tasks never run at the same time. A target without task-run concurrency limits is ``unsupported`` here."""
-    second_wave(lifecycle)
-    if isinstance(lifecycle.tag, Exception):
-        raise lifecycle.tag
-    assert_holders_apart(lifecycle, api, "tagged", lifecycle.tag, "the task-run concurrency limit on tag")
-
-
-def test_a_deployment_concurrency_limit_queues_the_second_run(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """A deployment created with ``concurrency_limit: 1`` and two runs due at once, both handed to the worker: the
-    target refuses the second run's PENDING with AwaitingConcurrencySlot (a SCHEDULED state, due ``--service-loops
-    concurrency_slot_wait`` seconds later: 30 by default) until the first has ended, so their flow code never
-    overlaps, and both complete."""
-    second_wave(lifecycle)
-    if isinstance(lifecycle.queued, Exception):
-        raise lifecycle.queued
-    wait = service_loop("concurrency_slot_wait")
-    actor = lifecycle.actors["worker"]
-    finals = [wait_for_final_state(api, run["id"], actor=actor, timeout=2 * RUN_TIMEOUT + 2 * wait,
-                                   poll_path=lifecycle.poll_path("worker"),
-                                   hint="the worker runs the queued run once the target hands it out again")
-              for run in lifecycle.queued]
-    histories = [state_history(api, run["id"]) for run in lifecycle.queued]
-    assert all(final["state"]["type"] == "COMPLETED" for final in finals), (
-        f"the two runs of the deployment with concurrency_limit 1 ended {[describe_state(f) for f in finals]}; "
-        f"their states: {' | '.join(describe_history(h) for h in histories)}")
-    spans = sorted(filter(None, (ledger_span(lifecycle, run["id"], "started", "finished") for run in lifecycle.queued)))
-    assert len(spans) == 2 and spans[0][1] <= spans[1][0], (
-        f"the flow code of the two runs ran from {[round(b - spans[0][0], 2) for b, _ in spans]} s to "
-        f"{[round(e - spans[0][0], 2) for _, e in spans]} s: side by side, though their deployment's concurrency_limit "
-        f"is 1. Their states: {' | '.join(describe_history(h) for h in histories)}. Prefect refuses the second run's "
-        "PENDING with AwaitingConcurrencySlot while the first holds the slot")
-    assert any(s.get("name") == "AwaitingConcurrencySlot" and s.get("type") == "SCHEDULED" for h in histories for s in h), (
-        f"neither run was ever AwaitingConcurrencySlot (their states: "
-        f"{' | '.join(describe_history(h) for h in histories)}); Prefect answers the second run's PENDING with it")
-
-
-def crowd(lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
-          module_created: Created) -> list[dict[str, Any]]:
-    """Six runs of the quick flow due at once on a pool of their own, then three process workers started on it
-    together, so that each worker's first poll finds them all: the crowd's runs (made once, for whichever check
-    needs them first).
-
-    Made when a check needs it rather than with the module's other runs: six more flow-run processes at the start
-    would more than double the load of the module's first seconds (on SQLite, the reference then answered a
-    worker 503)."""
-    if not lifecycle.crowd_runs:
-        pool = module_names("crowd-pool")
-        create_work_pool(api, module_created, pool)
-        deployment = create_deployment(api, lifecycle.flows["quick"], module_names("crowd-quick"), work_pool_name=pool,
-                                       entrypoint=entrypoint("quick"), pull_steps=lifecycle.pull)["id"]
-        lifecycle.crowd_runs = [create_run(api, deployment, module_names("crowd", str(n)), utc_now())
-                                for n in range(1, CROWD_RUNS + 1)]
-        lifecycle.crowd_pool = pool
-        for n in range(1, CROWD_WORKERS + 1):
-            lifecycle.actors[f"crowd-worker-{n}"] = actors(start_worker, pool_name=pool, worker_name=module_names(
-                f"crowd-{n}"), name=f"crowd-worker-{n}", limit=CROWD_WORKER_LIMIT)
-    return lifecycle.crowd_runs
-
-
-def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor], poll: str) -> list[dict[str, Any]]:
-    """The runs once they are final and stay so: a second execution of a run may begin after its first has ended
-    (a worker handed it again), so after all are final every worker polls once more, and if any run's state has
-    changed meanwhile, its new execution is awaited to its end and the round repeats. Then the flows' ledger holds
-    every execution there was."""
-    deadline = time.monotonic() + 2 * RUN_TIMEOUT * timeout_scale()
-    finals = [wait_for_final_state(api, run["id"], actor=workers[0], timeout=2 * RUN_TIMEOUT, poll_path=poll)
-              for run in runs]
-    while True:
-        since = utc_now().timestamp()
-        for actor in workers:
-            wait_until(lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
-                       awaiting=f"{actor.name} to poll {poll} once more after the runs ended", timeout=RUN_TIMEOUT,
-                       interval=0.25)
-        moved = any((api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")
-                    for run, final in zip(runs, finals))
-        if not moved or time.monotonic() > deadline:
-            return finals
-        finals = [wait_for_final_state(api, run["id"], actor=workers[0], timeout=RUN_TIMEOUT, poll_path=poll)
-                  for run in runs]
-
-
-def test_every_run_is_executed_exactly_once_among_three_workers(
-        lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
-        module_created: Created) -> None:
-    """Three process workers start together on one pool where six runs are already due: every run ends COMPLETED
-    and its flow code ran exactly once (counted from the flows' own ledger, not from the server's word). Prefect
-    lets one worker's PENDING win and rejects the others'."""
-    runs = crowd(lifecycle, api, actors, module_names, module_created)
-    crowd_actors = [a for name, a in lifecycle.actors.items() if name.startswith("crowd-worker-")]
-    finals = settled_runs(api, runs, crowd_actors, f"/work_pools/{lifecycle.crowd_pool}/get_scheduled_flow_runs")
-    starts = {run["id"]: [e["pid"] for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "started"]
-              for run in runs}
-    wrong = {final["id"]: (starts[final["id"]], final) for final in finals
-             if len(starts[final["id"]]) != 1 or final["state"]["type"] != "COMPLETED"}
-    assert not wrong, (
-        f"of {len(runs)} runs due at once to three workers, {len(wrong)} did not run their flow code once and "
-        "complete: " + "; ".join(f"{run_id} ran {len(pids)} times and ended {describe_state(final)}, its states: "
-                                 f"{describe_history(state_history(api, run_id))}"
-                                 for run_id, (pids, final) in wrong.items())
-        + ". Prefect accepts one PENDING per run and rejects a second worker's, and each run completes")
-
-
-def task_runs_of(api: ApiClient, flow_run_id: str) -> list[dict[str, Any]]:
-    runs = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
-    if not isinstance(runs, list):
-        raise UnexpectedAnswer(f"POST /task_runs/filter answered {str(runs)[:300]}, not a list of task runs")
-    return runs
-
-
-def test_a_tasks_retries_are_kept(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """A worker's run of a flow whose task (``retries=1``) fails its first try and completes on its second, in the
-    flow's process: the
-    target keeps the task run (from the client's task-run events, or its API calls before 3.1) COMPLETED with
-    ``run_count`` 2, and its states show two RUNNING states before COMPLETED."""
-    second_wave(lifecycle)
-    run = lifecycle.runs["worker"]["quick"]
-    wait_for_final_state(api, run["id"], actor=lifecycle.actors["worker"], timeout=RUN_TIMEOUT,
-                         poll_path=lifecycle.poll_path("worker"))
-
-    def kept() -> dict[str, Any]:
-        tasks = task_runs_of(api, run["id"])
-        done = [t for t in tasks if (t.get("state") or {}).get("type") == "COMPLETED"]
-        if done:
-            return done[0]
-        raise AssertionError(f"its task runs: {[describe_state(t) for t in tasks] or 'none'}")
-
-    task_run = wait_until(kept, awaiting=f"the target to keep the COMPLETED task run of flow run {run['id']}",
-                          timeout=CANCEL_TIMEOUT, interval=0.25,
-                          hint="Prefect records task runs from the prefect.task-run.* events its clients send "
-                          "(WS /events/in), in its task-run recorder service")
-    tries = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "task-try"]
-    states = api.get(f"/task_run_states/?task_run_id={task_run['id']}")
-    states = sorted(states if isinstance(states, list) else [], key=lambda s: str(s.get("timestamp")))
-    kinds = [s.get("type") for s in states]
-    assert task_run.get("run_count") == 2 and kinds.count("RUNNING") >= 2 and kinds[-1:] == ["COMPLETED"], (
-        f"the task that ran {len(tries)} times (failing once, retries=1) is kept with run_count "
-        f"{task_run.get('run_count')!r} and states {describe_history(states)}; Prefect keeps run_count 2 and a "
-        "RUNNING state for each try, then COMPLETED")
-
-
-
 @pytest.mark.parametrize("client", CLIENTS)
 def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
     """A {client}'s run due in 20 s, cancelled at once: no infrastructure holds it, so the target makes it CANCELLED
@@ -968,52 +395,3 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
     assert not ran and state.get("type") == "CANCELLED", (
         f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
         f"{ran}: a cancelled run is never handed out")
-
-
-def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: Lifecycle, api: ApiClient) -> None:
-    """A served run takes the one slot of a global concurrency limit with ``concurrency(name, occupy=1,
-    lease_duration=60)`` (``POST /v2/concurrency_limits/increment-with-lease``) and its process dies at once
-    (SIGKILL, by its own hand), so no one releases the slot, and the lease is renewed at most once, as the client
-    takes it (its renewal thread renews at once): the target frees the slot once the lease has expired, 60 s after
-    the last answer that set it (Prefect's repossessor service, every ``--service-loops repossessor`` seconds: 15 by
-    default), so the limit does not stay full for ever."""
-    if isinstance(lifecycle.lease_limit, Exception):
-        raise lifecycle.lease_limit
-    name, run_id, actor = lifecycle.lease_limit, lifecycle.runs["runner"]["leasing"]["id"], lifecycle.actors["runner"]
-
-    def acquired() -> dict[str, Any]:
-        entries = [e for e in read_ledger(lifecycle.flows_dir, run_id) if e["event"] == "acquired"]
-        if entries:
-            return entries[0]
-        actor_can_still_act(actor, lifecycle.poll_path("runner"))
-        raise AssertionError(f"run is {describe_state(api.get(f'/flow_runs/{run_id}'))}, its flow code wrote "
-                             f"{ledger_events(lifecycle, run_id)}")
-
-    taken = wait_until(acquired, awaiting=f"served run {run_id} to take the slot of global concurrency limit {name!r}",
-                       timeout=RUN_TIMEOUT, interval=0.25,
-                       hint="the flow calls concurrency(name, occupy=1, lease_duration=60), which asks POST "
-                       "/v2/concurrency_limits/increment-with-lease for a slot until it gets one")
-    loop = service_loop("repossessor")
-
-    def expiry() -> tuple[float, str]:
-        """When the lease expires at the latest, and why: LEASE_SECONDS after the last answer that set it."""
-        sets = lease_set_times(actor.recorder, name)
-        what, when = max(sets, key=lambda s: s[1], default=("the flow's note that it held the slot", taken["time"]))
-        return max(when, taken["time"]) + LEASE_SECONDS, what
-
-    def freed() -> bool:
-        slots = active_slots(api, name)
-        if slots == 0:
-            return True
-        expires, why = expiry()
-        raise AssertionError(f"GET /v2/concurrency_limits/{name} answers active_slots {slots}, "
-                             f"{time.time() - expires:.0f} s after the dead holder's {LEASE_SECONDS}-s lease expired "
-                             f"({LEASE_SECONDS} s after {why})")
-
-    # The lease's own minute is the client's, not the target's: --timeout-scale leaves it whole. The repossessor
-    # only finds the expired lease each loop and hands its revocation to the server's task queue (docket), which
-    # runs it beside the other services' loops: REVOKE_GRACE allows for that queue.
-    wait_until(freed, awaiting=f"the target to free the slot of limit {name!r} whose holder died",
-               timeout=max(0.0, expiry()[0] - time.time()) / timeout_scale() + 2 * loop + REVOKE_GRACE, interval=0.5,
-               hint=f"Prefect's repossessor service frees the slots of expired leases (a living holder renews its "
-               f"lease) every loop ({loop:g} s here: --service-loops repossessor)")

@@ -115,6 +115,7 @@ def test_run_prefix_is_dated_and_unique() -> None:
 
 
 def test_check_ids_are_derived_from_module_and_test_names() -> None:
+    assert check_id("scenarios/test_lifecycle__lease.py::test_a_lease") == ("lifecycle/a_lease", "lifecycle")
     assert check_id("scenarios/test_timestamps.py::test_input_format[utc-z]") == (
         "timestamps/input_format[utc-z]",
         "timestamps",
@@ -323,18 +324,19 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
 
 
 @pytest.mark.parametrize("markers, selection, cores, expected", [
-    (None, None, 2, 2),  # one process per core
-    (None, None, 32, 17),  # never more processes than selected modules
+    (None, None, 2, 3),  # one process per core and one more
+    (None, None, 32, 19),  # never more processes than selected modules
     ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
+    ("lifecycle", None, 2, 3),  # one feature in three modules
     ("timestamps or scheduling", None, 8, 2),
     (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection
 ])
 def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selection, cores, expected, monkeypatch) -> None:
-    from harness.commands.cli import selected_features, worker_count
+    from harness.commands.cli import selected_features, selected_modules, worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
-    assert worker_count("auto", selected_features(markers, selection)) == expected
-    assert worker_count("3", selected_features(markers, selection)) == 3  # a number is taken as given
+    assert worker_count("auto", selected_modules(selected_features(markers, selection))) == expected
+    assert worker_count("3", selected_modules(selected_features(markers, selection))) == 3  # a number is taken as given
 
 
 def test_the_differential_feature_counts_only_when_asked_for() -> None:
@@ -362,11 +364,13 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
     from harness.plugin import DISPATCH_ORDER, FEATURES, dispatch_rank
 
     modules = {path.stem.removeprefix("test_") for path in scenarios_dir().glob("test_*.py")}
-    assert modules == set(FEATURES) == set(DISPATCH_ORDER)
+    assert modules == set(DISPATCH_ORDER)
+    assert {module.split("__")[0] for module in modules} == set(FEATURES)  # a feature's parts: test_<feature>__<part>
     items = [SimpleNamespace(nodeid=f"scenarios/test_{name}.py::test_{i}", name=f"{name}-{i}")
-             for name in ("serve", "timestamps", "scheduler") for i in range(2)]
+             for name in ("serve", "timestamps", "lifecycle", "scheduler", "lifecycle__lease") for i in range(2)]
     assert [item.name for item in sorted(items, key=dispatch_rank)] == [
-        "scheduler-0", "scheduler-1", "timestamps-0", "timestamps-1", "serve-0", "serve-1"]
+        "lifecycle__lease-0", "lifecycle__lease-1", "lifecycle-0", "lifecycle-1", "scheduler-0", "scheduler-1",
+        "timestamps-0", "timestamps-1", "serve-0", "serve-1"]
 
 
 # --- the scheduler's horizon: the limits a target's author states, and what a deviating series gets ----------------

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.clients.actors import Actor, start_client
-from harness.clients.transcript import Recorded
+from harness.clients.transcript import Exchange, Recorded
 from harness.reference.releases import Release, pinned
 
 LIFECYCLE_SOURCE = '''"""Flows for prefect-conformance's lifecycle checks (generated; one file per run)."""
@@ -324,19 +324,22 @@ _LEASE_ID = re.compile(r'"lease_id":"([0-9a-f-]{36})"')
 
 
 def lease_set_times(recorded: Recorded, limit: str) -> list[tuple[str, float]]:
-    """When the target answered each request that set the expiry of a lease on ``limit`` (what, when): the grant
-    (``increment-with-lease``) and every renewal of that lease it accepted. Prefect's client renews a lease as soon as
-    it holds it (``_lease_renewal_loop`` renews before its first wait, in a thread of its own), so a holder that dies
-    at once may still have renewed it: the lease expires ``lease_duration`` after the last of these, not after the
-    grant."""
+    """When the target may last have set the expiry of a lease on ``limit`` (what, when): the grant
+    (``increment-with-lease``) and every renewal of that lease it did not refuse, by when its answer came. Prefect's
+    client renews a lease as soon as it holds it (``_lease_renewal_loop`` renews before its first wait, in a thread of
+    its own), so a holder that dies at once may still have renewed it: the lease expires ``lease_duration`` after the
+    last of these, not after the grant. A renewal cut off by the holder's death (no answer reached it: the relay
+    records 502) may still have been handled, so it counts too."""
     exchanges = recorded.transcript()
-    leases = {match.group(1) for e in exchanges
-              if e.method == "POST" and e.path.endswith("/increment-with-lease") and 200 <= e.status < 300
-              and f'"{limit}"' in e.request_summary and (match := _LEASE_ID.search(e.response_summary))}
-    return [(f"{e.method} {e.path.split('/api', 1)[-1]} answered {e.status}", e.started + e.latency_ms / 1000)
-            for e in exchanges if 200 <= e.status < 300
-            and (e.path.endswith("/increment-with-lease") and f'"{limit}"' in e.request_summary
-                 or any(e.path.endswith(f"/leases/{lease}/renew") for lease in leases))]
+
+    def granted(e: Exchange) -> bool:
+        return (e.method == "POST" and e.path.endswith("/increment-with-lease") and 200 <= e.status < 300
+                and f'"{limit}"' in e.request_summary)
+
+    leases = {match.group(1) for e in exchanges if granted(e) and (match := _LEASE_ID.search(e.response_summary))}
+    return [(f"POST {e.path.split('/api', 1)[-1]} answered {e.status}", e.started + e.latency_ms / 1000)
+            for e in exchanges if granted(e) or (not 400 <= e.status < 500 and any(
+                e.path.endswith(f"/leases/{lease}/renew") for lease in leases))]
 
 
 def start_lifecycle_runner(target_api_url: str, workdir: Path, *, flows_file: Path, deployment_names: dict[str, str],

@@ -630,7 +630,7 @@ def run_scenarios(
     features = selected_features(args.markers, selection, differential=bool(args.differential))
     if args.profiles:
         features = [f for f in features if f in load_catalogue().features_of(parse_profiles(args.profiles))]
-    workers = worker_count(args.parallel, features)
+    workers = worker_count(args.parallel, selected_modules(features))
     if workers > 1:
         pytest_args += ["-n", str(workers), "--dist", "loadfile", "--no-loadscope-reorder"]  # plugin.DISPATCH_ORDER
     pytest_args += list(args.pytest_args)
@@ -661,20 +661,25 @@ def selected_features(markers: str | None, selection: Sequence[str] | None = Non
     return [f for f in features if expression.evaluate(lambda name, **_: name == f)]
 
 
-def worker_count(parallel: str | int, features: Sequence[str]) -> int:
-    """The pytest processes for ``-n``: a number as given; ``auto``, one per core, but never more than there are
-    selected features (a process without a module would only start up: ``-m timestamps`` runs in one).
+def selected_modules(features: Sequence[str]) -> list[str]:
+    """The scenario modules of the ``features``: ``test_<feature>.py`` and its parts, ``test_<feature>__<part>.py``."""
+    modules = [path.stem for path in sorted(scenarios_dir().glob("test_*.py"))]
+    return [m for m in modules if check_id(f"{m}.py::t")[1] in features]
 
-    Not more than the cores, though the suite mostly waits: four processes on 2 cores ran the suite in 22.7 s (the
-    median of 20 runs) against 26.5 s with two, but on Prefect's SQLite more writes at once mean more "database is
-    locked" 503s, and the real clients back off 2, 4 and 8 s from them. A Runner's ``POST /deployments/`` was
-    refused three times in a row while the scheduling checks wrote (14 s lost, in 2 of 3 runs); held back until
-    they were done, it was the worker's turn: its heartbeats were refused for the 6 s its check watches them, a
-    false failure. Starting every client module only once the API-only modules were done (four processes, a file
-    barrier) took 26.2-29.6 s: the client modules then refused each other (2026-11-29)."""
+
+def worker_count(parallel: str | int, modules: Sequence[str]) -> int:
+    """The pytest processes for ``-n``: a number as given; ``auto``, one per core and one more, but never more than
+    there are selected modules (a process without a module would only start up: ``-m timestamps`` runs in one).
+
+    The suite mostly waits (a lease's minute, the scheduler's loops, a foreman's timeouts), so a process more than
+    the cores keeps them busy meanwhile: on 2 cores, the whole suite took 146 s with three against 173 s with two
+    (2026-12-07). Not more: on Prefect's SQLite more writes at once mean more "database is locked" 503s, and the real
+    clients back off 2, 4 and 8 s from them (four processes on 2 cores, 2026-11-29: a Runner's ``POST
+    /deployments/`` refused three times in a row while the scheduling checks wrote). The real clients' load is
+    bounded apart from this, by the start budget (``--max-starts``)."""
     if str(parallel) != "auto":
         return int(parallel)
-    return max(1, min(len(features), os.cpu_count() or 1))
+    return max(1, min(len(modules), (os.cpu_count() or 1) + 1))
 
 
 def plugin_option() -> list[str]:

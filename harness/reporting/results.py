@@ -86,14 +86,16 @@ class RunInfo:
 def check_id(nodeid: str, pinned: str = "") -> tuple[str, str]:
     """(check id, feature) for a pytest node id such as ``scenarios/test_timestamps.py::test_x[p]``.
 
-    ``pinned`` is the value of a ``check_id`` marker: the id a renamed check keeps.
+    A feature's checks may be split across modules named ``test_<feature>__<part>.py`` (so that pytest's processes
+    run them side by side); their ids are the feature's all the same. ``pinned`` is the value of a ``check_id``
+    marker: the id a renamed check keeps.
     """
     module, _, name = nodeid.partition("::")
     name = name.split("::")[-1]
     parameter = name[name.index("["):] if "[" in name else ""
     if pinned:
         return pinned + parameter, pinned.split("/", 1)[0]
-    feature = re.sub(r"^test_", "", Path(module).stem)
+    feature = re.sub(r"^test_|__.*$", "", Path(module).stem)
     return f"{feature}/{re.sub(r'^test_', '', name)}", feature
 
 
