@@ -26,7 +26,7 @@ from harness.checks.objects import Created
 from harness.checks.schema import openapi_document
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
-from harness.clients.budget import BUDGET_ENV, AliveSampler, default_max_starts, prepare, read_load
+from harness.clients.budget import BUDGET_ENV, AliveSampler, default_max_starts, load_now, prepare, read_load
 from harness.reference.server import ReferenceServer
 from harness.reference.releases import CLIENT_VERSION_ENV, Release, not_applicable, pinned, release, storage_of
 from harness.reference.startup import await_ready
@@ -129,6 +129,7 @@ def dispatch_rank(item: pytest.Item) -> int:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    _target_down.clear()  # a second session in one process (the CLI's second attempt) starts afresh
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
     config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)")
@@ -307,6 +308,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
     if target and not _target_down and call.when in ("setup", "call") and not excinfo.errisinstance(TargetUnavailable):
         problem = target_health(target)
         if problem:  # the check failed because the target went away: say so, and stop asking it
+            problem += f", while {load}" if (load := load_now()) else ""
             _target_down.append(problem)
             attach(report, TARGET_DOWN, problem)
     attach(report, OUTCOME, outcome_of(excinfo.value, call.when))

@@ -42,6 +42,22 @@ class BreaksAfter(Deviation):
         return None
 
 
+class BreaksFor(Deviation):
+    """Answers like the reference for ``n`` requests, then 500 to everything (health included) for ``seconds``, then
+    like the reference again: a server that stops answering a while and comes back."""
+
+    def __init__(self, n: int, seconds: float) -> None:
+        self.remaining, self.seconds, self.broke = n, seconds, 0.0
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.broke = time.monotonic()
+        if self.remaining <= 0 and time.monotonic() - self.broke < self.seconds:
+            return ProxyResponse(500, [("content-type", "text/plain")], b"Internal Server Error")
+        return None
+
+
 class DiesAfter(Deviation):
     """After ``n`` requests the whole server goes away: the port stops accepting connections."""
 
@@ -82,9 +98,10 @@ def processes_with_marker(marker: str) -> list[str]:
 def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
     proxy = deviating(BreaksAfter(60))
     started = time.monotonic()
-    run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", report_dir=tmp_path)
+    run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", "--outage-wait", "3", report_dir=tmp_path)
     elapsed = time.monotonic() - started
     assert run.code == 2, run.explain()  # no verdict: part of the suite could not run
+    assert "and did not answer again" in run.stdout, run.explain()
     statuses = [c["status"] for c in run.checks.values()]
     assert "passed" in statuses and "error" in statuses, run.explain()
     in_flight = [c for c in run.checks.values() if c["outcome"] == "failed"]  # a `should` check's is a warning
@@ -98,6 +115,24 @@ def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
 
 
 @pytest.mark.long
+def test_a_target_that_stops_answering_a_while_gets_a_verdict(deviating, tmp_path: Path) -> None:
+    """20 s of 500s mid-run: said once with the load then, awaited, and the checks it decided run once more at half
+    the start budget; the verdict is the second attempt's, and the first is kept beside it."""
+    proxy = deviating(BreaksFor(60, 20.0))
+    run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", "--max-starts", "2", report_dir=tmp_path)
+    assert run.code == 0, run.explain()
+    assert "the target stopped answering mid-run (GET /health answered 500" in run.stdout, run.explain()
+    assert "client processes starting" in run.stdout and "running those" in run.stdout, run.explain()
+    assert "at half the start budget (--max-starts 1)" in run.stdout, run.explain()
+    retried = [c for c in run.checks.values() if c["attempts"]]
+    assert retried and all(c["status"] == "passed" for c in retried), run.explain()
+    assert any(a.startswith("error: not run: the target stopped answering") for c in retried for a in c["attempts"]), run.explain()
+    assert "Run once more after the target came back" in (run.report_dir / "report.md").read_text()
+    outage = json.loads((run.report_dir / "results.json").read_text())["run"]["extra"]["outage"]
+    assert "answered again after" in outage, outage
+
+
+@pytest.mark.long
 def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
     deviation = DiesAfter(60)
     proxy = ReverseProxy(reference.api_url, actor="dying-target", deviation=deviation)
@@ -105,7 +140,8 @@ def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
     proxy.start()
     try:
         started = time.monotonic()
-        run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", report_dir=tmp_path)
+        run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", "--outage-wait", "3",
+                        report_dir=tmp_path)
         elapsed = time.monotonic() - started
     finally:
         proxy.stop()

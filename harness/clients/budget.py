@@ -138,6 +138,31 @@ def alive_flow_runs(folder: Path) -> int:
     return count
 
 
+def starting_now(folder: Path) -> int:
+    """How many of the budget's slots are held now: processes starting."""
+    import fcntl
+
+    held = 0
+    for path in folder.glob("slot-*"):
+        try:
+            with path.open("a") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held += 1
+        except OSError:
+            continue
+    return held
+
+
+def load_now(folder: str | Path | None = None) -> str:
+    """The real clients' load at this moment, in words ("2 client processes starting, 6 flow-run processes alive"),
+    or "" without a budget."""
+    folder = folder or os.environ.get(BUDGET_ENV)
+    if not folder or not Path(folder).is_dir():
+        return ""
+    return f"{starting_now(Path(folder))} client processes starting, {alive_flow_runs(Path(folder))} flow-run processes alive"
+
+
 @dataclass
 class Load:
     """The load a run put on the target through its real clients."""

@@ -23,9 +23,9 @@ from typing import Sequence
 from harness import PREFECT_REFERENCE_VERSION, __version__
 from harness.locations import PACKAGE_DIR, default_report_dir, plugin_autoloaded, scenarios_dir
 from harness.target.credentials import redact
-from harness.target.errors import HarnessError, TargetUnavailable
+from harness.target.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.checks.naming import new_run_prefix
-from harness.clients.budget import Load
+from harness.clients.budget import Load, default_max_starts
 from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
 from harness.commands import checks as checks_command
 from harness.commands import matrix as matrix_command
@@ -71,6 +71,11 @@ def parallel_option(value: str) -> str:
     if value != "auto" and not (value.isdigit()):
         raise argparse.ArgumentTypeError(f"expected 'auto' or a number of processes, got {value!r}")
     return value
+
+
+#: How long a target that stopped answering mid-run is given to answer again (scaled by --timeout-scale):
+#: ``--outage-wait``'s default.
+RECOVERY_TIMEOUT = 120.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -152,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="the run's load budget: at most N real-client processes (flow runs, Runners, workers) start at once, "
         "across all parallel processes; a start costs a core for a second or two, and a target starved of CPU by "
         "twenty at once answers late (default: the CPU count, at least 2; also PREFECT_CONFORMANCE_MAX_STARTS)",
+    )
+    run.add_argument(
+        "--outage-wait",
+        type=float,
+        metavar="S",
+        default=RECOVERY_TIMEOUT,
+        help="a --target that stops answering mid-run is given S seconds (scaled by --timeout-scale) to answer GET "
+        "/health again; then the checks it decided run once more, at half the start budget, and the verdict is "
+        f"theirs; 0: no second attempt (default {RECOVERY_TIMEOUT:.0f})",
     )
     run.add_argument(
         "--timeout-scale",
@@ -410,6 +424,8 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
         pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
                                     ready_file=startup.ready_file if startup else None,
                                     restart=reference)
+        if reference is None and pytest_code == 1 and args.outage_wait and (unrun := outage_victims(collector.ordered())):
+            pytest_code = second_attempt(args, target, run_info, report_dir, collector, unrun)
         if (load := read_load_file(report_dir / "artifacts")) is not None:
             run_info.extra["load"], run_info.extra["load_figures"] = load.describe(), load.as_dict()
         if pytest_code in (0, 1):  # the target is still there (a bundled reference is stopped below)
@@ -430,6 +446,57 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
         if startup is not None:
             startup.join(timeout=10)
     return pytest_code, collector.ordered(), coverage
+
+
+#: What a check says that was not run because the target had stopped answering (the plugin's words).
+NOT_RUN_DOWN = "not run: the target stopped answering"
+
+
+def outage_victims(results: list[CheckResult]) -> list[CheckResult]:
+    """The checks a target that stopped answering decided: the one in flight when it was taken for gone, and those
+    not run after it."""
+    return [r for r in results if r.outcome in GATE_FAILING and (r.target_down or NOT_RUN_DOWN in r.message)]
+
+
+def second_attempt(args: argparse.Namespace, target: Target, run_info: RunInfo, report_dir: Path,
+                   collector: ResultCollector, unrun: list[CheckResult]) -> int:
+    """A target that stopped answering mid-run is said so once, with the load at that moment; given
+    ``--outage-wait`` seconds to answer ``/health`` again; then the checks it decided run once more, at half the start
+    budget, and replace their first attempts (which each keeps in ``attempts``). pytest's exit code for the run: a
+    target that stays down leaves the first attempts, and no verdict. Only for ``--target``: a bundled reference that
+    stops answering is the harness's error."""
+    from harness.waits import timeout_scale, wait_for_health
+
+    why = next((r.target_down for r in unrun if r.target_down), "") or unrun[0].message
+    budget = args.max_starts or int(os.environ.get("PREFECT_CONFORMANCE_MAX_STARTS") or default_max_starts())
+    half = max(1, budget // 2)
+    print(f"prefect-conformance: the target stopped answering mid-run ({why}); {len(unrun)} checks could not run. "
+          f"Waiting up to {args.outage_wait * timeout_scale():.0f} s for GET /health to answer again", flush=True)
+    began = time.monotonic()
+    try:
+        wait_for_health(target.api_url, timeout=args.outage_wait, what="the target after it stopped answering",
+                        hint="a server that stops answering under the suite's load (stated in the report) gets no "
+                        "verdict; --max-starts lowers that load")
+    except (TargetUnavailable, HarnessError, WaitTimeout) as exc:
+        run_info.extra["outage"] = f"the target stopped answering mid-run ({why}) and did not answer again: {exc}"
+        print(f"prefect-conformance: {run_info.extra['outage']}", flush=True)
+        return 1
+    back = time.monotonic() - began
+    run_info.extra["outage"] = (f"the target stopped answering mid-run ({why}); it answered again after {back:.0f} s, "
+                                f"and the {len(unrun)} checks it could not run ran once more at --max-starts {half}")
+    print(f"prefect-conformance: it answered again after {back:.0f} s: running those {len(unrun)} checks once more, "
+          f"at half the start budget (--max-starts {half})", flush=True)
+    retry = argparse.Namespace(**{**vars(args), "max_starts": half})
+    again = ResultCollector()
+    code = run_scenarios(retry, target, run_info.run_prefix, report_dir, again, sorted(r.nodeid for r in unrun),
+                         artifacts=report_dir / "artifacts" / "second-attempt")
+    first = {r.id: r for r in unrun}
+    for result in again.ordered():
+        previous = first.get(result.id)
+        if previous is not None:
+            result.attempts = [*previous.attempts, f"{previous.outcome}: {previous.message}"]
+            collector.results[result.id] = result
+    return 1 if code in (0, 1) else code  # the verdict is read from the checks' statuses (exit_code)
 
 
 def read_load_file(artifacts: Path) -> Load | None:
@@ -589,6 +656,7 @@ def run_scenarios(
     *,
     ready_file: Path | None = None,
     restart: ReferenceServer | None = None,
+    artifacts: Path | None = None,
 ) -> int:
     import pytest
 
@@ -603,7 +671,7 @@ def run_scenarios(
         f"--target={target.api_url}",
         f"--target-kind={target.kind}",
         f"--run-prefix={run_prefix}",
-        f"--artifacts-dir={report_dir / 'artifacts'}",
+        f"--artifacts-dir={artifacts or report_dir / 'artifacts'}",
         "-p",
         "no:cacheprovider",
         "-rfE",

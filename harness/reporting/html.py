@@ -60,6 +60,7 @@ def render_html(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | Non
         f"started {_e(run.started)}, took {run.duration:.1f} s"
         + (f", expectations <code>{_e(run.expectations_file)}</code>" if run.expectations_file else "") + "</p>",
         *([f"<p class=meta>Load on the target: {_e(run.extra['load'])}</p>"] if run.extra.get("load") else []),
+        *([f"<p class=callout>Outage: {_e(run.extra['outage'])}</p>"] if run.extra.get("outage") else []),
     ]
     if claim is not None:
         out.append(f"<h2>Claim</h2><p class=callout>{_e(claim.line)}</p><table><tr><th>profile</th><th>claim</th>"

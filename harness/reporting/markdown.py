@@ -83,6 +83,7 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         f"- Started {run.started}, took {run.duration:.1f} s"
         + (f"; expectations: `{run.expectations_file}`" if run.expectations_file else ""),
         *([f"- Load on the target: {run.extra['load']}"] if run.extra.get("load") else []),
+        *([f"- **Outage:** {run.extra['outage']}"] if run.extra.get("outage") else []),
         "",
         *(claim_lines(claim) if claim else []),
         "| " + " | ".join(shown) + " |",
@@ -101,6 +102,10 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", "## Since the previous run against this target", "", f"Compared with {diff.baseline}.", ""]
         for title, ids in (("New failures", diff.new_failures), ("Fixed", diff.fixed), ("Still failing", diff.still_failing)):
             lines.append(f"- **{title}** ({len(ids)})" + (": " + ", ".join(f"`{i}`" for i in ids) if ids else ""))
+    retried = [r for r in results if r.attempts]
+    if retried:
+        lines += ["", "## Run once more after the target came back", ""]
+        lines += [f"- `{r.id}`: now {r.status}; before: " + "; ".join(r.attempts) for r in retried]
     measured = [r for r in results if r.measured]
     if measured:
         lines += ["", "## Measured", ""] + [f"- `{r.id}`: {r.measured}" for r in measured]

@@ -63,6 +63,11 @@ class CheckResult:
     since: str = ""
     #: The classic mistake the failure's evidence proves, in one line (:mod:`harness.reporting.diagnoses`), or "".
     diagnosis: str = ""
+    #: Why the target was taken for gone during this check (its ``GET /health`` after the failure), or "".
+    target_down: str = ""
+    #: Earlier attempts of this check in the run, each "<outcome>: <message>" (a target that stopped answering and
+    #: came back has the checks it could not run run once more).
+    attempts: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.status = self.status or self.outcome
@@ -158,6 +163,8 @@ class ResultCollector:
             # The plugin classified the exception; a failure without a class is a harness error.
             result.outcome = result.status = properties.get(OUTCOME, "error")
             result.message = _failure_message(report)
+        if TARGET_DOWN in properties:
+            result.target_down = properties[TARGET_DOWN]
 
     def ordered(self) -> list[CheckResult]:
         return sorted(self.results.values(), key=lambda r: r.id)
@@ -172,7 +179,7 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
-    message = re.sub(r"^(harness\.target\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|AssertionError): ", "", message)
+    message = re.sub(r"^(harness\.target\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|TargetUnavailable|AssertionError): ", "", message)
     # pytest appends its assertion introspection after the first line of a message; keep what we wrote.
     return message.split("\nassert ")[0].strip()
 
