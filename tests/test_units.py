@@ -323,6 +323,20 @@ def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_
     assert busiest[:2] == [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_worker.py::test_c", 40)]
 
 
+def test_the_bench_names_the_critical_path_through_the_quiet_point(tmp_path) -> None:
+    """The chain that decided the wall time: gw1's lease module, then its short module; the durability checks
+    waited for the last other module to end (gw1's), not for gw0's."""
+    from harness.commands.timeline import critical_path, describe_path
+
+    timeline = tmp_path / "timeline.jsonl"
+    rows = [("gw0", "scenarios/test_scheduler.py::test_a", 0, 30), ("gw0", "scenarios/test_lists.py::test_b", 30, 40),
+            ("gw1", "scenarios/test_lifecycle__lease.py::test_c", 0, 70), ("gw1", "scenarios/test_logs.py::test_d", 70, 75),
+            ("gw0", "scenarios/test_durability.py::test_e", 40, 90)]
+    timeline.write_text("".join(json.dumps({"worker": w, "nodeid": n, "start": a, "end": b}) + "\n" for w, n, a, b in rows))
+    assert describe_path(critical_path(timeline)) == (
+        "gw1 lifecycle__lease 0.0-70.0 s -> gw1 logs 70.0-75.0 s -> gw0 durability 40.0-90.0 s")
+
+
 @pytest.mark.parametrize("markers, selection, cores, expected", [
     (None, None, 2, 3),  # one process per core and one more
     (None, None, 32, 19),  # never more processes than selected modules

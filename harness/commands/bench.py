@@ -30,7 +30,8 @@ from pathlib import Path
 
 
 from harness.commands.cli import absolute_path
-from harness.commands.timeline import TIMELINE_ENV, WorkerProfile, requests_by_module, worker_profile
+from harness.commands.timeline import (TIMELINE_ENV, WorkerProfile, critical_path, describe_path, requests_by_module,
+                                      worker_profile)
 from harness.locations import default_report_dir
 from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.lifecycle import HOLD_SECONDS, LEASE_SECONDS, PEER_SETTLE, RETRIES, RETRY_DELAY
@@ -192,7 +193,13 @@ def profile_lines(run: SuiteRun, cores: int) -> list[str]:
     lines = [
         f"CPU: {run.cpu:.1f} s over {run.wall:.1f} s of wall on {cores} cores ({run.cpu / run.wall / cores:.0%} busy); "
         f"the reference server used {run.reference_cpu:.1f} s of it, pytest and the real clients the rest. "
-        f"A run that needs {run.cpu:.1f} CPU-seconds takes at least {run.cpu / cores:.1f} s here.",
+        f"A run that needs {run.cpu:.1f} CPU-seconds takes at least {run.cpu / cores:.1f} s here (its CPU floor): this "
+        f"one took {run.wall / (run.cpu / cores):.2f} x that.",
+        "",
+        f"Critical path (the modules that decided the wall time, each after the one before it on its worker, or after "
+        f"the rest of the run for the durability checks): {describe_path(critical_path(run.report_dir / 'timeline.jsonl'))}.",
+        "",
+        f"Load: {run.results['run']['extra'].get('load', 'not recorded')}.",
         "",
         "| worker | in checks (s) | idle between its first and the last check (s) | modules, in order (s) |",
         "|---|---|---|---|",
@@ -332,6 +339,9 @@ def main(argv: list[str] | None = None) -> int:
         f"| full suite, parallel (`-n auto`: {len(parallel_run.workers)} processes), wall | {parallel_wall:.1f} s "
         f"({spread(parallel_runs)}) |",
         f"| parallel speed-up | {serial_wall / parallel_wall:.2f}x |",
+        f"| CPU used by the parallel run (every process: pytest, clients, the reference) | {parallel_run.cpu:.1f} CPU-s |",
+        f"| parallel wall / CPU floor (CPU-s / {os.cpu_count()} cores) | "
+        f"{parallel_wall / (parallel_run.cpu / (os.cpu_count() or 1)):.2f}x |",
         f"| flow-run process start-up (`import prefect.flow_engine`, median of 3) | {startup:.2f} s |",
         f"| sum of unavoidable waits | {floor:.1f} s (parallel goal: 1.5 x = {1.5 * floor:.1f} s) |",
         f"| recorder overhead per request | {overhead.describe()} |",

@@ -66,6 +66,59 @@ def _module(nodeid: str) -> str:
     return check_id(nodeid)[1]
 
 
+def _own_module(nodeid: str) -> str:
+    """``scenarios/test_lifecycle__lease.py::test_x`` -> ``lifecycle__lease``: the module itself, a feature's part."""
+    return Path(nodeid.split("::")[0]).stem.removeprefix("test_")
+
+
+@dataclass(frozen=True)
+class Segment:
+    """A module's run on one worker: from its first check's start to its last one's end (seconds since the run's
+    first check)."""
+
+    worker: str
+    module: str
+    start: float
+    end: float
+
+
+#: The modules that wait for every other check to finish before they begin (the durability checks' quiet point).
+WAITS_FOR_THE_REST = ("durability",)
+
+
+def critical_path(path: Path) -> list[Segment]:
+    """The chain of modules that decided the run's wall time: from the segment that ended last, back through the
+    segment before it on the same worker, or, for a module that waits for the rest of the run (the durability
+    checks' quiet point), through the last other segment to end; in the order they ran."""
+    rows = sorted(_rows(path), key=lambda r: r["start"])
+    if not rows:
+        return []
+    t0 = min(r["start"] for r in rows)
+    segments: list[Segment] = []
+    for row in rows:
+        module = _own_module(row["nodeid"])
+        last = next((s for s in reversed(segments) if s.worker == row["worker"]), None)
+        if last is not None and last.module == module:
+            segments[segments.index(last)] = Segment(last.worker, module, last.start, row["end"] - t0)
+        else:
+            segments.append(Segment(row["worker"], module, row["start"] - t0, row["end"] - t0))
+    chain = [max(segments, key=lambda s: s.end)]
+    while True:
+        current = chain[-1]
+        if current.module in WAITS_FOR_THE_REST:
+            before = [s for s in segments if s.module not in WAITS_FOR_THE_REST and s.end <= current.end]
+        else:
+            before = [s for s in segments if s.worker == current.worker and s.end <= current.start + 1e-6]
+        if not before:
+            return list(reversed(chain))
+        chain.append(max(before, key=lambda s: s.end))
+
+
+def describe_path(chain: list[Segment]) -> str:
+    """``gw1 lifecycle__lease 0.0-72.3 s -> gw1 timestamps 72.3-75.0 s -> ...``"""
+    return " -> ".join(f"{s.worker} {s.module} {s.start:.1f}-{s.end:.1f} s" for s in chain)
+
+
 def worker_profile(path: Path) -> tuple[float, list[WorkerProfile]]:
     """The span from the first check's start to the last one's end, and each worker's profile."""
     rows = _rows(path)
