@@ -102,17 +102,15 @@ FEATURES = {
 
 
 #: The order the scenario modules run in, and so (with ``--dist loadfile --no-loadscope-reorder``) the order xdist
-#: hands them to its processes, each taking the next module when it is nearly done with its own. The scheduler's
-#: long, quiet waits first, beside the API-heavy modules; the real clients (serve, worker, task worker) only once
-#: those are done. On Prefect's SQLite a client's read-then-write transaction is refused with a 503 "database is
-#: locked" whenever another write commits meanwhile, and real clients back off 2, 4 and 8 s from it: beside the
-#: scheduling checks' ~50 writes a second, a Runner lost 14 s (2026-11-29). xdist's own order (most checks first)
-#: put the scheduling and timestamp checks side by side, both waiting on the one reference process, and the serve
-#: Runners beside the worker's start-up. Measured on 2 cores on 2026-11-29: see ``make bench`` and docs/status.md.
-#: The durability module must come last: it restarts the target once every other check has finished
+#: hands them to its processes, each taking the next module when it is nearly done with its own. Longest first, so
+#: that no process starts a long module while the others run out of work: the lifecycle feature's three modules
+#: (its lease check's minute-long wait alone in one), then the scheduler's quiet waits, then the API-heavy modules,
+#: the short client modules last. The real clients' starts are bounded apart from this (``--max-starts``): before
+#: that budget, on Prefect's SQLite a client's read-then-write transaction was refused with a 503 "database is
+#: locked" whenever another write committed meanwhile, and real clients back off 2, 4 and 8 s from it (a Runner
+#: lost 14 s beside the scheduling checks' ~50 writes a second, 2026-11-29). Measured on 2 cores: ``make bench`` and
+#: docs/status.md. The durability module must come last: it restarts the target once every other check has finished
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
-#: The lifecycle feature's three modules are placed apart: its lease check's minute-long wait starts beside the
-#: scheduler's, its longest module comes before the short client modules, and its limits last but one.
 DISPATCH_ORDER = ("lifecycle__lease", "lifecycle", "lifecycle__limits", "scheduler", "scheduling", "timestamps",
                   "schema", "bad_input", "statuses", "upserts", "labels", "lists", "handshake", "logs", "events",
                   "serve", "worker", "task_worker", "differential", "durability")

@@ -79,12 +79,13 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
         "lists": ("none: pure API requests", 0.0),
         "statuses": (f"a queue and a deployment polled once become NOT_READY after {stale:g} s (the foreman loops every "
                      f"{foreman:g} s)", stale + foreman),
-        "lifecycle": (f"about twenty runs of a Runner's and a worker's in two waves, each picked up ({poll:.0f} s, "
+        "lifecycle": (f"three modules side by side, each with clients of its own: about twenty runs of a Runner's and "
+                      f"a worker's in two waves, each picked up ({poll:.0f} s, "
                       f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
                       f"subflow start after another, two runs of a one-slot deployment one after the other "
                       f"({HOLD_SECONDS:g} s each, the second refused for {slot_wait:g} s), a global slot held until the "
                       f"other holder's ask is answered and {PEER_SETTLE:g} s more; then three workers start and share six "
-                      "runs. Beside them, a dead holder's slot is freed once its "
+                      "runs. In the third, a dead holder's slot is freed once its "
                       f"{LEASE_SECONDS} s lease has expired (the repossessor loops every "
                       f"{repossessor:g} s)",
                       max(max(2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY,
