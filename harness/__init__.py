@@ -13,7 +13,7 @@ The layers, each a subpackage whose docstring says what it owns and what it may 
 """
 
 #: The suite's version (pyproject.toml's, and the newest of harness/catalogue.toml's versions: a test holds them equal).
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 #: The Prefect release whose server is the reference and whose clients are the actors.
 PREFECT_REFERENCE_VERSION = "3.9.1"

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,7 @@ FEATURES = {
     "schema": "answers of the routes real clients use match Prefect's OpenAPI response schemas",
     "bad_input": "requests Prefect rejects with 422 are rejected with 4xx, never a 5xx, and nothing of them is stored",
     "differential": "one sequence of client calls answered as Prefect's own server answers it (--differential)",
+    "load": "how many runs due at once the target serves without an error, measured (opt-in: only with -m load)",
 }
 
 
@@ -113,7 +115,7 @@ FEATURES = {
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
 DISPATCH_ORDER = ("lifecycle__lease", "lifecycle", "lifecycle__limits", "scheduler", "scheduling", "timestamps",
                   "schema", "bad_input", "statuses", "upserts", "labels", "lists", "handshake", "logs", "events",
-                  "serve", "worker", "task_worker", "differential", "durability")
+                  "serve", "worker", "task_worker", "load", "differential", "durability")
 
 
 def dispatch_rank(item: pytest.Item) -> int:
@@ -236,14 +238,25 @@ def target_health(api_url: str) -> str | None:
     return f"GET /health answered {response.status_code} {response.text[:120]!r}"
 
 
+#: A ``-m`` expression that names the ``load`` feature: the capacity measurement runs only then.
+OPT_IN = re.compile(r"\bload\b")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Leave out the differential checks unless there is a reference to compare with, and mark ``n/a`` the checks
+    """Leave out the capacity measurement unless ``-m`` names it, and the differential checks unless there is a
+    reference to compare with, and mark ``n/a`` the checks
     that do not hold for this run's server and client releases (``releases.toml``), before any of their fixtures
     start a client."""
     items.sort(key=dispatch_rank)  # stable: a module's checks stay together and in their order
     if profiles := config.getoption("--profiles"):
         wanted, catalogue = set(profiles.split(",")), load_catalogue()
         kept = [item for item in items if catalogue.profile_of(*check_id(item.nodeid, pinned_id(item))) in wanted]
+        if len(kept) < len(items):
+            config.hook.pytest_deselected(items=[item for item in items if item not in kept])
+            items[:] = kept
+    # The capacity measurement runs only where asked for (a collection alone lists it: the catalogue has every check).
+    if not config.option.collectonly and not OPT_IN.search(config.getoption("markexpr") or ""):
+        kept = [item for item in items if item.get_closest_marker("load") is None]
         if len(kept) < len(items):
             config.hook.pytest_deselected(items=[item for item in items if item not in kept])
             items[:] = kept

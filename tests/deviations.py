@@ -1063,3 +1063,27 @@ def stores_refused_schedules() -> RewriteSchedules:
 def interval_schedules(change: Callable[[dict], dict]) -> RewriteSchedules:
     """``change`` applied to interval schedules only (those with an ``interval``)."""
     return RewriteSchedules(lambda s: change(s) if "interval" in s else s)
+
+
+class RefusesRunsBeyond(Deviation):
+    """Serves at most ``n`` flow runs at once: a run's proposal of RUNNING while ``n`` others run (proposed RUNNING,
+    not yet final) is answered 500, as a server that runs out of a resource per run would; the engine then crashes
+    the run. ``n`` 0 serves none."""
+
+    FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+
+    def __init__(self, n: int) -> None:
+        self.n, self.running = n, set()
+
+    def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        match = re.search(r"/flow_runs/([0-9a-f-]{36})/set_state$", request.path)
+        if request.method != "POST" or not match:
+            return None
+        run, kind = match.group(1), ((request.json() or {}).get("state") or {}).get("type")
+        if kind == "RUNNING" and run not in self.running:
+            if len(self.running) >= self.n:
+                return ProxyResponse(500, [("content-type", "application/json")], b'{"detail": "out of run slots"}')
+            self.running.add(run)
+        elif kind in self.FINAL:
+            self.running.discard(run)
+        return None

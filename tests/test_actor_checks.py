@@ -808,3 +808,34 @@ def test_subscribed_fails_without_an_accepted_subscription_and_is_unsupported_on
     with pytest.raises(AssertionError, match=r"refused every WS .* last 500") as caught:
         assert_subscribed(fake_subscriber(500), path)
     assert not isinstance(caught.value, Unsupported)
+
+
+# --- the capacity measurement (-m load): opt-in, a figure rather than a verdict, but it can fail -----------------
+
+
+@pytest.mark.long
+def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_none_is(reference, deviating,
+                                                                                          suite) -> None:
+    """The reference serves every wave; a target that serves one run at a time is measured at 1 (the wave of 2
+    quoted: a run crashed, a 500), passing; one that serves none fails."""
+    from tests.deviations import RefusesRunsBeyond
+
+    small = {"PREFECT_CONFORMANCE_LOAD_WAVES": "1,2"}  # two waves show it; eight runs at once cost minutes here
+    own = suite("--target", reference.api_url, "-m", "load", extra_env=small)
+    check = own.checks.get("load/runs_due_at_once_served_without_errors", {})
+    assert own.code == 0 and check.get("measured", "").startswith("served "), own.explain()  # 2 unless it is busy
+    one = suite("--target", deviating(RefusesRunsBeyond(1)).api_url, "-m", "load", extra_env=small)
+    check = one.checks.get("load/runs_due_at_once_served_without_errors", {})
+    assert one.code == 0 and check.get("outcome") == "passed", one.explain()
+    assert check["measured"].startswith("served 1 runs due at once") and "a wave of 2:" in check["measured"], check
+    none = suite("--target", deviating(RefusesRunsBeyond(0)).api_url, "-m", "load", extra_env=small)
+    assert none.code == 1 and none.failed() == {"load/runs_due_at_once_served_without_errors"}, none.explain()
+    assert "the target could not serve one run; a wave of 1:" in none.checks[
+        "load/runs_due_at_once_served_without_errors"]["message"], none.explain()
+
+
+def test_the_capacity_measurement_runs_only_when_asked_for() -> None:
+    from harness.commands.cli import selected_features
+
+    assert "load" not in selected_features(None) and "load" not in selected_features("not timestamps")
+    assert selected_features("load") == ["load"]

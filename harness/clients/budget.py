@@ -6,9 +6,10 @@ mostly waits on the target. Twenty flow-run processes starting at once on two co
 SQLite writes time out: "database is locked"), so its verdict would depend on the machine's load. Each process a
 real client starts runs the budget's ``sitecustomize`` first (its folder leads the clients' ``PYTHONPATH``, which
 their flow-run processes inherit): it takes one of N slot files with ``flock`` before Python goes on, and lets it
-go once the process has gone quiet (it asked for less than half a core, running or waiting for one, in two
-0.15-s windows in a row) or exits, however it exits (the kernel drops a dead process's locks). A process that still
-has no slot after :data:`WAIT_CAP` s goes on anyway and says so, so a budget never deadlocks a run.
+go once the process has gone quiet (it imported no module and asked for less than half a core, running or waiting
+for one, in two 0.15-s windows in a row: a start that waits on the disk is still a start) or exits, however it
+exits (the kernel drops a dead process's locks). A process that still has no slot after :data:`WAIT_CAP` s goes on
+anyway and says so, so a budget never deadlocks a run.
 
 Only the start is bounded, not how many processes live: a paused flow waits in its process for its resume, and
 holding its slot would leave the check that resumes it waiting behind other runs for ever.
@@ -76,12 +77,13 @@ def _budget(folder):
             return time.process_time()
 
     def release():
-        used, seen, quiet = demand(), time.time(), 0
+        used, seen, modules, quiet = demand(), time.time(), len(sys.modules), 0
         while quiet < 2 and time.time() - granted < {hold_cap!r}:
             time.sleep(0.15)
-            now_used, now = demand(), time.time()
-            quiet = quiet + 1 if (now_used - used) / max(now - seen, 1e-3) < 0.5 else 0
-            used, seen = now_used, now
+            now_used, now, now_modules = demand(), time.time(), len(sys.modules)
+            idle = (now_used - used) / max(now - seen, 1e-3) < 0.5 and now_modules == modules
+            quiet = quiet + 1 if idle else 0
+            used, seen, modules = now_used, now, now_modules
         handle.close()
         note(event="released", released=time.time())
 

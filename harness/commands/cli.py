@@ -13,6 +13,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -714,7 +715,8 @@ def run_scenarios(
 def selected_features(markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False) -> list[str]:
     """The features (one scenario module each) a run will execute: those of the ``selection``'s node ids, or those
     the ``-m`` expression picks (all, when there is none). ``-k`` is not looked at: it only ever selects fewer."""
-    features = [f for f in FEATURE_ORDER if differential or f != "differential"]
+    features = [f for f in FEATURE_ORDER if (differential or f != "differential")
+                and (f != "load" or re.search(r"\bload\b", markers or "") or selection)]
     if selection:
         modules = {check_id(nodeid)[1] for nodeid in selection}
         return [f for f in features if f in modules]

@@ -34,7 +34,7 @@ RESULTS_SCHEMA_VERSION = 1
 
 #: The order features are reported in.
 FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "logs", "events", "scheduler", "serve", "worker",
-                 "task_worker", "lifecycle", "durability", "differential")
+                 "task_worker", "lifecycle", "durability", "differential", "load")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "warning", "pending", "skipped",
             "n/a", "error")
