@@ -104,18 +104,19 @@ FEATURES = {
 
 
 #: The order the scenario modules run in, and so (with ``--dist loadfile --no-loadscope-reorder``) the order xdist
-#: hands them to its processes, each taking the next module when it is nearly done with its own. Longest first, so
-#: that no process starts a long module while the others run out of work: the lifecycle feature's three modules
-#: (its lease check's minute-long wait alone in one), then the scheduler's quiet waits, then the API-heavy modules,
-#: the short client modules last. The real clients' starts are bounded apart from this (``--max-starts``): before
-#: that budget, on Prefect's SQLite a client's read-then-write transaction was refused with a 503 "database is
-#: locked" whenever another write committed meanwhile, and real clients back off 2, 4 and 8 s from it (a Runner
-#: lost 14 s beside the scheduling checks' ~50 writes a second, 2026-11-29). Measured on 2 cores: ``make bench`` and
+#: hands them to its processes, each taking the next module when it is nearly done with its own. The long, quiet
+#: waits first (the scheduler's loops, the lifecycle lease check's minute: a Runner and one run), beside the API-heavy
+#: modules; the lifecycle feature's main module (its clients and a dozen runs) once those are done, before the short
+#: client modules; its limits module last but one. The three lifecycle modules at once (some twenty client processes
+#: starting in the first seconds) took as long on an idle machine (147 s against 146 s) and queued a run's start 84 s
+#: on a busy one. On Prefect's SQLite a client's read-then-write transaction is refused with a 503 "database is
+#: locked" whenever another write commits meanwhile, and real clients back off 2, 4 and 8 s from it (a Runner lost
+#: 14 s beside the scheduling checks' ~50 writes a second, 2026-11-29). Measured on 2 cores: ``make bench`` and
 #: docs/status.md. The durability module must come last: it restarts the target once every other check has finished
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
-DISPATCH_ORDER = ("lifecycle__lease", "lifecycle", "lifecycle__limits", "scheduler", "scheduling", "timestamps",
-                  "schema", "bad_input", "statuses", "upserts", "labels", "lists", "handshake", "logs", "events",
-                  "serve", "worker", "task_worker", "load", "differential", "durability")
+DISPATCH_ORDER = ("scheduler", "lifecycle__lease", "scheduling", "timestamps", "schema", "bad_input", "statuses",
+                  "upserts", "labels", "lists", "handshake", "logs", "events", "lifecycle", "serve", "worker",
+                  "task_worker", "lifecycle__limits", "load", "differential", "durability")
 
 
 def dispatch_rank(item: pytest.Item) -> int:

@@ -349,7 +349,10 @@ def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selec
     from harness.commands.cli import selected_features, selected_modules, worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: one process more than the cores
     assert worker_count("auto", selected_modules(selected_features(markers, selection))) == expected
+    monkeypatch.setattr("os.getloadavg", lambda: (float(cores), 1.0, 1.0))  # a busy one: no more than the cores
+    assert worker_count("auto", selected_modules(selected_features(markers, selection))) <= max(1, cores)
     assert worker_count("3", selected_modules(selected_features(markers, selection))) == 3  # a number is taken as given
 
 
@@ -383,8 +386,8 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
     items = [SimpleNamespace(nodeid=f"scenarios/test_{name}.py::test_{i}", name=f"{name}-{i}")
              for name in ("serve", "timestamps", "lifecycle", "scheduler", "lifecycle__lease") for i in range(2)]
     assert [item.name for item in sorted(items, key=dispatch_rank)] == [
-        "lifecycle__lease-0", "lifecycle__lease-1", "lifecycle-0", "lifecycle-1", "scheduler-0", "scheduler-1",
-        "timestamps-0", "timestamps-1", "serve-0", "serve-1"]
+        "scheduler-0", "scheduler-1", "lifecycle__lease-0", "lifecycle__lease-1", "timestamps-0", "timestamps-1",
+        "lifecycle-0", "lifecycle-1", "serve-0", "serve-1"]
 
 
 # --- the scheduler's horizon: the limits a target's author states, and what a deviating series gets ----------------
