@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 import uuid
 from collections import Counter
 from typing import Any, Callable
@@ -1066,24 +1067,24 @@ def interval_schedules(change: Callable[[dict], dict]) -> RewriteSchedules:
 
 
 class RefusesRunsBeyond(Deviation):
-    """Serves at most ``n`` flow runs at once: a run's proposal of RUNNING while ``n`` others run (proposed RUNNING,
-    not yet final) is answered 500, as a server that runs out of a resource per run would; the engine then crashes
-    the run. ``n`` 0 serves none."""
+    """Admits at most ``n`` flow runs into RUNNING a minute: a run's proposal of RUNNING within a minute of ``n``
+    admitted ones is answered 500, as a server that runs out of a resource per run and frees it slowly would (the
+    engine then crashes the run). Counted over a window, not over runs alive at once, so the verdict does not depend
+    on how the machine's load spreads the runs' starts. ``n`` 0 admits none."""
 
-    FINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+    WINDOW = 60.0
 
     def __init__(self, n: int) -> None:
-        self.n, self.running = n, set()
+        self.n, self.admitted = n, {}
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         match = re.search(r"/flow_runs/([0-9a-f-]{36})/set_state$", request.path)
         if request.method != "POST" or not match:
             return None
         run, kind = match.group(1), ((request.json() or {}).get("state") or {}).get("type")
-        if kind == "RUNNING" and run not in self.running:
-            if len(self.running) >= self.n:
+        if kind == "RUNNING" and run not in self.admitted:
+            now = time.monotonic()
+            if sum(1 for at in self.admitted.values() if now - at < self.WINDOW) >= self.n:
                 return ProxyResponse(500, [("content-type", "application/json")], b'{"detail": "out of run slots"}')
-            self.running.add(run)
-        elif kind in self.FINAL:
-            self.running.discard(run)
+            self.admitted[run] = now
         return None
