@@ -45,33 +45,23 @@ from __future__ import annotations
 
 import os
 import signal
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from harness.checks.lifecycle import (CANCEL_TIMEOUT, CLIENTS, RUN_TIMEOUT, Lifecycle, await_started, build_lifecycle,
-                                      cancel, cancel_running_run, child_runs, describe_history, ledger_events,
-                                      listed_worker, orchestration_result, process_gone, proposal_outcome, resume,
-                                      second_wave, state_history, wanted_purposes)
-from harness.checks.objects import Created
+from harness.checks.lifecycle import (lifecycle, CANCEL_TIMEOUT, CLIENTS, RUN_TIMEOUT, Lifecycle, await_started, cancel,
+                                      cancel_running_run, child_runs, describe_history, ledger_events, listed_worker,
+                                      orchestration_result, process_gone, proposal_outcome, resume, second_wave,
+                                      state_history)
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
-from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor
+from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.lifecycle import PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, read_ledger
 from harness.target.api import ApiClient
 from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_final_state,
                            wait_until)
 
 pytestmark = pytest.mark.lifecycle
-
-
-@pytest.fixture(scope="module")
-def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
-              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
-    """This module's clients and the runs its selected checks act on (:func:`build_lifecycle`)."""
-    world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
-    yield world
-    world.asks.stop()
+__all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle
 
 
 @pytest.mark.parametrize("client", CLIENTS)

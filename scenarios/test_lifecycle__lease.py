@@ -8,29 +8,17 @@ first and runs the rest of the suite beside it.
 from __future__ import annotations
 
 import time
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import pytest
 
-from harness.checks.lifecycle import (REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, build_lifecycle,
-                                      ledger_events, wanted_purposes)
-from harness.checks.objects import Created
-from harness.clients.actors import Actor
+from harness.checks.lifecycle import lifecycle, REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, ledger_events
 from harness.clients.lifecycle import LEASE_SECONDS, lease_set_times, read_ledger
 from harness.target.api import ApiClient
 from harness.waits import actor_can_still_act, describe_state, service_loop, timeout_scale, wait_until
 
 pytestmark = pytest.mark.lifecycle
-
-
-@pytest.fixture(scope="module")
-def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
-              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
-    """This module's clients and the runs its selected checks act on (:func:`build_lifecycle`)."""
-    world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
-    yield world
-    world.asks.stop()
+__all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle
 
 
 def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: Lifecycle, api: ApiClient) -> None:

@@ -7,14 +7,13 @@ A module of its own, with its own Runner and worker, so that pytest runs it besi
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import pytest
 
-from harness.checks.lifecycle import (CANCEL_TIMEOUT, RUN_TIMEOUT, Lifecycle, active_slots, assert_holders_apart,
-                                      build_lifecycle, crowd, describe_history, ledger_span, second_wave, settled_runs,
-                                      state_history, task_runs_of, wanted_purposes)
+from harness.checks.lifecycle import (lifecycle, CANCEL_TIMEOUT, RUN_TIMEOUT, Lifecycle, active_slots,
+                                      assert_holders_apart, crowd, describe_history, ledger_span, second_wave,
+                                      settled_runs, state_history, task_runs_of)
 from harness.checks.objects import Created
 from harness.clients.actors import Actor
 from harness.clients.lifecycle import read_ledger
@@ -22,15 +21,7 @@ from harness.target.api import ApiClient
 from harness.waits import describe_state, service_loop, wait_for_final_state, wait_until
 
 pytestmark = pytest.mark.lifecycle
-
-
-@pytest.fixture(scope="module")
-def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
-              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
-    """This module's clients and the runs its selected checks act on (:func:`build_lifecycle`)."""
-    world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
-    yield world
-    world.asks.stop()
+__all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle
 
 
 def test_a_global_concurrency_limit_keeps_its_holders_apart(lifecycle: Lifecycle, api: ApiClient) -> None:

@@ -23,6 +23,7 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import create_run
 from harness.checks.timestamps import utc_now
 from harness.clients.actors import Actor, start_worker
+from harness.clients.budget import most_at_once
 from harness.clients.lifecycle import FLOW_KEYS, entrypoint, read_ledger, write_lifecycle_flows
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
@@ -43,16 +44,6 @@ WAVE_TIMEOUT = 180.0
 #: A server's "busy, ask again" (Prefect on SQLite: "database is locked"), which Prefect's clients retry by design:
 #: not an error while the run still completes.
 BUSY = 503
-
-
-def most_at_once(spans: list[tuple[float, float]]) -> int:
-    """The most spans (start, end) that cover one instant."""
-    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
-    current = peak = 0
-    for _, step in edges:
-        current += step
-        peak = max(peak, current)
-    return peak
 
 
 def serve_wave(api: ApiClient, worker: Actor, deployment: str, flows_dir: Path, names: Callable[..., str],

@@ -9,7 +9,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from harness.clients.budget import AliveSampler, client_environment, prepare, read_load
+from harness.clients.budget import AliveSampler, client_environment, most_at_once, prepare, read_load
 from harness.reference.environment import clean_environment
 from harness.reference.releases import pinned
 
@@ -33,16 +33,6 @@ def start(folder: Path, out: Path, then: str, run: str) -> subprocess.Popen:
     return subprocess.Popen([pinned().python, "-c", START, str(out), then], env=env)
 
 
-def overlapping(spans: list[tuple[float, float]]) -> int:
-    """The most spans that cover one instant."""
-    edges = sorted([(b, 1) for b, _ in spans] + [(e, -1) for _, e in spans])
-    current = peak = 0
-    for _, step in edges:
-        current += step
-        peak = max(peak, current)
-    return peak
-
-
 def test_no_more_than_n_processes_start_at_once_and_a_killed_one_frees_its_slot(tmp_path: Path) -> None:
     folder, out = prepare(tmp_path / "budget", 1), tmp_path / "starts.jsonl"
     sampler = AliveSampler(folder, interval=0.05).start()
@@ -53,7 +43,7 @@ def test_no_more_than_n_processes_start_at_once_and_a_killed_one_frees_its_slot(
     peak_alive = sampler.stop()
     starts = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(starts) == 4
-    assert overlapping([(s["began"], s["ended"]) for s in starts]) == 1, (
+    assert most_at_once([(s["began"], s["ended"]) for s in starts]) == 1, (
         f"with a budget of 1, two processes imported Prefect at once: {starts}")
     load = read_load(folder, 1, peak_alive)
     assert (load.started, load.overruns, load.peak_starting) == (4, 0, 1), load
@@ -67,7 +57,7 @@ def test_two_slots_let_two_start_together(tmp_path: Path) -> None:
     for process in processes:
         process.wait(timeout=120)
     starts = [json.loads(line) for line in out.read_text().splitlines()]
-    assert overlapping([(s["began"], s["ended"]) for s in starts]) <= 2
+    assert most_at_once([(s["began"], s["ended"]) for s in starts]) <= 2
     assert read_load(folder, 2).peak_starting <= 2
 
 

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -219,6 +219,16 @@ def build_lifecycle(wanted: set[str], api: ApiClient, actors: Callable[..., Acto
     lifecycle.second_wave = lambda: make_second_wave(lifecycle, api, wanted, module_names, module_created,
                                                      flow_names, runner_names)
     return lifecycle
+
+
+@pytest.fixture(scope="module")
+def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
+              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
+    """The requesting module's clients and the runs its selected checks act on (:func:`build_lifecycle`): each
+    lifecycle module imports this one fixture."""
+    world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
+    yield world
+    world.asks.stop()
 
 
 def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], module_names: Callable[..., str],

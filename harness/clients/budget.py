@@ -192,10 +192,20 @@ class Load:
         return asdict(self)
 
 
+def most_at_once(spans: list[tuple[float, float]]) -> int:
+    """The most spans (start, end) that cover one instant."""
+    edges = sorted([(start, 1) for start, _ in spans] + [(end, -1) for _, end in spans])
+    current = peak = 0
+    for _, step in edges:
+        current += step
+        peak = max(peak, current)
+    return peak
+
+
 def read_load(folder: Path, max_starts: int, peak_alive: int = 0) -> Load:
     """The load the budget's log records."""
     load = Load(max_starts, peak_flow_runs_alive=peak_alive)
-    spans: list[tuple[float, int]] = []
+    spans: list[tuple[float, float]] = []
     try:
         lines = (folder / "log.jsonl").read_text().splitlines()
     except FileNotFoundError:
@@ -210,11 +220,8 @@ def read_load(folder: Path, max_starts: int, peak_alive: int = 0) -> Load:
             load.overruns += entry["event"] == "overrun"
             load.longest_wait = max(load.longest_wait, entry["granted"] - entry["asked"])
         if entry["event"] == "released":
-            spans += [(entry["granted"], 1), (entry["released"], -1)]
-    current = 0
-    for _, step in sorted(spans):
-        current += step
-        load.peak_starting = max(load.peak_starting, current)
+            spans.append((entry["granted"], entry["released"]))
+    load.peak_starting = most_at_once(spans)
     return load
 
 
