@@ -653,22 +653,66 @@ CASES = [
 
 
 #: The lifecycle cases take turns on one pytest worker: each starts a Runner and workers and a dozen or more flow-run
-#: processes, and four of them side by side on two cores left the SQLite reference answering 503 and runs CRASHED
-#: (a clean clone's make test at 00:29 UTC on 2026-12-07).
+#: processes, and side by side on two cores they starve the SQLite reference (503s, runs CRASHED).
 LIFECYCLE_GROUP = pytest.mark.xdist_group("lifecycle")
+
+
+@dataclass
+class Merged:
+    """Lifecycle cases that share one suite run: their deviations together, each on its own traffic. Each case's
+    checks must fail with its own message; ``passes`` are checks that none of them touches. One lifecycle world
+    (a Runner, workers, their flow runs) serves them all instead of one each."""
+
+    id: str
+    cases: tuple[str, ...]
+    passes: set[str]
+
+
+MERGED = [
+    Merged("cancel-crash-resume-services-tag-limits",
+           ("cancellation-ignored", "crashed-refused", "resume-refused", "lifecycle-services-missing",
+            "tag-limits-missing"),
+           {"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+            "lifecycle/a_failing_flow_retries_until_it_completes[worker]"}),
+    Merged("failures-final-limits-and-task-runs", ("failures-are-final", "limits-and-task-runs-ignored"),
+           {"lifecycle/a_killed_flow_run_process_ends_crashed[runner]",
+            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"}),
+]
+MERGED_IDS = {case_id for merged in MERGED for case_id in merged.cases}
 
 
 def case_marks(case: Case) -> list[pytest.MarkDecorator]:
     return ([pytest.mark.long] if case.long else []) + ([LIFECYCLE_GROUP] if case.select == "lifecycle" else [])
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=case_marks(c)) for c in CASES])
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=case_marks(c)) for c in CASES
+                                  if c.id not in MERGED_IDS])
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
     run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
     if case.unsupported:
         assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
+
+
+def k_expression(args: tuple[str, ...]) -> str:
+    return args[args.index("-k") + 1]
+
+
+@pytest.mark.long
+@LIFECYCLE_GROUP
+@pytest.mark.parametrize("merged", MERGED, ids=lambda merged: merged.id)
+def test_lifecycle_deviations_together_fail_each_its_own_checks(merged: Merged, deviating, suite) -> None:
+    cases = [next(c for c in CASES if c.id == case_id) for case_id in merged.cases]
+    touched = {check for case in cases for check in case.fails}
+    assert not merged.passes & touched, f"{merged.id}: a check named to pass is one a case fails"
+    proxy = deviating(Together(*(case.deviation() for case in cases)))
+    selection = " or ".join(f"({k_expression(case.args)})" for case in cases)
+    run: SuiteRun = suite("--target", proxy.api_url, "-m", "lifecycle", "-k", selection)
+    for case in cases:
+        run.assert_deviation_caught(case.id, case.fails, merged.passes, case.says, case.diagnosis)
+        if case.unsupported:
+            assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
 
 
 def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, suite) -> None:
