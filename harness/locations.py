@@ -9,6 +9,7 @@ the harness.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from pathlib import Path
 
@@ -34,10 +35,12 @@ def default_report_dir() -> Path:
 
 
 def scenarios_dir() -> Path:
-    """The folder of the conformance scenarios (the ``scenarios`` package, in the checkout or installed)."""
-    import scenarios
-
-    return Path(scenarios.__file__).resolve().parent
+    """The folder of the conformance scenarios (the ``scenarios`` package, in the checkout or installed), found
+    without importing it: the harness never imports a scenario."""
+    spec = importlib.util.find_spec("scenarios")
+    if spec is None or spec.origin is None:
+        raise RuntimeError("the scenarios package is not installed beside the harness; reinstall prefect-conformance")
+    return Path(spec.origin).resolve().parent
 
 
 def cache_dir() -> Path:

@@ -1,5 +1,5 @@
 """The pytest plugin that wires the harness to the conformance scenarios (``scenarios/``): options, fixtures,
-and the classification of every failure by the one rule of fault (:func:`harness.target.errors.outcome_of`),
+and the classification of every failure by the one rule of fault (:func:`harness.errors.outcome_of`),
 attached to each report through the contract in :mod:`harness.reporting.results`.
 
 Loaded through the ``pytest11`` entry point (or ``-p harness.plugin``). The CLI (``prefect-conformance run``)
@@ -24,7 +24,7 @@ import pytest
 
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
-from harness.checks.schema import openapi_document
+from harness.reference.openapi import openapi_document
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
 from harness.clients.budget import BUDGET_ENV, AliveSampler, default_max_starts, load_now, prepare, read_load
@@ -36,7 +36,7 @@ from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PRE
                                       check_id, describe)
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
-from harness.target.errors import HarnessError, TargetUnavailable, WaitTimeout, outcome_of
+from harness.errors import HarnessError, TargetUnavailable, WaitTimeout, outcome_of
 from harness.target.preflight import Target, preflight
 from harness.target.tls import tls_context
 
@@ -305,7 +305,7 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
-    """Classify what went wrong, for the results, by the one rule in :func:`harness.target.errors.outcome_of`."""
+    """Classify what went wrong, for the results, by the one rule in :func:`harness.errors.outcome_of`."""
     outcome = yield
     report = outcome.get_result()
     pinned = item.get_closest_marker("check_id")
@@ -415,7 +415,8 @@ def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | 
     def run_command() -> None:
         import subprocess
 
-        from harness.waits import timeout_scale, wait_for_health
+        from harness.waits import timeout_scale
+        from harness.target.health import wait_for_health
 
         limit = RESTART_TIMEOUT * timeout_scale()
         try:

@@ -26,7 +26,7 @@ from harness.checks.bad_input import (DEPLOYMENT_ID, FLOW_ID, HINT, NAME, POOL_N
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
 from harness.plugin import ApiContract
 from harness.target.api import Answer, ApiClient
-from harness.target.errors import UnexpectedAnswer, Unsupported
+from harness.errors import UnexpectedAnswer, Unsupported
 
 pytestmark = pytest.mark.bad_input
 

@@ -23,7 +23,7 @@ from harness.checks.differential import Normaliser, assert_same_answer
 from harness.checks.objects import NO_PARAMETERS_SCHEMA, Created, scheduled_state
 from harness.checks.timestamps import describe_instant
 from harness.target.api import Answer, ApiClient, UnexpectedAnswer
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 pytestmark = pytest.mark.differential
 

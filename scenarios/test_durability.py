@@ -34,8 +34,8 @@ from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.plugin import Restart
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
-from harness.waits import (scheduler_interval, stability_window, wait_for_deployment, wait_for_final_state, wait_for_stable,
-                          wait_until)
+from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until
+from harness.clients.progress import wait_for_deployment, wait_for_final_state
 
 pytestmark = pytest.mark.durability
 

@@ -27,8 +27,9 @@ from harness.checks.objects import Created, create_flow, create_scheduled_run, s
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import Actor, start_events_client
 from harness.target.api import ApiClient
-from harness.target.errors import Unsupported, websocket_means_not_implemented
-from harness.waits import subscriber_can_still_act, timeout_scale, wait_until
+from harness.errors import Unsupported, websocket_means_not_implemented
+from harness.waits import timeout_scale, wait_until
+from harness.clients.progress import subscriber_can_still_act
 
 pytestmark = pytest.mark.events
 

@@ -57,8 +57,8 @@ from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.lifecycle import PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, read_ledger
 from harness.target.api import ApiClient
-from harness.waits import (actor_can_still_act, describe_state, service_loop, timeout_scale, wait_for_final_state,
-                           wait_until)
+from harness.waits import service_loop, timeout_scale, wait_until
+from harness.clients.progress import actor_can_still_act, describe_state, wait_for_final_state
 
 pytestmark = pytest.mark.lifecycle
 __all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle

@@ -15,7 +15,8 @@ import pytest
 from harness.checks.lifecycle import lifecycle, REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, ledger_events
 from harness.clients.lifecycle import LEASE_SECONDS, lease_set_times, read_ledger
 from harness.target.api import ApiClient
-from harness.waits import actor_can_still_act, describe_state, service_loop, timeout_scale, wait_until
+from harness.waits import service_loop, timeout_scale, wait_until
+from harness.clients.progress import actor_can_still_act, describe_state
 
 pytestmark = pytest.mark.lifecycle
 __all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle

@@ -18,7 +18,8 @@ from harness.checks.objects import Created
 from harness.clients.actors import Actor
 from harness.clients.lifecycle import read_ledger
 from harness.target.api import ApiClient
-from harness.waits import describe_state, service_loop, wait_for_final_state, wait_until
+from harness.waits import service_loop, wait_until
+from harness.clients.progress import describe_state, wait_for_final_state
 
 pytestmark = pytest.mark.lifecycle
 __all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle

@@ -25,7 +25,7 @@ from harness.checks.objects import (Created, create_deployment, create_flow, cre
                                     create_work_queue, scheduled_state, send_heartbeat)
 from harness.checks.timestamps import utc_now
 from harness.target.api import ApiClient
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 pytestmark = pytest.mark.lists
 

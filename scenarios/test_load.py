@@ -27,7 +27,7 @@ from harness.clients.budget import most_at_once
 from harness.clients.lifecycle import FLOW_KEYS, entrypoint, read_ledger, write_lifecycle_flows
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
-from harness.waits import describe_state, wait_for_final_state
+from harness.clients.progress import describe_state, wait_for_final_state
 
 pytestmark = pytest.mark.load
 

@@ -27,8 +27,9 @@ from harness.checks.objects import Created, create_flow, create_scheduled_run, c
 from harness.checks.timestamps import describe_instant, utc_now
 from harness.clients.actors import Actor, read_submission, start_logging_flow
 from harness.target.api import ApiClient
-from harness.target.errors import HarnessError
-from harness.waits import died, wait_until
+from harness.errors import HarnessError
+from harness.waits import wait_until
+from harness.clients.progress import died
 
 pytestmark = pytest.mark.logs
 

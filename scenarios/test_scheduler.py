@@ -32,7 +32,7 @@ from harness.checks.horizon import horizon_problem, scheduler_limits
 from harness.checks.schedules import expand_schedules, prefect_occurrences
 from harness.checks.server_times import TargetClock
 from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
-from harness.target.errors import WaitTimeout
+from harness.errors import WaitTimeout
 from harness.waits import (scheduler_interval, stability_window, timeout_scale, wait_for_instant, wait_for_stable,
                            wait_until)
 

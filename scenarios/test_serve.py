@@ -16,13 +16,13 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.logs import assert_run_logs_read_back, await_line
-from harness.clients.actors import FLOW_LOG_LINE, Actor, start_runner
+from harness.clients.actors import FLOW_LOG_LINE, SCHEDULE_INTERVAL, Actor, start_runner
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
 from harness.checks.schema import assert_traffic_matches
 from harness.plugin import ApiContract
-from harness.waits import actor_can_still_act, wait_for_deployment, wait_for_final_state
+from harness.clients.progress import actor_can_still_act, wait_for_deployment, wait_for_final_state
 from harness.checks.timestamps import utc_now
 from harness.waits import wait_until
 from harness.checks.proof import (
@@ -141,11 +141,6 @@ def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:
 
 
 # --- serve with a schedule: the server's scheduler creates the runs, the Runner executes them -------------------
-
-#: Seconds: the first occurrence is due within one interval of the deployment's creation (a wait every run of the
-#: module pays; with 5 it was 4-5 s of it).
-SCHEDULE_INTERVAL = 1
-
 
 @dataclass
 class ScheduledServeOutcome:

@@ -32,7 +32,8 @@ from harness.clients.actors import (
     write_tasks_file,
 )
 from harness.target.api import ApiClient
-from harness.waits import actor_can_still_act, subscriber_can_still_act, timeout_scale, wait_until
+from harness.waits import timeout_scale, wait_until
+from harness.clients.progress import actor_can_still_act, subscriber_can_still_act
 
 pytestmark = pytest.mark.task_worker
 

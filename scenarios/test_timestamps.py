@@ -49,7 +49,7 @@ from harness.checks.timestamps import (
     utc_now,
 )
 from harness.reporting.results import MEASURED
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 from harness.waits import wait_until
 
 pytestmark = pytest.mark.timestamps

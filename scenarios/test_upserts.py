@@ -28,7 +28,7 @@ import pytest
 from harness.checks.objects import NO_PARAMETERS_SCHEMA, Created, create_flow, scheduled_state
 from harness.checks.timestamps import utc_now
 from harness.target.api import Answer, ApiClient
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 pytestmark = pytest.mark.upserts
 

@@ -24,7 +24,7 @@ from harness.checks.objects import (Created, create_local_code_deployment, creat
                                     watch_heartbeats)
 from harness.checks.schema import assert_traffic_matches
 from harness.plugin import ApiContract
-from harness.waits import wait_for_final_state
+from harness.clients.progress import wait_for_final_state
 from harness.checks.timestamps import read_instant, utc_now
 from harness.checks.proof import (
     assert_final_state,

@@ -15,12 +15,13 @@ from typing import Callable, Iterator
 
 import pytest
 
-from harness.clients.recorder import ReverseProxy
+from tests.deviating_proxy import DeviatingProxy
 from tests.deviations import Deviation
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.local import READY_TIMEOUT, LocalReference
-from harness.target.errors import HarnessError
-from harness.waits import SCHEDULER_INTERVAL_ENV, wait_for_health
+from harness.errors import HarnessError
+from harness.waits import SCHEDULER_INTERVAL_ENV
+from harness.target.health import wait_for_health
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -258,12 +259,12 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReferen
 
 
 @pytest.fixture
-def deviating(reference: LocalReference) -> Iterator[Callable[[Deviation], ReverseProxy]]:
+def deviating(reference: LocalReference) -> Iterator[Callable[[Deviation], DeviatingProxy]]:
     """``deviating(SomeDeviation())`` -> a running proxy in front of the reference that applies it."""
-    proxies: list[ReverseProxy] = []
+    proxies: list[DeviatingProxy] = []
 
-    def start(deviation: Deviation) -> ReverseProxy:
-        proxy = ReverseProxy(reference.api_url, actor="deviating-target", deviation=deviation)
+    def start(deviation: Deviation) -> DeviatingProxy:
+        proxy = DeviatingProxy(reference.api_url, actor="deviating-target", deviation=deviation)
         proxy.start()
         proxies.append(proxy)
         return proxy

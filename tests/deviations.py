@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 from typing import Any, Callable
 
-from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from harness.checks.timestamps import DATE_LIKE, RFC3339, parse_instant
 
 Rewrite = Callable[[str], str]

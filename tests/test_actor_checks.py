@@ -17,7 +17,7 @@ from typing import Callable
 import httpx
 import pytest
 
-from harness.target.errors import Unsupported
+from harness.errors import Unsupported
 from harness.waits import SCHEDULER_INTERVAL_ENV
 from harness.clients.transcript import Exchange
 from harness.reference.local import LocalReference

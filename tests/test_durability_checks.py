@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.conftest import SuiteRun
 from tests.deviations import Deviation
 
@@ -84,7 +84,7 @@ def test_the_quiet_point_waits_for_every_other_check(tmp_path: Path, monkeypatch
     from types import SimpleNamespace
 
     from harness import plugin
-    from harness.target.errors import HarnessError
+    from harness.errors import HarnessError
 
     finished = tmp_path / "finished.txt"
     quiet = plugin.QuietPoint(SimpleNamespace(workerinput={plugin.QuietPoint.name: str(finished)}))

@@ -23,9 +23,9 @@ OUTPUT = sorted(f"timestamps/output_format[{k}]" for k in ("deployment", "flow",
 @pytest.fixture(scope="module")
 def naive_target(reference):
     """A target that returns naive timestamps: every output_format check fails on it."""
-    from harness.clients.recorder import ReverseProxy
+    from tests.deviating_proxy import DeviatingProxy
 
-    with ReverseProxy(reference.api_url, actor="naive-target", deviation=RewriteResponses(drop_offset)) as proxy:
+    with DeviatingProxy(reference.api_url, actor="naive-target", deviation=RewriteResponses(drop_offset)) as proxy:
         yield proxy
 
 
@@ -187,12 +187,12 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
     """A port's CI pinned its known failures with suite 0.1.0; upgrading to this suite adds checks it fails too. The
     gate stays green (the new check is pending) until the new check has passed once against the port, and
     --update-expectations records the new suite version. The claim tells the truth throughout."""
-    from harness.clients.recorder import ReverseProxy
+    from tests.deviating_proxy import DeviatingProxy
     from tests.deviations import NoSystemLabels, Together
 
     broken = Together(RewriteResponses(drop_offset), NoSystemLabels())
     deviation = Switchable(broken)
-    with ReverseProxy(reference.api_url, actor="upgraded-port", deviation=deviation) as port:
+    with DeviatingProxy(reference.api_url, actor="upgraded-port", deviation=deviation) as port:
         expectations = write(tmp_path / "port.toml", WRITTEN_BY_0_1_0)
         args = ("--target", port.api_url, "-k", "output_format or a_deployment_carries", "--expectations", str(expectations))
         upgraded = run_suite(*args, report_dir=tmp_path / "reports")

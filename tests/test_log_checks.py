@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.conftest import DeviationCase as Case
 from tests.conftest import SuiteRun
 from tests.deviations import AcceptWithout, Deviation, RewriteJson, RewriteResponses, map_strings, truncate_to_millis

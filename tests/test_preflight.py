@@ -7,7 +7,7 @@ import time
 import pytest
 
 from harness.target.api import ApiClient
-from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.deviations import Deviation
 
 

@@ -14,7 +14,7 @@ import pytest
 from harness.commands.matrix import Column, ColumnResult
 from harness.commands.matrix import render_html as render_matrix
 from harness.reference.releases import Release, not_applicable, pins, pinned, release, storage_of
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS
 from tests.deviations import RewriteJson, RewritePoll
 from tests.test_gate import CHROMIUM

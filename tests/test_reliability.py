@@ -21,7 +21,7 @@ import httpx
 import pytest
 
 from harness.target.api import ApiClient
-from harness.clients.recorder import ProxyRequest, ProxyResponse, ReverseProxy
+from tests.deviating_proxy import ProxyRequest, ProxyResponse, DeviatingProxy
 from tests.deviations import Deviation
 from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, utc_now
@@ -135,7 +135,7 @@ def test_a_target_that_stops_answering_a_while_gets_a_verdict(deviating, tmp_pat
 @pytest.mark.long
 def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
     deviation = DiesAfter(60)
-    proxy = ReverseProxy(reference.api_url, actor="dying-target", deviation=deviation)
+    proxy = DeviatingProxy(reference.api_url, actor="dying-target", deviation=deviation)
     deviation.proxy = proxy
     proxy.start()
     try:

@@ -11,7 +11,7 @@ import re
 
 import pytest
 
-from harness.clients.recorder import ProxyRequest, ProxyResponse
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.conftest import DeviationCase as Case
 from tests.deviations import (

@@ -13,9 +13,9 @@ import pytest
 from freezegun import freeze_time
 
 from harness.commands.cli import exit_code
-from harness.target.errors import WaitTimeout
+from harness.errors import WaitTimeout
 from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
-from harness.clients.processes import spawn
+from harness.processes import spawn
 from harness.reporting.history import prepare_report_dir
 from harness.reporting.results import check_id
 from harness.checks.timestamps import (EXTRA_DATETIME_KEYS, INPUT_FORMATS, UTC, check_timestamp, datetime_keys, iter_timestamps,
@@ -274,7 +274,7 @@ def test_a_dead_clients_refusals_quote_what_it_gave_up_on_not_what_it_retried() 
     from types import SimpleNamespace
 
     from harness.clients.transcript import Exchange
-    from harness.waits import refused_requests
+    from harness.clients.progress import refused_requests
 
     def exchange(method: str, path: str, status: int) -> Exchange:
         return Exchange("runner", method, path, status, 0.0, 1.0, "", f"answer {status}")
@@ -296,8 +296,8 @@ def test_a_run_the_worker_gave_up_on_times_out_quoting_the_refusals() -> None:
     from types import SimpleNamespace
 
     from harness.clients.transcript import Exchange
-    from harness.target.errors import WaitTimeout
-    from harness.waits import wait_for_final_state
+    from harness.errors import WaitTimeout
+    from harness.clients.progress import wait_for_final_state
 
     seen = [Exchange("worker", "POST", "/flow_runs/r1/set_state", 201, 0.0, 1.0, "", "ACCEPT")]
     seen += [Exchange("worker", "PATCH", "/flow_runs/r1/labels", 503, 0.0, 1.0, "", "Service Unavailable")] * 6

@@ -1,6 +1,6 @@
 """Who is at fault: the target's answers are failures, the harness's and the machine's faults are errors.
 
-Each rule of ``harness.target.errors.outcome_of`` and the places that feed it, shown on the smallest real thing that
+Each rule of ``harness.errors.outcome_of`` and the places that feed it, shown on the smallest real thing that
 exercises it (a real child process, a closed port, a real proxy in front of the reference).
 """
 
@@ -17,14 +17,14 @@ import pytest
 
 from harness.clients.actors import Actor
 from harness.target.api import Answer, ApiClient
-from harness.target.errors import ActorCouldNotStart, HarnessError, Hopeless, UnexpectedAnswer, Unsupported, outcome_of
+from harness.errors import ActorCouldNotStart, HarnessError, Hopeless, UnexpectedAnswer, Unsupported, outcome_of
 from harness.reporting.expectations import Expectation, apply, updated
-from harness.clients.processes import spawn
+from harness.processes import spawn
 from harness.clients.relay import RecordingRelay
 from harness.reference.environment import free_port
 from harness.reporting.history import prepare_report_dir, previous_results
 from harness.reporting.results import CheckResult
-from harness.waits import actor_can_still_act
+from harness.clients.progress import actor_can_still_act
 from harness.checks.timestamps import UTC, read_instant
 from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SuiteRun

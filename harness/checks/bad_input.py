@@ -34,7 +34,7 @@ from typing import Any, Callable
 
 from harness.locations import cache_dir
 from harness.target.api import Answer, ApiClient, excerpt
-from harness.target.errors import HarnessError, UnexpectedAnswer, means_not_implemented
+from harness.errors import HarnessError, UnexpectedAnswer, means_not_implemented
 
 #: The sample is drawn with this seed; the same seed, document and schemathesis release give the same requests.
 SEED = 20261128

@@ -7,7 +7,7 @@ from typing import Any
 
 from harness.checks.timestamps import describe_instant, utc_now
 from harness.target.api import ApiClient
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 
 def read_events(api: ApiClient, resource_id: str) -> list[dict[str, Any]]:

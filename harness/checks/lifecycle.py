@@ -25,9 +25,9 @@ from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
 from harness.clients.lifecycle import (FLOW_KEYS, SlotAsks, decided, entrypoint, limit_asks, read_ledger,
                                        start_lifecycle_runner, write_lifecycle_flows)
 from harness.target.api import ApiClient
-from harness.target.errors import HarnessError, UnexpectedAnswer
-from harness.waits import (actor_can_still_act, describe_state, timeout_scale, wait_for_deployment,
-                           wait_for_final_state, wait_until)
+from harness.errors import HarnessError, UnexpectedAnswer
+from harness.waits import timeout_scale, wait_until
+from harness.clients.progress import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state
 
 #: How long a run may take to be picked up and reach its flow code, or to end (a flow-run process starts in 1-2 s).
 RUN_TIMEOUT = 90.0

@@ -13,7 +13,7 @@ from typing import Any
 from harness.checks.timestamps import describe_instant, read_instant
 from harness.clients.actors import Actor
 from harness.target.api import ApiClient
-from harness.target.errors import HarnessError, UnexpectedAnswer, WaitTimeout
+from harness.errors import HarnessError, UnexpectedAnswer, WaitTimeout
 from harness.waits import wait_until
 
 #: How long a flow-run process may take to send its last lines after its run is final (it sends them as it exits).

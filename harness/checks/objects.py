@@ -14,7 +14,7 @@ from typing import Any
 from harness.clients.actors import ENTRYPOINT_FUNCTION, write_flow_file
 from harness.target.api import ApiClient
 from harness.checks.timestamps import describe_instant
-from harness.target.errors import WaitTimeout
+from harness.errors import WaitTimeout
 from harness.waits import wait_until
 
 

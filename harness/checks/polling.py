@@ -16,7 +16,7 @@ from harness.checks.objects import scheduled_state, set_state
 from harness.checks.sequences import Entry, sequence_message
 from harness.checks.timestamps import UTC, read_instant
 from harness.target.api import ApiClient
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 US = dt.timedelta(microseconds=1)
 DEPLOYMENT_POLL = "/deployments/get_scheduled_flow_runs"

@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from harness.clients.actors import Actor
-from harness.target.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
+from harness.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
 from harness.clients.transcript import condense
-from harness.waits import refused_websockets
+from harness.clients.progress import refused_websockets
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, TypeVar
 
 from harness.checks.timestamps import UTC, describe_instant, read_instant
 from harness.target.api import Answer
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 T = TypeVar("T")
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Iterator
 
-from harness.target.errors import UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 
 UTC = dt.timezone.utc
 

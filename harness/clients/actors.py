@@ -16,10 +16,14 @@ from typing import Any, Mapping
 
 from harness.target.credentials import client_environment
 from harness.clients.budget import client_environment as budget_environment
-from harness.clients.processes import ManagedProcess, spawn
+from harness.processes import ManagedProcess, spawn
 from harness.clients.relay import RecordingRelay
 from harness.reference.environment import clean_environment
 from harness.reference.releases import Release, pinned
+
+#: Seconds between the scheduled Runner's runs (``serve(interval=...)``): its first run is due within one interval of
+#: the deployment's creation, a wait every run of the serve checks pays.
+SCHEDULE_INTERVAL = 1
 
 #: Client settings every actor runs with (names as of Prefect 3.9.1).
 FAST_CLIENT_SETTINGS: dict[str, str] = {

@@ -17,7 +17,7 @@ import httpx
 from harness.reference.environment import clean_environment
 from harness.reference.releases import Release
 from harness.target.credentials import client_environment
-from harness.target.errors import HarnessError, UnexpectedAnswer
+from harness.errors import HarnessError, UnexpectedAnswer
 
 #: The same calls as :func:`create_cron_deployment` makes in-process, for another release's interpreter; the
 #: schedule classes and the asynchronous client's methods used here have kept their names since Prefect 3.0.

@@ -1,7 +1,7 @@
 """A recording relay: the real client's bytes go to the target as they come, and a copy is read for the transcript.
 
 Every real client (Runner, worker, task worker) talks to the target through one, so its cost is paid on every
-request of every run. :class:`~harness.clients.recorder.ReverseProxy` parses each request and answer in Python,
+request of every run. :class:`~tests.deviating_proxy.DeviatingProxy` parses each request and answer in Python,
 forwards them with an HTTP client and answers through an ASGI server: +18-23 % on a 5-ms request. This relay
 passes bytes between two asyncio protocols (chunks as they arrive, compression, websocket frames and all) and
 parses a copy of them with httptools once the events already waiting are handled, so reading never delays
@@ -9,7 +9,7 @@ forwarding; it costs what a relay that reads nothing costs (+4-5 %, ``make bench
 DNS name is each request's head read first, to rewrite ``Host`` to that name (a proxy in front of several servers
 needs it); nothing else changes. Summaries and the answers' decoding (gzip) wait until someone reads them.
 
-It records what :class:`ReverseProxy` records (:class:`~harness.clients.transcript.Exchange`), and keeps whole
+It records what :class:`DeviatingProxy` records (:class:`~harness.clients.transcript.Exchange`), and keeps whole
 successful JSON answers the same way; it cannot change the traffic, so deviating targets (the project's own
 tests) stay with the parsing proxy.
 """
@@ -30,11 +30,10 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from harness.clients.transcript import Exchange, Recorded, summarize_body
+from harness.clients.transcript import MAX_KEPT_BYTES, Exchange, Recorded, api_relative, summarize_body
 from harness.target.tls import tls_context
 
 #: The most answer bytes one relay keeps whole for :meth:`RecordingRelay.answers` (as the proxy's).
-MAX_KEPT_BYTES = 64 * 1024 * 1024
 #: A body longer than this is kept only this far for its summary (a summary shows 300 characters).
 SUMMARY_BYTES = 1024 * 1024
 
@@ -197,7 +196,7 @@ class RecordingRelay(Recorded):
         summarised), for a harness that acts on the target's answers as they come."""
         with self._lock:
             seen = [s for s in self._seen if s.method == method and s.status
-                    and self._relative(s.path).endswith(path_suffixes)]
+                    and api_relative(s.path, self._api_path).endswith(path_suffixes)]
         return [(s.status, s.finished, s.request_body) for s in seen]
 
     def answers(self) -> list[tuple[Exchange, bytes]]:
@@ -206,8 +205,6 @@ class RecordingRelay(Recorded):
             kept = [s for s in self._seen if s.status and s.kept]
         return [(s.exchange(self.actor), s.body()) for s in kept]
 
-    def _relative(self, path: str) -> str:
-        return path[len(self._api_path):] if path.startswith(self._api_path) else path
 
     # --- the relay ---------------------------------------------------------------------------------------
 
@@ -413,7 +410,7 @@ class _Requests:
             self.out.append(b"".join(head))
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         websocket = lower.get(b"upgrade", b"").lower() == b"websocket"
-        self.seen = _Seen(method.decode(), self.relay._relative(path), time.time(),
+        self.seen = _Seen(method.decode(), api_relative(path, self.relay._api_path), time.time(),
                           lower.get(b"user-agent", b"").decode("latin-1"), b"", websocket,
                           f"subprotocols={[p.strip() for p in lower.get(b'sec-websocket-protocol', b'').decode('latin-1').split(',') if p.strip()]}")
         self.pending.append(self.seen)

@@ -1,7 +1,7 @@
 """Transcripts: what a real client asked the target and what the target answered, as the recorder saw it.
 
-A transcript is how the suite *proves* which polling path a client used. Written by
-:class:`~harness.clients.recorder.ReverseProxy` as ``artifacts/<feature>/<actor>.transcript.jsonl`` (one
+A transcript is how the suite *proves* which polling path a client used. Written by the clients' relay
+(:class:`~harness.clients.relay.RecordingRelay`) as ``artifacts/<feature>/<actor>.transcript.jsonl`` (one
 :class:`Exchange` per line, no headers, so no credentials); read back here for the reports. Imports nothing of
 the harness.
 """
@@ -14,6 +14,15 @@ import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
+
+
+#: How many bytes of whole successful JSON answers a recorder keeps beside its exchanges, at most.
+MAX_KEPT_BYTES = 64 * 1024 * 1024
+
+
+def api_relative(path: str, api_path: str) -> str:
+    """A request's path as transcripts record it: below the API root (``/api/flows/`` -> ``/flows/``)."""
+    return path[len(api_path):] if path.startswith(api_path) else path
 
 
 @dataclass

@@ -40,7 +40,7 @@ from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environme
 from harness.reference.local import LocalReference
 from harness.reporting.results import FEATURE_ORDER
 from harness.waits import stability_window
-from scenarios.test_serve import SCHEDULE_INTERVAL
+from harness.clients.actors import SCHEDULE_INTERVAL
 
 
 def flow_run_startup(samples: int = 3) -> float:

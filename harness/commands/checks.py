@@ -15,7 +15,7 @@ from harness.locations import scenarios_dir
 from harness.reporting.catalogue import (CheckInfo, applies_to, load_catalogue, render_catalogue_json,
                                          render_catalogue_markdown)
 from harness.reporting.results import check_id, describe
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 
 class _Collected:

@@ -24,10 +24,10 @@ from typing import Sequence
 from harness import PREFECT_REFERENCE_VERSION, __version__
 from harness.locations import PACKAGE_DIR, default_report_dir, plugin_autoloaded, scenarios_dir
 from harness.target.credentials import redact
-from harness.target.errors import HarnessError, TargetUnavailable, WaitTimeout
+from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.checks.naming import new_run_prefix
 from harness.clients.budget import Load, default_max_starts
-from harness.clients.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
 from harness.commands import checks as checks_command
 from harness.commands import matrix as matrix_command
 from harness.reporting import expectations as expectations_file
@@ -36,7 +36,8 @@ from harness.reporting.catalogue import load_catalogue, parse_profiles, profile_
 from harness.reporting.claims import make_claim, render_badge
 from harness.reporting.diagnoses import diagnose
 from harness.reporting.summary import render_summary
-from harness.checks.coverage import Coverage, add_client_usage, probe
+from harness.checks.coverage import probe
+from harness.reporting.coverage import Coverage, add_client_usage
 from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
@@ -466,7 +467,8 @@ def second_attempt(args: argparse.Namespace, target: Target, run_info: RunInfo, 
     budget, and replace their first attempts (which each keeps in ``attempts``). pytest's exit code for the run: a
     target that stays down leaves the first attempts, and no verdict. Only for ``--target``: a bundled reference that
     stops answering is the harness's error."""
-    from harness.waits import timeout_scale, wait_for_health
+    from harness.waits import timeout_scale
+    from harness.target.health import wait_for_health
 
     why = next((r.target_down for r in unrun if r.target_down), "") or unrun[0].message
     budget = args.max_starts or int(os.environ.get("PREFECT_CONFORMANCE_MAX_STARTS") or default_max_starts())
@@ -568,7 +570,7 @@ def load_expectation_entries(args: argparse.Namespace) -> list[expectations_file
 def api_coverage(api_url: str, run_prefix: str, artifacts: Path) -> Coverage:
     """The target's routes of the pinned release's OpenAPI document, probed without side effects, and what the real
     clients of the run called (:mod:`harness.checks.coverage`)."""
-    from harness.checks.schema import openapi_document
+    from harness.reference.openapi import openapi_document
     from harness.reference.releases import pinned
 
     reference = pinned()

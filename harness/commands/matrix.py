@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.clients.processes import ManagedProcess, live_processes, spawn
+from harness.processes import ManagedProcess, live_processes, spawn
 from harness.reference.releases import pinned, release
 
 #: Client releases run against one server by default: Prefect supports older clients against a newer server.

@@ -3,6 +3,6 @@
 reference and real client starts with, and the Prefect releases other than the pinned one (each in its own
 cached environment, with what ``releases.toml`` knows of them).
 
-May import :mod:`harness.target`, :mod:`harness.clients.processes`, :mod:`harness.waits` and
+May import :mod:`harness.target`, :mod:`harness.processes`, :mod:`harness.waits` and
 :mod:`harness.locations`.
 """

@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
-from harness.target.errors import HarnessError, WaitTimeout
-from harness.waits import wait_for_health, wait_until
+from harness.errors import HarnessError, WaitTimeout
+from harness.waits import wait_until
+from harness.target.health import wait_for_health
 from harness.reference.environment import FAST_SERVICE_SETTINGS, free_port
 from harness.reference.server import ReferenceServer
 

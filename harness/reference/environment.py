@@ -1,7 +1,7 @@
 """What every reference server and every real client is started with: settings, a clean environment, the
 ``prefect`` executable of the pinned release, a free port.
 
-Imports nothing of the harness but :mod:`harness.target.errors`.
+Imports nothing of the harness but :mod:`harness.errors`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Mapping
 
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 #: Server settings every reference uses. Names as of Prefect 3.9.1 (``prefect config view --show-defaults``).
 FAST_SERVICE_SETTINGS: dict[str, str] = {

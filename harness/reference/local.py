@@ -20,12 +20,13 @@ from pathlib import Path
 from typing import Mapping
 
 from harness.locations import cache_dir as user_cache_dir
-from harness.clients.processes import ManagedProcess, spawn
+from harness.processes import ManagedProcess, spawn
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port
 from harness.reference.releases import Release, pinned
 from harness.reference.server import ReferenceServer
-from harness.target.errors import HarnessError, WaitTimeout
-from harness.waits import wait_for_health, wait_until
+from harness.errors import HarnessError, WaitTimeout
+from harness.waits import wait_until
+from harness.target.health import wait_for_health
 
 READY_TIMEOUT = 90.0
 #: How long a restarted reference may wait for its port: a closed connection holds it for about a minute.

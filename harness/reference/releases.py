@@ -7,7 +7,7 @@ release was uploaded (``--exclude-newer``). Without that cut-off, dependencies t
 and a matrix reports Prefect's own dependency drift as the target's failure (issue 12 measured 3.4.25's
 scheduler crashing on SQLAlchemy 2.1). Pins a release still needs on top are kept in ``releases.toml``.
 
-Imports nothing of the harness but :mod:`harness.locations`, :mod:`harness.target.errors` and
+Imports nothing of the harness but :mod:`harness.locations`, :mod:`harness.errors` and
 :mod:`harness.reference.environment`.
 """
 
@@ -31,7 +31,7 @@ from typing import Callable, Iterator
 
 from harness.locations import PACKAGE_DIR, cache_dir
 from harness.reference.environment import prefect_executable
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 #: The index the release dates come from (PEP 691 JSON with PEP 700 upload times; uv reads the same).
 INDEX_URL = "https://pypi.org/simple"

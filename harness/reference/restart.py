@@ -16,7 +16,7 @@ import threading
 from multiprocessing.connection import Client, Listener
 from typing import Callable
 
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 #: Where the CLI's restart service listens, its key and what the restart does (JSON), for the pytest processes.
 RESTART_ENV = "PREFECT_CONFORMANCE_BUNDLED_RESTART"

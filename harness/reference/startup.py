@@ -6,7 +6,7 @@ check, so they run side by side. The process is launched in the caller's thread,
 finds it; only the wait for it to answer runs in the background.
 
 The file holds ``ready`` once the reference passed preflight, or else the one line that says why it did not:
-:func:`await_ready` (in each pytest worker) turns that line into a :class:`~harness.target.errors.HarnessError`,
+:func:`await_ready` (in each pytest worker) turns that line into a :class:`~harness.errors.HarnessError`,
 so no check blames a target that never started.
 """
 
@@ -17,7 +17,7 @@ import threading
 from pathlib import Path
 
 from harness.reference.server import ReferenceServer
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 from harness.target.preflight import PREFLIGHT_TIMEOUT, Target, preflight
 from harness.waits import wait_until
 

@@ -27,7 +27,7 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 from harness.reporting.catalogue import load_catalogue, matches, newer
 from harness.reporting.results import NOT_PASSING, CheckResult
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
-from harness.checks.coverage import Coverage
+from harness.reporting.coverage import Coverage
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import group_by_cause
 from harness.reporting.claims import Claim

@@ -214,7 +214,7 @@ class StoredRun:
 
 
 def read_results_json(path: Path) -> StoredRun:
-    from harness.target.errors import HarnessError
+    from harness.errors import HarnessError
 
     try:
         document = json.loads(path.read_text())

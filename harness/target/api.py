@@ -6,7 +6,7 @@ Scenarios act through real Prefect clients where the behaviour under test is the
 * retries transient answers for as long as Prefect's own client would (the real Prefect server answers 503
   when its database is busy, e.g. SQLite lock contention under load, and real clients retry through it; so a
   503 only becomes a verdict once a real client would have given up too), and
-* turns every unexpected answer into an :class:`~harness.target.errors.UnexpectedAnswer` that quotes the method,
+* turns every unexpected answer into an :class:`~harness.errors.UnexpectedAnswer` that quotes the method,
   path, status and body excerpt, so a failing scenario always shows what the server actually said.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Mapping
 
 import httpx
 
-from harness.target.errors import UnexpectedAnswer, Unsupported, means_not_implemented
+from harness.errors import UnexpectedAnswer, Unsupported, means_not_implemented
 from harness.target.tls import tls_context
 
 #: Answers worth retrying: the server said "not now", not "no".

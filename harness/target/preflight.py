@@ -16,7 +16,7 @@ import httpx
 
 from harness.target.api import excerpt
 from harness.target.credentials import api_headers
-from harness.target.errors import TargetUnavailable, WaitTimeout
+from harness.errors import TargetUnavailable, WaitTimeout
 from harness.target.tls import tls_context
 from harness.waits import wait_until
 

@@ -25,11 +25,10 @@ import multidict
 import uvicorn
 import yarl
 
-from harness.clients.transcript import Exchange, Recorded, summarize_body
+from harness.clients.transcript import MAX_KEPT_BYTES, Exchange, Recorded, api_relative, summarize_body
 from harness.target.tls import tls_context
 
 #: The most answer bytes one recorder keeps whole (a Runner's run keeps a few hundred kB).
-MAX_KEPT_BYTES = 64 * 1024 * 1024
 
 HOP_BY_HOP = frozenset(
     {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
@@ -75,7 +74,7 @@ class ProxyResponse:
 
 
 @dataclass
-class ReverseProxy(Recorded):
+class DeviatingProxy(Recorded):
     """A reverse proxy on a free loopback port in a background thread; use as a context manager.
 
     ``api_url`` is what a client puts in ``PREFECT_API_URL``: the upstream API URL with the proxy's origin.
@@ -164,8 +163,6 @@ class ReverseProxy(Recorded):
                 self.kept.append((exchange, body))
                 self._kept_bytes += len(body)
 
-    def _relative(self, path: str) -> str:
-        return path[len(self._api_path):] if path.startswith(self._api_path) else path
 
     # --- ASGI ---------------------------------------------------------------------------------------------
 
@@ -198,7 +195,7 @@ class ReverseProxy(Recorded):
             Exchange(
                 actor=self.actor,
                 method=request.method,
-                path=self._relative(request.path),
+                path=api_relative(request.path, self._api_path),
                 status=response.status,
                 started=started,
                 latency_ms=round((time.time() - started) * 1000, 2),
@@ -247,7 +244,7 @@ class ReverseProxy(Recorded):
 
         def record(status: int, subprotocol: str | None = None, detail: str = "") -> None:
             self._record(
-                Exchange(self.actor, "WS", self._relative(path), status, started,
+                Exchange(self.actor, "WS", api_relative(path, self._api_path), status, started,
                          round((time.time() - started) * 1000, 2), f"subprotocols={offered}", detail, True, subprotocol,
                          user_agent(scope))
             )

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping, Sequence
 
-from harness.target.errors import HarnessError
+from harness.errors import HarnessError
 
 REGISTRY_ENV = "PREFECT_CONFORMANCE_PROCESS_REGISTRY"
 #: Set in every child's environment, so a test can find any process of one run by its marker.
