@@ -879,7 +879,7 @@ def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_n
 
 
 def test_the_capacity_measurement_runs_only_when_asked_for() -> None:
-    from harness.commands.cli import selected_features
+    from harness.commands.scenarios_run import selected_features
 
     assert "load" not in selected_features(None) and "load" not in selected_features("not timestamps")
     assert selected_features("load") == ["load"]

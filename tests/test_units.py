@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
-from harness.commands.cli import exit_code
+from harness.commands.conformance import exit_code
 from harness.errors import WaitTimeout
 from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
 from harness.processes import spawn
@@ -346,7 +346,7 @@ def test_the_bench_names_the_critical_path_through_the_quiet_point(tmp_path) -> 
     (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection
 ])
 def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selection, cores, expected, monkeypatch) -> None:
-    from harness.commands.cli import selected_features, selected_modules, worker_count
+    from harness.commands.scenarios_run import selected_features, selected_modules, worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
     monkeypatch.setattr("os.getloadavg", lambda: (0.5, 0.5, 0.5))  # an idle machine: one process more than the cores
@@ -357,7 +357,7 @@ def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selec
 
 
 def test_the_differential_feature_counts_only_when_asked_for() -> None:
-    from harness.commands.cli import selected_features
+    from harness.commands.scenarios_run import selected_features
 
     assert "differential" not in selected_features(None)
     assert selected_features("differential", differential=True) == ["differential"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-from harness.commands.cli import absolute_path
+from harness.commands.options import absolute_path
 from harness.commands.timeline import (TIMELINE_ENV, WorkerProfile, critical_path, describe_path, requests_by_module,
                                       worker_profile)
 from harness.locations import default_report_dir

@@ -11,6 +11,7 @@ import sys
 
 import pytest
 
+from harness.commands.scenarios_run import PYTEST_INI, plugin_option
 from harness.locations import scenarios_dir
 from harness.reporting.catalogue import (CheckInfo, applies_to, load_catalogue, render_catalogue_json,
                                          render_catalogue_markdown)
@@ -34,8 +35,6 @@ class _Collected:
 
 def collect_checks(keyword: str | None = None, markers: str | None = None) -> list[CheckInfo]:
     """Every check of the scenarios (those ``-k``/``-m`` select), in the order a report lists them."""
-    from harness.commands.cli import PYTEST_INI, plugin_option
-
     collected = _Collected()
     root = scenarios_dir().parent
     args = [str(scenarios_dir()), f"--rootdir={root}", "-c", str(PYTEST_INI), *plugin_option(), "--collect-only",

@@ -14,7 +14,7 @@ import sys
 import time
 from collections import Counter
 
-from harness.commands.cli import absolute_path
+from harness.commands.options import absolute_path
 from harness.locations import default_report_dir
 
 
