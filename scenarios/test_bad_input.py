@@ -24,7 +24,7 @@ import pytest
 from harness.checks.bad_input import (DEPLOYMENT_ID, FLOW_ID, HINT, NAME, POOL_NAME, PROBES, QUOTED, RUN_ID,
                                       SCHEDULE_HINT, SCHEDULE_PROBES, BadRequest, Probe, Verdict, bad_requests, refused_schedules)
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
-from harness.plugin import ApiContract
+from harness.plugin.fixtures import ApiContract
 from harness.target.api import Answer, ApiClient
 from harness.errors import UnexpectedAnswer, Unsupported
 

@@ -31,7 +31,7 @@ from harness.checks.objects import (Created, create_deployment, create_flow, cre
                                     set_state)
 from harness.clients.actors import Actor, start_runner, start_worker
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
-from harness.plugin import Restart
+from harness.plugin.fixtures import Restart
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
 from harness.waits import scheduler_interval, stability_window, wait_for_stable, wait_until

@@ -18,7 +18,7 @@ import pytest
 
 from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, scheduled_state)
 from harness.checks.schema import assert_answer_matches
-from harness.plugin import ApiContract
+from harness.plugin.fixtures import ApiContract
 from harness.target.api import ApiClient
 
 pytestmark = pytest.mark.schema

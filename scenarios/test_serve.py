@@ -21,7 +21,7 @@ from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
 from harness.checks.schema import assert_traffic_matches
-from harness.plugin import ApiContract
+from harness.plugin.fixtures import ApiContract
 from harness.clients.progress import actor_can_still_act, wait_for_deployment, wait_for_final_state
 from harness.checks.timestamps import utc_now
 from harness.waits import wait_until

@@ -21,7 +21,7 @@ import pytest
 
 from harness.checks.objects import Created, task_runs_named
 from harness.checks.schema import assert_traffic_matches
-from harness.plugin import ApiContract
+from harness.plugin.fixtures import ApiContract
 from harness.checks.proof import assert_subscribed
 from harness.clients.actors import (
     Actor,

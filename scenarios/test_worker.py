@@ -23,7 +23,7 @@ from harness.target.api import ApiClient
 from harness.checks.objects import (Created, create_local_code_deployment, create_work_pool, scheduled_state,
                                     watch_heartbeats)
 from harness.checks.schema import assert_traffic_matches
-from harness.plugin import ApiContract
+from harness.plugin.fixtures import ApiContract
 from harness.clients.progress import wait_for_final_state
 from harness.checks.timestamps import read_instant, utc_now
 from harness.checks.proof import (

@@ -378,7 +378,8 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
     from types import SimpleNamespace
 
     from harness.locations import scenarios_dir
-    from harness.plugin import DISPATCH_ORDER, FEATURES, dispatch_rank
+    from harness.features import FEATURES
+    from harness.plugin import DISPATCH_ORDER, dispatch_rank
 
     modules = {path.stem.removeprefix("test_") for path in scenarios_dir().glob("test_*.py")}
     assert modules == set(DISPATCH_ORDER)

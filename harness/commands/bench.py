@@ -38,7 +38,7 @@ from harness.clients.lifecycle import HOLD_SECONDS, LEASE_SECONDS, PEER_SETTLE, 
 from harness.clients.relay import RecordingRelay
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment
 from harness.reference.local import LocalReference
-from harness.reporting.results import FEATURE_ORDER
+from harness.features import FEATURE_ORDER
 from harness.waits import stability_window
 from harness.clients.actors import SCHEDULE_INTERVAL
 

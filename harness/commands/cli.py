@@ -26,7 +26,7 @@ from harness.commands.conformance import EXIT_NO_VERDICT, compare, run
 from harness.commands.options import absolute_path, parallel_option
 from harness.commands import matrix as matrix_command
 from harness.reporting.catalogue import profile_names
-from harness.reporting.results import FEATURE_ORDER
+from harness.features import FEATURE_ORDER
 from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV)
 from harness.checks.horizon import SCHEDULER_LIMITS_ENV
 from harness.waits import (PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV,

@@ -11,7 +11,8 @@ from typing import Sequence
 
 from harness.locations import PACKAGE_DIR, plugin_autoloaded, scenarios_dir
 from harness.reporting.catalogue import load_catalogue, parse_profiles
-from harness.reporting.results import FEATURE_ORDER, ResultCollector, check_id
+from harness.features import FEATURE_ORDER
+from harness.reporting.results import ResultCollector, check_id
 from harness.reference.server import ReferenceServer
 from harness.target.preflight import Target
 

@@ -27,14 +27,12 @@ from typing import Any, Iterable
 
 import pytest
 
+from harness.features import FEATURE_ORDER
 from harness.reporting.catalogue import load_catalogue
 
 #: Version of the results.json layout; bumped on any incompatible change (see docs/results-schema.md).
 RESULTS_SCHEMA_VERSION = 1
 
-#: The order features are reported in.
-FEATURE_ORDER = ("handshake", "timestamps", "scheduling", "schema", "bad_input", "statuses", "upserts", "labels", "lists", "logs", "events", "scheduler", "serve", "worker",
-                 "task_worker", "lifecycle", "durability", "differential", "load")
 
 STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "warning", "pending", "skipped",
             "n/a", "error")
