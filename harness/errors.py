@@ -59,8 +59,10 @@ def means_not_implemented(status: int, body: str) -> bool:
     """True when an answer says the endpoint itself is missing, not that an object was not found."""
     if status in (405, 501):
         return True
-    return status == 404 and (" ".join(body.split()).replace(" ", "") in {b.replace(" ", "") for b in ROUTE_NOT_FOUND_BODIES}
-                              or body.lstrip().lower().startswith(("<!doctype", "<html")))
+    return status == 404 and (
+        " ".join(body.split()).replace(" ", "") in {b.replace(" ", "") for b in ROUTE_NOT_FOUND_BODIES}
+        or body.lstrip().lower().startswith(("<!doctype", "<html"))
+    )
 
 
 def websocket_means_not_implemented(status: int) -> bool:

@@ -273,4 +273,3 @@ def install_termination_handler() -> None:
         raise KeyboardInterrupt(f"received signal {signum}")
 
     signal.signal(signal.SIGTERM, _raise)
-

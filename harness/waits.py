@@ -64,9 +64,15 @@ def scheduler_interval() -> float:
 #: concurrency slot waits before it is handed out again (``PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS``);
 #: nor are the foreman's two timeouts, after which what no one polled is NOT_READY (the statuses checks).
 SERVICE_LOOPS_ENV = "PREFECT_CONFORMANCE_SERVICE_LOOPS"
-PREFECT_SERVICE_LOOPS = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
-                         "concurrency_slot_wait": 30.0, "deployment_last_polled_timeout": 60.0,
-                         "work_queue_last_polled_timeout": 60.0}
+PREFECT_SERVICE_LOOPS = {
+    "pause_expirations": 5.0,
+    "foreman": 15.0,
+    "cancellation_cleanup": 20.0,
+    "repossessor": 15.0,
+    "concurrency_slot_wait": 30.0,
+    "deployment_last_polled_timeout": 60.0,
+    "work_queue_last_polled_timeout": 60.0,
+}
 #: The Prefect server setting behind each of :data:`PREFECT_SERVICE_LOOPS`.
 SERVICE_LOOP_SETTINGS = {name: f"PREFECT_SERVER_SERVICES_{name.upper()}_LOOP_SECONDS" for name in PREFECT_SERVICE_LOOPS}
 SERVICE_LOOP_SETTINGS["concurrency_slot_wait"] = "PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS"
@@ -143,8 +149,10 @@ def wait_until(
                 return value
             last = value
         if clock() >= deadline:
-            raise WaitTimeout(f"Timed out after {limit:.1f}s waiting for {awaiting}. Last seen: {_excerpt(last)}. "
-                              f"Hint: {hint or DEFAULT_HINT}")
+            raise WaitTimeout(
+                f"Timed out after {limit:.1f}s waiting for {awaiting}. Last seen: {_excerpt(last)}. "
+                f"Hint: {hint or DEFAULT_HINT}"
+            )
         sleep(min(interval, max(0.0, deadline - clock())) or interval)
 
 
@@ -152,8 +160,12 @@ def wait_for_instant(instant: dt.datetime, *, awaiting: str) -> None:
     """Until the harness's clock reads ``instant`` (aware): a wait for time itself to pass, which a timeout scale
     neither shortens nor lengthens; ``awaiting`` says what the time is for."""
     remaining = (instant - dt.datetime.now(dt.timezone.utc)).total_seconds()
-    wait_until(lambda: dt.datetime.now(dt.timezone.utc) >= instant, awaiting=awaiting,
-               timeout=(max(0.0, remaining) + 5.0) / timeout_scale(), interval=0.2)
+    wait_until(
+        lambda: dt.datetime.now(dt.timezone.utc) >= instant,
+        awaiting=awaiting,
+        timeout=(max(0.0, remaining) + 5.0) / timeout_scale(),
+        interval=0.2,
+    )
 
 
 def wait_for_stable(
@@ -181,5 +193,10 @@ def wait_for_stable(
             raise AssertionError(f"{len(value)}, unchanged for {held:.0f}s")
         return value
 
-    return wait_until(stable, awaiting=f"{awaiting} to stay unchanged for {window:.0f}s", timeout=timeout + stable_for,
-                      interval=interval, hint=hint)
+    return wait_until(
+        stable,
+        awaiting=f"{awaiting} to stay unchanged for {window:.0f}s",
+        timeout=timeout + stable_for,
+        interval=interval,
+        hint=hint,
+    )

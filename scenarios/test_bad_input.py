@@ -21,12 +21,27 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.checks.bad_input import (DEPLOYMENT_ID, FLOW_ID, HINT, NAME, POOL_NAME, PROBES, QUOTED, RUN_ID,
-                                      SCHEDULE_HINT, SCHEDULE_PROBES, BadRequest, Probe, Verdict, bad_requests, refused_schedules)
+from harness.checks.bad_input import (
+    DEPLOYMENT_ID,
+    FLOW_ID,
+    HINT,
+    NAME,
+    POOL_NAME,
+    PROBES,
+    QUOTED,
+    RUN_ID,
+    SCHEDULE_HINT,
+    SCHEDULE_PROBES,
+    BadRequest,
+    Probe,
+    Verdict,
+    bad_requests,
+    refused_schedules,
+)
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
+from harness.errors import UnexpectedAnswer, Unsupported
 from harness.plugin.fixtures import ApiContract
 from harness.target.api import Answer, ApiClient
-from harness.errors import UnexpectedAnswer, Unsupported
 
 pytestmark = pytest.mark.bad_input
 
@@ -45,8 +60,13 @@ class Objects:
     name: str
 
     def placeholders(self) -> dict[str, str]:
-        return {FLOW_ID: self.flow_id, DEPLOYMENT_ID: self.deployment_id, RUN_ID: self.run_id,
-                POOL_NAME: self.pool_name, NAME: self.name}
+        return {
+            FLOW_ID: self.flow_id,
+            DEPLOYMENT_ID: self.deployment_id,
+            RUN_ID: self.run_id,
+            POOL_NAME: self.pool_name,
+            NAME: self.name,
+        }
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +88,7 @@ def requests_by_route(api_contract: ApiContract) -> dict[str, list[BadRequest]]:
 
 # --- what "nothing is stored" means for each route: a snapshot before, the same after ------------------------
 
+
 def _ids(answer: Any) -> list[str]:
     return sorted(item["id"] for item in answer)
 
@@ -82,15 +103,22 @@ STORED: dict[str, Callable[[ApiClient, Objects], Any]] = {
     "POST /flows/": lambda api, o: _ids(api.post("/flows/filter", {"flows": {"name": {"any_": [o.name]}}})),
     "POST /flow_runs/": lambda api, o: _ids(api.post("/flow_runs/filter", {"flows": {"id": {"any_": [o.flow_id]}}})),
     "POST /flow_runs/{id}/set_state": lambda api, o: {
-        k: (api.get(f"/flow_runs/{o.run_id}").get("state") or {}).get(k) for k in ("type", "name")},
-    "POST /deployments/": lambda api, o: _ids(api.post("/deployments/filter", {"deployments": {"name": {"any_": [o.name]}}})),
+        k: (api.get(f"/flow_runs/{o.run_id}").get("state") or {}).get(k) for k in ("type", "name")
+    },
+    "POST /deployments/": lambda api, o: _ids(
+        api.post("/deployments/filter", {"deployments": {"name": {"any_": [o.name]}}})
+    ),
     "PATCH /deployments/{id}": _deployment,
     "POST /deployments/{id}/create_flow_run": lambda api, o: _ids(
-        api.post("/flow_runs/filter", {"deployments": {"id": {"any_": [o.deployment_id]}}})),
+        api.post("/flow_runs/filter", {"deployments": {"id": {"any_": [o.deployment_id]}}})
+    ),
     "POST /deployments/{id}/schedules": lambda api, o: _ids(api.get(f"/deployments/{o.deployment_id}/schedules")),
-    "POST /work_pools/": lambda api, o: sorted(p["name"] for p in api.post("/work_pools/filter", {"work_pools": {"name": {"any_": [o.name]}}})),
+    "POST /work_pools/": lambda api, o: sorted(
+        p["name"] for p in api.post("/work_pools/filter", {"work_pools": {"name": {"any_": [o.name]}}})
+    ),
     "POST /work_pools/{work_pool_name}/queues": lambda api, o: sorted(
-        q["name"] for q in api.post(f"/work_pools/{o.pool_name}/queues/filter", {})),
+        q["name"] for q in api.post(f"/work_pools/{o.pool_name}/queues/filter", {})
+    ),
 }
 
 #: Where an object a bad request left behind is deleted, from its id (or name, for pools and queues).
@@ -114,8 +142,11 @@ def adopt(route: str, answer: Answer, objects: Objects, created: Created) -> Non
     except UnexpectedAnswer:
         return
     for item in body if isinstance(body, list) else [body]:
-        ours = isinstance(item, dict) and (item.get("name") == objects.name or item.get("flow_id") == objects.flow_id
-                                           or item.get("deployment_id") == objects.deployment_id)
+        ours = isinstance(item, dict) and (
+            item.get("name") == objects.name
+            or item.get("flow_id") == objects.flow_id
+            or item.get("deployment_id") == objects.deployment_id
+        )
         key = item.get("name" if route in KEYED_BY_NAME else "id") if ours else None
         if route in LEFTOVER and isinstance(key, str):
             created.add(LEFTOVER[route](key, objects))
@@ -129,8 +160,14 @@ def adopt_leftovers(route: str, before: Any, after: Any, objects: Objects, creat
 
 
 @pytest.mark.parametrize("probe", PROBES, ids=lambda probe: probe.key)
-def test_rejected(probe: Probe, api: ApiClient, objects: Objects, requests_by_route: dict[str, list[BadRequest]],
-                  module_created: Created, api_contract: ApiContract) -> None:
+def test_rejected(
+    probe: Probe,
+    api: ApiClient,
+    objects: Objects,
+    requests_by_route: dict[str, list[BadRequest]],
+    module_created: Created,
+    api_contract: ApiContract,
+) -> None:
     """Every request to {probe.key} that Prefect answers 422 is answered 4xx by the target, and stores nothing."""
     cases = requests_by_route.get(probe.key)
     if not cases:
@@ -144,20 +181,40 @@ def schedules_by_route(api_contract: ApiContract) -> dict[str, list[BadRequest]]
 
 
 @pytest.mark.parametrize("probe", SCHEDULE_PROBES, ids=lambda probe: probe.key)
-def test_schedule_refused(probe: Probe, api: ApiClient, objects: Objects, schedules_by_route: dict[str, list[BadRequest]],
-                          module_created: Created, api_contract: ApiContract) -> None:
+def test_schedule_refused(
+    probe: Probe,
+    api: ApiClient,
+    objects: Objects,
+    schedules_by_route: dict[str, list[BadRequest]],
+    module_created: Created,
+    api_contract: ApiContract,
+) -> None:
     """Every schedule Prefect's validators refuse (a zero or negative interval, an invalid or hashed cron string,
     an unknown time zone, an rrule with a part or a FREQ it does not know), sent to {probe.key}, is answered 4xx by
     the target, and stores nothing: no deployment, no schedule, no change to the deployment's schedules."""
     cases = schedules_by_route.get(probe.key)
     if not cases:
         pytest.skip(f"Prefect {api_contract.version} refuses none of the schedules on {probe.key}")
-    judge(probe, cases, api, objects, module_created, f"carrying a schedule Prefect {api_contract.version} refuses "
-          "with 422", SCHEDULE_HINT)
+    judge(
+        probe,
+        cases,
+        api,
+        objects,
+        module_created,
+        f"carrying a schedule Prefect {api_contract.version} refuses with 422",
+        SCHEDULE_HINT,
+    )
 
 
-def judge(probe: Probe, cases: list[BadRequest], api: ApiClient, objects: Objects, module_created: Created,
-          which: str, hint: str) -> None:
+def judge(
+    probe: Probe,
+    cases: list[BadRequest],
+    api: ApiClient,
+    objects: Objects,
+    module_created: Created,
+    which: str,
+    hint: str,
+) -> None:
     """Send ``cases`` to the route of ``probe``: each must be answered 4xx, and the run's objects the route could
     change must read the same before and after them all."""
     stored = STORED.get(probe.key)
@@ -170,14 +227,16 @@ def judge(probe: Probe, cases: list[BadRequest], api: ApiClient, objects: Object
         if verdict.gives_up(len(cases)):  # never a hang
             break
     if verdict.missing_route == verdict.sent:
-        raise Unsupported(f"the target does not implement {probe.key}: all {verdict.sent} requests were answered "
-                          "as a missing route")
+        raise Unsupported(
+            f"the target does not implement {probe.key}: all {verdict.sent} requests were answered as a missing route"
+        )
     after = stored(api, objects) if stored else None
     adopt_leftovers(probe.key, before, after, objects, module_created)
     problems = list(verdict.problems)
     if after != before:
-        problems.insert(0, f"the rejected requests were stored: before them the target held {before!r}, after "
-                           f"them {after!r}")
+        problems.insert(
+            0, f"the rejected requests were stored: before them the target held {before!r}, after them {after!r}"
+        )
     assert not problems, (
         f"{len(problems)} of the {verdict.sent} requests to {probe.key} {which} were not rejected by the target (or "
         f"left something behind):\n  "

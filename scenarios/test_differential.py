@@ -22,8 +22,8 @@ import pytest
 from harness.checks.differential import Normaliser, assert_same_answer
 from harness.checks.objects import NO_PARAMETERS_SCHEMA, Created, scheduled_state
 from harness.checks.timestamps import describe_instant
-from harness.target.api import Answer, ApiClient, UnexpectedAnswer
 from harness.errors import HarnessError
+from harness.target.api import Answer, ApiClient, UnexpectedAnswer
 
 pytestmark = pytest.mark.differential
 
@@ -62,7 +62,9 @@ def sequence(api: ApiClient, reference_api: ApiClient, module_names: Callable[..
     sides = []
     for label, client in (("reference", reference_api), ("target", api)):
         names = {role: module_names(role, label) for role in ROLES}
-        sides.append(Side(label, client, Created(client), names, Normaliser({name: role for role, name in names.items()})))
+        sides.append(
+            Side(label, client, Created(client), names, Normaliser({name: role for role, name in names.items()}))
+        )
     when = dt.datetime.now(dt.timezone.utc).replace(microsecond=0) + dt.timedelta(minutes=10)
     yield Sequence(sides[0], sides[1], when)
     for side in sides:
@@ -88,6 +90,7 @@ def keep_as(role: str, cleanup: str | None = None) -> Callable[[Side, Any], None
         side.ids[role] = answer["id"]
         if cleanup:
             side.created.add(cleanup.format(id=answer["id"], name=answer.get("name")))
+
     return keep
 
 
@@ -101,30 +104,73 @@ def state(kind: str) -> Callable[[Side, dt.datetime], Any]:
 
 
 STEPS = [
-    Step("create a flow", "POST", lambda s: "/flows/", lambda s, w: {"name": s.names["flow"]},
-         keep_as("flow", "/flows/{id}")),
-    Step("create a process work pool", "POST", lambda s: "/work_pools/",
-         lambda s, w: {"name": s.names["pool"], "type": "process"}, keep_as("pool", "/work_pools/{name}")),
-    Step("create a deployment in the pool", "POST", lambda s: "/deployments/",
-         lambda s, w: {"flow_id": s.id("flow"), "name": s.names["deployment"], "work_pool_name": s.names["pool"],
-                       "parameter_openapi_schema": NO_PARAMETERS_SCHEMA}, keep_as("deployment")),
-    Step("create a scheduled run of the deployment", "POST", lambda s: f"/deployments/{s.id('deployment')}/create_flow_run",
-         lambda s, w: {"state": scheduled_state(w)}, keep_run),
+    Step(
+        "create a flow",
+        "POST",
+        lambda s: "/flows/",
+        lambda s, w: {"name": s.names["flow"]},
+        keep_as("flow", "/flows/{id}"),
+    ),
+    Step(
+        "create a process work pool",
+        "POST",
+        lambda s: "/work_pools/",
+        lambda s, w: {"name": s.names["pool"], "type": "process"},
+        keep_as("pool", "/work_pools/{name}"),
+    ),
+    Step(
+        "create a deployment in the pool",
+        "POST",
+        lambda s: "/deployments/",
+        lambda s, w: {
+            "flow_id": s.id("flow"),
+            "name": s.names["deployment"],
+            "work_pool_name": s.names["pool"],
+            "parameter_openapi_schema": NO_PARAMETERS_SCHEMA,
+        },
+        keep_as("deployment"),
+    ),
+    Step(
+        "create a scheduled run of the deployment",
+        "POST",
+        lambda s: f"/deployments/{s.id('deployment')}/create_flow_run",
+        lambda s, w: {"state": scheduled_state(w)},
+        keep_run,
+    ),
     Step("read the run", "GET", lambda s: f"/flow_runs/{s.id('run')}"),
-    Step("poll the deployment as a Runner does", "POST", lambda s: "/deployments/get_scheduled_flow_runs",
-         lambda s, w: {"deployment_ids": [s.id("deployment")], "scheduled_before": describe_instant(w + dt.timedelta(hours=1))}),
-    Step("poll the work pool as a worker does", "POST", lambda s: f"/work_pools/{s.names['pool']}/get_scheduled_flow_runs",
-         lambda s, w: {"scheduled_before": describe_instant(w + dt.timedelta(hours=1))}),
+    Step(
+        "poll the deployment as a Runner does",
+        "POST",
+        lambda s: "/deployments/get_scheduled_flow_runs",
+        lambda s, w: {
+            "deployment_ids": [s.id("deployment")],
+            "scheduled_before": describe_instant(w + dt.timedelta(hours=1)),
+        },
+    ),
+    Step(
+        "poll the work pool as a worker does",
+        "POST",
+        lambda s: f"/work_pools/{s.names['pool']}/get_scheduled_flow_runs",
+        lambda s, w: {"scheduled_before": describe_instant(w + dt.timedelta(hours=1))},
+    ),
     Step("read the deployment after the polls", "GET", lambda s: f"/deployments/{s.id('deployment')}"),
     Step("propose PENDING", "POST", lambda s: f"/flow_runs/{s.id('run')}/set_state", state("PENDING")),
     Step("propose RUNNING", "POST", lambda s: f"/flow_runs/{s.id('run')}/set_state", state("RUNNING")),
     Step("propose COMPLETED", "POST", lambda s: f"/flow_runs/{s.id('run')}/set_state", state("COMPLETED")),
-    Step("filter the runs by id", "POST", lambda s: "/flow_runs/filter",
-         lambda s, w: {"flow_runs": {"id": {"any_": [s.id("run")]}}}),
+    Step(
+        "filter the runs by id",
+        "POST",
+        lambda s: "/flow_runs/filter",
+        lambda s, w: {"flow_runs": {"id": {"any_": [s.id("run")]}}},
+    ),
     Step("read the work pool", "GET", lambda s: f"/work_pools/{s.names['pool']}"),
     Step("read the flow", "GET", lambda s: f"/flows/{s.id('flow')}"),
-    Step("create a run in a state Prefect does not know", "POST", lambda s: "/flow_runs/",
-         lambda s, w: {"flow_id": s.id("flow"), "state": {"type": "NOT_A_STATE"}}),
+    Step(
+        "create a run in a state Prefect does not know",
+        "POST",
+        lambda s: "/flow_runs/",
+        lambda s, w: {"flow_id": s.id("flow"), "state": {"type": "NOT_A_STATE"}},
+    ),
 ]
 
 

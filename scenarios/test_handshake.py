@@ -24,17 +24,17 @@ def test_admin_version_is_a_release_prefect_3_clients_accept(api: ApiClient) -> 
     answer = api.get("/admin/version")
     assert isinstance(answer, str), (
         f"GET /admin/version answered {answer!r}, not a JSON string; Prefect's clients read a version string "
-        "from it. Hint: answer the Prefect release your server is compatible with, e.g. \"3.9.1\""
+        'from it. Hint: answer the Prefect release your server is compatible with, e.g. "3.9.1"'
     )
     try:
         version = Version(answer)
     except InvalidVersion:
         raise AssertionError(
             f"GET /admin/version answered {answer!r}, which Prefect's clients cannot read as a version (packaging: "
-            "InvalidVersion), so every client context fails to start. Hint: answer a PEP 440 version such as \"3.9.1\""
+            'InvalidVersion), so every client context fails to start. Hint: answer a PEP 440 version such as "3.9.1"'
         ) from None
     assert version.major == MAJOR, (
         f"GET /admin/version answered {answer!r}, major version {version.major}; Prefect 3 clients refuse it "
-        f"(\"Found incompatible versions ... Major versions must match\"). Hint: answer the Prefect 3 release your "
-        "server is compatible with, e.g. \"3.9.1\""
+        f'("Found incompatible versions ... Major versions must match"). Hint: answer the Prefect 3 release your '
+        'server is compatible with, e.g. "3.9.1"'
     )

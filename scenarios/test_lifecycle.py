@@ -26,7 +26,8 @@ Behaviour relied on (Prefect 3.9.1 server and clients):
   ``run_input_keyset``; a resume validates ``run_input`` against it (REJECT when it does not fit) and stores it for
   the flow to read.
 - A subflow run of a deployment (``run_deployment``) whose parent ends CANCELLED is proposed CANCELLING by the
-  cancellation-cleanup service (``cancel_subflow_run``, every ``PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS``);
+  cancellation-cleanup service (``cancel_subflow_run``, every
+  ``PREFECT_SERVER_SERVICES_CANCELLATION_CLEANUP_LOOP_SECONDS``);
   the client that runs it then cancels it.
 - A global concurrency limit (v2) or a tag's task-run limit (v1, a v2 limit named ``tag:<tag>`` since 3.4) grants
   no more slots than it has; the client waits and retries. A deployment's ``concurrency_limit`` makes the server
@@ -49,16 +50,32 @@ from typing import Any
 
 import pytest
 
-from harness.checks.lifecycle import (lifecycle, CANCEL_TIMEOUT, CLIENTS, RUN_TIMEOUT, Lifecycle, await_started, cancel,
-                                      cancel_running_run, child_runs, describe_history, ledger_events, listed_worker,
-                                      orchestration_result, process_gone, proposal_outcome, resume, second_wave,
-                                      state_history)
+from harness.checks.lifecycle import (
+    CANCEL_TIMEOUT,
+    CLIENTS,
+    RUN_TIMEOUT,
+    Lifecycle,
+    await_started,
+    cancel,
+    cancel_running_run,
+    child_runs,
+    describe_history,
+    ledger_events,
+    lifecycle,
+    listed_worker,
+    orchestration_result,
+    process_gone,
+    proposal_outcome,
+    resume,
+    second_wave,
+    state_history,
+)
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS
 from harness.clients.lifecycle import PAUSE_TIMEOUT, RETRIES, RETRY_DELAY, read_ledger
+from harness.clients.progress import actor_can_still_act, describe_state, wait_for_final_state
 from harness.target.api import ApiClient
 from harness.waits import service_loop, timeout_scale, wait_until
-from harness.clients.progress import actor_can_still_act, describe_state, wait_for_final_state
 
 pytestmark = pytest.mark.lifecycle
 __all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle
@@ -78,10 +95,14 @@ def test_a_cancelled_runs_on_cancellation_hook_ran(client: str, lifecycle: Lifec
     which the {client} runs from the flow it loads through the run and its deployment (``GET /flow_runs/{{id}}``,
     ``GET /deployments/{{id}}``)."""
     run_id = cancel_running_run(api, lifecycle, client)
-    wait_until(lambda: "on_cancellation" in ledger_events(lifecycle, run_id),
-               awaiting=f"the on_cancellation hook of the cancelled run {run_id} to run", timeout=CANCEL_TIMEOUT,
-               interval=0.2, hint=f"the {client} runs the flow's on_cancellation hooks once it has killed the process; "
-               "it loads the flow through the run and its deployment, so both must read back as they were created")
+    wait_until(
+        lambda: "on_cancellation" in ledger_events(lifecycle, run_id),
+        awaiting=f"the on_cancellation hook of the cancelled run {run_id} to run",
+        timeout=CANCEL_TIMEOUT,
+        interval=0.2,
+        hint=f"the {client} runs the flow's on_cancellation hooks once it has killed the process; "
+        "it loads the flow through the run and its deployment, so both must read back as they were created",
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -89,15 +110,27 @@ def test_a_killed_flow_run_process_ends_crashed(client: str, lifecycle: Lifecycl
     """A {client}'s run whose flow-run process is killed (SIGKILL: no hook, no state of its own) while RUNNING: the
     {client} sees the process exit and reports the run CRASHED, which the target accepts."""
     run = lifecycle.runs[client]["crash"]
-    started, _ = await_started(api, lifecycle, client, run["id"], "RUNNING",
-                               hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
+    started, _ = await_started(
+        api,
+        lifecycle,
+        client,
+        run["id"],
+        "RUNNING",
+        hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out",
+    )
     os.kill(started["pid"], signal.SIGKILL)
     final = wait_for_final_state(
-        api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
-        hint=f"the {client} proposes CRASHED for a run whose process exited with a non-zero code")
+        api,
+        run["id"],
+        actor=lifecycle.actors[client],
+        timeout=CANCEL_TIMEOUT,
+        poll_path=lifecycle.poll_path(client),
+        hint=f"the {client} proposes CRASHED for a run whose process exited with a non-zero code",
+    )
     assert final["state"]["type"] == "CRASHED", (
         f"the run whose process was killed ended {describe_state(final)}, not CRASHED: the {client} reports a run "
-        "whose process died as CRASHED, and Prefect keeps it")
+        "whose process died as CRASHED, and Prefect keeps it"
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -106,27 +139,45 @@ def test_a_paused_run_resumes_and_completes(client: str, lifecycle: Lifecycle, a
     300 s after the pause, its process waiting; ``POST /flow_runs/{{id}}/resume`` is accepted (RUNNING) and the same
     process carries on to COMPLETED."""
     run = lifecycle.runs[client]["pausing"]
-    started, paused = await_started(api, lifecycle, client, run["id"], "PAUSED", "Paused",
-                                   hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts")
+    started, paused = await_started(
+        api,
+        lifecycle,
+        client,
+        run["id"],
+        "PAUSED",
+        "Paused",
+        hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts",
+    )
     state = paused["state"]
     details = state.get("state_details") or {}
     at = read_instant(state.get("timestamp"), "timestamp of the Paused state")
-    until = read_instant(details.get("pause_timeout"), "state_details.pause_timeout of the Paused state") if details.get(
-        "pause_timeout") else None
+    until = (
+        read_instant(details.get("pause_timeout"), "state_details.pause_timeout of the Paused state")
+        if details.get("pause_timeout")
+        else None
+    )
     assert until is not None and abs((until - at).total_seconds() - PAUSE_TIMEOUT) <= 30, (
         f"the Paused state at {describe_instant(at)} has pause_timeout {details.get('pause_timeout')!r}; the flow "
-        f"paused with timeout={PAUSE_TIMEOUT}, and Prefect keeps the pause_timeout its client sets")
+        f"paused with timeout={PAUSE_TIMEOUT}, and Prefect keeps the pause_timeout its client sets"
+    )
     result = resume(api, run["id"])
     assert result.get("status") == "ACCEPT", (
         f"POST /flow_runs/{{id}}/resume of the paused run got {proposal_outcome(result)}; Prefect accepts it and the "
-        "run is RUNNING again")
-    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
-                                 hint="the paused flow's process polls its run (GET /flow_runs/{id}) every second "
-                                 "and carries on once it reads RUNNING")
+        "run is RUNNING again"
+    )
+    final = wait_for_final_state(
+        api,
+        run["id"],
+        actor=lifecycle.actors[client],
+        timeout=RUN_TIMEOUT,
+        hint="the paused flow's process polls its run (GET /flow_runs/{id}) every second "
+        "and carries on once it reads RUNNING",
+    )
     resumed = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "resumed"]
     assert final["state"]["type"] == "COMPLETED" and [e["pid"] for e in resumed] == [started["pid"]], (
         f"the resumed run ended {describe_state(final)}; its flow code resumed in processes "
-        f"{[e['pid'] for e in resumed]}, not once in the process that paused ({started['pid']})")
+        f"{[e['pid'] for e in resumed]}, not once in the process that paused ({started['pid']})"
+    )
 
 
 def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -136,12 +187,20 @@ def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, 
     exactly that value in its process and completes."""
     second_wave(lifecycle)
     run = lifecycle.runs["runner"]["asking"]
-    started, paused = await_started(api, lifecycle, "runner", run["id"], "PAUSED", "Paused",
-                                   hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts")
+    started, paused = await_started(
+        api,
+        lifecycle,
+        "runner",
+        run["id"],
+        "PAUSED",
+        "Paused",
+        hint="the flow's own process proposes PAUSED/Paused, which Prefect accepts",
+    )
     keyset = (paused["state"].get("state_details") or {}).get("run_input_keyset")
     assert isinstance(keyset, dict) and keyset.get("schema") and keyset.get("response"), (
         f"the Paused state of a flow waiting for input has run_input_keyset {keyset!r}; Prefect keeps the keys the "
-        "flow gave (schema, response, description), which tell a resume what input to validate and where to store it")
+        "flow gave (schema, response, description), which tell a resume what input to validate and where to store it"
+    )
     # The flow stores its input's schema only once its PAUSED was accepted; until then Prefect refuses every resume
     # ("Run input schema not found."), so a user's form, and this check, wait for it.
     schema_path = f"/flow_runs/{run['id']}/input/{keyset['schema']}"
@@ -152,28 +211,42 @@ def test_a_paused_run_resumes_with_the_input_it_waits_for(lifecycle: Lifecycle, 
             return True
         raise AssertionError(f"GET {schema_path} answers {answer.describe()}")
 
-    wait_until(schema_stored, awaiting=f"the paused flow's input schema to be readable at GET {schema_path}",
-               timeout=RUN_TIMEOUT, interval=0.25,
-               hint="the paused flow's process stores its input's schema (POST /flow_runs/{id}/input) once the target "
-               "accepted PAUSED; the UI reads it from there to show the form")
+    wait_until(
+        schema_stored,
+        awaiting=f"the paused flow's input schema to be readable at GET {schema_path}",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+        hint="the paused flow's process stores its input's schema (POST /flow_runs/{id}/input) once the target "
+        "accepted PAUSED; the UI reads it from there to show the form",
+    )
     refused = resume(api, run["id"])
     assert refused.get("status") == "REJECT", (
         f"POST /flow_runs/{{id}}/resume without the input the run waits for got {proposal_outcome(refused)}; Prefect "
-        "rejects it (the input fails the schema the flow stored) and the run stays paused")
+        "rejects it (the input fails the schema the flow stored) and the run stays paused"
+    )
     answer = f"answer-{run['id'][:8]}"
     result = orchestration_result(api, f"/flow_runs/{run['id']}/resume", {"run_input": {"value": answer}})
     assert result.get("status") == "ACCEPT", (
         f"POST /flow_runs/{{id}}/resume with run_input {{'value': {answer!r}}} got {proposal_outcome(result)}; Prefect "
-        "accepts an input that fits the schema and the run is RUNNING again")
-    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors["runner"], timeout=RUN_TIMEOUT,
-                                 hint="the paused flow's process polls its run every second and, once RUNNING, reads "
-                                 "its input (GET /flow_runs/{id}/input/{key})")
+        "accepts an input that fits the schema and the run is RUNNING again"
+    )
+    final = wait_for_final_state(
+        api,
+        run["id"],
+        actor=lifecycle.actors["runner"],
+        timeout=RUN_TIMEOUT,
+        hint="the paused flow's process polls its run every second and, once RUNNING, reads "
+        "its input (GET /flow_runs/{id}/input/{key})",
+    )
     resumed = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "resumed"]
     assert final["state"]["type"] == "COMPLETED" and [e.get("answer") for e in resumed] == [answer], (
         f"the run resumed with {answer!r} ended {describe_state(final)} and its flow received "
         f"{[e.get('answer') for e in resumed]}; Prefect stores the input under the keyset's response key and the flow "
-        "reads it back")
-    assert [e["pid"] for e in resumed] == [started["pid"]], "the flow resumed in another process than the one that paused"
+        "reads it back"
+    )
+    assert [e["pid"] for e in resumed] == [started["pid"]], (
+        "the flow resumed in another process than the one that paused"
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -182,27 +255,47 @@ def test_a_suspended_run_resumes_and_runs_again(client: str, lifecycle: Lifecycl
     (``pause_reschedule``); resumed, it is rescheduled (SCHEDULED/Resuming) and the {client} runs it again, in a new
     process, to COMPLETED."""
     run = lifecycle.runs[client]["suspending"]
-    started, suspended = await_started(api, lifecycle, client, run["id"], "PAUSED", "Suspended",
-                                   hint="the flow's own process proposes PAUSED/Suspended, which Prefect accepts")
+    started, suspended = await_started(
+        api,
+        lifecycle,
+        client,
+        run["id"],
+        "PAUSED",
+        "Suspended",
+        hint="the flow's own process proposes PAUSED/Suspended, which Prefect accepts",
+    )
     details = suspended["state"].get("state_details") or {}
     assert details.get("pause_reschedule") is True, (
         f"the Suspended state has state_details {details}: Prefect keeps pause_reschedule true, which tells a resume "
-        "to reschedule the run")
-    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the suspended run's process {started['pid']} to exit",
-               timeout=CANCEL_TIMEOUT, interval=0.2, hint="a suspended flow's process exits")
+        "to reschedule the run"
+    )
+    wait_until(
+        lambda: process_gone(started["pid"]),
+        awaiting=f"the suspended run's process {started['pid']} to exit",
+        timeout=CANCEL_TIMEOUT,
+        interval=0.2,
+        hint="a suspended flow's process exits",
+    )
     result = resume(api, run["id"])
     state = result.get("state") or {}
     assert result.get("status") == "ACCEPT" and (state.get("type"), state.get("name")) == ("SCHEDULED", "Resuming"), (
         f"POST /flow_runs/{{id}}/resume of the suspended run got {proposal_outcome(result)}; Prefect reschedules it "
-        "(ACCEPT, SCHEDULED/Resuming) for its client to run again")
-    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
-                                 poll_path=lifecycle.poll_path(client),
-                                 hint=f"the {client} runs the rescheduled run as it runs any due one")
+        "(ACCEPT, SCHEDULED/Resuming) for its client to run again"
+    )
+    final = wait_for_final_state(
+        api,
+        run["id"],
+        actor=lifecycle.actors[client],
+        timeout=RUN_TIMEOUT,
+        poll_path=lifecycle.poll_path(client),
+        hint=f"the {client} runs the rescheduled run as it runs any due one",
+    )
     entries = read_ledger(lifecycle.flows_dir, run["id"])
     starts = [e["pid"] for e in entries if e["event"] == "started"]
     assert final["state"]["type"] == "COMPLETED" and len(starts) == 2 and len(set(starts)) == 2, (
         f"the resumed run ended {describe_state(final)}; its flow code started in processes {starts} (Prefect: twice, "
-        "the second time in a new process after the resume)")
+        "the second time in a new process after the resume)"
+    )
 
 
 def test_a_suspended_run_never_resumed_fails_when_its_pause_expires(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -220,26 +313,38 @@ def test_a_suspended_run_never_resumed_fails_when_its_pause_expires(lifecycle: L
         current = api.get(f"/flow_runs/{run['id']}")
         raise AssertionError(f"run is {describe_state(current)}")
 
-    state = wait_until(suspended, awaiting=f"the served run {run['id']} to be suspended (PAUSED/Suspended)",
-                       timeout=RUN_TIMEOUT, interval=0.25, hint="the flow's own process proposes PAUSED/Suspended")
-    expired = read_instant((state.get("state_details") or {}).get("pause_timeout"),
-                           "state_details.pause_timeout of the Suspended state")
+    state = wait_until(
+        suspended,
+        awaiting=f"the served run {run['id']} to be suspended (PAUSED/Suspended)",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+        hint="the flow's own process proposes PAUSED/Suspended",
+    )
+    expired = read_instant(
+        (state.get("state_details") or {}).get("pause_timeout"), "state_details.pause_timeout of the Suspended state"
+    )
     loop = service_loop("pause_expirations")
     allowed = (2 * loop + 10) * timeout_scale()  # after the expiry: two loops of the service, and a pass in flight
     remaining = (expired - utc_now()).total_seconds() + allowed
     final = wait_for_final_state(
-        api, run["id"], actor=None, timeout=max(1.0, remaining) / timeout_scale(),
+        api,
+        run["id"],
+        actor=None,
+        timeout=max(1.0, remaining) / timeout_scale(),
         hint=f"Prefect's pause-expirations service fails a PAUSED run past its pause_timeout within a loop ({loop:g} s "
-        "here: --service-loops pause_expirations)")
+        "here: --service-loops pause_expirations)",
+    )
     assert final["state"]["type"] == "FAILED", (
         f"the suspended run nobody resumed ended {describe_state(final)}, not FAILED; Prefect fails it once its pause "
-        "expires (\"The flow was paused and never resumed.\")")
+        'expires ("The flow was paused and never resumed.")'
+    )
     failed = read_instant(final["state"].get("timestamp"), "timestamp of the FAILED state")
     late = (failed - expired).total_seconds()
     assert 0 <= late <= allowed, (
         f"the suspended run's pause expired at {describe_instant(expired)} and the target failed it at "
         f"{describe_instant(failed)}, {late:.1f} s later; Prefect fails it within a loop of its pause-expirations "
-        f"service once expired ({loop:g} s here: --service-loops pause_expirations), and never before")
+        f"service once expired ({loop:g} s here: --service-loops pause_expirations), and never before"
+    )
 
 
 def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -256,8 +361,12 @@ def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClie
         actor_can_still_act(actor, f"/work_pools/{pool_name}/get_scheduled_flow_runs")
         raise AssertionError(f"listed as {listed or 'nothing'}")
 
-    wait_until(online, awaiting=f"worker {worker_name!r} to be listed ONLINE in pool {pool_name!r}", timeout=RUN_TIMEOUT,
-               interval=0.25)
+    wait_until(
+        online,
+        awaiting=f"worker {worker_name!r} to be listed ONLINE in pool {pool_name!r}",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+    )
     os.kill(actor.process.pid, signal.SIGKILL)
     heartbeat = float(FAST_CLIENT_SETTINGS["PREFECT_WORKER_HEARTBEAT_SECONDS"])
     loop = service_loop("foreman")
@@ -266,13 +375,19 @@ def test_a_worker_that_dies_is_marked_offline(lifecycle: Lifecycle, api: ApiClie
         listed, pool = listed_worker(api, pool_name, worker_name), api.get(f"/work_pools/{pool_name}")
         if listed.get("status") == "OFFLINE" and pool.get("status") == "NOT_READY":
             return listed, pool
-        raise AssertionError(f"the worker is listed {listed.get('status')!r} (last_heartbeat_time "
-                             f"{listed.get('last_heartbeat_time')!r}), its pool {pool.get('status')!r}")
+        raise AssertionError(
+            f"the worker is listed {listed.get('status')!r} (last_heartbeat_time "
+            f"{listed.get('last_heartbeat_time')!r}), its pool {pool.get('status')!r}"
+        )
 
-    wait_until(offline, awaiting=f"the killed worker {worker_name!r} to be listed OFFLINE and pool {pool_name!r} "
-               "NOT_READY", timeout=3 * heartbeat + 2 * loop + 10, interval=0.5,
-               hint=f"Prefect's foreman marks a worker OFFLINE once it has missed three heartbeats, and a pool with no "
-               f"worker online NOT_READY, every loop ({loop:g} s here: --service-loops foreman)")
+    wait_until(
+        offline,
+        awaiting=f"the killed worker {worker_name!r} to be listed OFFLINE and pool {pool_name!r} NOT_READY",
+        timeout=3 * heartbeat + 2 * loop + 10,
+        interval=0.5,
+        hint=f"Prefect's foreman marks a worker OFFLINE once it has missed three heartbeats, and a pool with no "
+        f"worker online NOT_READY, every loop ({loop:g} s here: --service-loops foreman)",
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
@@ -281,32 +396,42 @@ def test_a_failing_flow_retries_until_it_completes(client: str, lifecycle: Lifec
     ``AwaitingRetry`` (SCHEDULED-type, due one retry delay after it), then ``Retrying`` in the same process; the
     run ends COMPLETED with ``run_count`` 3, its flow code run three times."""
     run = lifecycle.runs[client]["flaky"]
-    final = wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
-                                 poll_path=lifecycle.poll_path(client))
+    final = wait_for_final_state(
+        api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT, poll_path=lifecycle.poll_path(client)
+    )
     history = state_history(api, run["id"])
     attempts = [e for e in read_ledger(lifecycle.flows_dir, run["id"]) if e["event"] == "attempt"]
     assert final["state"]["type"] == "COMPLETED" and final.get("run_count") == RETRIES + 1, (
         f"the run of a flow that fails {RETRIES} times with retries={RETRIES} ended {describe_state(final)} with "
         f"run_count {final.get('run_count')}, after {len(attempts)} attempts of its code; Prefect answers each FAILED "
-        f"with AwaitingRetry and the run completes with run_count {RETRIES + 1}. States kept: {describe_history(history)}")
+        f"with AwaitingRetry and the run completes with run_count {RETRIES + 1}. States kept: "
+        f"{describe_history(history)}"
+    )
     assert len(attempts) == RETRIES + 1 and len({e["pid"] for e in attempts}) == 1, (
         f"the flow's code ran {len(attempts)} times in processes {sorted({e['pid'] for e in attempts})}; its retries "
-        f"run in its own process, {RETRIES + 1} attempts in all")
+        f"run in its own process, {RETRIES + 1} attempts in all"
+    )
     # The names of the RUNNING states are the client's (3.9.1 proposes "Running" again, older clients "Retrying");
     # AwaitingRetry is the server's.
     running = next((i for i, s in enumerate(history) if s.get("type") == "RUNNING"), 0)
-    kept = [s.get("type") + ("/" + str(s.get("name")) if s.get("type") == "SCHEDULED" else "") for s in history[running:]]
+    kept = [
+        s.get("type") + ("/" + str(s.get("name")) if s.get("type") == "SCHEDULED" else "") for s in history[running:]
+    ]
     expected = ["RUNNING"] + ["SCHEDULED/AwaitingRetry", "RUNNING"] * RETRIES + ["COMPLETED"]
     assert kept == expected, (
         f"from its first RUNNING on, the run's states are {describe_history(history[running:])}; Prefect keeps "
-        f"{', '.join(expected)}")
+        f"{', '.join(expected)}"
+    )
     for state in (s for s in history if s.get("name") == "AwaitingRetry"):
         at = read_instant(state.get("timestamp"), "timestamp of an AwaitingRetry state")
-        due = read_instant((state.get("state_details") or {}).get("scheduled_time"), "scheduled_time of an AwaitingRetry state")
+        due = read_instant(
+            (state.get("state_details") or {}).get("scheduled_time"), "scheduled_time of an AwaitingRetry state"
+        )
         delay = (due - at).total_seconds()
         assert RETRY_DELAY - 0.5 <= delay <= RETRY_DELAY + 0.5, (
             f"an AwaitingRetry state at {describe_instant(at)} is due at {describe_instant(due)}, {delay:.3f} s later; "
-            f"Prefect schedules the retry retry_delay_seconds ({RETRY_DELAY} s) after the failure")
+            f"Prefect schedules the retry retry_delay_seconds ({RETRY_DELAY} s) after the failure"
+        )
 
 
 def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: ApiClient) -> None:
@@ -328,38 +453,65 @@ def test_a_cancelled_runs_subflow_is_cancelled_too(lifecycle: Lifecycle, api: Ap
                 return child, started[0]
         actor_can_still_act(actor, lifecycle.poll_path("runner"))
         parent_now = api.get(f"/flow_runs/{parent['id']}")
-        raise AssertionError(f"the parent run is {describe_state(parent_now)}; its "
-                             f"subflow runs: {[describe_state(c) for c in children] or 'none'}")
+        raise AssertionError(
+            f"the parent run is {describe_state(parent_now)}; its "
+            f"subflow runs: {[describe_state(c) for c in children] or 'none'}"
+        )
 
     child, started = wait_until(
-        child_started, awaiting=f"the served run {parent['id']} to start a subflow run of deployment {blocking} and "
-        "that run's flow code to start", timeout=RUN_TIMEOUT, interval=0.25,
+        child_started,
+        awaiting=f"the served run {parent['id']} to start a subflow run of deployment {blocking} and "
+        "that run's flow code to start",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
         hint="run_deployment creates the subflow run (POST /deployments/{id}/create_flow_run with parent_task_run_id) "
-        "and the Runner runs it as it runs any due run")
+        "and the Runner runs it as it runs any due run",
+    )
     assert child.get("parent_task_run_id"), (
         f"the run {child['id']} that the parent created with run_deployment has parent_task_run_id "
-        f"{child.get('parent_task_run_id')!r}; Prefect keeps the task run that links a subflow to its parent")
+        f"{child.get('parent_task_run_id')!r}; Prefect keeps the task run that links a subflow to its parent"
+    )
     result = cancel(api, parent["id"])
     assert result.get("status") == "ACCEPT", (
-        f"proposing CANCELLING for the RUNNING parent run got {proposal_outcome(result)}; Prefect accepts it")
-    final = wait_for_final_state(api, parent["id"], actor=actor, timeout=CANCEL_TIMEOUT,
-                                 hint="the Runner kills the cancelled parent's process and sets CANCELLED")
-    assert final["state"]["type"] == "CANCELLED", f"the cancelled parent run ended {describe_state(final)}, not CANCELLED"
+        f"proposing CANCELLING for the RUNNING parent run got {proposal_outcome(result)}; Prefect accepts it"
+    )
+    final = wait_for_final_state(
+        api,
+        parent["id"],
+        actor=actor,
+        timeout=CANCEL_TIMEOUT,
+        hint="the Runner kills the cancelled parent's process and sets CANCELLED",
+    )
+    assert final["state"]["type"] == "CANCELLED", (
+        f"the cancelled parent run ended {describe_state(final)}, not CANCELLED"
+    )
     loop = service_loop("cancellation_cleanup")
     ended = wait_for_final_state(
-        api, child["id"], actor=actor, timeout=2 * loop + 10 + CANCEL_TIMEOUT,
+        api,
+        child["id"],
+        actor=actor,
+        timeout=2 * loop + 10 + CANCEL_TIMEOUT,
         hint=f"Prefect's cancellation-cleanup service proposes CANCELLING for a subflow run whose parent is CANCELLED, "
         f"within a loop ({loop:g} s here: --service-loops cancellation_cleanup); the Runner that holds it then kills "
-        "it and sets CANCELLED")
+        "it and sets CANCELLED",
+    )
     assert ended["state"]["type"] == "CANCELLED", (
         f"the subflow run of the cancelled parent ended {describe_state(ended)}, not CANCELLED; its states: "
-        f"{describe_history(state_history(api, child['id']))}")
-    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the subflow run's process {started['pid']} to exit",
-               timeout=CANCEL_TIMEOUT, interval=0.2, hint="the Runner kills the process of a run it cancels")
+        f"{describe_history(state_history(api, child['id']))}"
+    )
+    wait_until(
+        lambda: process_gone(started["pid"]),
+        awaiting=f"the subflow run's process {started['pid']} to exit",
+        timeout=CANCEL_TIMEOUT,
+        interval=0.2,
+        hint="the Runner kills the process of a run it cancels",
+    )
 
 
 @pytest.mark.parametrize("client", CLIENTS)
-def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, lifecycle: Lifecycle, api: ApiClient) -> None:
+def test_a_scheduled_run_cancelled_before_it_starts_never_runs(
+    client: str, lifecycle: Lifecycle, api: ApiClient
+) -> None:
     """A {client}'s run due in 20 s, cancelled at once: no infrastructure holds it, so the target makes it CANCELLED
     (Prefect answers the CANCELLING proposal with CANCELLED), and the {client}, polling past its due time, never
     starts it."""
@@ -370,7 +522,8 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
     assert state.get("type") == "CANCELLED", (
         f"proposing CANCELLING for a SCHEDULED run no client holds got {proposal_outcome(result)}, and the run is "
         f"{state.get('type')}/{state.get('name')}: Prefect makes it CANCELLED at once (no infrastructure to "
-        "terminate), where a CANCELLING run would wait for a client that never comes")
+        "terminate), where a CANCELLING run would wait for a client that never comes"
+    )
     actor, poll = lifecycle.actors[client], lifecycle.poll_path(client)
 
     def polls_after_due() -> int:
@@ -378,10 +531,15 @@ def test_a_scheduled_run_cancelled_before_it_starts_never_runs(client: str, life
         after = [e for e in actor.recorder.transcript() if e.path.endswith(poll) and e.started > due.timestamp() + 0.5]
         return len(after) >= 2
 
-    wait_until(polls_after_due, awaiting=f"the {client} to poll {poll} twice after {describe_instant(due)}, when the "
-               "cancelled run was due", timeout=RUN_TIMEOUT, interval=0.25)
+    wait_until(
+        polls_after_due,
+        awaiting=f"the {client} to poll {poll} twice after {describe_instant(due)}, when the cancelled run was due",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+    )
     state = api.get(f"/flow_runs/{run['id']}").get("state") or {}
     ran = ledger_events(lifecycle, run["id"])
     assert not ran and state.get("type") == "CANCELLED", (
         f"the run cancelled before it was due is {state.get('type')}/{state.get('name')} and its flow code wrote "
-        f"{ran}: a cancelled run is never handed out")
+        f"{ran}: a cancelled run is never handed out"
+    )

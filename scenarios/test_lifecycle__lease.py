@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from harness.checks.lifecycle import lifecycle, REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, ledger_events
+from harness.checks.lifecycle import REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, ledger_events, lifecycle
 from harness.clients.lifecycle import LEASE_SECONDS, lease_set_times, read_ledger
+from harness.clients.progress import actor_can_still_act, describe_state
 from harness.target.api import ApiClient
 from harness.waits import service_loop, timeout_scale, wait_until
-from harness.clients.progress import actor_can_still_act, describe_state
 
 pytestmark = pytest.mark.lifecycle
 __all__ = ["lifecycle"]  # the module-scoped fixture these checks share, imported from harness.checks.lifecycle
@@ -38,13 +38,19 @@ def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: L
         if entries:
             return entries[0]
         actor_can_still_act(actor, lifecycle.poll_path("runner"))
-        raise AssertionError(f"run is {describe_state(api.get(f'/flow_runs/{run_id}'))}, its flow code wrote "
-                             f"{ledger_events(lifecycle, run_id)}")
+        raise AssertionError(
+            f"run is {describe_state(api.get(f'/flow_runs/{run_id}'))}, its flow code wrote "
+            f"{ledger_events(lifecycle, run_id)}"
+        )
 
-    taken = wait_until(acquired, awaiting=f"served run {run_id} to take the slot of global concurrency limit {name!r}",
-                       timeout=RUN_TIMEOUT, interval=0.25,
-                       hint="the flow calls concurrency(name, occupy=1, lease_duration=60), which asks POST "
-                       "/v2/concurrency_limits/increment-with-lease for a slot until it gets one")
+    taken = wait_until(
+        acquired,
+        awaiting=f"served run {run_id} to take the slot of global concurrency limit {name!r}",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+        hint="the flow calls concurrency(name, occupy=1, lease_duration=60), which asks POST "
+        "/v2/concurrency_limits/increment-with-lease for a slot until it gets one",
+    )
     loop = service_loop("repossessor")
 
     def expiry() -> tuple[float, str]:
@@ -58,14 +64,20 @@ def test_a_dead_holders_global_slot_is_freed_when_its_lease_expires(lifecycle: L
         if slots == 0:
             return True
         expires, why = expiry()
-        raise AssertionError(f"GET /v2/concurrency_limits/{name} answers active_slots {slots}, "
-                             f"{time.time() - expires:.0f} s after the dead holder's {LEASE_SECONDS}-s lease expired "
-                             f"({LEASE_SECONDS} s after {why})")
+        raise AssertionError(
+            f"GET /v2/concurrency_limits/{name} answers active_slots {slots}, "
+            f"{time.time() - expires:.0f} s after the dead holder's {LEASE_SECONDS}-s lease expired "
+            f"({LEASE_SECONDS} s after {why})"
+        )
 
     # The lease's own minute is the client's, not the target's: --timeout-scale leaves it whole. The repossessor
     # only finds the expired lease each loop and hands its revocation to the server's task queue (docket), which
     # runs it beside the other services' loops: REVOKE_GRACE allows for that queue.
-    wait_until(freed, awaiting=f"the target to free the slot of limit {name!r} whose holder died",
-               timeout=max(0.0, expiry()[0] - time.time()) / timeout_scale() + 2 * loop + REVOKE_GRACE, interval=0.5,
-               hint=f"Prefect's repossessor service frees the slots of expired leases (a living holder renews its "
-               f"lease) every loop ({loop:g} s here: --service-loops repossessor)")
+    wait_until(
+        freed,
+        awaiting=f"the target to free the slot of limit {name!r} whose holder died",
+        timeout=max(0.0, expiry()[0] - time.time()) / timeout_scale() + 2 * loop + REVOKE_GRACE,
+        interval=0.5,
+        hint=f"Prefect's repossessor service frees the slots of expired leases (a living holder renews its "
+        f"lease) every loop ({loop:g} s here: --service-loops repossessor)",
+    )

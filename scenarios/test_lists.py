@@ -21,11 +21,19 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.checks.objects import (Created, create_deployment, create_flow, create_task_run, create_work_pool,
-                                    create_work_queue, scheduled_state, send_heartbeat)
+from harness.checks.objects import (
+    Created,
+    create_deployment,
+    create_flow,
+    create_task_run,
+    create_work_pool,
+    create_work_queue,
+    scheduled_state,
+    send_heartbeat,
+)
 from harness.checks.timestamps import utc_now
-from harness.target.api import ApiClient
 from harness.errors import UnexpectedAnswer
+from harness.target.api import ApiClient
 
 pytestmark = pytest.mark.lists
 
@@ -50,8 +58,13 @@ class Listing:
         return {**self.selection(prefix, names), **({"sort": self.sort} if self.sort else {}), **page}
 
 
-LISTINGS = [Listing("flows", "NAME_ASC"), Listing("flow_runs", "NAME_ASC"), Listing("task_runs", "NAME_ASC"),
-            Listing("deployments", "NAME_ASC"), Listing("work_pools", None)]
+LISTINGS = [
+    Listing("flows", "NAME_ASC"),
+    Listing("flow_runs", "NAME_ASC"),
+    Listing("task_runs", "NAME_ASC"),
+    Listing("deployments", "NAME_ASC"),
+    Listing("work_pools", None),
+]
 
 
 @dataclass
@@ -76,8 +89,11 @@ def make_objects(api: ApiClient, created: Created, listing: Listing, prefix: str
         for name in names:
             created.add(f"/deployments/{create_deployment(api, flow['id'], name)['id']}")
     else:
-        runs = [api.post("/flow_runs/", {"flow_id": flow["id"], "name": name}) for name in names] \
-            if listing.objects == "flow_runs" else [api.post("/flow_runs/", {"flow_id": flow["id"], "name": f"{prefix}-run"})]
+        runs = (
+            [api.post("/flow_runs/", {"flow_id": flow["id"], "name": name}) for name in names]
+            if listing.objects == "flow_runs"
+            else [api.post("/flow_runs/", {"flow_id": flow["id"], "name": f"{prefix}-run"})]
+        )
         if listing.objects == "task_runs":
             for name in names:
                 create_task_run(api, runs[0]["id"], name)
@@ -85,8 +101,9 @@ def make_objects(api: ApiClient, created: Created, listing: Listing, prefix: str
 
 
 @pytest.fixture(scope="module", params=LISTINGS, ids=lambda listing: listing.objects)
-def made(request: pytest.FixtureRequest, api: ApiClient, module_created: Created,
-         module_names: Callable[..., str]) -> Made:
+def made(
+    request: pytest.FixtureRequest, api: ApiClient, module_created: Created, module_names: Callable[..., str]
+) -> Made:
     listing: Listing = request.param
     prefix = module_names(listing.objects.replace("_", "-"))
     return Made(listing, prefix, make_objects(api, module_created, listing, prefix))
@@ -103,15 +120,18 @@ def test_pages_hold_each_object_once_in_order(api: ApiClient, made: Made) -> Non
     """Pages of three (``limit`` 3, ``offset`` 0, 3, 6, 9) sorted by name hold the seven objects the filter selects,
     each exactly once, in name order, and the page past the end is empty."""
     path = f"/{made.listing.objects}/filter"
-    pages = [listed(api, path, made.listing.body(made.prefix, made.names, limit=PAGE, offset=offset))
-             for offset in range(0, len(made.names) + PAGE, PAGE)]
+    pages = [
+        listed(api, path, made.listing.body(made.prefix, made.names, limit=PAGE, offset=offset))
+        for offset in range(0, len(made.names) + PAGE, PAGE)
+    ]
     wanted = sorted(made.names)
     got = [name for page in pages for name in page]
     assert got == wanted and pages[-1] == [], (
         f"POST {path} sorted by name ({made.listing.sort or 'its only order'}) in pages of {PAGE} gave "
         f"{[[n.removeprefix(made.prefix + '-') for n in page] for page in pages]} for the objects numbered "
         f"{[n.removeprefix(made.prefix + '-') for n in wanted]} (made in the order {list(CREATION_ORDER)}); Prefect "
-        "filters, sorts, then pages, so every object comes once, in order, and the page past the end is empty")
+        "filters, sorts, then pages, so every object comes once, in order, and the page past the end is empty"
+    )
 
 
 def test_count_agrees_with_the_list(api: ApiClient, made: Made) -> None:
@@ -121,7 +141,8 @@ def test_count_agrees_with_the_list(api: ApiClient, made: Made) -> None:
     count = api.post(path, made.listing.selection(made.prefix, made.names))
     assert count == len(listing) == len(made.names), (
         f"POST {path} answered {count!r} for the filter under which POST /{made.listing.objects}/filter lists "
-        f"{len(listing)} objects (seven were made); Prefect counts what the same filter selects")
+        f"{len(listing)} objects (seven were made); Prefect counts what the same filter selects"
+    )
 
 
 # --- filters across related objects ----------------------------------------------------------------------------
@@ -149,20 +170,26 @@ def related(api: ApiClient, module_created: Created, module_names: Callable[...,
     create_work_pool(api, module_created, pool)
     create_work_queue(api, pool, queue)
     flows = {key: create_flow(api, module_created, module_names("related-flow", key))["id"] for key in ("A", "B")}
-    deployments = {"A": create_deployment(api, flows["A"], module_names("related-deployment", "A"),
-                                          work_pool_name=pool, work_queue_name=queue)["id"],
-                   "B": create_deployment(api, flows["B"], module_names("related-deployment", "B"))["id"]}
+    deployments = {
+        "A": create_deployment(
+            api, flows["A"], module_names("related-deployment", "A"), work_pool_name=pool, work_queue_name=queue
+        )["id"],
+        "B": create_deployment(api, flows["B"], module_names("related-deployment", "B"))["id"],
+    }
     for deployment in deployments.values():
         module_created.add(f"/deployments/{deployment}")
 
     def run(deployment: str, name: str, **fields: Any) -> str:
-        return api.post(f"/deployments/{deployment}/create_flow_run", {"name": module_names("related", name),
-                                                                        **fields})["id"]
+        return api.post(
+            f"/deployments/{deployment}/create_flow_run", {"name": module_names("related", name), **fields}
+        )["id"]
 
     soon = scheduled_state(utc_now() + dt.timedelta(hours=1))
-    runs = {"tagged": run(deployments["A"], "tagged", tags=[tag], state=soon),
-            "late": run(deployments["A"], "late", state={**soon, "name": "Late"}),
-            "b": run(deployments["B"], "b", state=soon)}
+    runs = {
+        "tagged": run(deployments["A"], "tagged", tags=[tag], state=soon),
+        "late": run(deployments["A"], "late", state={**soon, "name": "Late"}),
+        "b": run(deployments["B"], "b", state=soon),
+    }
     return Related(flows, deployments, runs, queue, tag)
 
 
@@ -173,45 +200,74 @@ def assert_selects(api: ApiClient, path: str, body: dict[str, Any], wanted: dict
         raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not a list")
     names = {id_: label for label, id_ in wanted.items()}
     got = sorted(names.get(item.get("id"), f"another ({item.get('name')})") for item in answer)
-    assert got == sorted(wanted), (
-        f"POST {path} with {body} ({what}) listed {got}; Prefect lists {sorted(wanted)}")
+    assert got == sorted(wanted), f"POST {path} with {body} ({what}) listed {got}; Prefect lists {sorted(wanted)}"
 
 
 def test_flow_runs_are_selected_by_their_deployment(api: ApiClient, related: Related) -> None:
     """``POST /flow_runs/filter`` with ``deployments.id``: the runs of that deployment, and no other."""
-    assert_selects(api, "/flow_runs/filter", {"deployments": {"id": {"any_": [related.deployments["A"]]}}},
-                   {"tagged": related.runs["tagged"], "late": related.runs["late"]}, "the runs of deployment A")
+    assert_selects(
+        api,
+        "/flow_runs/filter",
+        {"deployments": {"id": {"any_": [related.deployments["A"]]}}},
+        {"tagged": related.runs["tagged"], "late": related.runs["late"]},
+        "the runs of deployment A",
+    )
 
 
 def test_flow_runs_are_selected_by_their_work_queue(api: ApiClient, related: Related) -> None:
     """``POST /flow_runs/filter`` with ``work_pool_queues.name``: the runs of that queue's deployment."""
-    assert_selects(api, "/flow_runs/filter", {"work_pool_queues": {"name": {"any_": [related.queue]}}},
-                   {"tagged": related.runs["tagged"], "late": related.runs["late"]}, "the runs on deployment A's queue")
+    assert_selects(
+        api,
+        "/flow_runs/filter",
+        {"work_pool_queues": {"name": {"any_": [related.queue]}}},
+        {"tagged": related.runs["tagged"], "late": related.runs["late"]},
+        "the runs on deployment A's queue",
+    )
 
 
 def test_flow_runs_are_selected_by_tag(api: ApiClient, related: Related) -> None:
     """``POST /flow_runs/filter`` with ``flow_runs.tags.all_``: the run that has the tag."""
-    assert_selects(api, "/flow_runs/filter", {**related.ours(), "flow_runs": {"tags": {"all_": [related.tag]}}},
-                   {"tagged": related.runs["tagged"]}, "the run with the tag")
+    assert_selects(
+        api,
+        "/flow_runs/filter",
+        {**related.ours(), "flow_runs": {"tags": {"all_": [related.tag]}}},
+        {"tagged": related.runs["tagged"]},
+        "the run with the tag",
+    )
 
 
 def test_flow_runs_are_selected_by_state_name(api: ApiClient, related: Related) -> None:
     """``POST /flow_runs/filter`` with ``flow_runs.state.name.any_`` ["Late"]: the SCHEDULED run named Late, not its
     SCHEDULED siblings named Scheduled."""
-    assert_selects(api, "/flow_runs/filter", {**related.ours(), "flow_runs": {"state": {"name": {"any_": ["Late"]}}}},
-                   {"late": related.runs["late"]}, "the run whose state is named Late")
+    assert_selects(
+        api,
+        "/flow_runs/filter",
+        {**related.ours(), "flow_runs": {"state": {"name": {"any_": ["Late"]}}}},
+        {"late": related.runs["late"]},
+        "the run whose state is named Late",
+    )
 
 
 def test_deployments_are_selected_by_their_flow_runs(api: ApiClient, related: Related) -> None:
     """``POST /deployments/filter`` with ``flow_runs.id``: the deployment of that run."""
-    assert_selects(api, "/deployments/filter", {"flow_runs": {"id": {"any_": [related.runs["b"]]}}},
-                   {"B": related.deployments["B"]}, "the deployment of run b")
+    assert_selects(
+        api,
+        "/deployments/filter",
+        {"flow_runs": {"id": {"any_": [related.runs["b"]]}}},
+        {"B": related.deployments["B"]},
+        "the deployment of run b",
+    )
 
 
 def test_flows_are_selected_by_their_deployments(api: ApiClient, related: Related) -> None:
     """``POST /flows/filter`` with ``deployments.id``: the flow of that deployment."""
-    assert_selects(api, "/flows/filter", {"deployments": {"id": {"any_": [related.deployments["B"]]}}},
-                   {"B": related.flows["B"]}, "the flow of deployment B")
+    assert_selects(
+        api,
+        "/flows/filter",
+        {"deployments": {"id": {"any_": [related.deployments["B"]]}}},
+        {"B": related.flows["B"]},
+        "the flow of deployment B",
+    )
 
 
 # --- the sorts of flow runs ---------------------------------------------------------------------------------------
@@ -219,11 +275,22 @@ def test_flows_are_selected_by_their_deployments(api: ApiClient, related: Relate
 #: (name, seconds after the base instant, how the scheduled time is written): name order, time order and the
 #: written strings' order all differ; two runs half a second apart, the earlier at a whole second (written without a
 #: fraction, so it sorts after the later one as a string).
-SORTED_RUNS = [("c", 7200.0, "+05:00"), ("a", 0.0, "Z"), ("e", 0.5, "Z"), ("b", 10800.0, "-03:00"), ("d", 3600.0, "+00:00")]
+SORTED_RUNS = [
+    ("c", 7200.0, "+05:00"),
+    ("a", 0.0, "Z"),
+    ("e", 0.5, "Z"),
+    ("b", 10800.0, "-03:00"),
+    ("d", 3600.0, "+00:00"),
+]
 #: Each time sort Prefect offers for flow runs, with the field it sorts by and whether it is descending. For a run
 #: that has not started, START_TIME sorts by its expected start time (Prefect's coalesce).
-TIME_SORTS = {"EXPECTED_START_TIME_ASC": False, "EXPECTED_START_TIME_DESC": True,
-              "NEXT_SCHEDULED_START_TIME_ASC": False, "START_TIME_ASC": False, "START_TIME_DESC": True}
+TIME_SORTS = {
+    "EXPECTED_START_TIME_ASC": False,
+    "EXPECTED_START_TIME_DESC": True,
+    "NEXT_SCHEDULED_START_TIME_ASC": False,
+    "START_TIME_ASC": False,
+    "START_TIME_DESC": True,
+}
 NAME_SORTS = {"NAME_ASC": False, "NAME_DESC": True}
 
 
@@ -240,12 +307,17 @@ def sorted_runs(api: ApiClient, module_created: Created, module_names: Callable[
     ids = {}
     for letter, seconds, offset in SORTED_RUNS:
         instant = base + dt.timedelta(seconds=seconds)
-        zone = dt.timezone.utc if offset in ("Z", "+00:00") else dt.timezone(dt.timedelta(
-            hours=int(offset[:3]), minutes=int(offset[4:])))
+        zone = (
+            dt.timezone.utc
+            if offset in ("Z", "+00:00")
+            else dt.timezone(dt.timedelta(hours=int(offset[:3]), minutes=int(offset[4:])))
+        )
         written = instant.astimezone(zone).isoformat()
         written = written.replace("+00:00", "Z") if offset == "Z" else written
-        ids[letter] = api.post("/flow_runs/", {"flow_id": flow["id"], "name": module_names("sorted", letter),
-                                               "state": scheduled_state(written)})["id"]
+        ids[letter] = api.post(
+            "/flow_runs/",
+            {"flow_id": flow["id"], "name": module_names("sorted", letter), "state": scheduled_state(written)},
+        )["id"]
     return SortedRuns(flow["id"], ids)
 
 
@@ -266,7 +338,8 @@ def test_flow_runs_are_sorted_as_prefect_sorts_them(sort: str, api: ApiClient, s
         wanted = sorted(sorted_runs.ids, reverse=NAME_SORTS[sort])
         how = "by name"
     assert got == wanted, (
-        f"POST /flow_runs/filter with sort {sort} listed the runs {got}; Prefect lists {wanted}, sorted {how}")
+        f"POST /flow_runs/filter with sort {sort} listed the runs {got}; Prefect lists {wanted}, sorted {how}"
+    )
 
 
 # --- a pool's queues and workers ----------------------------------------------------------------------------------
@@ -295,11 +368,13 @@ def test_a_pools_queues_are_paged_by_priority(api: ApiClient, created: Created, 
     short = {"default": "default", **{queue: f"priority {p}" for p, queue in queues.items()}}
     assert got == wanted and pages[-1] == [], (
         f"POST {path} in pages of {PAGE} gave {[[short.get(n, n) for n in page] for page in pages]}; Prefect gives "
-        f"{[short[n] for n in wanted]} (the queues by priority, each once) and an empty page past the end")
+        f"{[short[n] for n in wanted]} (the queues by priority, each once) and an empty page past the end"
+    )
 
 
-def test_a_pools_workers_are_paged_by_their_last_heartbeat(api: ApiClient, created: Created,
-                                                           names: Callable[..., str]) -> None:
+def test_a_pools_workers_are_paged_by_their_last_heartbeat(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """``POST /work_pools/{name}/workers/filter`` in pages of three: seven workers that sent one heartbeat each, one
     after another, newest heartbeat first (Prefect's only order for them), each once."""
     pool = names("pool")
@@ -315,4 +390,5 @@ def test_a_pools_workers_are_paged_by_their_last_heartbeat(api: ApiClient, creat
     assert got == wanted and pages[-1] == [], (
         f"POST {path} in pages of {PAGE} gave {[[short.get(n, n) for n in page] for page in pages]} for workers 1 to 7 "
         f"that sent their heartbeats in that order; Prefect gives {[short[n] for n in wanted]} (newest heartbeat "
-        "first, each once) and an empty page past the end")
+        "first, each once) and an empty page past the end"
+    )

@@ -25,9 +25,9 @@ from harness.checks.timestamps import utc_now
 from harness.clients.actors import Actor, start_worker
 from harness.clients.budget import most_at_once
 from harness.clients.lifecycle import FLOW_KEYS, entrypoint, read_ledger, write_lifecycle_flows
+from harness.clients.progress import describe_state, wait_for_final_state
 from harness.reporting.results import MEASURED
 from harness.target.api import ApiClient
-from harness.clients.progress import describe_state, wait_for_final_state
 
 pytestmark = pytest.mark.load
 
@@ -39,6 +39,8 @@ WAVES_ENV = "PREFECT_CONFORMANCE_LOAD_WAVES"
 def waves() -> tuple[int, ...]:
     configured = os.environ.get(WAVES_ENV, "")
     return tuple(sorted({int(n) for n in configured.split(",") if n.strip()})) or (1, 2, 4, 8)
+
+
 #: How long a wave's runs may take to end (each holds its process ``HOLD_SECONDS``; starts wait for the budget).
 WAVE_TIMEOUT = 180.0
 #: A server's "busy, ask again" (Prefect on SQLite: "database is locked"), which Prefect's clients retry by design:
@@ -46,31 +48,49 @@ WAVE_TIMEOUT = 180.0
 BUSY = 503
 
 
-def serve_wave(api: ApiClient, worker: Actor, deployment: str, flows_dir: Path, names: Callable[..., str],
-               size: int) -> tuple[str, int]:
+def serve_wave(
+    api: ApiClient, worker: Actor, deployment: str, flows_dir: Path, names: Callable[..., str], size: int
+) -> tuple[str, int]:
     """Make ``size`` runs due now and wait for them: (what went wrong, or "", the most that ran at once)."""
     began = utc_now().timestamp()
     runs = [create_run(api, deployment, names("wave", str(size), str(n)), utc_now()) for n in range(size)]
     finals = [wait_for_final_state(api, run["id"], actor=worker, timeout=WAVE_TIMEOUT) for run in runs]
     answered = [e for e in worker.recorder.transcript() if e.started >= began]
-    errors = [f"{e.method} {e.path.split('/api', 1)[-1]} -> {e.status}" for e in answered
-              if e.status >= 500 and e.status != BUSY]
+    errors = [
+        f"{e.method} {e.path.split('/api', 1)[-1]} -> {e.status}"
+        for e in answered
+        if e.status >= 500 and e.status != BUSY
+    ]
     spans = []
     for run in runs:
         entries = {e["event"]: e["time"] for e in read_ledger(flows_dir, run["id"])}
         if "started" in entries and "finished" in entries:
             spans.append((entries["started"], entries["finished"]))
-    wrong = [f"{final['id']} ended {describe_state(final)}" for final in finals if final["state"]["type"] != "COMPLETED"]
-    problem = "; ".join(wrong + ([f"the target answered {len(errors)} requests with a server error, e.g. "
-                                  f"{', '.join(errors[:3])}"] if errors else []))
+    wrong = [
+        f"{final['id']} ended {describe_state(final)}" for final in finals if final["state"]["type"] != "COMPLETED"
+    ]
+    problem = "; ".join(
+        wrong
+        + (
+            [f"the target answered {len(errors)} requests with a server error, e.g. {', '.join(errors[:3])}"]
+            if errors
+            else []
+        )
+    )
     return problem, most_at_once(spans)
 
 
-def test_runs_due_at_once_served_without_errors(api: ApiClient, actors: Callable[..., Actor],
-                                                 module_names: Callable[..., str], module_created: Created,
-                                                 scenario_dir: Path, record_property: Callable[[str, Any], None]) -> None:
+def test_runs_due_at_once_served_without_errors(
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir: Path,
+    record_property: Callable[[str, Any], None],
+) -> None:
     """Waves of 1, 2, 4 and 8 runs due at once (``PREFECT_CONFORMANCE_LOAD_WAVES`` gives others), each run holding
-    its process a few seconds, run by a real process worker: the largest wave the target serves with every run COMPLETED and no server error is measured (the
+    its process a few seconds, run by a real process worker: the largest wave the target serves with every run
+    COMPLETED and no server error is measured (the
     capacity profile's figure); the target must serve one run at least."""
     flow_names = {key: module_names(key) for key in FLOW_KEYS}
     flows_dir = scenario_dir / "flows"
@@ -78,10 +98,14 @@ def test_runs_due_at_once_served_without_errors(api: ApiClient, actors: Callable
     pool = module_names("pool")
     create_work_pool(api, module_created, pool)
     flow_id = create_flow(api, module_created, flow_names["holding"])["id"]
-    deployment = create_deployment(api, flow_id, module_names("holding"), work_pool_name=pool,
-                                   entrypoint=entrypoint("holding"),
-                                   pull_steps=[{"prefect.deployments.steps.set_working_directory":
-                                                {"directory": str(flows_dir)}}])["id"]
+    deployment = create_deployment(
+        api,
+        flow_id,
+        module_names("holding"),
+        work_pool_name=pool,
+        entrypoint=entrypoint("holding"),
+        pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}],
+    )["id"]
     sizes = waves()
     worker = actors(start_worker, pool_name=pool, worker_name=module_names("worker"), limit=max(sizes))
     served, together, stopped = 0, 0, ""
@@ -91,7 +115,10 @@ def test_runs_due_at_once_served_without_errors(api: ApiClient, actors: Callable
             stopped = f"; a wave of {size}: {problem}"
             break
         served, together = size, max(together, at_once)
-    record_property(MEASURED, f"served {served} runs due at once without an error (waves of "
-                              f"{', '.join(map(str, sizes))}; at most {together} ran at once, within the run's "
-                              f"start budget){stopped or '; every wave was served'}")
+    record_property(
+        MEASURED,
+        f"served {served} runs due at once without an error (waves of "
+        f"{', '.join(map(str, sizes))}; at most {together} ran at once, within the run's "
+        f"start budget){stopped or '; every wave was served'}",
+    )
     assert served >= 1, f"the target could not serve one run{stopped}"

@@ -26,10 +26,10 @@ from harness.checks.logs import Line, assert_run_logs_read_back, difference, has
 from harness.checks.objects import Created, create_flow, create_scheduled_run, create_task_run
 from harness.checks.timestamps import describe_instant, utc_now
 from harness.clients.actors import Actor, read_submission, start_logging_flow
-from harness.target.api import ApiClient
-from harness.errors import HarnessError
-from harness.waits import wait_until
 from harness.clients.progress import died
+from harness.errors import HarnessError
+from harness.target.api import ApiClient
+from harness.waits import wait_until
 
 pytestmark = pytest.mark.logs
 
@@ -67,10 +67,17 @@ def sent_logs(api: ApiClient, created: Created, names: Callable[..., str]) -> Se
     run = create_scheduled_run(api, flow["id"], names("run"), utc_now())
     task_run = create_task_run(api, run["id"], names("task"))
     first = utc_now().replace(microsecond=0) - dt.timedelta(seconds=30)
-    logs = [{"name": name, "level": level, "message": message,
-             "timestamp": describe_instant(first + dt.timedelta(seconds=after)),
-             "flow_run_id": run["id"], "task_run_id": task_run["id"] if of_task else None}
-            for name, level, message, after, of_task in LINES]
+    logs = [
+        {
+            "name": name,
+            "level": level,
+            "message": message,
+            "timestamp": describe_instant(first + dt.timedelta(seconds=after)),
+            "flow_run_id": run["id"],
+            "task_run_id": task_run["id"] if of_task else None,
+        }
+        for name, level, message, after, of_task in LINES
+    ]
     half = len(logs) // 2
     for batch in (logs[half:], logs[:half]):
         api.call("POST", "/logs/", batch, expect=(200, 201), what="POST /logs/ with a batch of log lines was refused")
@@ -83,19 +90,29 @@ def test_logs_are_read_back_complete_in_order_and_unchanged(api: ApiClient, sent
     microsecond) as sent."""
     for options in ({"sort": "TIMESTAMP_ASC"}, {}):
         found = read_logs(api, {"flow_run_id": {"any_": [sent_logs.flow_run_id]}}, **options)
-        problem = difference(f"POST /logs/filter by flow_run_id {options or '(no sort: Prefect sorts by timestamp)'}",
-                             sent_logs.lines, found)
+        problem = difference(
+            f"POST /logs/filter by flow_run_id {options or '(no sort: Prefect sorts by timestamp)'}",
+            sent_logs.lines,
+            found,
+        )
         assert problem is None, problem + "\nHint: store every line as sent, and sort by the instant, not the string"
 
 
 def test_logs_are_filtered_by_task_run_and_level(api: ApiClient, sent_logs: SentLogs) -> None:
     """``task_run_id`` finds exactly the task's lines, and ``level`` ``ge_`` exactly the lines at or above it."""
     by_task = read_logs(api, {"task_run_id": {"any_": [sent_logs.task_run_id]}}, sort="TIMESTAMP_ASC")
-    problem = difference("POST /logs/filter by task_run_id", [line for line in sent_logs.lines if line.task_run_id], by_task)
+    problem = difference(
+        "POST /logs/filter by task_run_id", [line for line in sent_logs.lines if line.task_run_id], by_task
+    )
     assert problem is None, problem
-    severe = read_logs(api, {"flow_run_id": {"any_": [sent_logs.flow_run_id]}, "level": {"ge_": 40}}, sort="TIMESTAMP_ASC")
-    problem = difference("POST /logs/filter by flow_run_id and level ge_ 40",
-                         [line for line in sent_logs.lines if line.level >= 40], severe)
+    severe = read_logs(
+        api, {"flow_run_id": {"any_": [sent_logs.flow_run_id]}, "level": {"ge_": 40}}, sort="TIMESTAMP_ASC"
+    )
+    problem = difference(
+        "POST /logs/filter by flow_run_id and level ge_ 40",
+        [line for line in sent_logs.lines if line.level >= 40],
+        severe,
+    )
     assert problem is None, problem
 
 
@@ -104,7 +121,9 @@ def test_logs_page_without_loss(sort: str, api: ApiClient, sent_logs: SentLogs) 
     """Read {sort} in pages of 3 (``limit``, ``offset``) as the UI pages, the lines come once each, in order."""
     paged: list[Line] = []
     while len(paged) <= len(LINES):
-        page = read_logs(api, {"flow_run_id": {"any_": [sent_logs.flow_run_id]}}, sort=sort, limit=PAGE, offset=len(paged))
+        page = read_logs(
+            api, {"flow_run_id": {"any_": [sent_logs.flow_run_id]}}, sort=sort, limit=PAGE, offset=len(paged)
+        )
         paged += page
         if len(page) < PAGE:
             break
@@ -129,13 +148,24 @@ class LoggedRun:
 
 
 @pytest.fixture(scope="module")
-def logged_run(actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-               scenario_dir: Path, api: ApiClient) -> LoggedRun:
+def logged_run(
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir: Path,
+    api: ApiClient,
+) -> LoggedRun:
     """Run the logging flow as a script to its end; what it sent through ``POST /logs/`` is in its recorder."""
     out = scenario_dir / "flow-run.json"
     flow_name = module_names("flow")
-    client = actors(start_logging_flow, flow_name=flow_name, task_name=module_names("task"), flow_lines=FLOW_LINES,
-                    task_lines=TASK_LINES, out=out)
+    client = actors(
+        start_logging_flow,
+        flow_name=flow_name,
+        task_name=module_names("task"),
+        flow_lines=FLOW_LINES,
+        task_lines=TASK_LINES,
+        out=out,
+    )
 
     def finished() -> bool:
         if client.is_running():
@@ -145,8 +175,13 @@ def logged_run(actors: Callable[..., Actor], module_names: Callable[..., str], m
         return True
 
     try:
-        wait_until(finished, awaiting="the flow run's process to run its flow and send its logs", timeout=FLOW_TIMEOUT,
-                   interval=0.2, hint="the flow's process exits once its flow has run and its logs are sent")
+        wait_until(
+            finished,
+            awaiting="the flow run's process to run its flow and send its logs",
+            timeout=FLOW_TIMEOUT,
+            interval=0.2,
+            hint="the flow's process exits once its flow has run and its logs are sent",
+        )
         failure = None
     except AssertionError as exc:
         failure = exc
@@ -165,10 +200,15 @@ def test_a_flow_runs_logs_are_read_back(api: ApiClient, logged_run: LoggedRun) -
     flow_run_id, task_run_id = (logged_run.ids or {}).get("flow_run_id"), (logged_run.ids or {}).get("task_run_id")
     assert_run_logs_read_back(api, logged_run.client, flow_run_id, FLOW_LINES[0][1], who="the flow script")
     if not has_sent(logged_run.batches, flow_run_id, TASK_LINES[0][1]):  # the target accepted every batch
-        raise HarnessError(f"the client never sent its task's line {TASK_LINES[0][1]!r}, though the target accepted "
-                           f"every POST /logs/; see {logged_run.client.process.log_path}")
+        raise HarnessError(
+            f"the client never sent its task's line {TASK_LINES[0][1]!r}, though the target accepted "
+            f"every POST /logs/; see {logged_run.client.process.log_path}"
+        )
     ours = sent_lines(logged_run.batches, flow_run_id)
     by_task = read_logs(api, {"task_run_id": {"any_": [task_run_id]}}, sort="TIMESTAMP_ASC")
-    problem = difference("its task's lines, read back by task_run_id", [l for l in ours if l.task_run_id == task_run_id],
-                         by_task)
+    problem = difference(
+        "its task's lines, read back by task_run_id",
+        [line for line in ours if line.task_run_id == task_run_id],
+        by_task,
+    )
     assert problem is None, problem

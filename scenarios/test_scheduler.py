@@ -23,18 +23,24 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.clients.prefect_client import create_cron_deployment
-from harness.reference.releases import Release
-from harness.target.api import ApiClient
+from harness.checks.horizon import horizon_problem, scheduler_limits
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, runs_of_deployment
 from harness.checks.polling import Dataset, assert_sequence, create_run, poll_deployments, poll_pool
-from harness.checks.horizon import horizon_problem, scheduler_limits
 from harness.checks.schedules import expand_schedules, prefect_occurrences
 from harness.checks.server_times import TargetClock
 from harness.checks.timestamps import UTC, describe_instant, read_instant, utc_now
+from harness.clients.prefect_client import create_cron_deployment
 from harness.errors import WaitTimeout
-from harness.waits import (scheduler_interval, stability_window, timeout_scale, wait_for_instant, wait_for_stable,
-                           wait_until)
+from harness.reference.releases import Release
+from harness.target.api import ApiClient
+from harness.waits import (
+    scheduler_interval,
+    stability_window,
+    timeout_scale,
+    wait_for_instant,
+    wait_for_stable,
+    wait_until,
+)
 
 pytestmark = pytest.mark.scheduler
 
@@ -42,15 +48,21 @@ CRON = "* * * * *"
 UPDATED_CRON = "*/2 * * * *"
 #: The runs judged are those due within this long of the deployment's creation (the scheduler makes an hour's).
 HORIZON = dt.timedelta(minutes=30)
+
+
 def first_runs_timeout() -> float:
     """How long a new or resumed deployment may wait for its first runs: Prefect schedules them within its
     recent-deployments loop (5 s), a port with one loop within that loop."""
     return max(30.0, 2 * scheduler_interval())
+
+
 #: The seconds of a minute in which a schedule may change: clear of the pass that tops up a ``* * * * *`` schedule's
 #: rolling hour when a minute turns.
 MINUTE_QUIET = (5, 50)
 #: How overdue the Late-run check's run is when created: past Prefect's default threshold (15 s) and the reference's.
 OVERDUE_BY = dt.timedelta(minutes=1)
+
+
 def recent_window() -> float:
     """How long after a change Prefect's scheduler may still be scheduling a deployment from what it read before:
     its recent-deployments loop (5 s by default, 1 s on the bundled reference; at most the main loop) picks up
@@ -87,13 +99,20 @@ class ScheduleOutcome:
 
 
 def scheduled_runs(api: ApiClient, deployment_id: str, before: dt.datetime | None = None) -> list[dict[str, Any]]:
-    return runs_of_deployment(api, deployment_id, "SCHEDULED", starting_before=before, sort="EXPECTED_START_TIME_ASC",
-                              limit=200)
+    return runs_of_deployment(
+        api, deployment_id, "SCHEDULED", starting_before=before, sort="EXPECTED_START_TIME_ASC", limit=200
+    )
 
 
 @pytest.fixture(scope="module")
-def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_created: Created,
-              client_release: Release, horizon: Horizon) -> ScheduleOutcome:
+def scheduled(
+    target,
+    api: ApiClient,
+    module_names: Callable[..., str],
+    module_created: Created,
+    client_release: Release,
+    horizon: Horizon,
+) -> ScheduleOutcome:
     """Create a ``* * * * *`` deployment, wait for its first runs, then until their number stops changing.
 
     A paused twin and a deployment whose schedule is changed once the first runs exist are created first, so the
@@ -102,14 +121,25 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
     flow_name = module_names("flow")
     created_at = utc_now()
     paused_flow = create_flow(api, module_created, module_names("paused-flow"))
-    paused = create_deployment(api, paused_flow["id"], module_names("paused-deployment"), paused=True,
-                               schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
+    paused = create_deployment(
+        api,
+        paused_flow["id"],
+        module_names("paused-deployment"),
+        paused=True,
+        schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}],
+    )
     pool = create_work_pool(api, module_created, module_names("late-pool"))
-    late_deployment = create_deployment(api, paused_flow["id"], module_names("late-deployment"), work_pool_name=pool["name"])
+    late_deployment = create_deployment(
+        api, paused_flow["id"], module_names("late-deployment"), work_pool_name=pool["name"]
+    )
     overdue = Dataset(created_at - OVERDUE_BY)
     overdue.add(create_run(api, late_deployment["id"], module_names("overdue"), overdue.t0), "overdue", overdue.t0)
-    updated = create_deployment(api, paused_flow["id"], module_names("updated-deployment"),
-                                schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}])
+    updated = create_deployment(
+        api,
+        paused_flow["id"],
+        module_names("updated-deployment"),
+        schedules=[{"schedule": {"cron": CRON, "timezone": "UTC"}, "active": True}],
+    )
     updated_at = utc_now()
     deployment_id = create_cron_deployment(target.api_url, flow_name, module_names("deployment"), CRON, client_release)
     outcome = ScheduleOutcome(deployment_id, created_at, paused["id"], overdue, pool["name"], updated["id"])
@@ -128,29 +158,45 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
         # its runs: Prefect's recent-deployments loop re-reads a deployment for a loop and a second after it
         # changed, and a pass in flight at the change inserts the old schedule's runs after they were deleted
         # (seen once on the reference: every odd minute of the next hour kept). The scheduler's own runs first.
-        wait_until(lambda: scheduled_runs(api, updated["id"]),
-                   awaiting=f"the target's scheduler to create runs for a second deployment with cron {CRON!r}",
-                   timeout=first_runs_timeout(), interval=0.5,
-                   hint="every active schedule is expanded into runs, whichever client created the deployment")
+        wait_until(
+            lambda: scheduled_runs(api, updated["id"]),
+            awaiting=f"the target's scheduler to create runs for a second deployment with cron {CRON!r}",
+            timeout=first_runs_timeout(),
+            interval=0.5,
+            hint="every active schedule is expanded into runs, whichever client created the deployment",
+        )
         settled = updated_at + dt.timedelta(seconds=recent_window())
-        wait_for_instant(settled, awaiting=f"{recent_window():.0f} s after that deployment was created (the "
-                         "scheduler's recent-deployments window), before its schedule changes")
+        wait_for_instant(
+            settled,
+            awaiting=f"{recent_window():.0f} s after that deployment was created (the "
+            "scheduler's recent-deployments window), before its schedule changes",
+        )
         # Nor at the turn of a minute: the scheduler then tops the rolling hour up by a run, in a pass that read the
         # old schedule, and a change landing in that pass is undone by it (make test's slow-target run, loaded with
         # other runs, 2026-12-06: every odd minute kept). Such a pass is over within seconds.
-        wait_until(lambda: MINUTE_QUIET[0] <= utc_now().second < MINUTE_QUIET[1],
-                   awaiting=f"a second between {MINUTE_QUIET[0]} and {MINUTE_QUIET[1]} of the minute, away from the "
-                   "scheduler's top-up at its turn", timeout=15, interval=0.2)
+        wait_until(
+            lambda: MINUTE_QUIET[0] <= utc_now().second < MINUTE_QUIET[1],
+            awaiting=f"a second between {MINUTE_QUIET[0]} and {MINUTE_QUIET[1]} of the minute, away from the "
+            "scheduler's top-up at its turn",
+            timeout=15,
+            interval=0.2,
+        )
         (schedule,) = api.get(f"/deployments/{updated['id']}/schedules")
-        api.call("PATCH", f"/deployments/{updated['id']}/schedules/{schedule['id']}", expect=(200, 204),
-                 json_body={"schedule": {"cron": UPDATED_CRON, "timezone": "UTC"}}, what="changing a deployment's schedule failed")
+        api.call(
+            "PATCH",
+            f"/deployments/{updated['id']}/schedules/{schedule['id']}",
+            expect=(200, 204),
+            json_body={"schedule": {"cron": UPDATED_CRON, "timezone": "UTC"}},
+            what="changing a deployment's schedule failed",
+        )
         outcome.schedule_changed_at = utc_now()
         # Within a fixed horizon: the scheduler keeps a rolling hour of runs ahead, so the total grows every minute,
         # while the runs of the horizon's minutes change only if the scheduler duplicates or drops some.
         horizon = created_at + HORIZON
         outcome.runs = wait_for_stable(
             lambda: scheduled_runs(api, deployment_id, before=horizon),
-            awaiting=f"the number of scheduled runs due before {describe_instant(horizon)}", stable_for=stable_for(),
+            awaiting=f"the number of scheduled runs due before {describe_instant(horizon)}",
+            stable_for=stable_for(),
             timeout=first_runs_timeout(),
             hint="the count must hold still for one scheduler loop and 3 s (--scheduler-interval; 60 s by default "
             "against a --target); one that keeps changing means the scheduler keeps adding or removing those runs",
@@ -162,12 +208,17 @@ def scheduled(target, api: ApiClient, module_names: Callable[..., str], module_c
 
 def test_scheduler_creates_runs(scheduled: ScheduleOutcome) -> None:
     """The target's scheduler creates SCHEDULED runs for an active cron schedule (at least Prefect's minimum of 3)."""
-    assert len(scheduled.require_runs()) >= 3, f"the scheduler created only {len(scheduled.runs)} runs; Prefect creates at least 3"
+    assert len(scheduled.require_runs()) >= 3, (
+        f"the scheduler created only {len(scheduled.runs)} runs; Prefect creates at least 3"
+    )
 
 
 def test_runs_fall_on_cron_boundaries(scheduled: ScheduleOutcome) -> None:
     """Runs of ``* * * * *`` start on whole minutes, one minute apart, from the first minute after creation."""
-    times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in scheduled.require_runs()]
+    times = [
+        read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}")
+        for r in scheduled.require_runs()
+    ]
     off_boundary = [describe_instant(t) for t in times if t.second or t.microsecond]
     assert not off_boundary, f"runs of cron {CRON!r} not on a minute boundary: {off_boundary[:5]}"
     gaps = {(b - a).total_seconds() for a, b in zip(times, times[1:])}
@@ -185,7 +236,9 @@ def test_scheduled_run_times_agree(scheduled: ScheduleOutcome) -> None:
         values = {
             "expected_start_time": run.get("expected_start_time"),
             "next_scheduled_start_time": run.get("next_scheduled_start_time"),
-            "state.state_details.scheduled_time": ((run.get("state") or {}).get("state_details") or {}).get("scheduled_time"),
+            "state.state_details.scheduled_time": ((run.get("state") or {}).get("state_details") or {}).get(
+                "scheduled_time"
+            ),
         }
         missing = [k for k, v in values.items() if not v]
         assert not missing, f"run {run['name']!r} created by the scheduler has no {', '.join(missing)}: {values}"
@@ -202,20 +255,32 @@ def test_late_runs_stay_scheduled_and_are_handed_out(scheduled: ScheduleOutcome,
         run = api.get(f"/flow_runs/{run_id}")
         return run if (run.get("state") or {}).get("name") == "Late" else None
 
-    run = wait_until(marked_late, awaiting=f"the server to mark run {run_id}, due {describe_instant(scheduled.overdue.t0)}, Late",
-                     timeout=first_runs_timeout(), interval=0.5,
-                     hint="Prefect's late-runs service renames overdue SCHEDULED runs Late (15 s overdue, every 5 s by default)")
-    assert run["state"].get("type") == "SCHEDULED", f"the Late run's state type is {run['state'].get('type')!r}, expected SCHEDULED"
+    run = wait_until(
+        marked_late,
+        awaiting=f"the server to mark run {run_id}, due {describe_instant(scheduled.overdue.t0)}, Late",
+        timeout=first_runs_timeout(),
+        interval=0.5,
+        hint="Prefect's late-runs service renames overdue SCHEDULED runs Late (15 s overdue, every 5 s by default)",
+    )
+    assert run["state"].get("type") == "SCHEDULED", (
+        f"the Late run's state type is {run['state'].get('type')!r}, expected SCHEDULED"
+    )
     entries = scheduled.overdue.entries([run])
     assert entries == scheduled.overdue.expected(["overdue"]), (
         f"the Late run's next_scheduled_start_time is {run.get('next_scheduled_start_time')!r}; it must keep its "
         f"scheduled time {describe_instant(scheduled.overdue.t0)}"
     )
     now = describe_instant(utc_now())
-    assert_sequence("POST /deployments/get_scheduled_flow_runs of the deployment with the Late run", entries,
-                    scheduled.overdue.entries(poll_deployments(api, [run["deployment_id"]], scheduled_before=now)))
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of the pool with the Late run", entries,
-                    scheduled.overdue.entries(poll_pool(api, scheduled.overdue_pool, scheduled_before=now)))
+    assert_sequence(
+        "POST /deployments/get_scheduled_flow_runs of the deployment with the Late run",
+        entries,
+        scheduled.overdue.entries(poll_deployments(api, [run["deployment_id"]], scheduled_before=now)),
+    )
+    assert_sequence(
+        "POST /work_pools/{name}/get_scheduled_flow_runs of the pool with the Late run",
+        entries,
+        scheduled.overdue.entries(poll_pool(api, scheduled.overdue_pool, scheduled_before=now)),
+    )
 
 
 def test_schedule_change_replaces_the_runs_without_duplicates(scheduled: ScheduleOutcome, api: ApiClient) -> None:
@@ -249,12 +314,20 @@ def test_paused_deployment_gets_no_runs_until_resumed(scheduled: ScheduleOutcome
         f"the scheduler created {len(runs)} runs for a paused deployment (e.g. {runs[0].get('name')!r} at "
         f"{runs[0].get('expected_start_time')}); Prefect schedules no runs for a paused deployment"
     )
-    api.call("PATCH", f"/deployments/{scheduled.paused_deployment_id}", {"paused": False}, expect=(200, 204),
-             what="resuming the deployment failed")
-    wait_until(lambda: scheduled_runs(api, scheduled.paused_deployment_id),
-               awaiting="the target's scheduler to create runs for the deployment once it was resumed",
-               timeout=first_runs_timeout(), interval=0.5,
-               hint="resuming a deployment (PATCH paused=false) must bring its schedule back into the scheduler's loop")
+    api.call(
+        "PATCH",
+        f"/deployments/{scheduled.paused_deployment_id}",
+        {"paused": False},
+        expect=(200, 204),
+        what="resuming the deployment failed",
+    )
+    wait_until(
+        lambda: scheduled_runs(api, scheduled.paused_deployment_id),
+        awaiting="the target's scheduler to create runs for the deployment once it was resumed",
+        timeout=first_runs_timeout(),
+        interval=0.5,
+        hint="resuming a deployment (PATCH paused=false) must bring its schedule back into the scheduler's loop",
+    )
 
 
 def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
@@ -264,7 +337,9 @@ def test_no_duplicate_runs(scheduled: ScheduleOutcome) -> None:
         when = read_instant(run.get("expected_start_time"), f"expected_start_time of run {run.get('name')!r}")
         by_time.setdefault(when, []).append(run["name"])
     duplicated = {describe_instant(t): names for t, names in by_time.items() if len(names) > 1}
-    assert not duplicated, f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"
+    assert not duplicated, (
+        f"{len(duplicated)} occurrences were scheduled more than once: {dict(list(duplicated.items())[:3])}"
+    )
 
 
 # --- time zones: the expansion follows daylight-saving time as Prefect does ------------------------------------
@@ -290,29 +365,39 @@ def wall_clock(instant: dt.datetime, zone: str | None) -> str:
     return instant.astimezone(ZoneInfo(zone or "UTC")).strftime("%m-%d %H:%M:%S.%f%Z")
 
 
-def assert_expands_as_prefect(api: ApiClient, created: Created, names: Callable[..., str], schedule: dict[str, Any],
-                              window: tuple[dt.datetime, dt.datetime]) -> None:
+def assert_expands_as_prefect(
+    api: ApiClient,
+    created: Created,
+    names: Callable[..., str],
+    schedule: dict[str, Any],
+    window: tuple[dt.datetime, dt.datetime],
+) -> None:
     """A paused deployment with ``schedule`` (so the target's scheduler service leaves it alone: the runs are exactly
     the window's), expanded over ``window``: its SCHEDULED runs fall on the instants the pinned Prefect's own
     schedule classes compute, in order, none twice, none missing; a failure shows the zone's wall clock beside UTC."""
     start, end = window
     flow = create_flow(api, created, names("flow"))
-    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
-                                   schedules=[{"schedule": schedule, "active": True}])
+    deployment = create_deployment(
+        api, flow["id"], names("deployment"), paused=True, schedules=[{"schedule": schedule, "active": True}]
+    )
     expand_schedules(api, deployment["id"], start, end)
     runs = scheduled_runs(api, deployment["id"])
-    instants = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
+    instants = [
+        read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs
+    ]
     zone = schedule.get("timezone")
-    assert_sequence(f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (wall clock in "
-                    f"{zone or 'UTC'})",
-                    [(wall_clock(i, zone), i) for i in prefect_occurrences(schedule, start, end)],
-                    [(wall_clock(i, zone), i) for i in instants])
+    assert_sequence(
+        f"runs of {schedule} from {describe_instant(start)} to {describe_instant(end)} (wall clock in {zone or 'UTC'})",
+        [(wall_clock(i, zone), i) for i in prefect_occurrences(schedule, start, end)],
+        [(wall_clock(i, zone), i) for i in instants],
+    )
 
 
 @pytest.mark.parametrize("transition", DST_WINDOWS)
 @pytest.mark.parametrize("kind", DST_SCHEDULES)
-def test_schedule_follows_daylight_saving_time(kind: str, transition: str, api: ApiClient, created: Created,
-                                               names: Callable[..., str]) -> None:
+def test_schedule_follows_daylight_saving_time(
+    kind: str, transition: str, api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """A {kind} schedule in America/New_York, expanded over the {transition} of 2027: its runs fall on the UTC
     instants Prefect computes, none twice and none missing."""
     assert_expands_as_prefect(api, created, names, DST_SCHEDULES[kind], DST_WINDOWS[transition])
@@ -333,31 +418,47 @@ SYDNEY_OCTOBER = (dt.datetime(2027, 9, 1, tzinfo=UTC), dt.datetime(2027, 11, 1, 
 INTERVAL_CASES: dict[str, tuple[dict[str, Any], tuple[dt.datetime, dt.datetime]]] = {
     "every-30-seconds-anchored-in-the-past": (
         {"interval": 30, "anchor_date": "2026-01-01T00:00:07Z", "timezone": "UTC"},
-        (JANUARY[0], JANUARY[0] + dt.timedelta(minutes=30))),
+        (JANUARY[0], JANUARY[0] + dt.timedelta(minutes=30)),
+    ),
     "every-7-minutes-anchored-in-the-future-with-microseconds": (
-        {"interval": 420, "anchor_date": "2027-06-01T00:00:00.123456Z", "timezone": "UTC"}, JANUARY),
+        {"interval": 420, "anchor_date": "2027-06-01T00:00:00.123456Z", "timezone": "UTC"},
+        JANUARY,
+    ),
     "every-90-minutes-anchored-at-plus-05-30": (
-        {"interval": 5400, "anchor_date": "2026-02-28T12:34:56.5+05:30"}, (JANUARY[0], JANUARY[0] + dt.timedelta(days=2))),
+        {"interval": 5400, "anchor_date": "2026-02-28T12:34:56.5+05:30"},
+        (JANUARY[0], JANUARY[0] + dt.timedelta(days=2)),
+    ),
     "hourly-new-york-spring-forward": (
         {"interval": 3600, "anchor_date": "2027-01-01T00:30:00-05:00", "timezone": ZONE},
-        (dt.datetime(2027, 3, 14, 4, tzinfo=UTC), dt.datetime(2027, 3, 14, 10, tzinfo=UTC))),
+        (dt.datetime(2027, 3, 14, 4, tzinfo=UTC), dt.datetime(2027, 3, 14, 10, tzinfo=UTC)),
+    ),
     "daily-0900-new-york-spring-forward": (
-        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE}, SPRING_FORWARD),
+        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE},
+        SPRING_FORWARD,
+    ),
     "daily-0900-new-york-fall-back": (
-        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE}, FALL_BACK),
+        {"interval": 86400, "anchor_date": "2027-01-01T09:00:00-05:00", "timezone": ZONE},
+        FALL_BACK,
+    ),
     "daily-0230-new-york-in-the-skipped-hour": (
         {"interval": 86400, "anchor_date": "2027-01-01T02:30:00-05:00", "timezone": ZONE},
-        (dt.datetime(2027, 3, 10, tzinfo=UTC), dt.datetime(2027, 3, 18, tzinfo=UTC))),
+        (dt.datetime(2027, 3, 10, tzinfo=UTC), dt.datetime(2027, 3, 18, tzinfo=UTC)),
+    ),
     "weekly-sydney-april": (
-        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"}, SYDNEY_APRIL),
+        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"},
+        SYDNEY_APRIL,
+    ),
     "weekly-sydney-october": (
-        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"}, SYDNEY_OCTOBER),
+        {"interval": 604800, "anchor_date": "2027-01-03T09:00:00+11:00", "timezone": "Australia/Sydney"},
+        SYDNEY_OCTOBER,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", INTERVAL_CASES)
-def test_interval_schedule_expands_as_prefect_does(case: str, api: ApiClient, created: Created,
-                                                   names: Callable[..., str]) -> None:
+def test_interval_schedule_expands_as_prefect_does(
+    case: str, api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """An interval schedule ({case}), expanded over its window: its runs fall on the instants Prefect computes from
     its anchor, interval and time zone, none missing, none twice."""
     assert_expands_as_prefect(api, created, names, *INTERVAL_CASES[case])
@@ -369,33 +470,50 @@ def test_interval_schedule_expands_as_prefect_does(case: str, api: ApiClient, cr
 CALENDAR_CASES: dict[str, tuple[dict[str, Any], tuple[dt.datetime, dt.datetime]]] = {
     "cron-day-of-month-or-weekday": (
         {"cron": "0 9 13 * 5", "timezone": "UTC", "day_or": True},
-        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2027, 9, 1, tzinfo=UTC))),
+        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2027, 9, 1, tzinfo=UTC)),
+    ),
     "cron-day-of-month-and-weekday": (
         {"cron": "0 9 13 * 5", "timezone": "UTC", "day_or": False},
-        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2028, 12, 31, tzinfo=UTC))),
+        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2028, 12, 31, tzinfo=UTC)),
+    ),
     "cron-daily-macro-berlin": (
-        {"cron": "@daily", "timezone": "Europe/Berlin"}, (dt.datetime(2027, 3, 20, tzinfo=UTC), dt.datetime(2027, 4, 5, tzinfo=UTC))),
+        {"cron": "@daily", "timezone": "Europe/Berlin"},
+        (dt.datetime(2027, 3, 20, tzinfo=UTC), dt.datetime(2027, 4, 5, tzinfo=UTC)),
+    ),
     "cron-hourly-macro": ({"cron": "@hourly", "timezone": "UTC"}, (JANUARY[0], JANUARY[0] + dt.timedelta(days=1))),
     "cron-steps-and-ranges": (
         {"cron": "*/20 8-10,14 * * 1-5", "timezone": ZONE},
-        (dt.datetime(2027, 1, 4, tzinfo=UTC), dt.datetime(2027, 1, 9, tzinfo=UTC))),
+        (dt.datetime(2027, 1, 4, tzinfo=UTC), dt.datetime(2027, 1, 9, tzinfo=UTC)),
+    ),
     "rrule-count": ({"rrule": "DTSTART:20270101T090000\nRRULE:FREQ=WEEKLY;COUNT=5", "timezone": "UTC"}, WINTER),
-    "rrule-until": ({"rrule": "DTSTART:20270101T090000\nRRULE:FREQ=DAILY;UNTIL=20270110T090000", "timezone": "UTC"}, WINTER),
+    "rrule-until": (
+        {"rrule": "DTSTART:20270101T090000\nRRULE:FREQ=DAILY;UNTIL=20270110T090000", "timezone": "UTC"},
+        WINTER,
+    ),
     "rrule-exdate-and-rdate": (
-        {"rrule": "DTSTART:20270101T090000\nRRULE:FREQ=DAILY;COUNT=10\nEXDATE:20270103T090000\nRDATE:20270120T120000",
-         "timezone": "UTC"}, WINTER),
+        {
+            "rrule": "DTSTART:20270101T090000\nRRULE:FREQ=DAILY;COUNT=10\nEXDATE:20270103T090000\n"
+            "RDATE:20270120T120000",
+            "timezone": "UTC",
+        },
+        WINTER,
+    ),
     "rrule-last-weekday-of-the-month": (
         {"rrule": "DTSTART:20270101T090000\nRRULE:FREQ=MONTHLY;BYDAY=MO,TU,WE,TH,FR;BYSETPOS=-1", "timezone": "UTC"},
-        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2028, 1, 1, tzinfo=UTC))),
+        (dt.datetime(2027, 1, 1, tzinfo=UTC), dt.datetime(2028, 1, 1, tzinfo=UTC)),
+    ),
     # Prefect reads the schedule's time zone (UTC by default), not DTSTART's TZID: 09:00 UTC, not 09:00 in Tokyo.
     "rrule-dtstart-with-its-own-zone": (
-        {"rrule": "DTSTART;TZID=Asia/Tokyo:20270101T090000\nRRULE:FREQ=DAILY;COUNT=5"}, WINTER),
+        {"rrule": "DTSTART;TZID=Asia/Tokyo:20270101T090000\nRRULE:FREQ=DAILY;COUNT=5"},
+        WINTER,
+    ),
 }
 
 
 @pytest.mark.parametrize("case", CALENDAR_CASES)
-def test_calendar_schedule_expands_as_prefect_does(case: str, api: ApiClient, created: Created,
-                                                   names: Callable[..., str]) -> None:
+def test_calendar_schedule_expands_as_prefect_does(
+    case: str, api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """A cron or rrule schedule ({case}), expanded over its window: its runs fall on the instants Prefect
     computes, none missing, none twice."""
     assert_expands_as_prefect(api, created, names, *CALENDAR_CASES[case])
@@ -408,11 +526,14 @@ HOURLY = {"cron": "0 * * * *", "timezone": "UTC"}
 WINDOW = (dt.datetime(2027, 1, 10, tzinfo=UTC), dt.datetime(2027, 1, 10, 4, tzinfo=UTC))
 
 
-def expanded_deployment(api: ApiClient, created: Created, names: Callable[..., str]) -> tuple[dict[str, Any], list[str]]:
+def expanded_deployment(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> tuple[dict[str, Any], list[str]]:
     """A paused deployment with an ``HOURLY`` schedule, expanded over ``WINDOW``: it and its SCHEDULED runs' ids."""
     flow = create_flow(api, created, names("flow"))
-    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True,
-                                   schedules=[{"schedule": HOURLY, "active": True}])
+    deployment = create_deployment(
+        api, flow["id"], names("deployment"), paused=True, schedules=[{"schedule": HOURLY, "active": True}]
+    )
     expand_schedules(api, deployment["id"], *WINDOW)
     runs = [run["id"] for run in scheduled_runs(api, deployment["id"])]
     expected = len(prefect_occurrences(HOURLY, *WINDOW))
@@ -428,12 +549,16 @@ def still_scheduled(api: ApiClient, run_ids: list[str]) -> list[str]:
     left = []
     for run_id in run_ids:
         answer = api.request("GET", f"/flow_runs/{run_id}")
-        if answer.status != 404 and ((answer.expect(200, what="reading a run back failed").get("state") or {}).get("type") == "SCHEDULED"):
+        if answer.status != 404 and (
+            (answer.expect(200, what="reading a run back failed").get("state") or {}).get("type") == "SCHEDULED"
+        ):
             left.append(run_id)
     return left
 
 
-def test_deleting_a_schedule_removes_its_scheduled_runs(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+def test_deleting_a_schedule_removes_its_scheduled_runs(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """Deleting a deployment's schedule removes the SCHEDULED runs it created: no worker or Runner finds them."""
     deployment, runs = expanded_deployment(api, created, names)
     (schedule,) = api.get(f"/deployments/{deployment['id']}/schedules")
@@ -445,41 +570,69 @@ def test_deleting_a_schedule_removes_its_scheduled_runs(api: ApiClient, created:
     )
 
 
-def test_deleting_a_deployment_leaves_no_scheduled_runs(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+def test_deleting_a_deployment_leaves_no_scheduled_runs(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """Deleting a deployment removes its SCHEDULED runs: no worker or Runner may find them afterwards."""
     deployment, runs = expanded_deployment(api, created, names)
     api.call("DELETE", f"/deployments/{deployment['id']}", expect=(200, 204))
     left = still_scheduled(api, runs)
-    assert not left, f"{len(left)} of the deployment's {len(runs)} SCHEDULED runs are still there after DELETE /deployments/{{id}}"
+    assert not left, (
+        f"{len(left)} of the deployment's {len(runs)} SCHEDULED runs are still there after DELETE /deployments/{{id}}"
+    )
 
 
 # --- several schedules on one deployment: each its own runs, parameters and slug; inactive ones make none ----------
 
 #: Two schedules of one deployment, both expanded over ``WINDOW``: at 15 and 45 minutes past each hour.
-MORNING = {"schedule": {"cron": "15 * * * *", "timezone": "UTC"}, "active": True, "slug": "quarter-past",
-           "parameters": {"b": "from-quarter-past"}}
-EVENING = {"schedule": {"cron": "45 * * * *", "timezone": "UTC"}, "active": True, "slug": "quarter-to",
-           "parameters": {"a": "from-quarter-to"}}
+MORNING = {
+    "schedule": {"cron": "15 * * * *", "timezone": "UTC"},
+    "active": True,
+    "slug": "quarter-past",
+    "parameters": {"b": "from-quarter-past"},
+}
+EVENING = {
+    "schedule": {"cron": "45 * * * *", "timezone": "UTC"},
+    "active": True,
+    "slug": "quarter-to",
+    "parameters": {"a": "from-quarter-to"},
+}
 DEPLOYMENT_PARAMETERS = {"a": "from-deployment", "b": "from-deployment"}
 PARAMETERS_SCHEMA = {"type": "object", "properties": {"a": {"type": "string"}, "b": {"type": "string"}}}
 
 
-def two_schedule_deployment(api: ApiClient, created: Created, names: Callable[..., str], *, evening_active: bool = True,
-                            own_parameters: bool = False) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+def two_schedule_deployment(
+    api: ApiClient,
+    created: Created,
+    names: Callable[..., str],
+    *,
+    evening_active: bool = True,
+    own_parameters: bool = False,
+) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     """A paused deployment with :data:`MORNING` and :data:`EVENING` (maybe inactive; with their slugs and parameters
     only if ``own_parameters``: servers before 3.1 refuse both), and its schedules by slug."""
     flow = create_flow(api, created, names("flow"))
     specs = [MORNING, {**EVENING, "active": evening_active}]
     if not own_parameters:
         specs = [{k: v for k, v in spec.items() if k not in ("slug", "parameters")} for spec in specs]
-    deployment = create_deployment(api, flow["id"], names("deployment"), paused=True, parameters=DEPLOYMENT_PARAMETERS,
-                                   parameter_openapi_schema=PARAMETERS_SCHEMA, schedules=specs)
+    deployment = create_deployment(
+        api,
+        flow["id"],
+        names("deployment"),
+        paused=True,
+        parameters=DEPLOYMENT_PARAMETERS,
+        parameter_openapi_schema=PARAMETERS_SCHEMA,
+        schedules=specs,
+    )
     slugs = {MORNING["schedule"]["cron"]: MORNING["slug"], EVENING["schedule"]["cron"]: EVENING["slug"]}
-    schedules = {slugs.get((s.get("schedule") or {}).get("cron"), str(s.get("schedule"))): s
-                 for s in api.get(f"/deployments/{deployment['id']}/schedules")}
+    schedules = {
+        slugs.get((s.get("schedule") or {}).get("cron"), str(s.get("schedule"))): s
+        for s in api.get(f"/deployments/{deployment['id']}/schedules")
+    }
     assert set(schedules) == set(slugs.values()), (
         f"GET /deployments/{{id}}/schedules answered {sorted(schedules)}, not the two schedules the deployment was "
-        f"created with ({MORNING['schedule']['cron']!r}, {EVENING['schedule']['cron']!r})")
+        f"created with ({MORNING['schedule']['cron']!r}, {EVENING['schedule']['cron']!r})"
+    )
     return deployment, schedules
 
 
@@ -492,8 +645,9 @@ def runs_by_minute(api: ApiClient, deployment_id: str) -> dict[int, list[dict[st
     return by_minute
 
 
-def test_each_schedule_gives_its_runs_its_parameters_and_slug(api: ApiClient, created: Created,
-                                                              names: Callable[..., str]) -> None:
+def test_each_schedule_gives_its_runs_its_parameters_and_slug(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """A deployment with two schedules, expanded: each schedule's occurrences, once each, with the deployment's
     parameters overridden by the schedule's own, and ``created_by`` naming the schedule by its slug."""
     deployment, schedules = two_schedule_deployment(api, created, names, own_parameters=True)
@@ -504,26 +658,37 @@ def test_each_schedule_gives_its_runs_its_parameters_and_slug(api: ApiClient, cr
         runs = by_minute.pop(minute, [])
         expected = len(prefect_occurrences(spec["schedule"], *WINDOW))
         if len(runs) != expected:
-            problems.append(f"schedule {spec['slug']!r} ({spec['schedule']['cron']}): {len(runs)} runs, Prefect makes "
-                            f"{expected}")
+            problems.append(
+                f"schedule {spec['slug']!r} ({spec['schedule']['cron']}): {len(runs)} runs, Prefect makes {expected}"
+            )
         want = {**DEPLOYMENT_PARAMETERS, **spec["parameters"]}
         for run in runs[:1] + [r for r in runs[1:] if r.get("parameters") != want][:1]:
             if run.get("parameters") != want:
-                problems.append(f"run {run.get('name')!r} of schedule {spec['slug']!r} has parameters "
-                                f"{run.get('parameters')!r}, not {want!r} (the schedule's over the deployment's)")
+                problems.append(
+                    f"run {run.get('name')!r} of schedule {spec['slug']!r} has parameters "
+                    f"{run.get('parameters')!r}, not {want!r} (the schedule's over the deployment's)"
+                )
             made_by = run.get("created_by") or {}
             if (made_by.get("type"), made_by.get("id"), made_by.get("display_value")) != (
-                    "SCHEDULE", schedules[spec["slug"]]["id"], spec["slug"]):
-                problems.append(f"run {run.get('name')!r} of schedule {spec['slug']!r} has created_by {made_by!r}, "
-                                f"not the schedule (type SCHEDULE, its id, its slug as display_value)")
+                "SCHEDULE",
+                schedules[spec["slug"]]["id"],
+                spec["slug"],
+            ):
+                problems.append(
+                    f"run {run.get('name')!r} of schedule {spec['slug']!r} has created_by {made_by!r}, "
+                    f"not the schedule (type SCHEDULE, its id, its slug as display_value)"
+                )
     if by_minute:
         problems.append(f"runs at minutes no schedule has: {sorted(by_minute)}")
-    assert not problems, (f"expanding the two schedules of deployment {deployment['id']} from "
-                          f"{describe_instant(WINDOW[0])} to {describe_instant(WINDOW[1])}:\n  " + "\n  ".join(problems))
+    assert not problems, (
+        f"expanding the two schedules of deployment {deployment['id']} from "
+        f"{describe_instant(WINDOW[0])} to {describe_instant(WINDOW[1])}:\n  " + "\n  ".join(problems)
+    )
 
 
-def test_an_inactive_schedule_makes_no_runs_until_activated(api: ApiClient, created: Created,
-                                                           names: Callable[..., str]) -> None:
+def test_an_inactive_schedule_makes_no_runs_until_activated(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """Of a deployment's two schedules, the one with ``active: false`` makes no runs; once activated
     (``PATCH /deployments/{id}/schedules/{schedule_id}``), it makes its own, and the other's are not made twice."""
     deployment, schedules = two_schedule_deployment(api, created, names, evening_active=False)
@@ -531,20 +696,31 @@ def test_an_inactive_schedule_makes_no_runs_until_activated(api: ApiClient, crea
     before = runs_by_minute(api, deployment["id"])
     assert set(before) == {15}, (
         f"with schedule {EVENING['slug']!r} inactive, expanding made runs at minutes {sorted(before)} (counts "
-        f"{ {m: len(r) for m, r in before.items()} }); Prefect makes only the active schedule's, at minute 15")
-    api.call("PATCH", f"/deployments/{deployment['id']}/schedules/{schedules[EVENING['slug']]['id']}",
-             json_body={"active": True}, expect=(200, 204), what="activating a schedule failed")
+        f"{ {m: len(r) for m, r in before.items()} }); Prefect makes only the active schedule's, at minute 15"
+    )
+    api.call(
+        "PATCH",
+        f"/deployments/{deployment['id']}/schedules/{schedules[EVENING['slug']]['id']}",
+        json_body={"active": True},
+        expect=(200, 204),
+        what="activating a schedule failed",
+    )
     expand_schedules(api, deployment["id"], *WINDOW)
     after = runs_by_minute(api, deployment["id"])
     counts = {minute: len(runs) for minute, runs in after.items()}
-    expected = {15: len(prefect_occurrences(MORNING["schedule"], *WINDOW)), 45: len(prefect_occurrences(EVENING["schedule"], *WINDOW))}
+    expected = {
+        15: len(prefect_occurrences(MORNING["schedule"], *WINDOW)),
+        45: len(prefect_occurrences(EVENING["schedule"], *WINDOW)),
+    }
     assert counts == expected, (
         f"once schedule {EVENING['slug']!r} was activated and the deployment expanded again, its runs by minute are "
-        f"{counts}, not {expected}: Prefect adds the activated schedule's runs and keeps the other's once each")
+        f"{counts}, not {expected}: Prefect adds the activated schedule's runs and keeps the other's once each"
+    )
 
 
-def test_deleting_one_schedule_removes_its_runs_and_not_the_others_schedule(api: ApiClient, created: Created,
-                                                                           names: Callable[..., str]) -> None:
+def test_deleting_one_schedule_removes_its_runs_and_not_the_others_schedule(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """Of a deployment's two expanded schedules, deleting one removes its SCHEDULED runs, and expanding the deployment
     again makes the other's runs, once each, and none of the deleted one's. (Prefect's ``DELETE`` removes all the
     deployment's auto-scheduled runs not yet started, the other schedule's too, and its scheduler makes the
@@ -553,7 +729,9 @@ def test_deleting_one_schedule_removes_its_runs_and_not_the_others_schedule(api:
     deployment, schedules = two_schedule_deployment(api, created, names)
     expand_schedules(api, deployment["id"], *WINDOW)
     before = runs_by_minute(api, deployment["id"])
-    api.call("DELETE", f"/deployments/{deployment['id']}/schedules/{schedules[EVENING['slug']]['id']}", expect=(200, 204))
+    api.call(
+        "DELETE", f"/deployments/{deployment['id']}/schedules/{schedules[EVENING['slug']]['id']}", expect=(200, 204)
+    )
     gone = still_scheduled(api, [run["id"] for run in before.get(45, [])])
     expand_schedules(api, deployment["id"], *WINDOW)
     counts = {minute: len(runs) for minute, runs in runs_by_minute(api, deployment["id"]).items()}
@@ -561,7 +739,8 @@ def test_deleting_one_schedule_removes_its_runs_and_not_the_others_schedule(api:
     assert before.get(45) and not gone and counts == expected, (
         f"after DELETE of schedule {EVENING['slug']!r}, {len(gone)} of its {len(before.get(45, []))} SCHEDULED runs "
         f"are still there, and expanding the deployment again gave runs by minute {counts}, not {expected}: the "
-        "deleted schedule's runs must go with it, and the remaining schedule's be made once each")
+        "deleted schedule's runs must go with it, and the remaining schedule's be made once each"
+    )
 
 
 # --- the horizon: as many runs as Prefect keeps ahead, as far ahead, topped up as they fall due ---------------------
@@ -610,14 +789,17 @@ def horizon(api: ApiClient, module_names: Callable[..., str], module_created: Cr
     for case, make in HORIZON_CASES.items():
         created_at = utc_now()
         schedule = make(created_at)
-        deployment = create_deployment(api, flow["id"], module_names(f"horizon-{case}"),
-                                       schedules=[{"schedule": schedule, "active": True}])
+        deployment = create_deployment(
+            api, flow["id"], module_names(f"horizon-{case}"), schedules=[{"schedule": schedule, "active": True}]
+        )
         deployments[case] = (deployment["id"], schedule, created_at)
     return Horizon(deployments)
 
 
 @pytest.mark.parametrize("case", HORIZON_CASES)
-def test_scheduler_keeps_prefects_horizon(case: str, horizon: Horizon, api: ApiClient, target_clock: TargetClock) -> None:
+def test_scheduler_keeps_prefects_horizon(
+    case: str, horizon: Horizon, api: ApiClient, target_clock: TargetClock
+) -> None:
     """A deployment with one active {case} schedule: the target's own scheduler keeps exactly the runs Prefect's
     keeps ahead (at least min_runs and until min_scheduled_time ahead, at most max_runs and never beyond
     max_scheduled_time: ``--scheduler-limits``, Prefect's by default), each occurrence once and none due before the
@@ -631,9 +813,18 @@ def test_scheduler_keeps_prefects_horizon(case: str, horizon: Horizon, api: ApiC
     def judged() -> dt.datetime:
         observed = utc_now()
         runs = scheduled_runs(api, deployment_id)
-        times = [read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs]
-        problem = horizon_problem(schedule, times, created=created_at + shift, observed=observed + shift,
-                                  limits=limits, lag=lag, tolerance=tolerance)
+        times = [
+            read_instant(r.get("expected_start_time"), f"expected_start_time of run {r.get('name')!r}") for r in runs
+        ]
+        problem = horizon_problem(
+            schedule,
+            times,
+            created=created_at + shift,
+            observed=observed + shift,
+            limits=limits,
+            lag=lag,
+            tolerance=tolerance,
+        )
         if problem:
             last["problem"] = problem
             raise AssertionError(problem)
@@ -643,18 +834,24 @@ def test_scheduler_keeps_prefects_horizon(case: str, horizon: Horizon, api: ApiC
     # From the deployment's creation, so that the cases created with it and looked at after it do not each wait anew.
     deadline = created_at + dt.timedelta(seconds=first_runs_timeout() * timeout_scale()) + lag
     try:
-        first_look = wait_until(judged, awaiting=f"{what} to be those Prefect's scheduler keeps", interval=0.5,
-                                timeout=max(1.0, (deadline - utc_now()).total_seconds()) / timeout_scale())
+        first_look = wait_until(
+            judged,
+            awaiting=f"{what} to be those Prefect's scheduler keeps",
+            interval=0.5,
+            timeout=max(1.0, (deadline - utc_now()).total_seconds()) / timeout_scale(),
+        )
     except WaitTimeout:
         raise AssertionError(f"{what}, created at {describe_instant(created_at)}: {last['problem']}") from None
     topped_up_by = created_at + lag + TOP_UP_AFTER
     if first_look >= topped_up_by:
         return  # looked at once runs had fallen due already (the cases created with it took the time)
     second_look = max(first_look + dt.timedelta(seconds=stable_for()), topped_up_by)
-    wait_for_instant(second_look, awaiting=f"{describe_instant(second_look)}, to look at {what} again once runs have "
-                     "fallen due")
+    wait_for_instant(
+        second_look, awaiting=f"{describe_instant(second_look)}, to look at {what} again once runs have fallen due"
+    )
     try:
         judged()
     except AssertionError as exc:
-        raise AssertionError(f"{what}, created at {describe_instant(created_at)}, looked at again once runs had fallen "
-                             f"due: {exc}") from None
+        raise AssertionError(
+            f"{what}, created at {describe_instant(created_at)}, looked at again once runs had fallen due: {exc}"
+        ) from None

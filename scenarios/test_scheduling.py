@@ -25,10 +25,19 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.target.api import ApiClient
-from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue,
-                                    fail_with_retries_left, limit_concurrency, pause_work_pool, pause_work_queue,
-                                    scheduled_state, set_state)
+from harness.checks.objects import (
+    Created,
+    create_deployment,
+    create_flow,
+    create_work_pool,
+    create_work_queue,
+    fail_with_retries_left,
+    limit_concurrency,
+    pause_work_pool,
+    pause_work_queue,
+    scheduled_state,
+    set_state,
+)
 from harness.checks.polling import (
     US,
     Dataset,
@@ -43,6 +52,7 @@ from harness.checks.polling import (
 )
 from harness.checks.sequences import Entry, is_non_decreasing
 from harness.checks.timestamps import INPUT_FORMATS, UTC, InputFormat, describe_instant, read_instant
+from harness.target.api import ApiClient
 from harness.waits import wait_until
 
 pytestmark = pytest.mark.scheduling
@@ -61,15 +71,23 @@ def test_next_scheduled_start_time_set_on_create(api: ApiClient, flow: dict, nam
     run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(instant)})
     for source, document in (("POST /flow_runs/", run), ("GET /flow_runs/{id}", api.get(f"/flow_runs/{run['id']}"))):
         value = document.get("next_scheduled_start_time")
-        assert value is not None, f"{source} returned next_scheduled_start_time null for a SCHEDULED run; expected {describe_instant(instant)}"
+        assert value is not None, (
+            f"{source} returned next_scheduled_start_time null for a SCHEDULED run; expected "
+            f"{describe_instant(instant)}"
+        )
         assert read_instant(value, f"{source} next_scheduled_start_time") == instant, (
-            f"{source} returned next_scheduled_start_time {value!r}; the run is scheduled for {describe_instant(instant)}"
+            f"{source} returned next_scheduled_start_time {value!r}; the run is scheduled for "
+            f"{describe_instant(instant)}"
         )
 
 
-def test_next_scheduled_start_time_cleared_when_leaving_scheduled(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+def test_next_scheduled_start_time_cleared_when_leaving_scheduled(
+    api: ApiClient, flow: dict, names: Callable[..., str]
+) -> None:
     """Once a run leaves SCHEDULED (here: PENDING, as a runner sets it), next_scheduled_start_time is null."""
-    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())})
+    run = api.post(
+        "/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())}
+    )
     result = set_state(api, run["id"], "PENDING")
     assert result.get("status") == "ACCEPT", f"setting PENDING was not accepted: {result}"
     value = api.get(f"/flow_runs/{run['id']}").get("next_scheduled_start_time")
@@ -105,16 +123,22 @@ def test_next_scheduled_start_time_follows_reschedule(api: ApiClient, flow: dict
     )
 
 
-def test_next_scheduled_start_time_set_when_a_running_run_awaits_retry(api: ApiClient, flow: dict, names: Callable[..., str]) -> None:
+def test_next_scheduled_start_time_set_when_a_running_run_awaits_retry(
+    api: ApiClient, flow: dict, names: Callable[..., str]
+) -> None:
     """A RUNNING run that fails into AwaitingRetry (a SCHEDULED-type state) gets next_scheduled_start_time = its
     retry time: both polling endpoints filter on it, so a run without it is never retried by a Runner or worker."""
     retry_at = base_instant() + dt.timedelta(microseconds=777)
-    run = api.post("/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())})
+    run = api.post(
+        "/flow_runs/", {"flow_id": flow["id"], "name": names("run"), "state": scheduled_state(base_instant())}
+    )
     for state_type in ("PENDING", "RUNNING"):
         set_state(api, run["id"], state_type)
     set_state(api, run["id"], scheduled_state(retry_at, name="AwaitingRetry"))
     read = api.get(f"/flow_runs/{run['id']}")
-    assert (read.get("state") or {}).get("name") == "AwaitingRetry", f"the run's state is {read.get('state')}, expected AwaitingRetry"
+    assert (read.get("state") or {}).get("name") == "AwaitingRetry", (
+        f"the run's state is {read.get('state')}, expected AwaitingRetry"
+    )
     value = read.get("next_scheduled_start_time")
     assert value is not None and read_instant(value, "next_scheduled_start_time in AwaitingRetry") == retry_at, (
         f"a run that went from RUNNING to AwaitingRetry at {describe_instant(retry_at)} has next_scheduled_start_time "
@@ -172,16 +196,28 @@ def test_deployment_poll_orders_by_next_scheduled_start_time(api: ApiClient, pol
     """All due runs of the deployment come back ascending by next_scheduled_start_time (as instants)."""
     before = polling.dataset.t0 + dt.timedelta(hours=2)
     runs = poll_deployment(api, polling, scheduled_before=describe_instant(before))
-    assert_sequence("POST /deployments/get_scheduled_flow_runs (every run due)", expected_due(polling, before), polling.dataset.entries(runs))
+    assert_sequence(
+        "POST /deployments/get_scheduled_flow_runs (every run due)",
+        expected_due(polling, before),
+        polling.dataset.entries(runs),
+    )
 
 
 @pytest.mark.parametrize(
     "bound, offset",
-    [("at-a-run", dt.timedelta(0)), ("one-us-before-a-run", -US), ("one-us-after-a-run", US), ("at-a-fractional-run", dt.timedelta(milliseconds=500))],
+    [
+        ("at-a-run", dt.timedelta(0)),
+        ("one-us-before-a-run", -US),
+        ("one-us-after-a-run", US),
+        ("at-a-fractional-run", dt.timedelta(milliseconds=500)),
+    ],
     ids=["at-a-run", "one-us-before-a-run", "one-us-after-a-run", "at-a-fractional-run"],
 )
-def test_deployment_poll_bound_is_inclusive(bound: str, offset: dt.timedelta, api: ApiClient, polling: DeploymentPolling) -> None:
-    """``scheduled_before`` is inclusive to the microsecond: a run exactly at the bound is returned, one 1 µs later is not."""
+def test_deployment_poll_bound_is_inclusive(
+    bound: str, offset: dt.timedelta, api: ApiClient, polling: DeploymentPolling
+) -> None:
+    """``scheduled_before`` is inclusive to the microsecond: a run exactly at the bound is returned, one 1 µs later is
+    not."""
     before = polling.dataset.t0 + offset
     runs = poll_deployment(api, polling, scheduled_before=describe_instant(before))
     assert_sequence(
@@ -201,7 +237,9 @@ BOUND_CASES = [
 
 
 @pytest.mark.parametrize("fmt, at", BOUND_CASES)
-def test_deployment_poll_bound_in_any_format(fmt: InputFormat, at: str, api: ApiClient, polling: DeploymentPolling) -> None:
+def test_deployment_poll_bound_in_any_format(
+    fmt: InputFormat, at: str, api: ApiClient, polling: DeploymentPolling
+) -> None:
     """The same bound written in any format real clients send selects the same runs: instants, not strings."""
     instant = polling.dataset.t0 + dict(DEPLOYMENT_RUNS)[at]
     sent = fmt.render(instant)
@@ -216,14 +254,21 @@ def test_deployment_poll_bound_in_any_format(fmt: InputFormat, at: str, api: Api
 def test_deployment_poll_without_bound_returns_all_scheduled(api: ApiClient, polling: DeploymentPolling) -> None:
     """Without ``scheduled_before`` every SCHEDULED run of the deployment is returned, in order."""
     runs = poll_deployment(api, polling)
-    assert_sequence("POST /deployments/get_scheduled_flow_runs without scheduled_before", expected_due(polling, None), polling.dataset.entries(runs))
+    assert_sequence(
+        "POST /deployments/get_scheduled_flow_runs without scheduled_before",
+        expected_due(polling, None),
+        polling.dataset.entries(runs),
+    )
 
 
-def test_deployment_poll_only_returns_scheduled_runs_of_the_deployment(api: ApiClient, polling: DeploymentPolling) -> None:
+def test_deployment_poll_only_returns_scheduled_runs_of_the_deployment(
+    api: ApiClient, polling: DeploymentPolling
+) -> None:
     """A run that left SCHEDULED, and a run of another deployment, are never returned."""
     runs = poll_deployment(api, polling, scheduled_before=describe_instant(polling.dataset.t0 + dt.timedelta(hours=2)))
     intruders = [
-        f"{label}@{describe_instant(instant)}" for label, instant in polling.dataset.entries(runs)
+        f"{label}@{describe_instant(instant)}"
+        for label, instant in polling.dataset.entries(runs)
         if label.startswith(("left-scheduled", "other-deployment", "foreign:"))
     ]
     assert not intruders, f"POST /deployments/get_scheduled_flow_runs returned runs it must not: {intruders}"
@@ -232,9 +277,17 @@ def test_deployment_poll_only_returns_scheduled_runs_of_the_deployment(api: ApiC
 def test_deployment_poll_limit(api: ApiClient, polling: DeploymentPolling) -> None:
     """``limit`` keeps the earliest runs; a limit above 200 is rejected with 422."""
     runs = poll_deployment(api, polling, limit=2)
-    assert_sequence("POST /deployments/get_scheduled_flow_runs with limit 2", expected_due(polling, None)[:2], polling.dataset.entries(runs))
-    api.post("/deployments/get_scheduled_flow_runs", {"deployment_ids": [polling.deployment["id"]], "limit": 201},
-             expect=422, what="limit 201 should be rejected with 422 like Prefect does")
+    assert_sequence(
+        "POST /deployments/get_scheduled_flow_runs with limit 2",
+        expected_due(polling, None)[:2],
+        polling.dataset.entries(runs),
+    )
+    api.post(
+        "/deployments/get_scheduled_flow_runs",
+        {"deployment_ids": [polling.deployment["id"]], "limit": 201},
+        expect=422,
+        what="limit 201 should be rejected with 422 like Prefect does",
+    )
 
 
 def test_deployment_poll_marks_deployment_ready(api: ApiClient, polling: DeploymentPolling) -> None:
@@ -249,7 +302,9 @@ def test_deployment_poll_marks_deployment_ready(api: ApiClient, polling: Deploym
         )
         return deployment
 
-    deployment = wait_until(ready, awaiting=f"GET {path} to show status READY and last_polled after a poll", timeout=15, interval=0.25)
+    deployment = wait_until(
+        ready, awaiting=f"GET {path} to show status READY and last_polled after a poll", timeout=15, interval=0.25
+    )
     read_instant(deployment["last_polled"], f"GET {path} last_polled")
 
 
@@ -283,7 +338,9 @@ def pool_polling(api: ApiClient, module_names: Callable[..., str], module_create
     queues = {q: create_work_queue(api, pool["name"], module_names(q), priority=p) for q, p in QUEUE_PRIORITIES.items()}
     flow = create_flow(api, module_created, module_names("pool-flow"))
     deployments = {
-        q: create_deployment(api, flow["id"], module_names(f"{q}-deployment"), work_pool_name=pool["name"], work_queue_name=queue["name"])
+        q: create_deployment(
+            api, flow["id"], module_names(f"{q}-deployment"), work_pool_name=pool["name"], work_queue_name=queue["name"]
+        )
         for q, queue in queues.items()
     }
     data = Dataset(base_instant())
@@ -298,10 +355,16 @@ def pool_runs(pool_polling: PoolPolling, api: ApiClient, **body: Any) -> list[En
     return pool_polling.dataset.entries(poll_pool(api, pool_polling.pool["name"], **body))
 
 
-def expected_pool(pool_polling: PoolPolling, after: dt.datetime | None = None, before: dt.datetime | None = None, queues: tuple[str, ...] = ("urgent", "routine")) -> list[Entry]:
+def expected_pool(
+    pool_polling: PoolPolling,
+    after: dt.datetime | None = None,
+    before: dt.datetime | None = None,
+    queues: tuple[str, ...] = ("urgent", "routine"),
+) -> list[Entry]:
     t0 = pool_polling.dataset.t0
     chosen = [
-        label for queue in sorted(queues, key=QUEUE_PRIORITIES.get)
+        label
+        for queue in sorted(queues, key=QUEUE_PRIORITIES.get)
         for label, q, offset in sorted(POOL_RUNS, key=lambda r: r[2])
         if q == queue and (after is None or t0 + offset >= after) and (before is None or t0 + offset <= before)
     ]
@@ -310,21 +373,30 @@ def expected_pool(pool_polling: PoolPolling, after: dt.datetime | None = None, b
 
 def test_work_pool_poll_response_shape(api: ApiClient, pool_polling: PoolPolling) -> None:
     """Each item is ``{work_pool_id, work_queue_id, flow_run}`` naming the pool and the run's own queue."""
-    items = pool_items(api, pool_polling.pool["name"], scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    items = pool_items(
+        api,
+        pool_polling.pool["name"],
+        scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)),
+    )
     assert len(items) == len(POOL_RUNS), f"expected {len(POOL_RUNS)} items, got {str(items)[:300]}"
     queue_ids = {q["id"] for q in pool_polling.queues.values()}
     for item in items:
         missing = {"work_pool_id", "work_queue_id", "flow_run"} - set(item)
         assert not missing, f"an item lacks {sorted(missing)}: {str(item)[:300]}"
-        assert item["work_pool_id"] == pool_polling.pool["id"], f"item names work_pool_id {item['work_pool_id']}, the pool is {pool_polling.pool['id']}"
+        assert item["work_pool_id"] == pool_polling.pool["id"], (
+            f"item names work_pool_id {item['work_pool_id']}, the pool is {pool_polling.pool['id']}"
+        )
         assert item["work_queue_id"] in queue_ids and item["work_queue_id"] == item["flow_run"].get("work_queue_id"), (
-            f"item names work_queue_id {item['work_queue_id']}, its run is in queue {item['flow_run'].get('work_queue_id')}"
+            f"item names work_queue_id {item['work_queue_id']}, its run is in queue "
+            f"{item['flow_run'].get('work_queue_id')}"
         )
 
 
 def test_work_pool_poll_orders_by_queue_priority_then_time(api: ApiClient, pool_polling: PoolPolling) -> None:
     """Runs of the priority-1 queue come before earlier runs of the priority-50 queue; time orders each queue."""
-    runs = pool_runs(pool_polling, api, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1)))
+    runs = pool_runs(
+        pool_polling, api, scheduled_before=describe_instant(pool_polling.dataset.t0 + dt.timedelta(hours=1))
+    )
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs", expected_pool(pool_polling), runs)
 
 
@@ -337,7 +409,9 @@ def test_work_pool_poll_orders_by_queue_priority_then_time(api: ApiClient, pool_
     ],
     ids=["both-at-runs", "one-us-inside", "space-form"],
 )
-def test_work_pool_poll_bounds_are_inclusive(case: str, after: dt.timedelta, before: dt.timedelta, api: ApiClient, pool_polling: PoolPolling) -> None:
+def test_work_pool_poll_bounds_are_inclusive(
+    case: str, after: dt.timedelta, before: dt.timedelta, api: ApiClient, pool_polling: PoolPolling
+) -> None:
     """``scheduled_after <= next_scheduled_start_time <= scheduled_before``, both inclusive to the microsecond."""
     t0 = pool_polling.dataset.t0
     render = (lambda i: str(i)) if case == "space-form" else describe_instant  # str(datetime) is what clients send
@@ -357,15 +431,21 @@ def test_work_pool_poll_filters_by_queue_names(api: ApiClient, pool_polling: Poo
         expected_pool(pool_polling, queues=("routine",)),
         pool_runs(pool_polling, api, work_queue_names=[routine]),
     )
-    api.post(f"/work_pools/{pool_polling.pool['name']}/get_scheduled_flow_runs",
-             {"work_queue_names": [pool_polling.other_queue["name"]]}, expect=404,
-             what="asking for a queue of another pool should be a 404 like in Prefect")
+    api.post(
+        f"/work_pools/{pool_polling.pool['name']}/get_scheduled_flow_runs",
+        {"work_queue_names": [pool_polling.other_queue["name"]]},
+        expect=404,
+        what="asking for a queue of another pool should be a 404 like in Prefect",
+    )
 
 
 def test_work_pool_poll_limit(api: ApiClient, pool_polling: PoolPolling) -> None:
     """``limit`` keeps the first runs in the endpoint's order (priority, then time)."""
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with limit 3", expected_pool(pool_polling)[:3],
-                    pool_runs(pool_polling, api, limit=3))
+    assert_sequence(
+        "POST /work_pools/{name}/get_scheduled_flow_runs with limit 3",
+        expected_pool(pool_polling)[:3],
+        pool_runs(pool_polling, api, limit=3),
+    )
 
 
 # --- paused work pools and queues hand out nothing -------------------------------------------------------------
@@ -391,8 +471,9 @@ def pausable_pool(api: ApiClient, names: Callable[..., str], created: Created) -
     flow = create_flow(api, created, names("flow"))
     data = Dataset(base_instant())
     for offset, (label, queue) in enumerate(queues.items()):
-        deployment = create_deployment(api, flow["id"], names(f"{label}-deployment"), work_pool_name=pool["name"],
-                                       work_queue_name=queue["name"])
+        deployment = create_deployment(
+            api, flow["id"], names(f"{label}-deployment"), work_pool_name=pool["name"], work_queue_name=queue["name"]
+        )
         instant = data.t0 + dt.timedelta(minutes=offset)
         data.add(create_run(api, deployment["id"], names(label), instant), label, instant)
     return PausablePool(data, pool, queues, flow)
@@ -403,15 +484,21 @@ def test_paused_work_pool_hands_out_nothing(api: ApiClient, pausable_pool: Pausa
     pause_work_pool(api, pausable_pool.pool["name"], True)
     assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of a paused pool", [], pausable_pool.poll(api))
     pause_work_pool(api, pausable_pool.pool["name"], False)
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs of the resumed pool",
-                    pausable_pool.dataset.expected(["held", "open"]), pausable_pool.poll(api))
+    assert_sequence(
+        "POST /work_pools/{name}/get_scheduled_flow_runs of the resumed pool",
+        pausable_pool.dataset.expected(["held", "open"]),
+        pausable_pool.poll(api),
+    )
 
 
 def test_paused_work_queue_hands_out_nothing(api: ApiClient, pausable_pool: PausablePool) -> None:
     """A worker polling a pool gets no runs of its paused queue, and still gets the other queue's runs."""
     pause_work_queue(api, pausable_pool.pool["name"], pausable_pool.queues["held"]["name"], True)
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs with the 'held' queue paused",
-                    pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
+    assert_sequence(
+        "POST /work_pools/{name}/get_scheduled_flow_runs with the 'held' queue paused",
+        pausable_pool.dataset.expected(["open"]),
+        pausable_pool.poll(api),
+    )
 
 
 def test_work_queue_names_hands_out_a_run_moved_back_to_scheduled(api: ApiClient, pausable_pool: PausablePool) -> None:
@@ -421,17 +508,26 @@ def test_work_queue_names_hands_out_a_run_moved_back_to_scheduled(api: ApiClient
     data = pausable_pool.dataset
 
     def poll() -> list[Entry]:
-        return data.entries(poll_pool(api, pool, work_queue_names=[queue],
-                                      scheduled_before=describe_instant(data.t0 + dt.timedelta(hours=1))))
+        return data.entries(
+            poll_pool(
+                api, pool, work_queue_names=[queue], scheduled_before=describe_instant(data.t0 + dt.timedelta(hours=1))
+            )
+        )
 
-    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with work_queue_names [{queue!r}]",
-                    data.expected(["held"]), poll())
+    assert_sequence(
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs with work_queue_names [{queue!r}]",
+        data.expected(["held"]),
+        poll(),
+    )
     (run_id,) = [run_id for run_id, label in data.labels.items() if label == "held"]
     later = data.t0 + dt.timedelta(minutes=5)
     set_state(api, run_id, "PENDING")
     set_state(api, run_id, scheduled_state(later))
-    assert_sequence(f"the same poll after the run went PENDING and back to SCHEDULED at {describe_instant(later)}",
-                    [("held", later)], poll())
+    assert_sequence(
+        f"the same poll after the run went PENDING and back to SCHEDULED at {describe_instant(later)}",
+        [("held", later)],
+        poll(),
+    )
 
 
 def test_work_pool_poll_skips_a_run_retrying_in_process(api: ApiClient, pausable_pool: PausablePool) -> None:
@@ -445,11 +541,18 @@ def test_work_pool_poll_skips_a_run_retrying_in_process(api: ApiClient, pausable
         assert state.get("name") == expected, (
             f"the flow engine proposed {state_type} for a due run with 1 retry left and the target answered "
             f"{answers[state_type].get('status')} with state {state.get('type')} {state.get('name')!r}; Prefect's "
-            f"answer leaves the run {expected!r}" + (" (REJECT), which tells the engine to retry the flow in its own "
-                                                     "process" if state_type == "FAILED" else "")
+            f"answer leaves the run {expected!r}"
+            + (
+                " (REJECT), which tells the engine to retry the flow in its own process"
+                if state_type == "FAILED"
+                else ""
+            )
         )
-    assert_sequence("POST /work_pools/{name}/get_scheduled_flow_runs while the 'held' run awaits its in-process "
-                    "retry", pausable_pool.dataset.expected(["open"]), pausable_pool.poll(api))
+    assert_sequence(
+        "POST /work_pools/{name}/get_scheduled_flow_runs while the 'held' run awaits its in-process retry",
+        pausable_pool.dataset.expected(["open"]),
+        pausable_pool.poll(api),
+    )
 
 
 # --- concurrency limits: PENDING and RUNNING runs use up the pool's or the queue's slots ------------------------
@@ -458,23 +561,32 @@ ACTIVE_STATES = {"running": "RUNNING", "pending": "PENDING"}
 
 
 @pytest.mark.parametrize("holder", ["work_pool", "work_queue"])
-def test_concurrency_limit_counts_pending_and_running_runs(holder: str, api: ApiClient, pausable_pool: PausablePool,
-                                                           names: Callable[..., str]) -> None:
+def test_concurrency_limit_counts_pending_and_running_runs(
+    holder: str, api: ApiClient, pausable_pool: PausablePool, names: Callable[..., str]
+) -> None:
     """A {holder} with ``concurrency_limit`` 2 and one RUNNING and one PENDING run in it is full: a worker's poll
     hands out none of its runs (the other queue's still, for a queue), and all of them once the limit is lifted."""
     pool, queue = pausable_pool.pool["name"], pausable_pool.queues["held"]["name"]
-    deployment = create_deployment(api, pausable_pool.flow["id"], names("busy-deployment"), work_pool_name=pool,
-                                   work_queue_name=queue)
+    deployment = create_deployment(
+        api, pausable_pool.flow["id"], names("busy-deployment"), work_pool_name=pool, work_queue_name=queue
+    )
     data = pausable_pool.dataset
     for offset, (label, state) in enumerate(ACTIVE_STATES.items()):  # due before the "held" and "open" runs
         run = create_run(api, deployment["id"], names(label), data.t0 - dt.timedelta(minutes=10 - offset))
         set_state(api, run["id"], state)
     limit_concurrency(api, pool, 2, queue if holder == "work_queue" else None)
-    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with {holder} concurrency_limit 2 and 2 runs "
-                    "PENDING or RUNNING in it", data.expected([] if holder == "work_pool" else ["open"]), pausable_pool.poll(api))
+    assert_sequence(
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs with {holder} concurrency_limit 2 and 2 runs "
+        "PENDING or RUNNING in it",
+        data.expected([] if holder == "work_pool" else ["open"]),
+        pausable_pool.poll(api),
+    )
     limit_concurrency(api, pool, None, queue if holder == "work_queue" else None)
-    assert_sequence(f"POST /work_pools/{{name}}/get_scheduled_flow_runs with the {holder} limit lifted",
-                    data.expected(["held", "open"]), pausable_pool.poll(api))
+    assert_sequence(
+        f"POST /work_pools/{{name}}/get_scheduled_flow_runs with the {holder} limit lifted",
+        data.expected(["held", "open"]),
+        pausable_pool.poll(api),
+    )
 
 
 # --- ties and volume: paging the way a Runner does ------------------------------------------------------------
@@ -484,7 +596,9 @@ TIED_RUNS = 25  # all at one instant: more than a page, so ties straddle page bo
 PAGE = 15
 
 
-def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names: Callable[..., str], module_created: Created) -> None:
+def test_many_runs_paged_like_a_runner_lose_nothing(
+    api: ApiClient, module_names: Callable[..., str], module_created: Created
+) -> None:
     """Dozens of runs at microsecond spacing and at one identical instant, fetched ``limit`` at a time and
     moved to PENDING after each page (as a Runner does): every page ascends, and every run arrives exactly once."""
     flow = create_flow(api, module_created, module_names("volume-flow"))
@@ -494,8 +608,9 @@ def test_many_runs_paged_like_a_runner_lose_nothing(api: ApiClient, module_names
     wanted = [(module_names(f"spaced-{i}"), t0 + i * US) for i in range(SPACED_RUNS)]
     wanted += [(module_names(f"tied-{i}"), tie) for i in range(TIED_RUNS)]
     expected = {run["id"]: instant for run, (_, instant) in zip(create_runs(api, deployment["id"], wanted), wanted)}
-    pages = page_like_a_runner(api, deployment["id"], before=tie + dt.timedelta(seconds=1), page_size=PAGE,
-                               max_pages=len(expected) // PAGE + 3)
+    pages = page_like_a_runner(
+        api, deployment["id"], before=tie + dt.timedelta(seconds=1), page_size=PAGE, max_pages=len(expected) // PAGE + 3
+    )
     seen: list[tuple[str, dt.datetime]] = []
     for page_number, page in enumerate(pages):
         assert len(page) <= PAGE, f"page {page_number} has {len(page)} runs, more than limit {PAGE}"

@@ -16,7 +16,7 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, scheduled_state)
+from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool, scheduled_state
 from harness.checks.schema import assert_answer_matches
 from harness.plugin.fixtures import ApiContract
 from harness.target.api import ApiClient
@@ -81,39 +81,83 @@ ROUTES = [
     Route("POST", "/flows/", lambda o: "/flows/", lambda o, n: {"name": n("flow")}, owns=lambda a: f"/flows/{a['id']}"),
     Route("GET", "/flows/{id}", lambda o: f"/flows/{o.flow_id}"),
     Route("POST", "/flows/filter", lambda o: "/flows/filter", lambda o, n: {"flows": {"id": {"any_": [o.flow_id]}}}),
-    Route("POST", "/deployments/", lambda o: "/deployments/",
-          lambda o, n: {"flow_id": o.flow_id, "name": n("deployment"), "work_pool_name": o.pool_name},
-          owns=lambda a: f"/deployments/{a['id']}"),
+    Route(
+        "POST",
+        "/deployments/",
+        lambda o: "/deployments/",
+        lambda o, n: {"flow_id": o.flow_id, "name": n("deployment"), "work_pool_name": o.pool_name},
+        owns=lambda a: f"/deployments/{a['id']}",
+    ),
     Route("GET", "/deployments/{id}", lambda o: f"/deployments/{o.deployment_id}"),
-    Route("POST", "/deployments/filter", lambda o: "/deployments/filter",
-          lambda o, n: {"deployments": {"id": {"any_": [o.deployment_id]}}}),
-    Route("POST", "/deployments/get_scheduled_flow_runs", lambda o: "/deployments/get_scheduled_flow_runs",
-          lambda o, n: {"deployment_ids": [o.deployment_id], "scheduled_before": within_the_hour()}),
-    Route("POST", "/deployments/{id}/create_flow_run", lambda o: f"/deployments/{o.deployment_id}/create_flow_run",
-          lambda o, n: {"state": scheduled_state(within_the_hour())}, owns=lambda a: f"/flow_runs/{a['id']}"),
-    Route("POST", "/flow_runs/", lambda o: "/flow_runs/",
-          lambda o, n: {"flow_id": o.flow_id, "name": n("run"), "state": scheduled_state(within_the_hour())},
-          owns=lambda a: f"/flow_runs/{a['id']}"),
+    Route(
+        "POST",
+        "/deployments/filter",
+        lambda o: "/deployments/filter",
+        lambda o, n: {"deployments": {"id": {"any_": [o.deployment_id]}}},
+    ),
+    Route(
+        "POST",
+        "/deployments/get_scheduled_flow_runs",
+        lambda o: "/deployments/get_scheduled_flow_runs",
+        lambda o, n: {"deployment_ids": [o.deployment_id], "scheduled_before": within_the_hour()},
+    ),
+    Route(
+        "POST",
+        "/deployments/{id}/create_flow_run",
+        lambda o: f"/deployments/{o.deployment_id}/create_flow_run",
+        lambda o, n: {"state": scheduled_state(within_the_hour())},
+        owns=lambda a: f"/flow_runs/{a['id']}",
+    ),
+    Route(
+        "POST",
+        "/flow_runs/",
+        lambda o: "/flow_runs/",
+        lambda o, n: {"flow_id": o.flow_id, "name": n("run"), "state": scheduled_state(within_the_hour())},
+        owns=lambda a: f"/flow_runs/{a['id']}",
+    ),
     Route("GET", "/flow_runs/{id}", lambda o: f"/flow_runs/{o.run_id}"),
-    Route("POST", "/flow_runs/filter", lambda o: "/flow_runs/filter",
-          lambda o, n: {"flow_runs": {"id": {"any_": [o.run_id]}}}),
+    Route(
+        "POST",
+        "/flow_runs/filter",
+        lambda o: "/flow_runs/filter",
+        lambda o, n: {"flow_runs": {"id": {"any_": [o.run_id]}}},
+    ),
     # What a worker does before it submits a run; forced back to the same SCHEDULED state, so the run stays due.
-    Route("POST", "/flow_runs/{id}/set_state", lambda o: f"/flow_runs/{o.run_id}/set_state",
-          lambda o, n: {"state": scheduled_state(o.run_time), "force": True}),
-    Route("POST", "/work_pools/", lambda o: "/work_pools/", lambda o, n: {"name": n("pool"), "type": "process"},
-          owns=lambda a: f"/work_pools/{a['name']}"),
+    Route(
+        "POST",
+        "/flow_runs/{id}/set_state",
+        lambda o: f"/flow_runs/{o.run_id}/set_state",
+        lambda o, n: {"state": scheduled_state(o.run_time), "force": True},
+    ),
+    Route(
+        "POST",
+        "/work_pools/",
+        lambda o: "/work_pools/",
+        lambda o, n: {"name": n("pool"), "type": "process"},
+        owns=lambda a: f"/work_pools/{a['name']}",
+    ),
     Route("GET", "/work_pools/{name}", lambda o: f"/work_pools/{o.pool_name}"),
-    Route("POST", "/work_pools/{name}/get_scheduled_flow_runs", lambda o: f"/work_pools/{o.pool_name}/get_scheduled_flow_runs",
-          lambda o, n: {"scheduled_before": within_the_hour()}),
-    Route("POST", "/task_runs/", lambda o: "/task_runs/", lambda o, n: task_run_body(n("task")),
-          owns=lambda a: f"/task_runs/{a['id']}"),
+    Route(
+        "POST",
+        "/work_pools/{name}/get_scheduled_flow_runs",
+        lambda o: f"/work_pools/{o.pool_name}/get_scheduled_flow_runs",
+        lambda o, n: {"scheduled_before": within_the_hour()},
+    ),
+    Route(
+        "POST",
+        "/task_runs/",
+        lambda o: "/task_runs/",
+        lambda o, n: task_run_body(n("task")),
+        owns=lambda a: f"/task_runs/{a['id']}",
+    ),
     Route("GET", "/task_runs/{id}", lambda o: f"/task_runs/{o.task_run_id}"),
 ]
 
 
 @pytest.mark.parametrize("route", ROUTES, ids=str)
-def test_response(route: Route, api: ApiClient, objects: Objects, created: Created, names: Names,
-                  api_contract: ApiContract) -> None:
+def test_response(
+    route: Route, api: ApiClient, objects: Objects, created: Created, names: Names, api_contract: ApiContract
+) -> None:
     """The answer to {route} matches the schema Prefect's OpenAPI document gives it."""
     answer = api.request(route.method, route.path(objects), json_body=route.body(objects, names))
     if route.owns is not None and answer.status in (200, 201):

@@ -16,15 +16,7 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.logs import assert_run_logs_read_back, await_line
-from harness.clients.actors import FLOW_LOG_LINE, SCHEDULE_INTERVAL, Actor, start_runner
-from harness.reporting.results import MEASURED
-from harness.target.api import ApiClient
 from harness.checks.objects import Created, runs_of_deployment, scheduled_state
-from harness.checks.schema import assert_traffic_matches
-from harness.plugin.fixtures import ApiContract
-from harness.clients.progress import actor_can_still_act, wait_for_deployment, wait_for_final_state
-from harness.checks.timestamps import utc_now
-from harness.waits import wait_until
 from harness.checks.proof import (
     assert_final_state,
     assert_never_used,
@@ -34,6 +26,14 @@ from harness.checks.proof import (
     quiet_degradation,
     runs_created_by,
 )
+from harness.checks.schema import assert_traffic_matches
+from harness.checks.timestamps import utc_now
+from harness.clients.actors import FLOW_LOG_LINE, SCHEDULE_INTERVAL, Actor, start_runner
+from harness.clients.progress import actor_can_still_act, wait_for_deployment, wait_for_final_state
+from harness.plugin.fixtures import ApiContract
+from harness.reporting.results import MEASURED
+from harness.target.api import ApiClient
+from harness.waits import wait_until
 
 pytestmark = pytest.mark.serve
 
@@ -66,20 +66,33 @@ class WaitingRunner:
 
 
 @pytest.fixture(scope="module")
-def scheduled_runner(actors: Callable[..., Actor], module_names: Callable[..., str], scenario_dir: Path) -> WaitingRunner:
+def scheduled_runner(
+    actors: Callable[..., Actor], module_names: Callable[..., str], scenario_dir: Path
+) -> WaitingRunner:
     """Start the scheduled Runner's process at once, held before ``.serve()``: it imports Prefect (2-3 s of CPU)
     while the on-demand Runner of :func:`served` works, and reaches the target only once that one has stopped."""
     flow_name, deployment_name = module_names("scheduled-flow"), module_names("scheduled-deployment")
     gate = scenario_dir / "scheduled-runner.gate"
     gate.unlink(missing_ok=True)
-    runner = actors(start_runner, flow_name=flow_name, deployment_name=deployment_name, gate=gate,
-                    serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1}, name="scheduled-runner")
+    runner = actors(
+        start_runner,
+        flow_name=flow_name,
+        deployment_name=deployment_name,
+        gate=gate,
+        serve_kwargs={"interval": SCHEDULE_INTERVAL, "limit": 1},
+        name="scheduled-runner",
+    )
     return WaitingRunner(runner, gate, flow_name, deployment_name)
 
 
 @pytest.fixture(scope="module")
-def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-           request: pytest.FixtureRequest) -> ServeOutcome:
+def served(
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    request: pytest.FixtureRequest,
+) -> ServeOutcome:
     """Serve a flow, schedule one run of its deployment for now, and wait for the run to finish. (When the run
     holds checks of the scheduled Runner too, its process starts first, and waits.)"""
     if any("served_on_schedule" in item.fixturenames for item in request.session.items):
@@ -90,8 +103,14 @@ def served(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[
     module_created.add(f"/flows/{deployment['flow_id']}")
     run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
     try:
-        final = wait_for_final_state(api, run["id"], actor=runner, timeout=RUN_TIMEOUT, poll_path=POLL_PATH,
-                                     hint=f"the Runner only runs what POST {POLL_PATH} returns")
+        final = wait_for_final_state(
+            api,
+            run["id"],
+            actor=runner,
+            timeout=RUN_TIMEOUT,
+            poll_path=POLL_PATH,
+            hint=f"the Runner only runs what POST {POLL_PATH} returns",
+        )
         failure = None
         await_line(runner, run["id"], FLOW_LOG_LINE)  # its flow-run process sends its last lines as it exits
     except AssertionError as exc:
@@ -142,6 +161,7 @@ def test_served_run_is_not_a_worker_run(served: ServeOutcome) -> None:
 
 # --- serve with a schedule: the server's scheduler creates the runs, the Runner executes them -------------------
 
+
 @dataclass
 class ScheduledServeOutcome:
     runner: Actor
@@ -152,7 +172,9 @@ class ScheduledServeOutcome:
 
 
 @pytest.fixture(scope="module")
-def served_on_schedule(api: ApiClient, scheduled_runner: WaitingRunner, module_created: Created) -> ScheduledServeOutcome:
+def served_on_schedule(
+    api: ApiClient, scheduled_runner: WaitingRunner, module_created: Created
+) -> ScheduledServeOutcome:
     """``flow.serve(interval=1, limit=1)``; wait until the Runner has completed a run the server scheduled.
 
     ``limit=1`` (the Runner's own concurrency limit) keeps it to one flow-run process at a time: a new run is
@@ -171,7 +193,8 @@ def served_on_schedule(api: ApiClient, scheduled_runner: WaitingRunner, module_c
     try:
         runs = wait_until(
             lambda: runs_of_deployment(api, deployment["id"], "COMPLETED") or actor_can_still_act(runner, POLL_PATH),
-            awaiting=f"the Runner to complete a run that the server scheduled for its interval-{SCHEDULE_INTERVAL}s deployment",
+            awaiting=f"the Runner to complete a run that the server scheduled for its interval-{SCHEDULE_INTERVAL}s "
+            "deployment",
             timeout=DEPLOYMENT_TIMEOUT,
             interval=0.5,
             hint=f"the server's scheduler must create the runs, and the Runner must find them through POST {POLL_PATH}",

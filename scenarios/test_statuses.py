@@ -32,8 +32,16 @@ from typing import Callable
 
 import pytest
 
-from harness.checks.objects import (Created, create_deployment, create_flow, create_work_pool, create_work_queue,
-                                    pause_work_pool, pause_work_queue, send_heartbeat)
+from harness.checks.objects import (
+    Created,
+    create_deployment,
+    create_flow,
+    create_work_pool,
+    create_work_queue,
+    pause_work_pool,
+    pause_work_queue,
+    send_heartbeat,
+)
 from harness.checks.polling import poll_deployments, pool_items
 from harness.checks.timestamps import utc_now
 from harness.target.api import ApiClient
@@ -72,6 +80,7 @@ def poll_queue(api: ApiClient, pool: str, queue: str) -> None:
 def await_status(read: Callable[[], str | None], wanted: str, what: str, after: str, hint: str = "") -> None:
     """Until ``read()`` gives ``wanted`` (the server may set a status in the background, as Prefect 3.9 does after a
     poll): the timeout message quotes the status the target kept answering."""
+
     def probe() -> bool:
         status = read()
         if status == wanted:
@@ -81,8 +90,9 @@ def await_status(read: Callable[[], str | None], wanted: str, what: str, after: 
     wait_until(probe, awaiting=f"{what} to be {wanted} {after}", timeout=SETTLE_TIMEOUT, interval=0.2, hint=hint)
 
 
-def assert_status(read: Callable[[], str | None], wanted: str, what: str, after: str, why: str,
-                  hold: float = 0.0) -> None:
+def assert_status(
+    read: Callable[[], str | None], wanted: str, what: str, after: str, why: str, hold: float = 0.0
+) -> None:
     """``read()`` gives ``wanted`` now and, with ``hold``, at every read for that many seconds more (scaled): where
     the server must *not* change a status, a background task that would change it has had the time to."""
     deadline = time.monotonic() + hold * timeout_scale()
@@ -97,17 +107,28 @@ def assert_status(read: Callable[[], str | None], wanted: str, what: str, after:
 # --- work pools ----------------------------------------------------------------------------------------------
 
 
-def test_a_new_pool_is_not_ready_or_paused_as_created(api: ApiClient, created: Created,
-                                                      names: Callable[..., str]) -> None:
+def test_a_new_pool_is_not_ready_or_paused_as_created(
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """A pool no worker has reported to is NOT_READY; one created paused is PAUSED."""
     pool = names("pool")
     create_work_pool(api, created, pool)
-    assert_status(lambda: pool_status(api, pool), "NOT_READY", f"work pool {pool!r}", "as created",
-                  "no worker has sent a heartbeat to it")
+    assert_status(
+        lambda: pool_status(api, pool),
+        "NOT_READY",
+        f"work pool {pool!r}",
+        "as created",
+        "no worker has sent a heartbeat to it",
+    )
     paused = names("paused-pool")
     create_work_pool(api, created, paused, is_paused=True)
-    assert_status(lambda: pool_status(api, paused), "PAUSED", f"work pool {paused!r}", "created with is_paused",
-                  "a paused pool hands out no runs, and says so")
+    assert_status(
+        lambda: pool_status(api, paused),
+        "PAUSED",
+        f"work pool {paused!r}",
+        "created with is_paused",
+        "a paused pool hands out no runs, and says so",
+    )
 
 
 def test_a_heartbeat_makes_a_pool_ready(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
@@ -115,8 +136,13 @@ def test_a_heartbeat_makes_a_pool_ready(api: ApiClient, created: Created, names:
     pool = names("pool")
     create_work_pool(api, created, pool)
     send_heartbeat(api, pool, names("worker"))
-    await_status(lambda: pool_status(api, pool), "READY", f"work pool {pool!r}", "after a worker's heartbeat",
-                 hint="Prefect makes a NOT_READY pool READY when one of its workers sends a heartbeat")
+    await_status(
+        lambda: pool_status(api, pool),
+        "READY",
+        f"work pool {pool!r}",
+        "after a worker's heartbeat",
+        hint="Prefect makes a NOT_READY pool READY when one of its workers sends a heartbeat",
+    )
 
 
 def test_a_heartbeat_never_resumes_a_paused_pool(api: ApiClient, created: Created, names: Callable[..., str]) -> None:
@@ -126,15 +152,27 @@ def test_a_heartbeat_never_resumes_a_paused_pool(api: ApiClient, created: Create
     send_heartbeat(api, pool, worker)
     await_status(lambda: pool_status(api, pool), "READY", f"work pool {pool!r}", "after a worker's heartbeat")
     pause_work_pool(api, pool, True)
-    assert_status(lambda: pool_status(api, pool), "PAUSED", f"work pool {pool!r}", "after PATCH is_paused true",
-                  "pausing a pool sets its status")
+    assert_status(
+        lambda: pool_status(api, pool),
+        "PAUSED",
+        f"work pool {pool!r}",
+        "after PATCH is_paused true",
+        "pausing a pool sets its status",
+    )
     send_heartbeat(api, pool, worker)
-    assert_status(lambda: pool_status(api, pool), "PAUSED", f"paused work pool {pool!r}",
-                  "after its worker's next heartbeat", "a heartbeat makes only a NOT_READY pool READY", hold=HOLD)
+    assert_status(
+        lambda: pool_status(api, pool),
+        "PAUSED",
+        f"paused work pool {pool!r}",
+        "after its worker's next heartbeat",
+        "a heartbeat makes only a NOT_READY pool READY",
+        hold=HOLD,
+    )
 
 
 def test_a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without(
-        api: ApiClient, created: Created, names: Callable[..., str]) -> None:
+    api: ApiClient, created: Created, names: Callable[..., str]
+) -> None:
     """Resuming a pool gives it the status its workers justify: READY when one of them is ONLINE, NOT_READY when
     it has none."""
     staffed, empty = names("staffed-pool"), names("empty-pool")
@@ -144,11 +182,20 @@ def test_a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without(
     for pool in (staffed, empty):
         pause_work_pool(api, pool, True)
         pause_work_pool(api, pool, False)
-    assert_status(lambda: pool_status(api, staffed), "READY", f"work pool {staffed!r}",
-                  "resumed with an ONLINE worker", "Prefect resumes a pool READY when one of its workers is ONLINE")
-    assert_status(lambda: pool_status(api, empty), "NOT_READY", f"work pool {empty!r}",
-                  "resumed without a worker", "Prefect resumes a pool without an ONLINE worker NOT_READY, so no one "
-                  "believes its runs will be picked up")
+    assert_status(
+        lambda: pool_status(api, staffed),
+        "READY",
+        f"work pool {staffed!r}",
+        "resumed with an ONLINE worker",
+        "Prefect resumes a pool READY when one of its workers is ONLINE",
+    )
+    assert_status(
+        lambda: pool_status(api, empty),
+        "NOT_READY",
+        f"work pool {empty!r}",
+        "resumed without a worker",
+        "Prefect resumes a pool without an ONLINE worker NOT_READY, so no one believes its runs will be picked up",
+    )
 
 
 # --- work queues ---------------------------------------------------------------------------------------------
@@ -177,16 +224,32 @@ def test_a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed
     the minute) it is READY again."""
     what = f"work queue {queue.name!r}"
     poll_queue(api, queue.pool, queue.name)
-    await_status(lambda: queue.status(api), "READY", what, "after a worker polled it",
-                 hint="Prefect makes a NOT_READY queue READY when a worker polls it")
+    await_status(
+        lambda: queue.status(api),
+        "READY",
+        what,
+        "after a worker polled it",
+        hint="Prefect makes a NOT_READY queue READY when a worker polls it",
+    )
     pause_work_queue(api, queue.pool, queue.name, True)
     assert_status(lambda: queue.status(api), "PAUSED", what, "after PATCH is_paused true", "pausing sets its status")
     poll_queue(api, queue.pool, queue.name)
-    assert_status(lambda: queue.status(api), "PAUSED", f"paused {what}", "after a worker polled it",
-                  "a poll makes only a NOT_READY queue READY", hold=HOLD)
+    assert_status(
+        lambda: queue.status(api),
+        "PAUSED",
+        f"paused {what}",
+        "after a worker polled it",
+        "a poll makes only a NOT_READY queue READY",
+        hold=HOLD,
+    )
     pause_work_queue(api, queue.pool, queue.name, False)
-    assert_status(lambda: queue.status(api), "READY", what, "resumed a moment after a worker polled it",
-                  f"Prefect resumes a queue polled in the last {RECENT_POLL.seconds} s READY")
+    assert_status(
+        lambda: queue.status(api),
+        "READY",
+        what,
+        "resumed a moment after a worker polled it",
+        f"Prefect resumes a queue polled in the last {RECENT_POLL.seconds} s READY",
+    )
 
 
 def test_a_resumed_queue_no_one_polled_is_not_ready(api: ApiClient, queue: Queue) -> None:
@@ -195,8 +258,13 @@ def test_a_resumed_queue_no_one_polled_is_not_ready(api: ApiClient, queue: Queue
     assert_status(lambda: queue.status(api), "NOT_READY", what, "as created", "no worker has polled it")
     pause_work_queue(api, queue.pool, queue.name, True)
     pause_work_queue(api, queue.pool, queue.name, False)
-    assert_status(lambda: queue.status(api), "NOT_READY", what, "paused and resumed without ever being polled",
-                  f"Prefect resumes a queue not polled in the last {RECENT_POLL.seconds} s NOT_READY")
+    assert_status(
+        lambda: queue.status(api),
+        "NOT_READY",
+        what,
+        "paused and resumed without ever being polled",
+        f"Prefect resumes a queue not polled in the last {RECENT_POLL.seconds} s NOT_READY",
+    )
 
 
 # --- what no one polls any more --------------------------------------------------------------------------------
@@ -227,19 +295,22 @@ def abandoned(api: ApiClient, module_created: Created, module_names: Callable[..
     poll_queue(api, pool, name)
     poll_deployments(api, [deployment["id"]])
     # READY is seen at once, here: by the time a check begins, the target's timeout may already have passed.
-    for key, read, what in (("queue", lambda: abandoned.queue.status(api), f"work queue {name!r}"),
-                            ("deployment", lambda: deployment_status(api, deployment["id"]),
-                             f"deployment {deployment['id']}")):
+    for key, read, what in (
+        ("queue", lambda: abandoned.queue.status(api), f"work queue {name!r}"),
+        ("deployment", lambda: deployment_status(api, deployment["id"]), f"deployment {deployment['id']}"),
+    ):
         try:
-            await_status(read, "READY", what, "after its one poll",
-                         hint="Prefect makes what a worker or a Runner polls READY")
+            await_status(
+                read, "READY", what, "after its one poll", hint="Prefect makes what a worker or a Runner polls READY"
+            )
         except AssertionError as exc:  # the target's answer: the check that needs it fails with it
             abandoned.not_ready[key] = exc
     return abandoned
 
 
-def await_abandoned(abandoned: Abandoned, key: str, read: Callable[[], str | None], what: str,
-                    timeout_name: str) -> None:
+def await_abandoned(
+    abandoned: Abandoned, key: str, read: Callable[[], str | None], what: str, timeout_name: str
+) -> None:
     """READY after the one poll, then NOT_READY once the target's timeout for ``timeout_name`` has passed, within
     two foreman loops and 10 s."""
     if key in abandoned.not_ready:
@@ -254,21 +325,35 @@ def await_abandoned(abandoned: Abandoned, key: str, read: Callable[[], str | Non
             return True
         raise AssertionError(f"{what} is {status!r}, {(utc_now() - since).total_seconds():.0f} s after its one poll")
 
-    wait_until(stale, awaiting=f"{what} to be NOT_READY once no one has polled it for {limit:g} s",
-               timeout=remaining / timeout_scale() + 2 * loop + 10, interval=0.5,
-               hint=f"Prefect's foreman marks what no one polled for {timeout_name.replace('_', ' ')} ({limit:g} s here: "
-               f"--service-loops {timeout_name}) NOT_READY, every loop ({loop:g} s: --service-loops foreman)")
+    wait_until(
+        stale,
+        awaiting=f"{what} to be NOT_READY once no one has polled it for {limit:g} s",
+        timeout=remaining / timeout_scale() + 2 * loop + 10,
+        interval=0.5,
+        hint=f"Prefect's foreman marks what no one polled for {timeout_name.replace('_', ' ')} ({limit:g} s here: "
+        f"--service-loops {timeout_name}) NOT_READY, every loop ({loop:g} s: --service-loops foreman)",
+    )
 
 
 def test_a_queue_no_one_polls_becomes_not_ready(api: ApiClient, abandoned: Abandoned) -> None:
     """A queue polled once and never again is READY, then NOT_READY once the target's
     ``work_queue_last_polled_timeout`` has passed (Prefect: 60 s), so the UI stops showing it as served."""
-    await_abandoned(abandoned, "queue", lambda: abandoned.queue.status(api), f"work queue {abandoned.queue.name!r}",
-                    "work_queue_last_polled_timeout")
+    await_abandoned(
+        abandoned,
+        "queue",
+        lambda: abandoned.queue.status(api),
+        f"work queue {abandoned.queue.name!r}",
+        "work_queue_last_polled_timeout",
+    )
 
 
 def test_a_deployment_no_one_polls_becomes_not_ready(api: ApiClient, abandoned: Abandoned) -> None:
     """A served deployment polled once and never again (its Runner stopped) is READY, then NOT_READY once the
     target's ``deployment_last_polled_timeout`` has passed (Prefect: 60 s)."""
-    await_abandoned(abandoned, "deployment", lambda: deployment_status(api, abandoned.deployment_id),
-                    f"deployment {abandoned.deployment_id}", "deployment_last_polled_timeout")
+    await_abandoned(
+        abandoned,
+        "deployment",
+        lambda: deployment_status(api, abandoned.deployment_id),
+        f"deployment {abandoned.deployment_id}",
+        "deployment_last_polled_timeout",
+    )

@@ -20,9 +20,8 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from harness.checks.objects import Created, task_runs_named
-from harness.checks.schema import assert_traffic_matches
-from harness.plugin.fixtures import ApiContract
 from harness.checks.proof import assert_subscribed
+from harness.checks.schema import assert_traffic_matches
 from harness.clients.actors import (
     Actor,
     read_submission,
@@ -31,9 +30,10 @@ from harness.clients.actors import (
     start_task_worker,
     write_tasks_file,
 )
+from harness.clients.progress import actor_can_still_act, subscriber_can_still_act
+from harness.plugin.fixtures import ApiContract
 from harness.target.api import ApiClient
 from harness.waits import timeout_scale, wait_until
-from harness.clients.progress import actor_can_still_act, subscriber_can_still_act
 
 pytestmark = pytest.mark.task_worker
 
@@ -66,16 +66,28 @@ def task_storage() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def task_worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created,
-                scenario_dir: Path, task_storage: Path) -> TaskWorkerOutcome:
+def task_worked(
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir: Path,
+    task_storage: Path,
+) -> TaskWorkerOutcome:
     """A task worker serving one task, and a second client that delays ``TASK_RUNS`` runs of it and waits for
     their results."""
     task_name = module_names("task")
     tasks_file = write_tasks_file(scenario_dir / "tasks", task_name=task_name, marker=task_name)
     worker = actors(start_task_worker, tasks_file=tasks_file, storage=task_storage)
     out = scenario_dir / "task-submitter.json"
-    submitter = actors(start_task_submitter, tasks_file=tasks_file, storage=task_storage, count=TASK_RUNS, out=out,
-                       timeout=RESULT_TIMEOUT * timeout_scale())
+    submitter = actors(
+        start_task_submitter,
+        tasks_file=tasks_file,
+        storage=task_storage,
+        count=TASK_RUNS,
+        out=out,
+        timeout=RESULT_TIMEOUT * timeout_scale(),
+    )
 
     def submitted() -> dict[str, Any] | None:
         found = read_submission(out)
@@ -85,14 +97,19 @@ def task_worked(api: ApiClient, actors: Callable[..., Actor], module_names: Call
         return found
 
     try:
-        outcome, failure = wait_until(
-            submitted, awaiting=f"the task submitter to get the results of {TASK_RUNS} delayed task runs",
-            # The submitter writes its results by its own deadline (RESULT_TIMEOUT after it starts waiting); this
-            # wait only guards against one that hangs, so its margin covers a slow start on a loaded machine, and
-            # does not shrink with --timeout-scale (the wait scales what it is given: the margin is divided first).
-            timeout=RESULT_TIMEOUT + START_MARGIN / timeout_scale(), interval=0.25,
-            hint=f"the task worker gets the runs it executes only through WS {SUBSCRIPTION}",
-        ), None
+        outcome, failure = (
+            wait_until(
+                submitted,
+                awaiting=f"the task submitter to get the results of {TASK_RUNS} delayed task runs",
+                # The submitter writes its results by its own deadline (RESULT_TIMEOUT after it starts waiting); this
+                # wait only guards against one that hangs, so its margin covers a slow start on a loaded machine, and
+                # does not shrink with --timeout-scale (the wait scales what it is given: the margin is divided first).
+                timeout=RESULT_TIMEOUT + START_MARGIN / timeout_scale(),
+                interval=0.25,
+                hint=f"the task worker gets the runs it executes only through WS {SUBSCRIPTION}",
+            ),
+            None,
+        )
     except AssertionError as exc:
         outcome, failure = None, exc
     submitter.stop()
@@ -111,8 +128,13 @@ def test_task_worker_subscribes_over_the_websocket(task_worked: TaskWorkerOutcom
 def test_task_worker_never_polls_for_flow_runs(task_worked: TaskWorkerOutcome) -> None:
     """A task worker is neither a Runner nor a work-pool worker: it never polls either ``get_scheduled_flow_runs``."""
     assert_subscribed(task_worked.worker, SUBSCRIPTION)
-    polled = sorted({f"{e.method} {e.path}" for e in task_worked.worker.recorder.transcript()
-                     if e.path.endswith("/get_scheduled_flow_runs")})
+    polled = sorted(
+        {
+            f"{e.method} {e.path}"
+            for e in task_worked.worker.recorder.transcript()
+            if e.path.endswith("/get_scheduled_flow_runs")
+        }
+    )
     assert not polled, f"the task worker polled {', '.join(polled)}; a task worker only subscribes to task runs"
 
 
@@ -124,12 +146,15 @@ def test_delayed_task_runs_complete_with_results_for_the_submitter(task_worked: 
     expected = [{"result": n * n} for n in range(TASK_RUNS)]
     assert results == expected, (
         f"the submitter's future.result() calls gave {results}, expected {expected}. Task runs on the target: "
-        f"{[(r.get('name'), (r.get('state') or {}).get('type')) for r in task_worked.task_runs]}. Hint: the task worker "
+        f"{[(r.get('name'), (r.get('state') or {}).get('type')) for r in task_worked.task_runs]}. Hint: the task "
+        "worker "
         "reports each run's states as events over WS /events/in; the target must record them on the task run"
     )
     states = {run["id"]: (run.get("state") or {}).get("type") for run in task_worked.task_runs}
     ids = task_worked.submitted["task_run_ids"]
-    not_completed = {i: states.get(i, "not listed by POST /task_runs/filter") for i in ids if states.get(i) != "COMPLETED"}
+    not_completed = {
+        i: states.get(i, "not listed by POST /task_runs/filter") for i in ids if states.get(i) != "COMPLETED"
+    }
     assert not not_completed, f"delayed task runs the target does not show as COMPLETED: {not_completed}"
 
 
@@ -152,7 +177,9 @@ def test_each_delayed_task_run_executes_exactly_once(task_worked: TaskWorkerOutc
     )
 
 
-def test_answers_the_task_clients_got_match_prefects_schema(task_worked: TaskWorkerOutcome, api_contract: ApiContract) -> None:
+def test_answers_the_task_clients_got_match_prefects_schema(
+    task_worked: TaskWorkerOutcome, api_contract: ApiContract
+) -> None:
     """Every successful answer the task worker and the submitter got matches the schema Prefect's OpenAPI
     document gives its route."""
     answers = task_worked.worker.recorder.answers() + task_worked.submitter.recorder.answers()

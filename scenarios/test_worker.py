@@ -2,7 +2,8 @@
 
 Real-client behaviour relied on (Prefect 3.9.1, ``prefect worker start --type process``): the worker registers
 with the pool (3.9 opens the websocket ``/work_pools/{name}/workers/connect`` with the ``prefect`` subprotocol;
-older workers send ``POST /work_pools/{name}/workers/heartbeat``), polls ``POST /work_pools/{name}/get_scheduled_flow_runs``
+older workers send ``POST /work_pools/{name}/workers/heartbeat``), polls ``POST
+/work_pools/{name}/get_scheduled_flow_runs``
 every ``PREFECT_WORKER_QUERY_SECONDS``, and submits each run it gets to the pool's infrastructure: for a
 process pool, a new ``python -m prefect.engine`` process that loads the deployment's entrypoint from disk
 (after its pull step sets the working directory) and reports RUNNING and COMPLETED. The worker labels the run
@@ -17,15 +18,13 @@ from typing import Any, Callable
 import pytest
 
 from harness.checks.logs import assert_run_logs_read_back, await_line
-from harness.clients.actors import FAST_CLIENT_SETTINGS, FLOW_LOG_LINE, Actor, start_worker
-from harness.reporting.results import MEASURED
-from harness.target.api import ApiClient
-from harness.checks.objects import (Created, create_local_code_deployment, create_work_pool, scheduled_state,
-                                    watch_heartbeats)
-from harness.checks.schema import assert_traffic_matches
-from harness.plugin.fixtures import ApiContract
-from harness.clients.progress import wait_for_final_state
-from harness.checks.timestamps import read_instant, utc_now
+from harness.checks.objects import (
+    Created,
+    create_local_code_deployment,
+    create_work_pool,
+    scheduled_state,
+    watch_heartbeats,
+)
 from harness.checks.proof import (
     assert_final_state,
     assert_never_used,
@@ -35,6 +34,13 @@ from harness.checks.proof import (
     registration_attempts,
     transcript_digest,
 )
+from harness.checks.schema import assert_traffic_matches
+from harness.checks.timestamps import read_instant, utc_now
+from harness.clients.actors import FAST_CLIENT_SETTINGS, FLOW_LOG_LINE, Actor, start_worker
+from harness.clients.progress import wait_for_final_state
+from harness.plugin.fixtures import ApiContract
+from harness.reporting.results import MEASURED
+from harness.target.api import ApiClient
 
 pytestmark = pytest.mark.worker
 
@@ -59,17 +65,33 @@ class WorkerOutcome:
 
 
 @pytest.fixture(scope="module")
-def worked(api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str], module_created: Created, scenario_dir) -> WorkerOutcome:
+def worked(
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir,
+) -> WorkerOutcome:
     """A process pool, a deployment of local flow code bound to it, a worker, and one run scheduled for now."""
     pool_name, worker_name, flow_name = module_names("pool"), module_names("worker"), module_names("flow")
     create_work_pool(api, module_created, pool_name)
-    deployment = create_local_code_deployment(api, module_created, scenario_dir / "flow", pool_name=pool_name,
-                                              flow_name=flow_name, deployment_name=module_names("deployment"))
+    deployment = create_local_code_deployment(
+        api,
+        module_created,
+        scenario_dir / "flow",
+        pool_name=pool_name,
+        flow_name=flow_name,
+        deployment_name=module_names("deployment"),
+    )
     worker = actors(start_worker, pool_name=pool_name, worker_name=worker_name)
     run = api.post(f"/deployments/{deployment['id']}/create_flow_run", {"state": scheduled_state(utc_now())})
     try:
         final = wait_for_final_state(
-            api, run["id"], actor=worker, timeout=RUN_TIMEOUT, poll_path=f"/work_pools/{pool_name}/get_scheduled_flow_runs",
+            api,
+            run["id"],
+            actor=worker,
+            timeout=RUN_TIMEOUT,
+            poll_path=f"/work_pools/{pool_name}/get_scheduled_flow_runs",
             hint=f"the worker only runs what POST /work_pools/{pool_name}/get_scheduled_flow_runs returns",
         )
         failure = None
@@ -92,8 +114,12 @@ def test_worker_polls_work_pool_endpoint(worked: WorkerOutcome) -> None:
 
 def test_worker_never_polls_deployments_endpoint(worked: WorkerOutcome) -> None:
     """A worker is not a Runner: it never asks for runs by deployment."""
-    assert_never_used(worked.worker, "/deployments/get_scheduled_flow_runs", "a worker finds runs through its pool",
-                      own_poll=f"/work_pools/{worked.pool_name}/get_scheduled_flow_runs")
+    assert_never_used(
+        worked.worker,
+        "/deployments/get_scheduled_flow_runs",
+        "a worker finds runs through its pool",
+        own_poll=f"/work_pools/{worked.pool_name}/get_scheduled_flow_runs",
+    )
 
 
 def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
@@ -106,7 +132,9 @@ def test_worker_registers_with_its_pool(worked: WorkerOutcome) -> None:
         "Hint: 3.9 workers register through the websocket /work_pools/{name}/workers/connect (subprotocol 'prefect')"
     )
     heartbeat = workers[worked.worker_name].get("last_heartbeat_time")
-    assert heartbeat, f"worker {worked.worker_name!r} is listed without last_heartbeat_time: {workers[worked.worker_name]}"
+    assert heartbeat, (
+        f"worker {worked.worker_name!r} is listed without last_heartbeat_time: {workers[worked.worker_name]}"
+    )
     read_instant(heartbeat, f"last_heartbeat_time of worker {worked.worker_name!r}")
 
 
@@ -123,13 +151,15 @@ def test_worker_stays_online_with_a_moving_heartbeat(worked: WorkerOutcome) -> N
         problems.append(
             f"worker {worked.worker_name!r} is listed with status {listed.get('status')!r} while it heartbeats (in all "
             f"{len(statuses)} listings over the next {HEARTBEAT_WATCH:.0f} s: {sorted(set(map(str, statuses)))}); "
-            "Prefect lists a worker ONLINE until it misses its heartbeats")
+            "Prefect lists a worker ONLINE until it misses its heartbeats"
+        )
     seen = [read_instant(value, f"last_heartbeat_time of worker {worked.worker_name!r}") for value in worked.heartbeats]
     if not (len(seen) >= 2 and seen[-1] > seen[0]):
         problems.append(
             f"the worker's last_heartbeat_time did not move in {HEARTBEAT_WATCH:.0f} s (it heartbeats every "
             f"{FAST_CLIENT_SETTINGS['PREFECT_WORKER_HEARTBEAT_SECONDS']} s): seen {worked.heartbeats}. How it "
-            f"registered: {registration_attempts(worked.worker, worked.pool_name)}")
+            f"registered: {registration_attempts(worked.worker, worked.pool_name)}"
+        )
     assert not problems, "; and ".join(problems)
 
 
@@ -142,11 +172,14 @@ def test_worker_run_completes(worked: WorkerOutcome, record_property: Callable[[
 
 
 def test_worker_runs_flow_in_a_new_process(worked: WorkerOutcome) -> None:
-    """A process pool runs each flow run in a new process: the run records an ``infrastructure_pid`` that is not the worker's."""
+    """A process pool runs each flow run in a new process: the run records an ``infrastructure_pid`` that is not the
+    worker's."""
     assert_final_state(worked.final, worked.failure, "COMPLETED")
     pid = worked.final.get("infrastructure_pid")
     assert pid, "the completed run has no infrastructure_pid: the server dropped what the worker reported"
-    assert str(pid).rsplit(":", 1)[-1] != str(worked.worker.process.pid), f"the run ran inside the worker process ({pid})"
+    assert str(pid).rsplit(":", 1)[-1] != str(worked.worker.process.pid), (
+        f"the run ran inside the worker process ({pid})"
+    )
 
 
 def test_worker_run_carries_pool_and_worker_labels(worked: WorkerOutcome) -> None:

@@ -15,13 +15,13 @@ from typing import Callable, Iterator
 
 import pytest
 
-from tests.deviating_proxy import DeviatingProxy
-from tests.deviations import Deviation
+from harness.errors import HarnessError
 from harness.reference.environment import FAST_SERVICE_SETTINGS
 from harness.reference.local import READY_TIMEOUT, LocalReference
-from harness.errors import HarnessError
-from harness.waits import SCHEDULER_INTERVAL_ENV
 from harness.target.health import wait_for_health
+from harness.waits import SCHEDULER_INTERVAL_ENV
+from tests.deviating_proxy import DeviatingProxy
+from tests.deviations import Deviation
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -44,9 +44,12 @@ def user_environment() -> dict[str, str]:
     ``MAKEFLAGS`` & co., and make's own command-line variables (which it exports), would hand ``make test ARGS=...``
     down to a nested ``make conformance``.
     """
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_", "PYTHONPATH"))
-           and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "TARGET")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("PREFECT_", "VIRTUAL_ENV", "PYTEST_", "PYTHONPATH"))
+        and k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL", "ARGS", "TARGET")
+    }
     venv_bin = str(PROJECT_ROOT / ".venv" / "bin")
     env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep) if p != venv_bin)
     return env
@@ -81,7 +84,9 @@ class SuiteRun:
     def explain(self) -> str:
         return f"exit {self.code}\nstdout:\n{self.stdout[-3000:]}\nstderr:\n{self.stderr[-3000:]}"
 
-    def assert_deviation_caught(self, name: str, fails: set[str], passes: set[str], says: str, diagnosis: str = "") -> None:
+    def assert_deviation_caught(
+        self, name: str, fails: set[str], passes: set[str], says: str, diagnosis: str = ""
+    ) -> None:
         """The verdict a deviating target must get: exit 1, exactly-named checks failing with a message that
         matches the regex ``says``, and the named unaffected checks still passing (so the checks are specific).
         ``diagnosis``: the start of the one diagnosis its failures must name; without it, none may name any (a
@@ -92,11 +97,14 @@ class SuiteRun:
         wrongly = passes - self.passed()
         assert not wrongly, f"{name}: these unaffected checks did not pass: {sorted(wrongly)}\n{self.explain()}"
         for check in fails:
-            assert re.search(says, self.message(check), re.S), f"{check}: message does not match {says!r}:\n{self.message(check)}"
+            assert re.search(says, self.message(check), re.S), (
+                f"{check}: message does not match {says!r}:\n{self.message(check)}"
+            )
         diagnosed = {cid: c["diagnosis"] for cid, c in self.checks.items() if c.get("diagnosis")}
         if diagnosis:
             assert diagnosed and all(d.startswith(diagnosis) for d in diagnosed.values()), (
-                f"{name}: expected the diagnosis {diagnosis!r}, got {diagnosed}")
+                f"{name}: expected the diagnosis {diagnosis!r}, got {diagnosed}"
+            )
         else:
             assert not diagnosed, f"{name}: a diagnosis where none was expected: {diagnosed}"
 
@@ -144,7 +152,9 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
     Refuse to run when ``--dist loadgroup`` cannot group: the expensive shared setups (a fresh clone and its
     venv, a wheel and its venv, the Docker images) would silently run once per worker instead of once."""
-    items.sort(key=lambda item: 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("long") else 2)
+    items.sort(
+        key=lambda item: 0 if item.get_closest_marker("xdist_group") else 1 if item.get_closest_marker("long") else 2
+    )
     if not getattr(config.option, "loadgroup", False):
         return
     ungrouped = [item.nodeid for item in items if item.get_closest_marker("xdist_group") and "@" not in item.nodeid]
@@ -253,8 +263,13 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalReferen
         if error_file.exists():
             raise HarnessError(f"the shared reference server did not start: {error_file.read_text()}")
 
-    wait_for_health(url, timeout=READY_TIMEOUT + 30, what="the tests' shared reference server", alive=not_failed,
-                    hint="the xdist controller starts it; see the line above or its log under the system temp folder")
+    wait_for_health(
+        url,
+        timeout=READY_TIMEOUT + 30,
+        what="the tests' shared reference server",
+        alive=not_failed,
+        hint="the xdist controller starts it; see the line above or its log under the system temp folder",
+    )
     yield SharedReference(url)
 
 

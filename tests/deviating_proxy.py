@@ -31,8 +31,20 @@ from harness.target.tls import tls_context
 #: The most answer bytes one recorder keeps whole (a Runner's run keeps a few hundred kB).
 
 HOP_BY_HOP = frozenset(
-    {"host", "connection", "keep-alive", "transfer-encoding", "upgrade", "content-length", "content-encoding",
-     "proxy-connection", "te", "trailer", "accept-encoding", "expect"}
+    {
+        "host",
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+        "content-encoding",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "accept-encoding",
+        "expect",
+    }
 )
 
 
@@ -105,8 +117,16 @@ class DeviatingProxy(Recorded):
         sock = self._listen()  # uvicorn writes an answer's head and body separately: see _listen on TCP_NODELAY
         # No Date or Server header of the proxy's own: the target's pass through, once (its Date is its clock).
         config = uvicorn.Config(
-            self._asgi, interface="asgi3", http="httptools", lifespan="off", log_level="critical", ws="websockets-sansio",
-            ws_ping_interval=None, timeout_graceful_shutdown=2, date_header=False, server_header=False,
+            self._asgi,
+            interface="asgi3",
+            http="httptools",
+            lifespan="off",
+            log_level="critical",
+            ws="websockets-sansio",
+            ws_ping_interval=None,
+            timeout_graceful_shutdown=2,
+            date_header=False,
+            server_header=False,
         )
         self._server = uvicorn.Server(config)
         started = threading.Event()
@@ -118,9 +138,11 @@ class DeviatingProxy(Recorded):
             # connection before a server's usual 5-s keep-alive ends, so a POST never lands on a closing one.
             self._http = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=200, ssl=tls_context(), keepalive_timeout=4.0),
-                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0), auto_decompress=False,
+                timeout=aiohttp.ClientTimeout(total=60.0, connect=5.0),
+                auto_decompress=False,
                 cookie_jar=aiohttp.DummyCookieJar(),
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"))
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
+            )
             try:
                 serve = asyncio.ensure_future(self._server.serve(sockets=[sock]))
                 while not self._server.started and not serve.done():
@@ -158,11 +180,15 @@ class DeviatingProxy(Recorded):
     def _record(self, exchange: Exchange, body: bytes = b"", content_type: str = "") -> None:
         with self._lock:
             self.exchanges.append(exchange)
-            if self.keep_answers and body and 200 <= exchange.status < 300 and "json" in content_type \
-                    and self._kept_bytes + len(body) <= MAX_KEPT_BYTES:
+            if (
+                self.keep_answers
+                and body
+                and 200 <= exchange.status < 300
+                and "json" in content_type
+                and self._kept_bytes + len(body) <= MAX_KEPT_BYTES
+            ):
                 self.kept.append((exchange, body))
                 self._kept_bytes += len(body)
-
 
     # --- ASGI ---------------------------------------------------------------------------------------------
 
@@ -180,8 +206,14 @@ class DeviatingProxy(Recorded):
             if not message.get("more_body"):
                 break
         headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
-        request = ProxyRequest(scope["method"], scope["path"], scope["query_string"].decode(), headers, body,
-                               scope.get("raw_path", scope["path"].encode()).decode("latin-1"))
+        request = ProxyRequest(
+            scope["method"],
+            scope["path"],
+            scope["query_string"].decode(),
+            headers,
+            body,
+            scope.get("raw_path", scope["path"].encode()).decode("latin-1"),
+        )
         started = time.time()
         hook = self.deviation
         if hook is not None and hook.latency:
@@ -218,13 +250,15 @@ class DeviatingProxy(Recorded):
         await send({"type": "http.response.body", "body": response.body})
 
     async def _forward(self, request: ProxyRequest) -> ProxyResponse:
-        url = yarl.URL(self._upstream_origin + request.raw_path + (f"?{request.query}" if request.query else ""),
-                       encoded=True)
+        url = yarl.URL(
+            self._upstream_origin + request.raw_path + (f"?{request.query}" if request.query else ""), encoded=True
+        )
         headers = multidict.CIMultiDict((k, v) for k, v in request.headers if k.lower() not in HOP_BY_HOP)
         headers["accept-encoding"] = "identity"
         try:
-            async with self._http.request(request.method, url, headers=headers, data=request.body or None,
-                                          allow_redirects=False) as upstream:
+            async with self._http.request(
+                request.method, url, headers=headers, data=request.body or None, allow_redirects=False
+            ) as upstream:
                 body = await upstream.read()
                 answered = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in upstream.raw_headers]
                 return ProxyResponse(upstream.status, answered, body)
@@ -244,15 +278,30 @@ class DeviatingProxy(Recorded):
 
         def record(status: int, subprotocol: str | None = None, detail: str = "") -> None:
             self._record(
-                Exchange(self.actor, "WS", api_relative(path, self._api_path), status, started,
-                         round((time.time() - started) * 1000, 2), f"subprotocols={offered}", detail, True, subprotocol,
-                         user_agent(scope))
+                Exchange(
+                    self.actor,
+                    "WS",
+                    api_relative(path, self._api_path),
+                    status,
+                    started,
+                    round((time.time() - started) * 1000, 2),
+                    f"subprotocols={offered}",
+                    detail,
+                    True,
+                    subprotocol,
+                    user_agent(scope),
+                )
             )
 
         if refused is not None and refused < 1000:  # an HTTP status: answer the handshake with it, as a server
             body = b'{"detail":"Not Found"}' if refused == 404 else b""  # without the route does (FastAPI's body)
-            await send({"type": "websocket.http.response.start", "status": refused,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+            await send(
+                {
+                    "type": "websocket.http.response.start",
+                    "status": refused,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+                }
+            )
             await send({"type": "websocket.http.response.body", "body": body})
             record(refused, detail=f"refused with HTTP {refused}")
             return
@@ -266,8 +315,15 @@ class DeviatingProxy(Recorded):
         passthrough = {"authorization"}
         extra = [(k.decode(), v.decode()) for k, v in scope["headers"] if k.decode().lower() in passthrough]
         try:
-            upstream = await connect(url, subprotocols=offered or None, additional_headers=extra, proxy=None,
-                                     ping_interval=None, open_timeout=10, max_size=None)
+            upstream = await connect(
+                url,
+                subprotocols=offered or None,
+                additional_headers=extra,
+                proxy=None,
+                ping_interval=None,
+                open_timeout=10,
+                max_size=None,
+            )
         except Exception as exc:
             # Record what the target answered to the handshake (e.g. 403/404), or 502 if it never answered.
             response = getattr(exc, "response", None)

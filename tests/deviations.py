@@ -14,8 +14,8 @@ import uuid
 from collections import Counter
 from typing import Any, Callable
 
-from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from harness.checks.timestamps import DATE_LIKE, RFC3339, parse_instant
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 
 Rewrite = Callable[[str], str]
 
@@ -88,10 +88,12 @@ class RewriteResponses(Deviation):
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
         if not self.path.search(request.path) or "json" not in dict(response.headers).get("content-type", ""):
             return response
+
         def fn(key: str, value: str) -> str:
             if self.keys is not None and key not in self.keys:
                 return value
             return self.rewrite(value) if DATE_LIKE.match(value) else value
+
         response.set_json(map_strings(response.json(), fn))
         return response
 
@@ -137,10 +139,12 @@ class RejectRequests(Deviation):
 
     def _matches(self, document: Any) -> bool:
         found = False
+
         def fn(key: str, value: str) -> str:
             nonlocal found
             found = found or bool(self.pattern.search(value))
             return value
+
         map_strings(document, fn)
         return found
 
@@ -195,7 +199,8 @@ class StringCompareFilters(Deviation):
         bounds = getattr(request, "bounds", None)
         if bounds and response.status == 200:
             kept = [
-                run for run in response.json()
+                run
+                for run in response.json()
                 if (bounds.get("after_") is None or run["expected_start_time"] >= bounds["after_"])
                 and (bounds.get("before_") is None or run["expected_start_time"] <= bounds["before_"])
             ]
@@ -204,6 +209,7 @@ class StringCompareFilters(Deviation):
 
 
 # --- rewrites of single timestamp strings -----------------------------------------------------------------------
+
 
 def _instant(value: str) -> dt.datetime | None:
     try:
@@ -224,9 +230,11 @@ def space_separator(value: str) -> str:
 def to_offset(minutes: int) -> Rewrite:
     """The same instant, written with a non-UTC offset (so only the format is wrong)."""
     tz = dt.timezone(dt.timedelta(minutes=minutes))
+
     def rewrite(value: str) -> str:
         instant = _instant(value)
         return instant.astimezone(tz).isoformat() if instant else value
+
     return rewrite
 
 
@@ -240,17 +248,20 @@ def drop_fraction(value: str) -> str:
 
 def shifted(seconds: float) -> Rewrite:
     """The instant ``seconds`` later (earlier when negative), written as Prefect writes it."""
+
     def rewrite(value: str) -> str:
         instant = _instant(value)
         if instant is None:
             return value
         return (instant + dt.timedelta(seconds=seconds)).isoformat().replace("+00:00", "Z")
+
     return rewrite
 
 
 #: The fields Prefect's server sets from its own clock (a log's ``timestamp`` is the client's, a state's the server's).
-SERVER_SET_FIELDS = frozenset({"created", "updated", "timestamp", "start_time", "end_time", "last_polled",
-                               "last_heartbeat_time"})
+SERVER_SET_FIELDS = frozenset(
+    {"created", "updated", "timestamp", "start_time", "end_time", "last_polled", "last_heartbeat_time"}
+)
 
 
 class WrongClock(RewriteResponses):
@@ -264,9 +275,17 @@ class WrongClock(RewriteResponses):
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
         import email.utils
 
-        response.headers = [(k, email.utils.format_datetime(dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.seconds),
-                                                            usegmt=True) if k.lower() == "date" else v)
-                            for k, v in response.headers]
+        response.headers = [
+            (
+                k,
+                email.utils.format_datetime(
+                    dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=self.seconds), usegmt=True
+                )
+                if k.lower() == "date"
+                else v,
+            )
+            for k, v in response.headers
+        ]
         return super().on_response(request, response)
 
 
@@ -288,6 +307,7 @@ def garbage_to_now(value: str) -> str:
 
 
 # --- deviations of the polling and scheduling paths -----------------------------------------------------------
+
 
 class Refuse(Deviation):
     """Answers ``status`` to requests matching ``method`` and the ``path`` regex, and closes matching websockets:
@@ -351,10 +371,12 @@ class RewriteRuns(Deviation):
 def horizon_of(minutes: int) -> Callable[[dict], dict | list[dict]]:
     """For :class:`RewriteRuns`: a scheduler that keeps runs only ``minutes`` ahead (auto-scheduled runs due later
     are not there)."""
+
     def fn(run: dict) -> dict | list[dict]:
         due = run.get("expected_start_time")
         ahead = dt.datetime.now(dt.timezone.utc) + dt.timedelta(minutes=minutes)
         return [] if run.get("auto_scheduled") and due and parse_instant(due) > ahead else run
+
     return fn
 
 
@@ -370,6 +392,7 @@ def first_pass_only() -> Callable[[dict], dict | list[dict]]:
         deployment = run.get("deployment_id") or ""
         first[deployment] = min(first.get(deployment, created), created)
         return [] if created > first[deployment] + dt.timedelta(seconds=2) else run
+
     return fn
 
 
@@ -386,6 +409,7 @@ class RewriteJson(Deviation):
 
 
 # --- deviations of the scheduling queries ---------------------------------------------------------------------
+
 
 def _nsst(run: dict) -> dt.datetime:
     value = run.get("next_scheduled_start_time")
@@ -440,8 +464,16 @@ class RetriesByRescheduling(Deviation):
             body = request.json() or {}
             if (body.get("state") or {}).get("type") == "FAILED" and not body.get("force"):
                 now = dt.datetime.now(dt.timezone.utc).isoformat()
-                request.set_json({"force": True, "state": {"type": "SCHEDULED", "name": "AwaitingRetry",
-                                                           "state_details": {"scheduled_time": now}}})
+                request.set_json(
+                    {
+                        "force": True,
+                        "state": {
+                            "type": "SCHEDULED",
+                            "name": "AwaitingRetry",
+                            "state_details": {"scheduled_time": now},
+                        },
+                    }
+                )
         return None
 
 
@@ -474,8 +506,14 @@ class RefusesResume(Deviation):
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         if request.method == "POST" and re.search(r"/flow_runs/[0-9a-f-]{36}/resume$", request.path):
-            return ProxyResponse.of_json(200, {"status": "ABORT", "state": None,
-                                               "details": {"type": "abort_details", "reason": "resuming is not supported"}})
+            return ProxyResponse.of_json(
+                200,
+                {
+                    "status": "ABORT",
+                    "state": None,
+                    "details": {"type": "abort_details", "reason": "resuming is not supported"},
+                },
+            )
         return None
 
 
@@ -525,8 +563,10 @@ class FailuresAreFinal(Deviation):
 
 
 #: The creation of a concurrency limit, global (v2) or a tag's (v1), and the key its size is sent in.
-LIMIT_CREATIONS = ((re.compile(r"/v2/concurrency_limits/$"), "limit"),
-                   (re.compile(r"(?<!/v2)/concurrency_limits/$"), "concurrency_limit"))
+LIMIT_CREATIONS = (
+    (re.compile(r"/v2/concurrency_limits/$"), "limit"),
+    (re.compile(r"(?<!/v2)/concurrency_limits/$"), "concurrency_limit"),
+)
 
 
 def limit_size_key(request: ProxyRequest) -> str | None:
@@ -580,8 +620,11 @@ class NoPendingGuard(RewritePoll):
 
 
 #: The reads of one pool, one of its queues, or one deployment: (kind, name or id).
-STATUS_READS = (("pool", re.compile(r"/work_pools/([^/]+)$")), ("queue", re.compile(r"/work_pools/[^/]+/queues/([^/]+)$")),
-                ("deployment", re.compile(r"/deployments/([0-9a-f-]{36})$")))
+STATUS_READS = (
+    ("pool", re.compile(r"/work_pools/([^/]+)$")),
+    ("queue", re.compile(r"/work_pools/[^/]+/queues/([^/]+)$")),
+    ("deployment", re.compile(r"/deployments/([0-9a-f-]{36})$")),
+)
 
 
 def status_read(request: ProxyRequest) -> tuple[str, str] | None:
@@ -689,8 +732,11 @@ class ReplacesSchedules(Deviation):
         if request.method == "GET" and match and match.group(1) in self.patched and response.status == 200:
             body = response.json()
             slugs = self.patched[match.group(1)]
-            body["schedules"] = [{**s, "id": str(uuid.uuid5(uuid.NAMESPACE_URL, s["id"]))}
-                                 for s in body.get("schedules") or [] if s.get("slug") in slugs]
+            body["schedules"] = [
+                {**s, "id": str(uuid.uuid5(uuid.NAMESPACE_URL, s["id"]))}
+                for s in body.get("schedules") or []
+                if s.get("slug") in slugs
+            ]
             response.set_json(body)
         return response
 
@@ -719,7 +765,11 @@ class NoSystemLabels(Deviation):
     """Deployments read back without the server's own ``prefect.*`` labels: a server that adds none."""
 
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
-        if request.method == "GET" and re.search(r"/deployments/[0-9a-f-]{36}$", request.path) and response.status == 200:
+        if (
+            request.method == "GET"
+            and re.search(r"/deployments/[0-9a-f-]{36}$", request.path)
+            and response.status == 200
+        ):
             body = response.json()
             labels = {k: v for k, v in (body.get("labels") or {}).items() if not k.startswith("prefect.")}
             response.set_json({**body, "labels": labels})
@@ -727,7 +777,9 @@ class NoSystemLabels(Deviation):
 
 
 #: The filter and count endpoints of the objects the lists checks page through.
-LISTED = r"/(flows|flow_runs|task_runs|deployments|work_pools)/(filter|count)$|/work_pools/[^/]+/(queues|workers)/filter$"
+LISTED = (
+    r"/(flows|flow_runs|task_runs|deployments|work_pools)/(filter|count)$|/work_pools/[^/]+/(queues|workers)/filter$"
+)
 
 
 class OffsetIgnored(Deviation):
@@ -743,8 +795,13 @@ class CountsOneMore(Deviation):
     """Counts one object more than the filter selects (an off-by-one, or a deleted object still counted)."""
 
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
-        if request.method == "POST" and request.path.endswith("/count") and re.search(LISTED, request.path) \
-                and response.status == 200 and isinstance(response.json(), int):
+        if (
+            request.method == "POST"
+            and request.path.endswith("/count")
+            and re.search(LISTED, request.path)
+            and response.status == 200
+            and isinstance(response.json(), int)
+        ):
             response.set_json(response.json() + 1)
         return response
 
@@ -753,8 +810,11 @@ class RelatedFiltersIgnored(Deviation):
     """Filters only on the listed objects' own fields and by name: a server that drops the filters on related
     objects (a run's deployment, queue; a deployment's runs; a flow's deployments) and on a run's tags and state."""
 
-    RELATED = {"/flow_runs/filter": ("deployments", "work_pool_queues"), "/deployments/filter": ("flow_runs",),
-               "/flows/filter": ("deployments",)}
+    RELATED = {
+        "/flow_runs/filter": ("deployments", "work_pool_queues"),
+        "/deployments/filter": ("flow_runs",),
+        "/flows/filter": ("deployments",),
+    }
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         dropped = next((keys for path, keys in self.RELATED.items() if request.path.endswith(path)), None)
@@ -770,8 +830,11 @@ class TimesSortedAsStrings(Deviation):
     """Sorts flow runs by a time as the *string* it returns: ``...T10:00:00Z`` (a whole second) after
     ``...T10:00:00.500000Z``, as a server that stores times as text would."""
 
-    FIELDS = {"EXPECTED_START_TIME": "expected_start_time", "NEXT_SCHEDULED_START_TIME": "next_scheduled_start_time",
-              "START_TIME": "expected_start_time"}
+    FIELDS = {
+        "EXPECTED_START_TIME": "expected_start_time",
+        "NEXT_SCHEDULED_START_TIME": "next_scheduled_start_time",
+        "START_TIME": "expected_start_time",
+    }
 
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
         if request.method == "POST" and request.path.endswith("/flow_runs/filter") and response.status == 200:
@@ -779,8 +842,9 @@ class TimesSortedAsStrings(Deviation):
             key, _, direction = sort.rpartition("_")
             if key in self.FIELDS:
                 field = self.FIELDS[key]
-                response.set_json(sorted(response.json(), key=lambda run: run.get(field) or "",
-                                         reverse=direction == "DESC"))
+                response.set_json(
+                    sorted(response.json(), key=lambda run: run.get(field) or "", reverse=direction == "DESC")
+                )
         return response
 
 
@@ -811,9 +875,11 @@ def request_bound(body: dict, key: str) -> dt.datetime | None:
 
 def exclusive(key: str) -> Callable[[dict, list], list]:
     """A half-open bound: runs exactly at ``key`` (``scheduled_before``/``scheduled_after``) are left out."""
+
     def fn(body: dict, items: list) -> list:
         bound = request_bound(body, key)
         return items if bound is None else [item for item in items if _nsst(run_of(item)) != bound]
+
     return fn
 
 
@@ -886,7 +952,9 @@ class PollFiltersOnlyByTime(Deviation):
         body = request.json() or {}
         with httpx.Client(base_url=self.upstream, timeout=10) as http:
             flows = {http.get(f"/deployments/{d}").json()["flow_id"] for d in body.get("deployment_ids", [])}
-            runs = http.post("/flow_runs/filter", json={"flows": {"id": {"any_": sorted(flows)}}, "sort": "EXPECTED_START_TIME_ASC"}).json()
+            runs = http.post(
+                "/flow_runs/filter", json={"flows": {"id": {"any_": sorted(flows)}}, "sort": "EXPECTED_START_TIME_ASC"}
+            ).json()
         bound = request_bound(body, "scheduled_before")
         for run in runs:  # a run that left SCHEDULED has no next_scheduled_start_time: use the expected one
             run["next_scheduled_start_time"] = run.get("next_scheduled_start_time") or run.get("expected_start_time")
@@ -911,6 +979,7 @@ class FirstValueOnly(Deviation):
 
 
 # --- deviations of the response schemas -----------------------------------------------------------------------
+
 
 def map_objects(document: Any, fn: Callable[[dict], dict]) -> Any:
     """Apply ``fn`` to every JSON object in a document, innermost first."""
@@ -957,6 +1026,7 @@ def without_flow_id_with_an_extra_field(value: dict) -> dict:
 
 # --- deviations the differential checks must find ---------------------------------------------------------------
 
+
 def renamed_next_scheduled_start_time(value: dict) -> dict:
     """Flow runs call ``next_scheduled_start_time`` ``next_start_time``: a rename no hand-written check names."""
     if not is_flow_run(value):
@@ -969,7 +1039,9 @@ class EverythingSlightlyOff(RewriteObjects):
     Prefect does not know accepted instead of refused."""
 
     def __init__(self) -> None:
-        super().__init__(lambda value: {k: (1764316800 if k in ("created", "timestamp") else v) for k, v in value.items()})
+        super().__init__(
+            lambda value: {k: (1764316800 if k in ("created", "timestamp") else v) for k, v in value.items()}
+        )
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
         if request.method == "POST" and request.path.endswith("/flow_runs/") and b"NOT_A_STATE" in request.body:
@@ -993,8 +1065,9 @@ class ServerErrorInsteadOf422(Deviation):
 
 
 #: The state types Prefect knows; a server that checks none of them stores whatever a client sends.
-STATE_TYPES = frozenset({"SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED", "PAUSED",
-                         "CANCELLING"})
+STATE_TYPES = frozenset(
+    {"SCHEDULED", "PENDING", "RUNNING", "COMPLETED", "FAILED", "CANCELLED", "CRASHED", "PAUSED", "CANCELLING"}
+)
 
 
 class StoresUnknownStateTypes(Deviation):

@@ -19,9 +19,13 @@ SCRIPT = PROJECT_ROOT / "action" / "run.sh"
 
 def run_action(tmp_path: Path, **inputs: str) -> tuple[subprocess.CompletedProcess, str]:
     summary = tmp_path / "step-summary.md"
-    env = {**os.environ, "GITHUB_STEP_SUMMARY": str(summary), "INPUT_REPORT_DIR": str(tmp_path / "reports"),
-           "PREFECT_CONFORMANCE": str(Path(sys.executable).parent / "prefect-conformance"),
-           **{f"INPUT_{name.upper()}": value for name, value in inputs.items()}}
+    env = {
+        **os.environ,
+        "GITHUB_STEP_SUMMARY": str(summary),
+        "INPUT_REPORT_DIR": str(tmp_path / "reports"),
+        "PREFECT_CONFORMANCE": str(Path(sys.executable).parent / "prefect-conformance"),
+        **{f"INPUT_{name.upper()}": value for name, value in inputs.items()},
+    }
     done = subprocess.run(["bash", str(SCRIPT)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     return done, summary.read_text() if summary.exists() else ""
 
@@ -42,7 +46,11 @@ def test_the_action_script_writes_the_summary_and_exits_with_the_verdict(referen
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert done.stdout.rstrip().endswith("prefect-conformance action: verdict 0 — passed")
     assert summary.startswith("## Prefect conformance: PASS (exit 0)"), summary
-    assert re.search(r"^> Prefect 3\.\d+\.\d+ \(API [\d.]+\), prefect-conformance [\d.]+: conformant for core and records", summary, re.M)
+    assert re.search(
+        r"^> Prefect 3\.\d+\.\d+ \(API [\d.]+\), prefect-conformance [\d.]+: conformant for core and records",
+        summary,
+        re.M,
+    )
     assert "| labels | 3 |" in summary and len(summary.splitlines()) < 40
     assert (tmp_path / "reports" / "latest" / "report.html").exists()
 

@@ -1,4 +1,5 @@
-"""The serve, worker, task worker and scheduler checks pass on the reference and fail on targets that get those paths wrong.
+"""The serve, worker, task worker and scheduler checks pass on the reference and fail on targets that get those paths
+wrong.
 
 The distinction between serve and worker must cut both ways: a target without the work-pool polling endpoint
 fails the worker checks while the serve checks pass, and the reverse.
@@ -17,33 +18,32 @@ from typing import Callable
 import httpx
 import pytest
 
-from harness.errors import Unsupported
-from harness.waits import SCHEDULER_INTERVAL_ENV
-from harness.clients.transcript import Exchange
-from harness.reference.local import LocalReference
-from harness.checks.timestamps import describe_instant, parse_instant
 from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
-from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
+from harness.checks.timestamps import describe_instant, parse_instant
+from harness.clients.transcript import Exchange
+from harness.errors import Unsupported
+from harness.reference.local import LocalReference
+from harness.waits import SCHEDULER_INTERVAL_ENV
 from scenarios.test_scheduler import CALENDAR_CASES, HORIZON_CASES, INTERVAL_CASES
+from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.deviations import (
     AcceptWithout,
     ActivityEndsPauses,
     AlwaysCreated,
     AlwaysReady,
+    CountsOneMore,
     Deviation,
     EmptyPolls,
     FailuresAreFinal,
     IgnoreDeletes,
     IgnoresCancellation,
     IgnoresLimits,
-    LacksTaskRunRecorder,
-    CountsOneMore,
-    NoPendingGuard,
-    OffsetIgnored,
-    NoSystemLabels,
-    OwnLabelsOnly,
-    Together,
     LacksLifecycleServices,
+    LacksTaskRunRecorder,
+    NoPendingGuard,
+    NoSystemLabels,
+    OffsetIgnored,
+    OwnLabelsOnly,
     Refuse,
     RefusesCrashed,
     RefusesResume,
@@ -56,6 +56,7 @@ from tests.deviations import (
     RewriteScheduleEntries,
     RewriteSchedules,
     TimesSortedAsStrings,
+    Together,
     UpsertStartsOver,
     epoch_created,
     first_pass_only,
@@ -71,20 +72,26 @@ DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"
 
 def shift_schedule(seconds: int) -> Callable[[dict], dict]:
     """A scheduler that ignores the cron's boundaries: every time of the run moves by ``seconds``."""
+
     def fn(run: dict) -> dict:
         if not run.get("auto_scheduled"):
             return run
         delta = dt.timedelta(seconds=seconds)
-        for holder, key in ((run, "expected_start_time"), (run, "next_scheduled_start_time"),
-                            ((run.get("state") or {}).get("state_details") or {}, "scheduled_time")):
+        for holder, key in (
+            (run, "expected_start_time"),
+            (run, "next_scheduled_start_time"),
+            ((run.get("state") or {}).get("state_details") or {}, "scheduled_time"),
+        ):
             if holder.get(key):
                 holder[key] = describe_instant(parse_instant(holder[key]) + delta)
         return run
+
     return fn
 
 
 def standard_time_all_year(run: dict) -> dict:
-    """A scheduler that expands New York schedules at a fixed UTC-5: a run in daylight-saving time comes an hour late."""
+    """A scheduler that expands New York schedules at a fixed UTC-5: a run in daylight-saving time comes an hour
+    late."""
     from zoneinfo import ZoneInfo
 
     if not run.get("auto_scheduled") or not run.get("expected_start_time"):
@@ -125,8 +132,12 @@ class Case:
 
 #: The interval cases whose runs keep a local wall time across a daylight-saving change (a day or a week long, in
 #: a zone that has one): a server that computes them in UTC fails these and no others.
-LOCAL_TIME_CASES = ("daily-0900-new-york-spring-forward", "daily-0900-new-york-fall-back", "weekly-sydney-april",
-                    "weekly-sydney-october")
+LOCAL_TIME_CASES = (
+    "daily-0900-new-york-spring-forward",
+    "daily-0900-new-york-fall-back",
+    "weekly-sydney-april",
+    "weekly-sydney-october",
+)
 
 #: For a case about the runs the scheduler makes for the cron deployment: the checks on that deployment only.
 CRON_DEPLOYMENT_ONLY = ("-k", "scheduler_creates_runs or runs_fall_on or scheduled_run_times or no_duplicate_runs")
@@ -141,8 +152,11 @@ CASES = [
         "answers-with-epoch-created",
         lambda: RewriteObjects(epoch_created),
         "serve or worker or task_worker",
-        {"serve/answers_the_runner_got_match_prefects_schema", "worker/answers_the_worker_got_match_prefects_schema",
-         "task_worker/answers_the_task_clients_got_match_prefects_schema"},
+        {
+            "serve/answers_the_runner_got_match_prefects_schema",
+            "worker/answers_the_worker_got_match_prefects_schema",
+            "task_worker/answers_the_task_clients_got_match_prefects_schema",
+        },
         r"\d+ of the \d+ answers the .* got break Prefect 3\.9\.1's schema: .*\$\S*\.created: expected type string, "
         r"got 1764316800",
         args=("-k", "answers_the"),
@@ -153,14 +167,22 @@ CASES = [
         "serve or worker",
         {"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
         r"POST /work_pools/\S+/get_scheduled_flow_runs",
-        passes={"serve/runner_polls_deployments_endpoint", "serve/served_run_completes", "worker/worker_registers_with_its_pool"},
+        passes={
+            "serve/runner_polls_deployments_endpoint",
+            "serve/served_run_completes",
+            "worker/worker_registers_with_its_pool",
+        },
         args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "no-deployments-polling-endpoint",
         lambda: Refuse("POST", DEPLOYMENT_POLL),
         "serve or worker",
-        {"serve/runner_polls_deployments_endpoint", "serve/served_run_completes", "serve/runner_executes_server_scheduled_runs"},
+        {
+            "serve/runner_polls_deployments_endpoint",
+            "serve/served_run_completes",
+            "serve/runner_executes_server_scheduled_runs",
+        },
         r"POST /deployments/get_scheduled_flow_runs",
         passes={"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
     ),
@@ -187,8 +209,13 @@ CASES = [
     ),
     Case(
         "worker-heartbeat-frozen-and-offline",
-        lambda: RewriteJson("POST", r"/workers/filter$", lambda workers: [
-            {**w, "last_heartbeat_time": "2026-11-01T00:00:00Z", "status": "OFFLINE"} for w in workers]),
+        lambda: RewriteJson(
+            "POST",
+            r"/workers/filter$",
+            lambda workers: [
+                {**w, "last_heartbeat_time": "2026-11-01T00:00:00Z", "status": "OFFLINE"} for w in workers
+            ],
+        ),
         "worker",
         {"worker/worker_stays_online_with_a_moving_heartbeat"},
         r"is listed with status 'OFFLINE' while it heartbeats \(in all \d+ listings .*\['OFFLINE'\]\).*; and the "
@@ -232,9 +259,12 @@ CASES = [
         "no-task-run-subscription",
         lambda: Refuse("NONE", r"^$", websocket_path=r"/task_runs/subscriptions/scheduled$"),
         "task_worker",
-        {"task_worker/task_worker_subscribes_over_the_websocket", "task_worker/task_worker_never_polls_for_flow_runs",
-         "task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
-         "task_worker/each_delayed_task_run_executes_exactly_once"},
+        {
+            "task_worker/task_worker_subscribes_over_the_websocket",
+            "task_worker/task_worker_never_polls_for_flow_runs",
+            "task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
+            "task_worker/each_delayed_task_run_executes_exactly_once",
+        },
         r"WS /task_runs/subscriptions/scheduled.* with 403",
         unsupported=True,
     ),
@@ -243,10 +273,16 @@ CASES = [
         # Task runs report their states as events (WS /events/in), which the server records.
         lambda: Refuse("NONE", r"^$", websocket_path=r"/events/in$"),
         "task_worker",
-        {"task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
-         "task_worker/each_delayed_task_run_executes_exactly_once"},
-        r"future.result\(\) calls gave .*TimeoutError.*Hint: the task worker reports|run_count of the delayed task runs .*: 0",
-        passes={"task_worker/task_worker_subscribes_over_the_websocket", "task_worker/task_worker_never_polls_for_flow_runs"},
+        {
+            "task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
+            "task_worker/each_delayed_task_run_executes_exactly_once",
+        },
+        r"future.result\(\) calls gave .*TimeoutError.*Hint: the task worker reports|run_count of the delayed task "
+        r"runs .*: 0",
+        passes={
+            "task_worker/task_worker_subscribes_over_the_websocket",
+            "task_worker/task_worker_never_polls_for_flow_runs",
+        },
         args=("--timeout-scale", "0.25"),
     ),
     Case(
@@ -263,15 +299,22 @@ CASES = [
         "scheduler",
         {"scheduler/runs_fall_on_cron_boundaries"},
         r"not on a minute boundary",
-        passes={"scheduler/scheduled_run_times_agree", "scheduler/no_duplicate_runs", "scheduler/scheduler_creates_runs"},
+        passes={
+            "scheduler/scheduled_run_times_agree",
+            "scheduler/no_duplicate_runs",
+            "scheduler/scheduler_creates_runs",
+        },
         args=CRON_DEPLOYMENT_ONLY,
     ),
     Case(
         "schedule-ignores-daylight-saving",
         lambda: RewriteRuns(standard_time_all_year),
         "scheduler",
-        {f"scheduler/schedule_follows_daylight_saving_time[{kind}-{transition}]"
-         for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130") for transition in ("spring-forward", "fall-back")},
+        {
+            f"scheduler/schedule_follows_daylight_saving_time[{kind}-{transition}]"
+            for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130")
+            for transition in ("spring-forward", "fall-back")
+        },
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
         args=("-k", "daylight_saving"),
         diagnosis="A schedule's daylight saving time ignored",
@@ -291,8 +334,8 @@ CASES = [
         {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
         r"wall clock in (America/New_York|Australia/Sydney)\): first difference at position \d+ .*\n\s+expected .*"
         r"(EDT|EST|AEST|AEDT)@",
-        passes={f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES} - {
-            f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
+        passes={f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES}
+        - {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
         args=("-k", "interval_schedule"),
         diagnosis="A schedule's daylight saving time ignored",
     ),
@@ -300,11 +343,15 @@ CASES = [
         "interval-anchor-without-microseconds",
         lambda: interval_schedules(lambda s: {**s, "anchor_date": re.sub(r"\.\d+", "", s.get("anchor_date", ""))}),
         "scheduler",
-        {"scheduler/interval_schedule_expands_as_prefect_does[every-7-minutes-anchored-in-the-future-with-microseconds]",
-         "scheduler/interval_schedule_expands_as_prefect_does[every-90-minutes-anchored-at-plus-05-30]"},
+        {
+            "scheduler/interval_schedule_expands_as_prefect_does[every-7-minutes-anchored-in-the-future-with-microseconds]",
+            "scheduler/interval_schedule_expands_as_prefect_does[every-90-minutes-anchored-at-plus-05-30]",
+        },
         r"first difference at position 0 .*\n\s+expected \[[\d-]+ [\d:]+\.(123456|500000)UTC@",
-        passes={"scheduler/interval_schedule_expands_as_prefect_does[every-30-seconds-anchored-in-the-past]",
-                "scheduler/interval_schedule_expands_as_prefect_does[daily-0900-new-york-fall-back]"},
+        passes={
+            "scheduler/interval_schedule_expands_as_prefect_does[every-30-seconds-anchored-in-the-past]",
+            "scheduler/interval_schedule_expands_as_prefect_does[daily-0900-new-york-fall-back]",
+        },
         args=("-k", "interval_schedule"),
     ),
     Case(
@@ -320,21 +367,38 @@ CASES = [
         "cron-day-or-inverted",
         lambda: RewriteSchedules(lambda s: {**s, "day_or": not s["day_or"]} if "day_or" in s else s),
         "scheduler",
-        {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
-         for case in ("cron-day-of-month-or-weekday", "cron-day-of-month-and-weekday")},
+        {
+            f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
+            for case in ("cron-day-of-month-or-weekday", "cron-day-of-month-and-weekday")
+        },
         r"\{'cron': '0 9 13 \* 5', .*'day_or': (True|False)\}.*first difference",
-        passes={"scheduler/calendar_schedule_expands_as_prefect_does[cron-steps-and-ranges]",
-                "scheduler/calendar_schedule_expands_as_prefect_does[rrule-count]"},
+        passes={
+            "scheduler/calendar_schedule_expands_as_prefect_does[cron-steps-and-ranges]",
+            "scheduler/calendar_schedule_expands_as_prefect_does[rrule-count]",
+        },
         args=("-k", "calendar_schedule and (weekday or steps or count)"),
     ),
     Case(
         "rrule-only-freq-and-dtstart",
-        lambda: RewriteSchedules(lambda s: {**s, "rrule": "\n".join(
-            re.sub(r";(COUNT|UNTIL|BYSETPOS|BYDAY)=[^;\n]*", "", line) for line in s["rrule"].split("\n")
-            if not line.startswith(("EXDATE", "RDATE")))} if "rrule" in s else s),
+        lambda: RewriteSchedules(
+            lambda s: (
+                {
+                    **s,
+                    "rrule": "\n".join(
+                        re.sub(r";(COUNT|UNTIL|BYSETPOS|BYDAY)=[^;\n]*", "", line)
+                        for line in s["rrule"].split("\n")
+                        if not line.startswith(("EXDATE", "RDATE"))
+                    ),
+                }
+                if "rrule" in s
+                else s
+            )
+        ),
         "scheduler",
-        {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
-         for case in ("rrule-count", "rrule-until", "rrule-exdate-and-rdate", "rrule-last-weekday-of-the-month")},
+        {
+            f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
+            for case in ("rrule-count", "rrule-until", "rrule-exdate-and-rdate", "rrule-last-weekday-of-the-month")
+        },
         r"\{'rrule': .*first difference at position \d+ \(expected \d+ runs, got \d+\)",
         passes={"scheduler/calendar_schedule_expands_as_prefect_does[cron-hourly-macro]"},
         args=("-k", "calendar_schedule and (rrule or hourly)"),
@@ -389,9 +453,13 @@ CASES = [
         "deletes-leave-scheduled-runs",
         lambda: IgnoreDeletes(r"/deployments/[0-9a-f-]{36}(/schedules/[0-9a-f-]{36})?$"),
         "scheduler",
-        {"scheduler/deleting_a_schedule_removes_its_scheduled_runs", "scheduler/deleting_a_deployment_leaves_no_scheduled_runs",
-         "scheduler/deleting_one_schedule_removes_its_runs_and_not_the_others_schedule"},
-        r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE|after DELETE of schedule 'quarter-to', "
+        {
+            "scheduler/deleting_a_schedule_removes_its_scheduled_runs",
+            "scheduler/deleting_a_deployment_leaves_no_scheduled_runs",
+            "scheduler/deleting_one_schedule_removes_its_runs_and_not_the_others_schedule",
+        },
+        r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE|after DELETE of schedule "
+        r"'quarter-to', "
         r"[1-9]\d* of its \d+ SCHEDULED runs are still there",
         args=("-k", "deleting"),
     ),
@@ -400,9 +468,11 @@ CASES = [
         # Every schedule but the 10-s one (100 runs, 16.5 min) has runs further ahead; the 150-days one has none.
         lambda: RewriteRuns(horizon_of(30)),
         "scheduler",
-        {f"scheduler/scheduler_keeps_prefects_horizon[{case}]" for case in HORIZON_CASES} - {
+        {f"scheduler/scheduler_keeps_prefects_horizon[{case}]" for case in HORIZON_CASES}
+        - {
             "scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]",
-            "scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]"},
+            "scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]",
+        },
         r"the runs not yet due at .* are \d+ runs?.*; Prefect's scheduler keeps \d+ runs?.* \(first difference at run "
         r"\d+: Prefect's is [\d-]+T[\d:]+Z, the target's none\)\. Limits: min_runs=3, max_runs=100",
         passes={"scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]"},
@@ -415,19 +485,30 @@ CASES = [
         {"scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]"},
         r"looked at again once runs had fallen due: the runs not yet due at .* are \d+ runs, .*; Prefect's scheduler "
         r"keeps 100 runs, .*max_runs=100 of them, topped up within \d+ s",
-        passes={"scheduler/scheduler_keeps_prefects_horizon[hourly]", "scheduler/scheduler_keeps_prefects_horizon[daily]"},
+        passes={
+            "scheduler/scheduler_keeps_prefects_horizon[hourly]",
+            "scheduler/scheduler_keeps_prefects_horizon[daily]",
+        },
         args=("-k", "horizon", "--timeout-scale", "0.5"),
     ),
     Case(
         "cancellation-ignored",
         lambda: IgnoresCancellation(),
         "lifecycle",
-        {f"lifecycle/{check}[{client}]" for client in ("runner", "worker")
-         for check in ("a_running_run_cancelled_ends_cancelled", "a_scheduled_run_cancelled_before_it_starts_never_runs")},
+        {
+            f"lifecycle/{check}[{client}]"
+            for client in ("runner", "worker")
+            for check in (
+                "a_running_run_cancelled_ends_cancelled",
+                "a_scheduled_run_cancelled_before_it_starts_never_runs",
+            )
+        },
         r"waiting for flow run .* to be executed by the (runner|worker) and reach a final state\. Last seen: run is "
         r"RUNNING/Running|got ACCEPT with state CANCELLING/Cancelling, and the run is (SCHEDULED|PENDING|RUNNING)/",
-        passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
-                "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
+        passes={
+            "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+            "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
+        },
         long=True,
         args=("-k", "running_run_cancelled or cancelled_before_it_starts or failing_flow_retries"),
     ),
@@ -435,11 +516,16 @@ CASES = [
         "crashed-refused",
         lambda: RefusesCrashed(),
         "lifecycle",
-        {"lifecycle/a_killed_flow_run_process_ends_crashed[runner]", "lifecycle/a_killed_flow_run_process_ends_crashed[worker]"},
+        {
+            "lifecycle/a_killed_flow_run_process_ends_crashed[runner]",
+            "lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
+        },
         r"waiting for flow run .* to be executed by the (runner|worker) and reach a final state\. Last seen: run is "
         r"RUNNING/Running.*Hint: the (runner|worker) proposes CRASHED",
-        passes={"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
-                "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]"},
+        passes={
+            "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]",
+        },
         long=True,
         args=("-k", "killed_flow_run or failing_flow_retries or cancelled_before_it_starts"),
     ),
@@ -447,26 +533,38 @@ CASES = [
         "resume-refused",
         lambda: RefusesResume(),
         "lifecycle",
-        {f"lifecycle/{check}[{client}]" for client in ("runner", "worker")
-         for check in ("a_paused_run_resumes_and_completes", "a_suspended_run_resumes_and_runs_again")}
+        {
+            f"lifecycle/{check}[{client}]"
+            for client in ("runner", "worker")
+            for check in ("a_paused_run_resumes_and_completes", "a_suspended_run_resumes_and_runs_again")
+        }
         | {"lifecycle/a_paused_run_resumes_with_the_input_it_waits_for"},
         r"without the input the run waits for got ABORT with state None/None \(resuming is not supported\)|"
         r"POST /flow_runs/\{id\}/resume of the (paused|suspended) run got ABORT with state None/None \(resuming is not "
         r"supported\); Prefect (accepts it|reschedules it)",
-        passes={"lifecycle/a_failing_flow_retries_until_it_completes[worker]",
-                "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"},
-        args=("-k", "paused_run_resumes or suspended_run_resumes or failing_flow_retries or cancelled_before_it_starts"),
+        passes={
+            "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
+            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
+        },
+        args=(
+            "-k",
+            "paused_run_resumes or suspended_run_resumes or failing_flow_retries or cancelled_before_it_starts",
+        ),
     ),
     Case(
         "lifecycle-services-missing",
         lambda: LacksLifecycleServices(),
         "lifecycle",
-        {"lifecycle/a_worker_that_dies_is_marked_offline",
-         "lifecycle/a_suspended_run_never_resumed_fails_when_its_pause_expires"},
+        {
+            "lifecycle/a_worker_that_dies_is_marked_offline",
+            "lifecycle/a_suspended_run_never_resumed_fails_when_its_pause_expires",
+        },
         r"Last seen: the worker is listed 'ONLINE' .*its pool 'READY'.*Hint: Prefect's foreman|Last seen: run is "
         r"PAUSED/Suspended .*Hint: Prefect's pause-expirations service",
-        passes={"lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
-                "lifecycle/a_failing_flow_retries_until_it_completes[runner]"},
+        passes={
+            "lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
+            "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+        },
         long=True,
         args=("-k", "worker_that_dies or never_resumed or killed_flow_run or failing_flow_retries"),
     ),
@@ -474,31 +572,45 @@ CASES = [
         "failures-are-final",
         lambda: FailuresAreFinal(),
         "lifecycle",
-        {"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
-         "lifecycle/a_failing_flow_retries_until_it_completes[worker]"},
+        {
+            "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+            "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
+        },
         r"with retries=2 ended FAILED/Failed .* with run_count 1, after 1 attempts of its code; .* States kept: .*"
         r"RUNNING/Running, FAILED/Failed",
-        passes={"lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
-                "lifecycle/a_running_run_cancelled_ends_cancelled[worker]"},
+        passes={
+            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
+            "lifecycle/a_running_run_cancelled_ends_cancelled[worker]",
+        },
         args=("-k", "failing_flow_retries or cancelled_before_it_starts or running_run_cancelled"),
     ),
     Case(
         "limits-and-task-runs-ignored",
-        lambda: Together(IgnoresLimits(), AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
-                         LacksTaskRunRecorder(), AcceptWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input")),
+        lambda: Together(
+            IgnoresLimits(),
+            AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
+            LacksTaskRunRecorder(),
+            AcceptWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input"),
+        ),
         "lifecycle",
-        {"lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
-         "lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart",
-         "lifecycle/a_deployment_concurrency_limit_queues_the_second_run", "lifecycle/a_tasks_retries_are_kept",
-         "lifecycle/a_paused_run_resumes_with_the_input_it_waits_for"},
+        {
+            "lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
+            "lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart",
+            "lifecycle/a_deployment_concurrency_limit_queues_the_second_run",
+            "lifecycle/a_tasks_retries_are_kept",
+            "lifecycle/a_paused_run_resumes_with_the_input_it_waits_for",
+        },
         r"the target granted (the one-slot limit|the task-run concurrency limit on tag) '[^']+' 2 times while the "
         r"(runner|worker)'s run held it"
         r"|side by side, though their deployment's concurrency_limit is 1|neither run was ever AwaitingConcurrencySlot"
         r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none"
         r"|resume with run_input \{'value': 'answer-[0-9a-f]+'\} got REJECT",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
-        args=("-k", "global_concurrency or tag_concurrency or deployment_concurrency or tasks_retries or killed_flow_run "
-                    "or input_it_waits"),
+        args=(
+            "-k",
+            "global_concurrency or tag_concurrency or deployment_concurrency or tasks_retries or killed_flow_run "
+            "or input_it_waits",
+        ),
     ),
     Case(
         "tag-limits-missing",
@@ -515,7 +627,8 @@ CASES = [
         lambda: NoPendingGuard(),
         "lifecycle",
         {"lifecycle/every_run_is_executed_exactly_once_among_three_workers"},
-        r"of 6 runs due at once to three workers, \d+ did not run their flow code once and complete: .* ran [2-9] times",
+        r"of 6 runs due at once to three workers, \d+ did not run their flow code once and complete: .* ran [2-9] "
+        r"times",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
         # A second execution needs the workers' flow-run processes for one run to start close together: with two
         # starting at a time (the default budget here), the first often completes before the second asks for
@@ -526,36 +639,48 @@ CASES = [
         "never-not-ready",
         AlwaysReady,
         "statuses",
-        {"statuses/a_new_pool_is_not_ready_or_paused_as_created",
-         "statuses/a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without",
-         "statuses/a_resumed_queue_no_one_polled_is_not_ready", "statuses/a_queue_no_one_polls_becomes_not_ready",
-         "statuses/a_deployment_no_one_polls_becomes_not_ready"},
+        {
+            "statuses/a_new_pool_is_not_ready_or_paused_as_created",
+            "statuses/a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without",
+            "statuses/a_resumed_queue_no_one_polled_is_not_ready",
+            "statuses/a_queue_no_one_polls_becomes_not_ready",
+            "statuses/a_deployment_no_one_polls_becomes_not_ready",
+        },
         r"is 'READY' (as created|resumed without a worker|paused and resumed without ever being polled); Prefect's is "
         r"NOT_READY|Last seen: (work queue|deployment) \S+ is 'READY', \d+ s after its one poll",
-        passes={"statuses/a_heartbeat_never_resumes_a_paused_pool",
-                "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed"},
+        passes={
+            "statuses/a_heartbeat_never_resumes_a_paused_pool",
+            "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed",
+        },
     ),
     Case(
         "activity-ends-pauses",
         ActivityEndsPauses,
         "statuses",
-        {"statuses/a_heartbeat_never_resumes_a_paused_pool",
-         "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed"},
+        {
+            "statuses/a_heartbeat_never_resumes_a_paused_pool",
+            "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed",
+        },
         r"is 'READY' (after PATCH is_paused true|after its worker's next heartbeat|after a worker polled it); "
         r"Prefect's is PAUSED",
-        passes={"statuses/a_new_pool_is_not_ready_or_paused_as_created",
-                "statuses/a_resumed_queue_no_one_polled_is_not_ready"},
+        passes={
+            "statuses/a_new_pool_is_not_ready_or_paused_as_created",
+            "statuses/a_resumed_queue_no_one_polled_is_not_ready",
+        },
         args=("-k", "not no_one_polls"),
     ),
     Case(
         "idempotency-ignored-and-upserts-start-over",
         lambda: Together(ignores_idempotency(), UpsertStartsOver()),
         "upserts",
-        {"upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
-         "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
-         "upserts/a_task_run_sent_twice_is_one_task_run",
-         "upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
-        r"sent twice with one (idempotency_key|task_key and dynamic_key) made two runs \(\S+ and then \S+\)|the deployment sent again with only "
+        {
+            "upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
+            "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
+            "upserts/a_task_run_sent_twice_is_one_task_run",
+            "upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out",
+        },
+        r"sent twice with one (idempotency_key|task_key and dynamic_key) made two runs \(\S+ and then \S+\)|the "
+        r"deployment sent again with only "
         r"a new description reads \{'description': 'as sent again', 'tags': \[\], 'paused': False, "
         r"'concurrency_limit': None\}",
         passes={"upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
@@ -564,10 +689,12 @@ CASES = [
         "always-created-and-schedules-replaced",
         lambda: Together(AlwaysCreated(), ReplacesSchedules()),
         "upserts",
-        {"upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
-         "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
-         "upserts/a_task_run_sent_twice_is_one_task_run",
-         "upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
+        {
+            "upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
+            "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
+            "upserts/a_task_run_sent_twice_is_one_task_run",
+            "upserts/a_schedule_patched_by_its_slug_is_changed_in_place",
+        },
         r"was answered 201 and then 201 \(the same run\)|its schedules are \(slug, interval, same id as before\) "
         r"\[\('pc-hourly', 7200(\.0)?, False\)\]",
         passes={"upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
@@ -576,8 +703,10 @@ CASES = [
         "runs-inherit-no-labels",
         OwnLabelsOnly,
         "labels",
-        {"labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
-         "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id"},
+        {
+            "labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
+            "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id",
+        },
         r"has labels \{.*\}, without \{'pc\.flow': 'flow'",
         passes={"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
     ),
@@ -587,8 +716,10 @@ CASES = [
         "labels",
         {"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
         r"a deployment \(GET /deployments/\S+\) has labels .*, without \{'prefect\.flow\.id': ",
-        passes={"labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
-                "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id"},
+        passes={
+            "labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
+            "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id",
+        },
     ),
     Case(
         "offset-ignored",
@@ -611,24 +742,43 @@ CASES = [
         "related-filters-ignored",
         RelatedFiltersIgnored,
         "lists",
-        {f"lists/{check}" for check in (
-            "flow_runs_are_selected_by_their_deployment", "flow_runs_are_selected_by_their_work_queue",
-            "flow_runs_are_selected_by_tag", "flow_runs_are_selected_by_state_name",
-            "deployments_are_selected_by_their_flow_runs", "flows_are_selected_by_their_deployments")},
+        {
+            f"lists/{check}"
+            for check in (
+                "flow_runs_are_selected_by_their_deployment",
+                "flow_runs_are_selected_by_their_work_queue",
+                "flow_runs_are_selected_by_tag",
+                "flow_runs_are_selected_by_state_name",
+                "deployments_are_selected_by_their_flow_runs",
+                "flows_are_selected_by_their_deployments",
+            )
+        },
         r"POST /\w+/filter with .* listed \[.*'another \(.*\)'.*\]; Prefect lists \[",
-        passes={f"lists/{check}[{kind}]" for check in ("pages_hold_each_object_once_in_order",
-                                                       "count_agrees_with_the_list") for kind in LISTED_KINDS},
+        passes={
+            f"lists/{check}[{kind}]"
+            for check in ("pages_hold_each_object_once_in_order", "count_agrees_with_the_list")
+            for kind in LISTED_KINDS
+        },
     ),
     Case(
         "times-sorted-as-strings",
         TimesSortedAsStrings,
         "lists",
-        {f"lists/flow_runs_are_sorted_as_prefect_sorts_them[{sort}]" for sort in (
-            "EXPECTED_START_TIME_ASC", "EXPECTED_START_TIME_DESC", "NEXT_SCHEDULED_START_TIME_ASC", "START_TIME_ASC",
-            "START_TIME_DESC")},
+        {
+            f"lists/flow_runs_are_sorted_as_prefect_sorts_them[{sort}]"
+            for sort in (
+                "EXPECTED_START_TIME_ASC",
+                "EXPECTED_START_TIME_DESC",
+                "NEXT_SCHEDULED_START_TIME_ASC",
+                "START_TIME_ASC",
+                "START_TIME_DESC",
+            )
+        },
         r"with sort \w+ listed the runs \['(e', 'a|b', 'c', 'd', 'a', 'e)'.*; Prefect lists .*sorted by instant",
-        passes={"lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_ASC]",
-                "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_DESC]"},
+        passes={
+            "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_ASC]",
+            "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_DESC]",
+        },
         args=("-k", "sorted"),
     ),
     Case(
@@ -669,14 +819,28 @@ class Merged:
 
 
 MERGED = [
-    Merged("cancel-crash-resume-services-tag-limits",
-           ("cancellation-ignored", "crashed-refused", "resume-refused", "lifecycle-services-missing",
-            "tag-limits-missing"),
-           {"lifecycle/a_failing_flow_retries_until_it_completes[runner]",
-            "lifecycle/a_failing_flow_retries_until_it_completes[worker]"}),
-    Merged("failures-final-limits-and-task-runs", ("failures-are-final", "limits-and-task-runs-ignored"),
-           {"lifecycle/a_killed_flow_run_process_ends_crashed[runner]",
-            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]"}),
+    Merged(
+        "cancel-crash-resume-services-tag-limits",
+        (
+            "cancellation-ignored",
+            "crashed-refused",
+            "resume-refused",
+            "lifecycle-services-missing",
+            "tag-limits-missing",
+        ),
+        {
+            "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
+            "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
+        },
+    ),
+    Merged(
+        "failures-final-limits-and-task-runs",
+        ("failures-are-final", "limits-and-task-runs-ignored"),
+        {
+            "lifecycle/a_killed_flow_run_process_ends_crashed[runner]",
+            "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
+        },
+    ),
 ]
 MERGED_IDS = {case_id for merged in MERGED for case_id in merged.cases}
 
@@ -685,8 +849,9 @@ def case_marks(case: Case) -> list[pytest.MarkDecorator]:
     return ([pytest.mark.long] if case.long else []) + ([LIFECYCLE_GROUP] if case.select == "lifecycle" else [])
 
 
-@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=case_marks(c)) for c in CASES
-                                  if c.id not in MERGED_IDS])
+@pytest.mark.parametrize(
+    "case", [pytest.param(c, id=c.id, marks=case_marks(c)) for c in CASES if c.id not in MERGED_IDS]
+)
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
     run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
@@ -725,11 +890,16 @@ def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, sui
     transcript = (run.report_dir / "artifacts" / "worker" / "worker.transcript.jsonl").read_text()
     exchanges = [json.loads(line) for line in transcript.splitlines()]
     assert any(e["path"].endswith("/workers/connect") and e["status"] == 403 for e in exchanges), transcript[:2000]
-    assert any(e["path"].endswith("/workers/heartbeat") and 200 <= e["status"] < 300 for e in exchanges), transcript[:2000]
+    assert any(e["path"].endswith("/workers/heartbeat") and 200 <= e["status"] < 300 for e in exchanges), transcript[
+        :2000
+    ]
     # The report says, as information, that the worker went on without the websocket it was refused.
     note = run.checks["worker/worker_run_completes"]["measured"]
-    assert re.search(r"refused the worker's websockets: WS /work_pools/[^ ]+/workers/connect -> 403 .*; it ran its run "
-                     r"to COMPLETED without them", note), note
+    assert re.search(
+        r"refused the worker's websockets: WS /work_pools/[^ ]+/workers/connect -> 403 .*; it ran its run "
+        r"to COMPLETED without them",
+        note,
+    ), note
 
 
 @pytest.mark.long
@@ -744,8 +914,10 @@ def test_scheduler_checks_pass_at_prefects_default_interval(reference, suite, mo
 
 def reference_without(tmp_path_factory, *services: str) -> LocalReference:
     """A real Prefect server whose ``services`` (as Prefect's settings name them) are off."""
-    return LocalReference(workdir=tmp_path_factory.mktemp(f"no-{services[0]}"),
-                          settings={f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED": "false" for service in services})
+    return LocalReference(
+        workdir=tmp_path_factory.mktemp(f"no-{services[0]}"),
+        settings={f"PREFECT_SERVER_SERVICES_{service.upper()}_ENABLED": "false" for service in services},
+    )
 
 
 @pytest.fixture(scope="module")
@@ -758,13 +930,32 @@ def reference_without_scheduler(tmp_path_factory):
 @pytest.mark.long
 def test_target_without_a_scheduler_fails_with_a_message_that_says_so(reference_without_scheduler, suite) -> None:
     # The scheduler and serve modules each wait out their timeouts; in two pytest workers the waits overlap.
-    run = suite("--target", reference_without_scheduler.api_url, "-m", "scheduler or serve", "-k",
-                f"{CRON_DEPLOYMENT_ONLY[1]} or served_run_completes or runner_executes_server_scheduled_runs",
-                "--timeout-scale", "0.5", "-n", "2")
+    run = suite(
+        "--target",
+        reference_without_scheduler.api_url,
+        "-m",
+        "scheduler or serve",
+        "-k",
+        f"{CRON_DEPLOYMENT_ONLY[1]} or served_run_completes or runner_executes_server_scheduled_runs",
+        "--timeout-scale",
+        "0.5",
+        "-n",
+        "2",
+    )
     assert run.code == 1, run.explain()
-    expected = {f"scheduler/{c}" for c in ("scheduler_creates_runs", "runs_fall_on_cron_boundaries", "scheduled_run_times_agree", "no_duplicate_runs")}
+    expected = {
+        f"scheduler/{c}"
+        for c in (
+            "scheduler_creates_runs",
+            "runs_fall_on_cron_boundaries",
+            "scheduled_run_times_agree",
+            "no_duplicate_runs",
+        )
+    }
     assert expected | {"serve/runner_executes_server_scheduled_runs"} <= run.failed(), run.explain()
-    assert "waiting for the target's scheduler to create SCHEDULED runs" in run.message("scheduler/scheduler_creates_runs")
+    assert "waiting for the target's scheduler to create SCHEDULED runs" in run.message(
+        "scheduler/scheduler_creates_runs"
+    )
     assert "serve/served_run_completes" in run.passed(), run.explain()
 
 
@@ -782,63 +973,109 @@ def reference_without_cleanup_services(tmp_path_factory):
 @pytest.mark.long
 @LIFECYCLE_GROUP
 def test_target_without_cleanup_services_leaves_the_subflow_running_and_the_slot_taken(
-        reference_without_cleanup_services, suite) -> None:
+    reference_without_cleanup_services, suite
+) -> None:
     """The subflow of a cancelled parent is never cancelled there, and a dead holder's slot never freed: each check
     fails naming the service and what it left, while cancelling a run itself still passes."""
-    run = suite("--target", reference_without_cleanup_services.api_url, "-m", "lifecycle", "-k",
-                "subflow or running_run_cancelled or lease", "--service-loops", "cancellation_cleanup=1,repossessor=1")
-    check, lease = "lifecycle/a_cancelled_runs_subflow_is_cancelled_too", \
-        "lifecycle/a_dead_holders_global_slot_is_freed_when_its_lease_expires"
+    run = suite(
+        "--target",
+        reference_without_cleanup_services.api_url,
+        "-m",
+        "lifecycle",
+        "-k",
+        "subflow or running_run_cancelled or lease",
+        "--service-loops",
+        "cancellation_cleanup=1,repossessor=1",
+    )
+    check, lease = (
+        "lifecycle/a_cancelled_runs_subflow_is_cancelled_too",
+        "lifecycle/a_dead_holders_global_slot_is_freed_when_its_lease_expires",
+    )
     assert run.code == 1 and run.failed() == {check, lease}, run.explain()
-    assert re.search(r"Last seen: run is RUNNING/Running.*Hint: Prefect's cancellation-cleanup service proposes "
-                     r"CANCELLING for a subflow run whose parent is CANCELLED", run.message(check), re.S), run.explain()
-    assert re.search(r"Last seen: GET /v2/concurrency_limits/\S+ answers active_slots 1, \d+ s after the dead "
-                     r"holder's 60-s lease expired.*Hint: Prefect's repossessor service", run.message(lease), re.S), \
-        run.explain()
+    assert re.search(
+        r"Last seen: run is RUNNING/Running.*Hint: Prefect's cancellation-cleanup service proposes "
+        r"CANCELLING for a subflow run whose parent is CANCELLED",
+        run.message(check),
+        re.S,
+    ), run.explain()
+    assert re.search(
+        r"Last seen: GET /v2/concurrency_limits/\S+ answers active_slots 1, \d+ s after the dead "
+        r"holder's 60-s lease expired.*Hint: Prefect's repossessor service",
+        run.message(lease),
+        re.S,
+    ), run.explain()
     assert "lifecycle/a_running_run_cancelled_ends_cancelled[runner]" in run.passed(), run.explain()
 
 
 # --- client-side proofs: shown failing on transcripts of the other kind of client ------------------------------
 
+
 def fake_actor(name: str, *requests: tuple[str, str, int]) -> SimpleNamespace:
     exchanges = [Exchange(name, m, p, s, 0.0, 1.0, '{"deployment_ids":["d-1"]}') for m, p, s in requests]
-    return SimpleNamespace(name=name, recorder=SimpleNamespace(
-        transcript=lambda: exchanges,
-        requests_to=lambda method, suffix: [e for e in exchanges if e.method == method and e.path.endswith(suffix)],
-    ))
+    return SimpleNamespace(
+        name=name,
+        recorder=SimpleNamespace(
+            transcript=lambda: exchanges,
+            requests_to=lambda method, suffix: [e for e in exchanges if e.method == method and e.path.endswith(suffix)],
+        ),
+    )
 
 
 def test_never_used_fails_on_a_transcript_that_used_the_other_path() -> None:
-    worker_like = fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200),
-                             ("POST", "/work_pools/p/get_scheduled_flow_runs", 200))
+    worker_like = fake_actor(
+        "runner",
+        ("POST", "/deployments/get_scheduled_flow_runs", 200),
+        ("POST", "/work_pools/p/get_scheduled_flow_runs", 200),
+    )
     with pytest.raises(AssertionError, match=r"the runner used POST /work_pools/p/get_scheduled_flow_runs"):
-        assert_never_used(worker_like, "/work_pools/", "a .serve() Runner has no work pool",
-                          own_poll="/deployments/get_scheduled_flow_runs")
+        assert_never_used(
+            worker_like,
+            "/work_pools/",
+            "a .serve() Runner has no work pool",
+            own_poll="/deployments/get_scheduled_flow_runs",
+        )
 
 
 def test_never_used_fails_when_the_client_never_polled_at_all() -> None:
     """An idle client "never used" anything: that proves nothing, so the check fails instead of passing."""
     idle = fake_actor("runner", ("GET", "/health", 200))
-    with pytest.raises(AssertionError, match=r"never sent POST /deployments/get_scheduled_flow_runs, so .* proves nothing"):
-        assert_never_used(idle, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs")
+    with pytest.raises(
+        AssertionError, match=r"never sent POST /deployments/get_scheduled_flow_runs, so .* proves nothing"
+    ):
+        assert_never_used(
+            idle, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs"
+        )
     refused = fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 404))
-    assert_never_used(refused, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs")
+    assert_never_used(
+        refused, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs"
+    )
 
 
 def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_deployment() -> None:
     with pytest.raises(AssertionError, match="never sent POST /deployments/get_scheduled_flow_runs"):
         assert_polled(fake_actor("runner", ("GET", "/health", 200)), "/deployments/get_scheduled_flow_runs")
     with pytest.raises(AssertionError, match="never answered 2xx: last answer 500"):
-        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 500)), "/deployments/get_scheduled_flow_runs")
+        assert_polled(
+            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 500)),
+            "/deployments/get_scheduled_flow_runs",
+        )
     with pytest.raises(Unsupported, match="the target does not implement POST /deployments/get_scheduled_flow_runs"):
-        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 405)), "/deployments/get_scheduled_flow_runs")
+        assert_polled(
+            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 405)),
+            "/deployments/get_scheduled_flow_runs",
+        )
     with pytest.raises(AssertionError, match="never named d-2"):
-        assert_polled(fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),
-                      "/deployments/get_scheduled_flow_runs", must_mention="d-2")
+        assert_polled(
+            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),
+            "/deployments/get_scheduled_flow_runs",
+            must_mention="d-2",
+        )
 
 
 def fake_subscriber(*statuses: int) -> SimpleNamespace:
-    exchanges = [Exchange("task-worker", "WS", "/task_runs/subscriptions/scheduled", s, 0.0, 1.0, "", "", True) for s in statuses]
+    exchanges = [
+        Exchange("task-worker", "WS", "/task_runs/subscriptions/scheduled", s, 0.0, 1.0, "", "", True) for s in statuses
+    ]
     return SimpleNamespace(name="task-worker", recorder=SimpleNamespace(transcript=lambda: exchanges))
 
 
@@ -858,8 +1095,9 @@ def test_subscribed_fails_without_an_accepted_subscription_and_is_unsupported_on
 
 
 @pytest.mark.long
-def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_none_is(reference, deviating,
-                                                                                          suite) -> None:
+def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_none_is(
+    reference, deviating, suite
+) -> None:
     """The reference serves every wave; a target that serves one run at a time is measured at 1 (the wave of 2
     quoted: a run crashed, a 500), passing; one that serves none fails."""
     from tests.deviations import RefusesRunsBeyond
@@ -874,8 +1112,10 @@ def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_n
     assert check["measured"].startswith("served 1 runs due at once") and "a wave of 2:" in check["measured"], check
     none = suite("--target", deviating(RefusesRunsBeyond(0)).api_url, "-m", "load", extra_env=small)
     assert none.code == 1 and none.failed() == {"load/runs_due_at_once_served_without_errors"}, none.explain()
-    assert "the target could not serve one run; a wave of 1:" in none.checks[
-        "load/runs_due_at_once_served_without_errors"]["message"], none.explain()
+    assert (
+        "the target could not serve one run; a wave of 1:"
+        in none.checks["load/runs_due_at_once_served_without_errors"]["message"]
+    ), none.explain()
 
 
 def test_the_capacity_measurement_runs_only_when_asked_for() -> None:

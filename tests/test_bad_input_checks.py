@@ -6,7 +6,14 @@ from __future__ import annotations
 import re
 import subprocess
 
-from harness.checks.bad_input import PROBES, REFUSED_SCHEDULES, SCHEDULE_PROBES, BadRequest, first_error, refused_schedules
+from harness.checks.bad_input import (
+    PROBES,
+    REFUSED_SCHEDULES,
+    SCHEDULE_PROBES,
+    BadRequest,
+    first_error,
+    refused_schedules,
+)
 from harness.reference.releases import pinned
 from tests.deviations import ServerErrorInsteadOf422, StoresUnknownStateTypes, stores_refused_schedules
 
@@ -18,35 +25,49 @@ STATE_ROUTES = {f"bad_input/rejected[{route}]" for route in ("POST /flow_runs/",
 def test_a_server_error_for_bad_input_fails_every_route_with_a_curl_that_reproduces_it(deviating, suite) -> None:
     proxy = deviating(ServerErrorInsteadOf422())
     run = suite("--target", proxy.api_url, "-m", "bad_input")
-    run.assert_deviation_caught("500-instead-of-422", EVERY_ROUTE | SCHEDULE_ROUTES, set(),
-                                r"Prefect 3\.9\.1 (rejects|refuses) with 422 were not rejected .*the target answered a "
-                                r"server error: (POST|PATCH) \S+ -> 500 .*reproduce: curl -sS -X (POST|PATCH) .*Hint: "
-                                r"(answer|validate)")
+    run.assert_deviation_caught(
+        "500-instead-of-422",
+        EVERY_ROUTE | SCHEDULE_ROUTES,
+        set(),
+        r"Prefect 3\.9\.1 (rejects|refuses) with 422 were not rejected .*the target answered a "
+        r"server error: (POST|PATCH) \S+ -> 500 .*reproduce: curl -sS -X (POST|PATCH) .*Hint: "
+        r"(answer|validate)",
+    )
     message = run.message("bad_input/rejected[POST /flows/]")
     command = re.search(r"reproduce: (curl .*)", message).group(1)
-    reproduced = subprocess.run(command + " -o /dev/null -w '%{http_code}'", shell=True, capture_output=True,
-                                text=True, timeout=30)
+    reproduced = subprocess.run(
+        command + " -o /dev/null -w '%{http_code}'", shell=True, capture_output=True, text=True, timeout=30
+    )
     assert reproduced.stdout == "500", f"{command!r} answered {reproduced.stdout!r} {reproduced.stderr!r}"
 
 
 def test_a_target_that_stores_unknown_state_types_fails_the_routes_that_take_a_state(deviating, suite) -> None:
     proxy = deviating(StoresUnknownStateTypes())
     run = suite("--target", proxy.api_url, "-m", "bad_input")
-    run.assert_deviation_caught("stores-unknown-state-types", STATE_ROUTES, EVERY_ROUTE - STATE_ROUTES | SCHEDULE_ROUTES,
-                                r"invalid enum value \(Prefect: body\.state\.type: .*the target accepted it: POST \S+ -> 20[01]")
+    run.assert_deviation_caught(
+        "stores-unknown-state-types",
+        STATE_ROUTES,
+        EVERY_ROUTE - STATE_ROUTES | SCHEDULE_ROUTES,
+        r"invalid enum value \(Prefect: body\.state\.type: .*the target accepted it: POST \S+ -> 20[01]",
+    )
     assert "the rejected requests were stored: before them the target held {'type': 'SCHEDULED'" in run.message(
-        "bad_input/rejected[POST /flow_runs/{id}/set_state]")
+        "bad_input/rejected[POST /flow_runs/{id}/set_state]"
+    )
 
 
 def test_a_request_binds_to_the_runs_own_objects_and_quotes_a_shell_safe_curl() -> None:
-    request = BadRequest("POST", "/flows/", "/flows/", {"limit": "x"}, {"name": "PLACE", "tags": "it's"}, "incorrect_type")
+    request = BadRequest(
+        "POST", "/flows/", "/flows/", {"limit": "x"}, {"name": "PLACE", "tags": "it's"}, "incorrect_type"
+    )
     bound = request.bind({"PLACE": "run-1-flow"})
     assert bound.body == {"name": "run-1-flow", "tags": "it's"}
     assert bound.curl("http://h:1/api/") == (
         "curl -sS -X POST 'http://h:1/api/flows/?limit=x' -H 'content-type: application/json' "
-        "-d '{\"name\": \"run-1-flow\", \"tags\": \"it'\"'\"'s\"}'")
+        '-d \'{"name": "run-1-flow", "tags": "it\'"\'"\'s"}\''
+    )
     assert first_error('{"detail": [{"loc": ["body", "state", "type"], "msg": "Input should be \'PENDING\'"}]}') == (
-        "body.state.type: Input should be 'PENDING'")
+        "body.state.type: Input should be 'PENDING'"
+    )
 
 
 def test_a_target_that_stores_the_schedules_prefect_refuses_fails_each_route(deviating, suite) -> None:
@@ -55,11 +76,17 @@ def test_a_target_that_stores_the_schedules_prefect_refuses_fails_each_route(dev
     stored; the schema-driven checks of the same routes still pass."""
     proxy = deviating(stores_refused_schedules())
     run = suite("--target", proxy.api_url, "-m", "bad_input")
-    run.assert_deviation_caught("stores-refused-schedules", SCHEDULE_ROUTES, EVERY_ROUTE,
-                                r"carrying a schedule Prefect 3\.9\.1 refuses with 422 were not rejected .*a zero "
-                                r"interval \(Prefect: Value error, interval must be positive\): the target accepted it: "
-                                r"(POST|PATCH) \S+ -> 20[014].*Hint: validate a schedule as Prefect does")
-    assert "the rejected requests were stored" in run.message("bad_input/schedule_refused[POST /deployments/{id}/schedules]")
+    run.assert_deviation_caught(
+        "stores-refused-schedules",
+        SCHEDULE_ROUTES,
+        EVERY_ROUTE,
+        r"carrying a schedule Prefect 3\.9\.1 refuses with 422 were not rejected .*a zero "
+        r"interval \(Prefect: Value error, interval must be positive\): the target accepted it: "
+        r"(POST|PATCH) \S+ -> 20[014].*Hint: validate a schedule as Prefect does",
+    )
+    assert "the rejected requests were stored" in run.message(
+        "bad_input/schedule_refused[POST /deployments/{id}/schedules]"
+    )
 
 
 def test_the_pinned_release_refuses_every_listed_schedule_on_every_route(tmp_path) -> None:

@@ -44,7 +44,8 @@ def test_no_more_than_n_processes_start_at_once_and_a_killed_one_frees_its_slot(
     starts = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(starts) == 4
     assert most_at_once([(s["began"], s["ended"]) for s in starts]) == 1, (
-        f"with a budget of 1, two processes imported Prefect at once: {starts}")
+        f"with a budget of 1, two processes imported Prefect at once: {starts}"
+    )
     load = read_load(folder, 1, peak_alive)
     assert (load.started, load.overruns, load.peak_starting) == (4, 0, 1), load
     assert load.peak_flow_runs_alive >= 2, "the processes that waited after their start were alive together"
@@ -71,11 +72,13 @@ def test_without_a_budget_a_client_environment_adds_nothing(monkeypatch) -> None
 def test_the_load_is_read_from_the_log(tmp_path: Path) -> None:
     folder = prepare(tmp_path / "budget", 2)
     now = time.time()
-    lines = [{"event": "granted", "asked": now, "granted": now + 1.5},
-             {"event": "released", "granted": now + 1.5, "released": now + 3},
-             {"event": "granted", "asked": now, "granted": now},
-             {"event": "released", "granted": now, "released": now + 2},
-             {"event": "overrun", "asked": now, "granted": now + 120}]
+    lines = [
+        {"event": "granted", "asked": now, "granted": now + 1.5},
+        {"event": "released", "granted": now + 1.5, "released": now + 3},
+        {"event": "granted", "asked": now, "granted": now},
+        {"event": "released", "granted": now, "released": now + 2},
+        {"event": "overrun", "asked": now, "granted": now + 120},
+    ]
     (folder / "log.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
     load = read_load(folder, 2, 5)
     assert (load.started, load.overruns, load.peak_starting, load.peak_flow_runs_alive) == (3, 1, 2, 5)

@@ -31,8 +31,14 @@ def checks():
 def test_every_check_has_a_profile_a_severity_a_since_a_reference_and_a_description(checks) -> None:
     catalogue = load_catalogue()
     assert len(checks) > 250
-    lacking = {c.id: [name for name in ("profile", "severity", "since", "reference", "description", "applies_to")
-                      if not getattr(c, name)] for c in checks}
+    lacking = {
+        c.id: [
+            name
+            for name in ("profile", "severity", "since", "reference", "description", "applies_to")
+            if not getattr(c, name)
+        ]
+        for c in checks
+    }
     assert not {cid: missing for cid, missing in lacking.items() if missing}
     assert all(c.since in catalogue.versions for c in checks)
     assert all(c.severity in ("must", "should") and len(c.severity_reason) > 40 for c in checks)
@@ -41,6 +47,7 @@ def test_every_check_has_a_profile_a_severity_a_since_a_reference_and_a_descript
     patterns = [p for _, ps in catalogue.should + catalogue.since + catalogue.check_references for p in ps]
     patterns += [p for profile in catalogue.profiles for p in profile.checks]
     from harness.reporting.catalogue import matches
+
     assert [p for p in patterns if not any(matches(cid, p) for cid in ids)] == []
 
 
@@ -51,26 +58,45 @@ def test_the_suite_version_is_the_catalogues_newest_and_pyprojects() -> None:
 
 def test_docs_checks_md_is_generated_and_current(checks) -> None:
     assert DOCS.read_text() == render_catalogue_markdown(checks), (
-        "docs/checks.md is stale: regenerate it with `prefect-conformance checks --format md > docs/checks.md`")
+        "docs/checks.md is stale: regenerate it with `prefect-conformance checks --format md > docs/checks.md`"
+    )
 
 
 def test_the_checks_command_prints_the_catalogue_as_json(tmp_path: Path) -> None:
-    done = subprocess.run([sys.executable, "-m", "harness.commands.cli", "checks", "--format", "json", "--profiles",
-                           "concurrency"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    done = subprocess.run(
+        [sys.executable, "-m", "harness.commands.cli", "checks", "--format", "json", "--profiles", "concurrency"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0, done.stderr
     document = json.loads(done.stdout)
     assert document["suite_version"] == __version__
     assert {c["id"] for c in document["checks"]} == set(load_catalogue().profile("concurrency").checks)
-    bad = subprocess.run([sys.executable, "-m", "harness.commands.cli", "checks", "--profiles", "nope"],
-                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    bad = subprocess.run(
+        [sys.executable, "-m", "harness.commands.cli", "checks", "--profiles", "nope"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
     assert bad.returncode == 2 and bad.stderr.startswith("prefect-conformance: --profiles 'nope': unknown profile nope")
 
 
 def result(cid: str, outcome: str, **kwargs) -> CheckResult:
     catalogue = load_catalogue()
     feature = cid.split("/")[0]
-    return CheckResult(cid, feature, "s", outcome, profile=catalogue.profile_of(cid, feature),
-                       severity=catalogue.severity_of(cid)[0], since=catalogue.since_of(cid), **kwargs)
+    return CheckResult(
+        cid,
+        feature,
+        "s",
+        outcome,
+        profile=catalogue.profile_of(cid, feature),
+        severity=catalogue.severity_of(cid)[0],
+        since=catalogue.since_of(cid),
+        **kwargs,
+    )
 
 
 def test_a_should_check_that_fails_warns_unless_strict() -> None:
@@ -84,9 +110,11 @@ def test_a_should_check_that_fails_warns_unless_strict() -> None:
 
 
 def test_a_check_newer_than_the_expectations_file_is_pending_until_it_has_passed_once() -> None:
-    results = [result("labels/a_flow_run_carries_its_flows_labels_and_the_flow_id", "failed"),
-               result("lists/count_agrees_with_the_list[flows]", "failed"),
-               result("timestamps/output_format[flow]", "failed")]
+    results = [
+        result("labels/a_flow_run_carries_its_flows_labels_and_the_flow_id", "failed"),
+        result("lists/count_agrees_with_the_list[flows]", "failed"),
+        result("timestamps/output_format[flow]", "failed"),
+    ]
     apply([], results, written_by="0.1.0", passed_before=frozenset({"lists/count_agrees_with_the_list[flows]"}))
     assert [r.status for r in results] == ["pending", "failed", "failed"]
     assert "new in suite 0.2.0, after the expectations file's 0.1.0" in results[0].expectation
@@ -106,30 +134,53 @@ def test_an_expectations_file_says_which_suite_wrote_it(tmp_path: Path) -> None:
 
 def test_an_intermittent_check_passes_the_gate_either_way_and_its_flaps_are_counted() -> None:
     entries = [Expectation("worker/*", "intermittent", "a race in our heartbeats")]
-    results = [result("worker/worker_run_completes", "failed"), result("worker/worker_polls_work_pool_endpoint", "passed")]
+    results = [
+        result("worker/worker_run_completes", "failed"),
+        result("worker/worker_polls_work_pool_endpoint", "passed"),
+    ]
     apply(entries, results, history={"worker/worker_run_completes": ["passed", "failed", "passed"]})
     assert [r.status for r in results] == ["expected-failure", "passed"]
-    assert results[0].expectation == ("intermittent, failed in 2 of the last 4 runs against this target: a race in "
-                                      "our heartbeats")
+    assert results[0].expectation == (
+        "intermittent, failed in 2 of the last 4 runs against this target: a race in our heartbeats"
+    )
     assert [e.pattern for e in updated(entries, results)] == ["worker/*"]
 
 
 def test_the_claim_says_each_profile_and_never_waives_core() -> None:
-    results = [result("timestamps/output_format[flow]", "failed"), result("timestamps/output_format[deployment]", "passed"),
-               result("worker/worker_run_completes", "passed"), result("worker/worker_registers_with_its_pool", "failed"),
-               result("serve/served_run_completes", "passed"), result("events/a_clients_event_is_read_back", "failed"),
-               result("timestamps/input_format[naive]", "failed"), result("scheduler/x", "n/a")]
+    results = [
+        result("timestamps/output_format[flow]", "failed"),
+        result("timestamps/output_format[deployment]", "passed"),
+        result("worker/worker_run_completes", "passed"),
+        result("worker/worker_registers_with_its_pool", "failed"),
+        result("serve/served_run_completes", "passed"),
+        result("events/a_clients_event_is_read_back", "failed"),
+        result("timestamps/input_format[naive]", "failed"),
+        result("scheduler/x", "n/a"),
+    ]
     apply([Expectation("timestamps/output_format[*]", "fail", "known")], results)
     claim = make_claim(results, "0.2.0", "3.9.1")
     assert {p.profile: p.text for p in claim.profiles} == {
-        "core": "not conformant (2 of 3; 1 known failure)", "serve": "conformant", "workers": "partial (1 of 2)",
-        "events": "not supported (0 of 1)"}
-    assert claim.line.startswith("Prefect 3.9.1 (API ") and "prefect-conformance 0.2.0: conformant for serve; core: " in claim.line
+        "core": "not conformant (2 of 3; 1 known failure)",
+        "serve": "conformant",
+        "workers": "partial (1 of 2)",
+        "events": "not supported (0 of 1)",
+    }
+    assert (
+        claim.line.startswith("Prefect 3.9.1 (API ")
+        and "prefect-conformance 0.2.0: conformant for serve; core: " in claim.line
+    )
     badge = json.loads(render_badge(claim))
-    assert badge == {"schemaVersion": 1, "label": "Prefect 3.9.1 conformance",
-                     "message": "core not conformant (2 of 3; 1 known failure)", "color": "red"}
-    clean = make_claim([result("serve/served_run_completes", "passed"), result("timestamps/input_format[naive]", "warning")],
-                       "0.2.0", "3.9.1")
+    assert badge == {
+        "schemaVersion": 1,
+        "label": "Prefect 3.9.1 conformance",
+        "message": "core not conformant (2 of 3; 1 known failure)",
+        "color": "red",
+    }
+    clean = make_claim(
+        [result("serve/served_run_completes", "passed"), result("timestamps/input_format[naive]", "warning")],
+        "0.2.0",
+        "3.9.1",
+    )
     assert [p.text for p in clean.profiles] == ["conformant (1 warning)", "conformant"]
     assert json.loads(render_badge(clean))["color"] == "brightgreen"
 
@@ -169,7 +220,8 @@ DIAGNOSED = {
 
 UNDIAGNOSED = [
     # An offset ignored in a filter looks like a string comparison, but only in a form a string could not match:
-    "POST /flow_runs/filter with expected_start_time after_ = before_ = '2026-12-08T02:17:42.123456-08:00' (the instant "
+    "POST /flow_runs/filter with expected_start_time after_ = before_ = '2026-12-08T02:17:42.123456-08:00' (the "
+    "instant "
     "2026-12-08T10:17:42.123456Z) should return the run scheduled at exactly that instant (stored as "
     "'2026-12-08T10:17:42.123456Z'); it returned 0 runs.",
     # A series shifted by an ignored anchor lands on whole quarter hours too, but not on the zone's offset:
@@ -183,7 +235,7 @@ UNDIAGNOSED = [
     "total_run_time is 0.0, but the run was RUNNING for 0.058680 s (the target's clock is -0.012 s from the harness's, "
     "by the created '2026-12-07T06:10:49.858484Z' of POST /flows/ (± 0.008 s); its Date header says -0.9 s to +0.2 s)",
     "POST /flow_runs/ with scheduled_time '' should be rejected with 4xx like Prefect does (422); got POST /flow_runs/ "
-    "-> 500 {\"detail\": \"Internal Server Error\"}",
+    '-> 500 {"detail": "Internal Server Error"}',
 ]
 
 

@@ -67,8 +67,15 @@ def test_sqlite_and_postgres_references_pass_and_agree(tmp_path: Path) -> None:
     features = {"docker-postgres": ("timestamps", "scheduling"), "docker": ("timestamps",)}
 
     def run_on(mode: str) -> SuiteRun:
-        return run_suite("--reference", mode, "-m", " or ".join(features[mode]), report_dir=tmp_path / mode,
-                         timeout=900, extra_env={"PREFECT_CONFORMANCE_RUN_ID": markers[mode]})
+        return run_suite(
+            "--reference",
+            mode,
+            "-m",
+            " or ".join(features[mode]),
+            report_dir=tmp_path / mode,
+            timeout=900,
+            extra_env={"PREFECT_CONFORMANCE_RUN_ID": markers[mode]},
+        )
 
     if built:
         with ThreadPoolExecutor(max_workers=2) as pool:
@@ -85,9 +92,13 @@ def test_sqlite_and_postgres_references_pass_and_agree(tmp_path: Path) -> None:
         verdicts[mode] = {cid: c["status"] for cid, c in run.checks.items()}
         said = [line for line in run.stdout.splitlines() if "cannot pull" in line]
         if not official:
-            assert len(said) == 1 and ("using the locally built" in said[0] or "about 2 minutes" in said[0]), run.explain()
+            assert len(said) == 1 and ("using the locally built" in said[0] or "about 2 minutes" in said[0]), (
+                run.explain()
+            )
     differ = {cid for cid in verdicts["docker"] if verdicts["docker"][cid] != verdicts["docker-postgres"][cid]}
-    assert not differ, f"SQLite and PostgreSQL references disagree on {sorted(differ)}: a bug in the check or in Prefect"
+    assert not differ, (
+        f"SQLite and PostgreSQL references disagree on {sorted(differ)}: a bug in the check or in Prefect"
+    )
 
 
 def test_docker_reference_without_an_engine_fails_fast(tmp_path: Path, monkeypatch) -> None:
@@ -127,12 +138,39 @@ def postgres_database():
     tmp_path = base
     port = free_port()
     as_postgres = ["runuser", "-u", "postgres", "--"]
-    subprocess.run([*as_postgres, str(PGBIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "prefect"], check=True, capture_output=True)
-    server = subprocess.Popen([*as_postgres, str(PGBIN / "postgres"), "-D", str(data), "-p", str(port), "-k", str(tmp_path),
-                               "-c", "listen_addresses=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        [*as_postgres, str(PGBIN / "initdb"), "-D", str(data), "--auth=trust", "-U", "prefect"],
+        check=True,
+        capture_output=True,
+    )
+    server = subprocess.Popen(
+        [
+            *as_postgres,
+            str(PGBIN / "postgres"),
+            "-D",
+            str(data),
+            "-p",
+            str(port),
+            "-k",
+            str(tmp_path),
+            "-c",
+            "listen_addresses=127.0.0.1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        wait_until(lambda: subprocess.run([str(PGBIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True).returncode == 0,
-                   awaiting="the throwaway PostgreSQL to accept connections", timeout=30, interval=0.2)
+        wait_until(
+            lambda: (
+                subprocess.run(
+                    [str(PGBIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(port)], capture_output=True
+                ).returncode
+                == 0
+            ),
+            awaiting="the throwaway PostgreSQL to accept connections",
+            timeout=30,
+            interval=0.2,
+        )
         yield f"postgresql+asyncpg://prefect@127.0.0.1:{port}/postgres"
     finally:
         server.terminate()
@@ -143,7 +181,15 @@ def postgres_database():
 def test_local_reference_on_postgres(postgres_database: str, tmp_path: Path) -> None:
     """The subprocess reference migrates and serves a PostgreSQL database the run was given. The checks on that
     storage are the containerized PostgreSQL's (above); here, one check per kind of object proves the mode."""
-    run = run_suite("--reference", "local-postgres", "--reference-db-url", postgres_database, "-k", "output_format", report_dir=tmp_path)
+    run = run_suite(
+        "--reference",
+        "local-postgres",
+        "--reference-db-url",
+        postgres_database,
+        "-k",
+        "output_format",
+        report_dir=tmp_path,
+    )
     assert run.code == 0, run.explain()
     assert len(run.passed()) == 4, run.explain()
 

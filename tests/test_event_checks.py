@@ -11,8 +11,12 @@ from __future__ import annotations
 from tests.conftest import SuiteRun
 from tests.deviations import Refuse, RewriteJson, RewriteResponses, shifted
 
-CHECKS = {"events/clients_events_websockets_are_accepted", "events/a_clients_event_is_read_back",
-          "events/state_changes_are_events", "events/events_stream_to_subscribers"}
+CHECKS = {
+    "events/clients_events_websockets_are_accepted",
+    "events/a_clients_event_is_read_back",
+    "events/state_changes_are_events",
+    "events/events_stream_to_subscribers",
+}
 READ_BACK = {"events/a_clients_event_is_read_back", "events/state_changes_are_events"}
 STREAMED = {"events/clients_events_websockets_are_accepted", "events/events_stream_to_subscribers"}
 
@@ -31,12 +35,18 @@ def test_events_that_are_never_readable_fail(deviating, suite) -> None:
     back fail after the (scaled) wait, naming what was awaited; the subscriber still got them, and passes."""
     proxy = deviating(RewriteJson("POST", r"/events/filter$", lambda page: {**page, "events": [], "total": 0}))
     run: SuiteRun = suite("--target", proxy.api_url, "-m", "events", "--timeout-scale", "0.3")
-    run.assert_deviation_caught("events-never-readable", READ_BACK, STREAMED,
-                                r"waiting for POST /events/filter to give back .*prefect-conformance.emitted")
+    run.assert_deviation_caught(
+        "events-never-readable",
+        READ_BACK,
+        STREAMED,
+        r"waiting for POST /events/filter to give back .*prefect-conformance.emitted",
+    )
 
 
 def test_events_with_another_occurred_fail(deviating, suite) -> None:
     """``occurred`` read back a second later than the client sent it and than the state's timestamp: both named."""
     proxy = deviating(RewriteResponses(shifted(1), path=r"/events/filter$", keys=frozenset({"occurred"})))
     run: SuiteRun = suite("--target", proxy.api_url, "-m", "events")
-    run.assert_deviation_caught("events-occurred-shifted", READ_BACK, STREAMED, r"occurred is '[^']+', (the client sent|but the)")
+    run.assert_deviation_caught(
+        "events-occurred-shifted", READ_BACK, STREAMED, r"occurred is '[^']+', (the client sent|but the)"
+    )

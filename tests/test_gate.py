@@ -38,8 +38,19 @@ def test_listed_failures_pass_the_gate_and_are_reported_as_expected(naive_target
     unlisted = run_suite("--target", naive_target.api_url, "-k", "output_format", report_dir=tmp_path / "a")
     assert unlisted.code == 1 and unlisted.failed() == set(OUTPUT), unlisted.explain()
 
-    expectations = write(tmp_path / "naive.toml", '[expected."timestamps/output_format[*]"]\noutcome = "fail"\nreason = "naive timestamps, tracked in #7"\n')
-    listed = run_suite("--target", naive_target.api_url, "-k", "output_format", "--expectations", str(expectations), report_dir=tmp_path / "b")
+    expectations = write(
+        tmp_path / "naive.toml",
+        '[expected."timestamps/output_format[*]"]\noutcome = "fail"\nreason = "naive timestamps, tracked in #7"\n',
+    )
+    listed = run_suite(
+        "--target",
+        naive_target.api_url,
+        "-k",
+        "output_format",
+        "--expectations",
+        str(expectations),
+        report_dir=tmp_path / "b",
+    )
     assert listed.code == 0, listed.explain()
     assert listed.with_status("expected-failure") == set(OUTPUT)
     junit = ET.parse(listed.report_dir / "junit.xml").getroot()
@@ -51,14 +62,33 @@ def test_listed_failures_pass_the_gate_and_are_reported_as_expected(naive_target
 
 
 def test_listed_failure_that_passes_is_an_unexpected_pass(reference, tmp_path: Path) -> None:
-    expectations = write(tmp_path / "stale.toml", '[expected."timestamps/output_format[flow]"]\noutcome = "fail"\nreason = "was broken"\n')
-    run = run_suite("--target", reference.api_url, "-k", "output_format", "--expectations", str(expectations), report_dir=tmp_path / "a")
+    expectations = write(
+        tmp_path / "stale.toml",
+        '[expected."timestamps/output_format[flow]"]\noutcome = "fail"\nreason = "was broken"\n',
+    )
+    run = run_suite(
+        "--target",
+        reference.api_url,
+        "-k",
+        "output_format",
+        "--expectations",
+        str(expectations),
+        report_dir=tmp_path / "a",
+    )
     assert run.code == 0, run.explain()
     assert run.with_status("unexpected-pass") == {"timestamps/output_format[flow]"}
     assert "UNEXPECTED PASS timestamps/output_format[flow] (listed as failing: was broken)" in run.stdout
     assert "## Unexpected passes" in (run.report_dir / "report.md").read_text()
-    strict = run_suite("--target", reference.api_url, "-k", "output_format", "--expectations", str(expectations),
-                       "--strict-expectations", report_dir=tmp_path / "b")
+    strict = run_suite(
+        "--target",
+        reference.api_url,
+        "-k",
+        "output_format",
+        "--expectations",
+        str(expectations),
+        "--strict-expectations",
+        report_dir=tmp_path / "b",
+    )
     assert strict.code == 1, strict.explain()
 
 
@@ -69,27 +99,57 @@ def test_missing_endpoint_is_unsupported_never_a_pass(deviating, tmp_path: Path)
     assert run.status("timestamps/output_format[work_pool]") == "unsupported"
     assert "the target does not implement POST /work_pools/" in run.message("timestamps/output_format[work_pool]")
     assert run.status("timestamps/output_format[flow]") == "passed"
-    expectations = write(tmp_path / "e.toml", '[expected."timestamps/output_format[work_pool]"]\noutcome = "unsupported"\nreason = "no work pools yet"\n')
-    listed = run_suite("--target", proxy.api_url, "-k", "output_format", "--expectations", str(expectations), report_dir=tmp_path / "b")
-    assert listed.code == 0 and listed.status("timestamps/output_format[work_pool]") == "expected-failure", listed.explain()
+    expectations = write(
+        tmp_path / "e.toml",
+        '[expected."timestamps/output_format[work_pool]"]\noutcome = "unsupported"\nreason = "no work pools yet"\n',
+    )
+    listed = run_suite(
+        "--target", proxy.api_url, "-k", "output_format", "--expectations", str(expectations), report_dir=tmp_path / "b"
+    )
+    assert listed.code == 0 and listed.status("timestamps/output_format[work_pool]") == "expected-failure", (
+        listed.explain()
+    )
 
 
 def test_update_expectations_lists_failures_and_keeps_reasons(naive_target, tmp_path: Path) -> None:
-    path = write(tmp_path / "target.toml", (
-        '[expected."timestamps/output_format[flow]"]\noutcome = "fail"\nreason = "kept reason"\nlink = "https://t/1"\n\n'
-        '[expected."timestamps/input_format_in_filter[utc-z]"]\noutcome = "fail"\nreason = "fixed since"\n'
-    ))
+    path = write(
+        tmp_path / "target.toml",
+        (
+            '[expected."timestamps/output_format[flow]"]\noutcome = "fail"\nreason = "kept reason"\nlink = "https://t/1"\n\n'
+            '[expected."timestamps/input_format_in_filter[utc-z]"]\noutcome = "fail"\nreason = "fixed since"\n'
+        ),
+    )
     # Filters compare the stored instants, so naive *output* leaves them passing: that entry must go.
-    run = run_suite("--target", naive_target.api_url, "-k", "output_format or in_filter", "--expectations", str(path),
-                    "--update-expectations", report_dir=tmp_path / "a")
+    run = run_suite(
+        "--target",
+        naive_target.api_url,
+        "-k",
+        "output_format or in_filter",
+        "--expectations",
+        str(path),
+        "--update-expectations",
+        report_dir=tmp_path / "a",
+    )
     assert run.code == 1, run.explain()  # this run still judged by the old file
     import tomllib
 
     written = tomllib.loads(path.read_text())["expected"]
     assert sorted(written) == OUTPUT
-    assert written["timestamps/output_format[flow]"] == {"outcome": "fail", "reason": "kept reason", "link": "https://t/1"}
+    assert written["timestamps/output_format[flow]"] == {
+        "outcome": "fail",
+        "reason": "kept reason",
+        "link": "https://t/1",
+    }
     assert written["timestamps/output_format[work_pool]"]["reason"].startswith("TODO: explain. First seen: ")
-    again = run_suite("--target", naive_target.api_url, "-k", "output_format or in_filter", "--expectations", str(path), report_dir=tmp_path / "b")
+    again = run_suite(
+        "--target",
+        naive_target.api_url,
+        "-k",
+        "output_format or in_filter",
+        "--expectations",
+        str(path),
+        report_dir=tmp_path / "b",
+    )
     assert again.code == 0, again.explain()
 
 
@@ -101,7 +161,9 @@ def test_compare_and_rerun_failed(deviating, reference, tmp_path: Path) -> None:
     old = shutil.copy(broken.report_dir / "results.json", tmp_path / "broken.json")
     # A run against another server in between is no baseline for this one.
     other = run_suite("--target", reference.api_url, "-k", "output_format and flow_run", report_dir=reports)
-    assert other.code == 0 and "Since the previous run" not in (other.report_dir / "report.md").read_text(), other.explain()
+    assert other.code == 0 and "Since the previous run" not in (other.report_dir / "report.md").read_text(), (
+        other.explain()
+    )
     server.deviation = Deviation()  # the server is fixed, at the same address
     rerun = run_suite("--target", server.api_url, "--rerun-failed", str(old), report_dir=reports)
     assert rerun.code == 0, rerun.explain()
@@ -116,7 +178,9 @@ def test_compare_and_rerun_failed(deviating, reference, tmp_path: Path) -> None:
 
 
 def test_unknown_expectations_file_is_a_usage_error(reference, tmp_path: Path) -> None:
-    run = run_suite("--target", reference.api_url, "--expectations", str(tmp_path / "missing.toml"), report_dir=tmp_path / "a")
+    run = run_suite(
+        "--target", reference.api_url, "--expectations", str(tmp_path / "missing.toml"), report_dir=tmp_path / "a"
+    )
     assert run.code == 2 and "Cannot read expectations file" in run.stderr
 
 
@@ -126,33 +190,87 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def sample_report() -> str:
-    run = RunInfo("http://127.0.0.1:4200/api", "url", "3.9.1", "0.1.0", "3.9.1", "pc-20261126t101742-abcdef",
-                  "2026-11-26T10:17:42+00:00", duration=31.4, expectations_file="expectations/zig.toml")
+    run = RunInfo(
+        "http://127.0.0.1:4200/api",
+        "url",
+        "3.9.1",
+        "0.1.0",
+        "3.9.1",
+        "pc-20261126t101742-abcdef",
+        "2026-11-26T10:17:42+00:00",
+        duration=31.4,
+        expectations_file="expectations/zig.toml",
+    )
     results = [
-        CheckResult("timestamps/output_format[flow]", "timestamps", "s", "failed",
-                    message="POST /flows/ returned timestamps a Prefect client mis-reads:\n  $.created = '2026-11-26T10:00:00': has no timezone offset"),
-        CheckResult("worker/worker_polls_work_pool_endpoint", "worker", "s", "unsupported",
-                    message="the target does not implement POST /work_pools/p/get_scheduled_flow_runs"),
-        CheckResult("serve/served_run_completes", "serve", "s", "failed", status="expected-failure", message="m", expectation="known, #3"),
-        CheckResult("scheduling/deployment_poll_limit", "scheduling", "s", "passed", status="unexpected-pass", expectation="was broken"),
+        CheckResult(
+            "timestamps/output_format[flow]",
+            "timestamps",
+            "s",
+            "failed",
+            message="POST /flows/ returned timestamps a Prefect client mis-reads:\n  $.created = "
+            "'2026-11-26T10:00:00': has no timezone offset",
+        ),
+        CheckResult(
+            "worker/worker_polls_work_pool_endpoint",
+            "worker",
+            "s",
+            "unsupported",
+            message="the target does not implement POST /work_pools/p/get_scheduled_flow_runs",
+        ),
+        CheckResult(
+            "serve/served_run_completes",
+            "serve",
+            "s",
+            "failed",
+            status="expected-failure",
+            message="m",
+            expectation="known, #3",
+        ),
+        CheckResult(
+            "scheduling/deployment_poll_limit",
+            "scheduling",
+            "s",
+            "passed",
+            status="unexpected-pass",
+            expectation="was broken",
+        ),
         CheckResult("scheduler/no_duplicate_runs", "scheduler", "s", "passed"),
     ]
     return render_html(run, results)
 
 
-@pytest.mark.skipif(CHROMIUM is None or shutil.which("pdftotext") is None, reason="needs Debian's chromium and poppler-utils (.ci/run installs them)")
+@pytest.mark.skipif(
+    CHROMIUM is None or shutil.which("pdftotext") is None,
+    reason="needs Debian's chromium and poppler-utils (.ci/run installs them)",
+)
 def test_html_report_renders_in_a_real_browser(tmp_path: Path) -> None:
     page = tmp_path / "report.html"
     page.write_text(sample_report())
-    assert "<script" not in page.read_text() and "http://" not in page.read_text().split("<main>", 1)[0].replace("http://127.0.0.1:4200/api", "")
+    assert "<script" not in page.read_text() and "http://" not in page.read_text().split("<main>", 1)[0].replace(
+        "http://127.0.0.1:4200/api", ""
+    )
     pdf, png = tmp_path / "report.pdf", tmp_path / "report.png"
     base = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-pdf-header-footer"]
     subprocess.run(base + [f"--print-to-pdf={pdf}", page.as_uri()], capture_output=True, timeout=120, check=True)
-    subprocess.run(base + [f"--screenshot={png}", "--window-size=1200,1400", page.as_uri()], capture_output=True, timeout=120, check=True)
+    subprocess.run(
+        base + [f"--screenshot={png}", "--window-size=1200,1400", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
     text = subprocess.run(["pdftotext", "-layout", str(pdf), "-"], capture_output=True, text=True, check=True).stdout
-    for visible in ("Prefect conformance", "FAIL", "Summary by feature", "timestamps/output_format[flow]",
-                    "has no timezone offset", "(unsupported)", "Unexpected passes", "scheduling/deployment_poll_limit",
-                    "Expected failures", "known, #3"):
+    for visible in (
+        "Prefect conformance",
+        "FAIL",
+        "Summary by feature",
+        "timestamps/output_format[flow]",
+        "has no timezone offset",
+        "(unsupported)",
+        "Unexpected passes",
+        "scheduling/deployment_poll_limit",
+        "Expected failures",
+        "known, #3",
+    ):
         assert visible in text, f"{visible!r} is not visible in the rendered report:\n{text[:2000]}"
     assert png.stat().st_size > 20_000, "the screenshot is (nearly) blank"
     Path("/tmp/prefect-conformance-report.png").write_bytes(png.read_bytes())  # for a person to look at
@@ -194,17 +312,30 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
     deviation = Switchable(broken)
     with DeviatingProxy(reference.api_url, actor="upgraded-port", deviation=deviation) as port:
         expectations = write(tmp_path / "port.toml", WRITTEN_BY_0_1_0)
-        args = ("--target", port.api_url, "-k", "output_format or a_deployment_carries", "--expectations", str(expectations))
+        args = (
+            "--target",
+            port.api_url,
+            "-k",
+            "output_format or a_deployment_carries",
+            "--expectations",
+            str(expectations),
+        )
         upgraded = run_suite(*args, report_dir=tmp_path / "reports")
         assert upgraded.code == 0, upgraded.explain()
-        assert upgraded.with_status("expected-failure") == set(OUTPUT) and upgraded.with_status("pending") == {NEW_CHECK}
+        assert upgraded.with_status("expected-failure") == set(OUTPUT) and upgraded.with_status("pending") == {
+            NEW_CHECK
+        }
         claim = json.loads((upgraded.report_dir / "results.json").read_text())["claim"]
         assert {p["profile"]: p["text"] for p in claim["profiles"]} == {
-            "core": "not conformant (0 of 4; 4 known failures)", "records": "not supported (0 of 1; 1 pending)"}
+            "core": "not conformant (0 of 4; 4 known failures)",
+            "records": "not supported (0 of 1; 1 pending)",
+        }
         assert "## Pending (1)" in (upgraded.report_dir / "report.md").read_text()
         junit = ET.parse(upgraded.report_dir / "junit.xml").getroot()
         properties = {p.get("name"): p.get("value") for p in junit.iter("property")}
-        assert properties["claim.records"] == "not supported (0 of 1; 1 pending)" and properties["claim"] == claim["line"]
+        assert (
+            properties["claim.records"] == "not supported (0 of 1; 1 pending)" and properties["claim"] == claim["line"]
+        )
 
         deviation.inner = RewriteResponses(drop_offset)  # the port fixes its labels: the new check passes once...
         fixed = run_suite(*args, report_dir=tmp_path / "reports")
@@ -230,6 +361,9 @@ def test_the_api_coverage_map_shows_a_missing_route_the_real_clients_used(deviat
     logs = next(r for r in coverage["routes"] if (r["method"], r["route"]) == ("POST", "/logs/"))
     assert logs["used"] > 0 and set(logs["used_statuses"]) == {"404"}, logs
     assert coverage["summary"]["used_but_missing"] == 1 and coverage["summary"]["present"] > 150, coverage["summary"]
-    assert "1 of them missing" in run.stdout and "(**used by the real clients**)" in (run.report_dir / "report.md").read_text()
+    assert (
+        "1 of them missing" in run.stdout
+        and "(**used by the real clients**)" in (run.report_dir / "report.md").read_text()
+    )
     # Nothing was created by the probes: the target's document's every DELETE and body-less POST was left alone.
     assert all(r["verdict"] == "not probed" for r in coverage["routes"] if r["method"] == "DELETE")

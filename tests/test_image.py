@@ -24,9 +24,26 @@ def test_the_suites_image_runs_against_a_target_with_reports_in_a_mounted_folder
     reports = tmp_path / "reports"
     reports.mkdir()
     started = time.monotonic()
-    done = subprocess.run(["docker", "run", "--rm", "--network", "host", "-v", f"{reports}:/reports", image,
-                           "run", "--target", reference.api_url, "-m", "handshake or labels"],
-                          capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [
+            "docker",
+            "run",
+            "--rm",
+            "--network",
+            "host",
+            "-v",
+            f"{reports}:/reports",
+            image,
+            "run",
+            "--target",
+            reference.api_url,
+            "-m",
+            "handshake or labels",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     assert "prefect-conformance: 4 passed, 0 failed" in done.stdout, done.stdout[-2000:]
     missing = [name for name in REPORT_FILES if not (reports / "latest" / name).is_file()]

@@ -14,8 +14,9 @@ BIN = Path(sys.executable).parent
 
 
 def lint_imports(cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(BIN / "lint-imports"), "--no-cache"], cwd=cwd, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [str(BIN / "lint-imports"), "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_the_layers_hold() -> None:
@@ -34,3 +35,11 @@ def test_an_import_up_a_layer_fails_with_the_rules_name(tmp_path: Path) -> None:
     assert proc.returncode == 1, proc.stdout[-3000:]
     assert "the harness's layers, top to bottom BROKEN" in proc.stdout, proc.stdout[-3000:]
     assert "harness.waits is not allowed to import harness.clients" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_ruff_lints_and_formats_clean() -> None:
+    for command in (["check", "."], ["format", "--check", "."]):
+        proc = subprocess.run(
+            [str(BIN / "ruff"), *command], cwd=PROJECT_ROOT, capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, f"ruff {' '.join(command)}:\n{proc.stdout[-3000:]}{proc.stderr[-2000:]}"

@@ -7,16 +7,19 @@ milliseconds of the client's timestamps, ignoring ``offset``.
 
 from __future__ import annotations
 
-
 import pytest
 
-from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.conftest import DeviationCase as Case
 from tests.conftest import SuiteRun
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.deviations import AcceptWithout, Deviation, RewriteJson, RewriteResponses, map_strings, truncate_to_millis
 
-API_CHECKS = {"logs/logs_are_read_back_complete_in_order_and_unchanged", "logs/logs_are_filtered_by_task_run_and_level",
-              "logs/logs_page_without_loss[TIMESTAMP_ASC]", "logs/logs_page_without_loss[TIMESTAMP_DESC]"}
+API_CHECKS = {
+    "logs/logs_are_read_back_complete_in_order_and_unchanged",
+    "logs/logs_are_filtered_by_task_run_and_level",
+    "logs/logs_page_without_loss[TIMESTAMP_ASC]",
+    "logs/logs_page_without_loss[TIMESTAMP_DESC]",
+}
 REAL_CLIENT = "logs/a_flow_runs_logs_are_read_back"
 READ_BACK = "logs/logs_are_read_back_complete_in_order_and_unchanged"
 #: The logs module's API checks only: "logs_are" alone also matches its real client's check and the serve and worker
@@ -35,25 +38,51 @@ class DropLogs(Deviation):
 
 
 def ascii_only(logs: list) -> list:
-    return map_strings(logs, lambda key, value: value.encode("ascii", "replace").decode() if key == "message" else value)
+    return map_strings(
+        logs, lambda key, value: value.encode("ascii", "replace").decode() if key == "message" else value
+    )
 
 
 CASES = [
     # Only the checks that send their own lines: the real client's lines are dropped alike (non-ascii-mangled shows
     # that check failing), and each run of it starts a flow process.
     Case("logs-dropped", DropLogs, API_ONLY, API_CHECKS, r"0 lines, fewer than the \d+ expected"),
-    Case("logs-sorted-as-strings", lambda: RewriteJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
-         "read_back_complete or page", {READ_BACK, "logs/logs_page_without_loss[TIMESTAMP_DESC]"},
-         r"differs in instant, name, level, message"),
+    Case(
+        "logs-sorted-as-strings",
+        lambda: RewriteJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
+        "read_back_complete or page",
+        {READ_BACK, "logs/logs_page_without_loss[TIMESTAMP_DESC]"},
+        r"differs in instant, name, level, message",
+    ),
     # -k logs selects the logs checks of the Runner's and the worker's runs too (their flows log non-ASCII)
-    Case("non-ascii-mangled", lambda: RewriteJson("POST", r"/logs/filter$", ascii_only), "logs",
-         {READ_BACK, "logs/logs_are_filtered_by_task_run_and_level", REAL_CLIENT, "serve/served_run_logs_are_read_back",
-          "worker/worker_run_logs_are_read_back"}, r"differs in message:"),
-    Case("timestamps-kept-to-milliseconds", lambda: RewriteResponses(truncate_to_millis, path=r"/logs/filter$",
-                                                                     keys=frozenset({"timestamp"})),
-         "read_back_complete or a_flow_runs", {READ_BACK, REAL_CLIENT}, r"differs in instant:"),
-    Case("offset-ignored", lambda: AcceptWithout("POST", r"/logs/filter$", "offset"), API_ONLY, PAGING,
-         r"differs in|more than", passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level"}),
+    Case(
+        "non-ascii-mangled",
+        lambda: RewriteJson("POST", r"/logs/filter$", ascii_only),
+        "logs",
+        {
+            READ_BACK,
+            "logs/logs_are_filtered_by_task_run_and_level",
+            REAL_CLIENT,
+            "serve/served_run_logs_are_read_back",
+            "worker/worker_run_logs_are_read_back",
+        },
+        r"differs in message:",
+    ),
+    Case(
+        "timestamps-kept-to-milliseconds",
+        lambda: RewriteResponses(truncate_to_millis, path=r"/logs/filter$", keys=frozenset({"timestamp"})),
+        "read_back_complete or a_flow_runs",
+        {READ_BACK, REAL_CLIENT},
+        r"differs in instant:",
+    ),
+    Case(
+        "offset-ignored",
+        lambda: AcceptWithout("POST", r"/logs/filter$", "offset"),
+        API_ONLY,
+        PAGING,
+        r"differs in|more than",
+        passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level"},
+    ),
 ]
 
 

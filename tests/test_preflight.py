@@ -39,7 +39,9 @@ def timed(suite, *args):
 
 def test_unreachable_target(suite) -> None:
     run, elapsed = timed(suite, "--target", "http://127.0.0.1:9/api")
-    assert_one_line_exit_2(run, says="Cannot reach target http://127.0.0.1:9/api: connection refused", within=10, elapsed=elapsed)
+    assert_one_line_exit_2(
+        run, says="Cannot reach target http://127.0.0.1:9/api: connection refused", within=10, elapsed=elapsed
+    )
 
 
 def test_url_without_api_suffix(reference, suite) -> None:

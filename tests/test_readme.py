@@ -17,9 +17,9 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections import Counter
 import shlex
 import subprocess
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -29,9 +29,25 @@ from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 EXAMPLE_URL = re.compile(r"http://[\w.]+:\d+/api")
 
 #: The suite's checks per feature. A check that silently stops being collected fails here.
-CHECKS_PER_FEATURE = {"handshake": 1, "timestamps": 41, "scheduling": 49, "schema": 17, "bad_input": 15, "statuses": 8, "upserts": 5, "labels": 3, "lists": 25, "logs": 5, "events": 4, "scheduler": 45,
-                      "serve": 9, "worker": 9, "task_worker": 5, "lifecycle": 24,
-                      "durability": 4}
+CHECKS_PER_FEATURE = {
+    "handshake": 1,
+    "timestamps": 41,
+    "scheduling": 49,
+    "schema": 17,
+    "bad_input": 15,
+    "statuses": 8,
+    "upserts": 5,
+    "labels": 3,
+    "lists": 25,
+    "logs": 5,
+    "events": 4,
+    "scheduler": 45,
+    "serve": 9,
+    "worker": 9,
+    "task_worker": 5,
+    "lifecycle": 24,
+    "durability": 4,
+}
 
 #: Real clients whose recorded traffic every whole run keeps, as the proof of which path ran.
 TRANSCRIBED_ACTORS = ("runner", "scheduled-runner", "worker", "task-worker", "task-submitter")
@@ -110,11 +126,20 @@ def assert_every_check_passed(latest: Path) -> None:
     assert Counter(c["feature"] for c in checks) == CHECKS_PER_FEATURE
     claim = json.loads((latest / "results.json").read_text())["claim"]
     assert claim["complete"] and all(p["verdict"] == "conformant" for p in claim["profiles"]), claim
-    assert {p["profile"] for p in claim["profiles"]} >= {"core", "records", "serve", "workers", "lifecycle", "concurrency"}
+    assert {p["profile"] for p in claim["profiles"]} >= {
+        "core",
+        "records",
+        "serve",
+        "workers",
+        "lifecycle",
+        "concurrency",
+    }
     report = (latest / "report.md").read_text()
     assert f"> {claim['line']}" in report and ": conformant for core, records, serve, workers" in claim["line"], claim
     coverage = json.loads((latest / "results.json").read_text())["coverage"]["summary"]
-    assert coverage["missing"] == 0 and coverage["used_by_clients"] > 20, coverage  # Prefect has every route it documents
+    assert coverage["missing"] == 0 and coverage["used_by_clients"] > 20, (
+        coverage
+    )  # Prefect has every route it documents
     for actor in TRANSCRIBED_ACTORS:
         assert f"{actor}, " in report, f"the report shows no transcript of the {actor}"
         assert any((latest / "artifacts").glob(f"*/{actor}.transcript.jsonl")), f"no transcript file of the {actor}"
@@ -153,7 +178,20 @@ def test_pytest_runs_the_scenarios_in_a_checkout(clone: Path, reference) -> None
     if not (clone / ".venv" / "bin" / "python").exists():  # when this test runs before the others of the module
         subprocess.run(["make", "venv"], cwd=clone, env=env, check=True, capture_output=True)
     for extra in ({}, {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}):
-        command = [str(clone / ".venv" / "bin" / "python"), "-m", "pytest", "scenarios", "--target", reference.api_url,
-                   "-m", "handshake", "-p", "no:cacheprovider", "-q"]
+        command = [
+            str(clone / ".venv" / "bin" / "python"),
+            "-m",
+            "pytest",
+            "scenarios",
+            "--target",
+            reference.api_url,
+            "-m",
+            "handshake",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+        ]
         proc = subprocess.run(command, cwd=clone, env={**env, **extra}, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0 and "1 passed" in proc.stdout, f"{extra}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        assert proc.returncode == 0 and "1 passed" in proc.stdout, (
+            f"{extra}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )

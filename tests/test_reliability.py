@@ -20,13 +20,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from harness.target.api import ApiClient
-from tests.deviating_proxy import ProxyRequest, ProxyResponse, DeviatingProxy
-from tests.deviations import Deviation
-from harness.reference.local import LocalReference
 from harness.checks.timestamps import describe_instant, utc_now
+from harness.reference.local import LocalReference
+from harness.target.api import ApiClient
 from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS, run_suite
+from tests.deviating_proxy import DeviatingProxy, ProxyRequest, ProxyResponse
+from tests.deviations import Deviation
 
 
 class BreaksAfter(Deviation):
@@ -107,7 +107,9 @@ def test_target_answering_500_mid_run(deviating, tmp_path: Path) -> None:
     in_flight = [c for c in run.checks.values() if c["outcome"] == "failed"]  # a `should` check's is a warning
     assert in_flight and all("-> 500" in c["message"] for c in in_flight), run.explain()
     errors = [c for c in run.checks.values() if c["status"] == "error"]
-    assert all("the target stopped answering earlier in this run (GET /health answered 500" in c["message"] for c in errors)
+    assert all(
+        "the target stopped answering earlier in this run (GET /health answered 500" in c["message"] for c in errors
+    )
     assert (run.report_dir / "report.html").exists() and (run.report_dir / "junit.xml").exists()
     coverage = json.loads((run.report_dir / "results.json").read_text()).get("coverage", {}).get("summary", {})
     assert not coverage.get("present"), f"a route answering 500 is no proof that it exists: {coverage}"
@@ -126,7 +128,9 @@ def test_a_target_that_stops_answering_a_while_gets_a_verdict(deviating, tmp_pat
     assert "at half the start budget (--max-starts 1)" in run.stdout, run.explain()
     retried = [c for c in run.checks.values() if c["attempts"]]
     assert retried and all(c["status"] == "passed" for c in retried), run.explain()
-    assert any(a.startswith("error: not run: the target stopped answering") for c in retried for a in c["attempts"]), run.explain()
+    assert any(a.startswith("error: not run: the target stopped answering") for c in retried for a in c["attempts"]), (
+        run.explain()
+    )
     assert "Run once more after the target came back" in (run.report_dir / "report.md").read_text()
     outage = json.loads((run.report_dir / "results.json").read_text())["run"]["extra"]["outage"]
     assert "answered again after" in outage, outage
@@ -140,8 +144,9 @@ def test_target_that_dies_mid_run(reference, tmp_path: Path) -> None:
     proxy.start()
     try:
         started = time.monotonic()
-        run = run_suite("--target", proxy.api_url, "-m", "timestamps", "-n", "1", "--outage-wait", "3",
-                        report_dir=tmp_path)
+        run = run_suite(
+            "--target", proxy.api_url, "-m", "timestamps", "-n", "1", "--outage-wait", "3", report_dir=tmp_path
+        )
         elapsed = time.monotonic() - started
     finally:
         proxy.stop()
@@ -169,9 +174,19 @@ def test_slow_target_still_passes(deviating, tmp_path: Path) -> None:
     schedules expanded on request (intervals, cron and rrule details, two schedules): requests and answers only,
     they added 40 s of 300-ms requests here (2026-12-06)."""
     proxy = deviating(Slow())
-    run = run_suite("--target", proxy.api_url, "-m", "serve or worker or task_worker or scheduler", "-k",
-                    f"not ({SCHEDULED_RUNNER_CHECKS} or {EXPANDED_ON_REQUEST})", "--timeout-scale", "3", "-n", "2",
-                    report_dir=tmp_path)
+    run = run_suite(
+        "--target",
+        proxy.api_url,
+        "-m",
+        "serve or worker or task_worker or scheduler",
+        "-k",
+        f"not ({SCHEDULED_RUNNER_CHECKS} or {EXPANDED_ON_REQUEST})",
+        "--timeout-scale",
+        "3",
+        "-n",
+        "2",
+        report_dir=tmp_path,
+    )
     assert run.code == 0, run.explain()
 
 
@@ -187,13 +202,26 @@ def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> Non
     reports = tmp_path / "reports"
     cli = subprocess.Popen(
         [sys.executable, "-m", "harness.commands.cli", "run", "-m", "serve or worker", "--report-dir", str(reports)],
-        cwd=PROJECT_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=PROJECT_ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
         # As from a terminal: a shell's background job (`make test &`) hands its children SIGINT ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     try:
-        logs = [reports / "latest" / "artifacts" / feature / f"{actor}.log" for feature, actor in (("serve", "runner"), ("worker", "worker"))]
-        wait_until(lambda: all(p.exists() for p in logs), awaiting="a runner and a worker to be running", timeout=120, interval=0.2)
+        logs = [
+            reports / "latest" / "artifacts" / feature / f"{actor}.log"
+            for feature, actor in (("serve", "runner"), ("worker", "worker"))
+        ]
+        wait_until(
+            lambda: all(p.exists() for p in logs),
+            awaiting="a runner and a worker to be running",
+            timeout=120,
+            interval=0.2,
+        )
         assert processes_with_marker(marker), "the marker should find the running processes"
         if how == "ctrl-c":
             os.killpg(cli.pid, signal.SIGINT)  # what a terminal does: the whole foreground process group
@@ -204,8 +232,16 @@ def test_interrupted_run_leaves_nothing_running(how: str, tmp_path: Path) -> Non
         if cli.poll() is None:
             os.killpg(cli.pid, signal.SIGKILL)
     assert cli.returncode != 0, output
-    left = wait_until(lambda: not processes_with_marker(marker) or None, awaiting="every process of the run to exit",
-                      timeout=10, interval=0.2) if processes_with_marker(marker) else True
+    left = (
+        wait_until(
+            lambda: not processes_with_marker(marker) or None,
+            awaiting="every process of the run to exit",
+            timeout=10,
+            interval=0.2,
+        )
+        if processes_with_marker(marker)
+        else True
+    )
     assert left and not processes_with_marker(marker)
     assert (reports / "latest" / "results.json").exists(), f"reports of what finished should be kept:\n{output}"
 
@@ -218,14 +254,17 @@ COMPUTED_ON_READ = ("estimated_start_time_delta", "estimated_run_time")
 
 
 def snapshot(api: ApiClient, ids: dict[str, str]) -> dict[str, object]:
-    return {name: {k: v for k, v in document.items() if k not in COMPUTED_ON_READ} for name, document in {
-        "flow": api.get(f"/flows/{ids['flow']}"),
-        "deployment": api.get(f"/deployments/{ids['deployment']}"),
-        "run": api.get(f"/flow_runs/{ids['run']}"),
-        "pool": api.get(f"/work_pools/{ids['pool']}"),
-        "queue": api.get(f"/work_pools/{ids['pool']}/queues/default"),
-        "task_run": api.get(f"/task_runs/{ids['task_run']}"),
-    }.items()}
+    return {
+        name: {k: v for k, v in document.items() if k not in COMPUTED_ON_READ}
+        for name, document in {
+            "flow": api.get(f"/flows/{ids['flow']}"),
+            "deployment": api.get(f"/deployments/{ids['deployment']}"),
+            "run": api.get(f"/flow_runs/{ids['run']}"),
+            "pool": api.get(f"/work_pools/{ids['pool']}"),
+            "queue": api.get(f"/work_pools/{ids['pool']}/queues/default"),
+            "task_run": api.get(f"/task_runs/{ids['task_run']}"),
+        }.items()
+    }
 
 
 @pytest.mark.long
@@ -241,13 +280,28 @@ def test_two_runs_on_one_server_leave_its_data_alone(tmp_path: Path) -> None:
         deployment = api.post("/deployments/", {"flow_id": flow["id"], "name": "users-deployment", "paused": True})
         # A day ahead of now: a past instant would let the late-runs service change the run during the test.
         when = describe_instant(utc_now() + dt.timedelta(days=1))
-        run = api.post(f"/deployments/{deployment['id']}/create_flow_run",
-                       {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}})
+        run = api.post(
+            f"/deployments/{deployment['id']}/create_flow_run",
+            {"state": {"type": "SCHEDULED", "state_details": {"scheduled_time": when}}},
+        )
         pool = api.post("/work_pools/", {"name": "users-pool", "type": "process"})
         # A background task run waiting for its own task worker: no task worker of the runs may take it.
-        task_run = api.post("/task_runs/", {"name": "users-task-run", "task_key": "users-task", "dynamic_key": "users-task-1",
-                                            "state": {"type": "SCHEDULED", "name": "Scheduled"}})
-        ids = {"flow": flow["id"], "deployment": deployment["id"], "run": run["id"], "pool": pool["name"], "task_run": task_run["id"]}
+        task_run = api.post(
+            "/task_runs/",
+            {
+                "name": "users-task-run",
+                "task_key": "users-task",
+                "dynamic_key": "users-task-1",
+                "state": {"type": "SCHEDULED", "name": "Scheduled"},
+            },
+        )
+        ids = {
+            "flow": flow["id"],
+            "deployment": deployment["id"],
+            "run": run["id"],
+            "pool": pool["name"],
+            "task_run": task_run["id"],
+        }
         before = snapshot(api, ids)
         # Every kind of object a run creates (flows, deployments, runs, pools, queues, workers, task runs) and the
         # clients that poll for them (a worker, a task worker). A Runner polls by its own deployment ids and creates
@@ -258,8 +312,12 @@ def test_two_runs_on_one_server_leave_its_data_alone(tmp_path: Path) -> None:
         # (2026-11-28), and the worker was rightly OFFLINE for the default 6-s watch.
         select = ["-m", "scheduling or worker or task_worker", "-k", "not many_runs", "-n", "1", "--timeout-scale", "2"]
         with ThreadPoolExecutor(max_workers=2) as executor:  # both runs on the server at the same time
-            suites = list(executor.map(lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
-                                       ("first", "second")))
+            suites = list(
+                executor.map(
+                    lambda name: run_suite("--target", reference.api_url, *select, report_dir=tmp_path / name),
+                    ("first", "second"),
+                )
+            )
         assert [suite.code for suite in suites] == [0, 0], "\n".join(suite.explain() for suite in suites)
         after = snapshot(api, ids)
     assert after == before, "an object that existed before the runs was changed"
@@ -274,7 +332,9 @@ SECRET = "conformance:s3cret-" + uuid.uuid4().hex[:8]
 
 @pytest.fixture(scope="module")
 def protected_reference(tmp_path_factory):
-    with LocalReference(workdir=tmp_path_factory.mktemp("protected"), settings={"PREFECT_SERVER_API_AUTH_STRING": SECRET}) as server:
+    with LocalReference(
+        workdir=tmp_path_factory.mktemp("protected"), settings={"PREFECT_SERVER_API_AUTH_STRING": SECRET}
+    ) as server:
         yield server
 
 
@@ -282,14 +342,22 @@ def protected_reference(tmp_path_factory):
 def test_credentials_reach_the_target_and_never_the_reports(protected_reference, tmp_path: Path, monkeypatch) -> None:
     assert httpx.get(protected_reference.api_url + "/admin/version").status_code == 401
     without = run_suite("--target", protected_reference.api_url, report_dir=tmp_path / "without")
-    assert without.code == 2 and "answered 401 to GET /admin/version without credentials" in without.stderr, without.explain()
+    assert without.code == 2 and "answered 401 to GET /admin/version without credentials" in without.stderr, (
+        without.explain()
+    )
 
     monkeypatch.setenv("PREFECT_API_AUTH_STRING", SECRET)
     # Every real client (Runner, worker, their flow-run processes, task worker and submitter, the events clients'
     # websockets included) and the harness's own calls; the scheduler feature adds no client of its own.
-    run = run_suite("--target", protected_reference.api_url, "-m", "serve or worker or task_worker or events", "-k",
-                    f"not ({SCHEDULED_RUNNER_CHECKS})",
-                    report_dir=tmp_path / "with")
+    run = run_suite(
+        "--target",
+        protected_reference.api_url,
+        "-m",
+        "serve or worker or task_worker or events",
+        "-k",
+        f"not ({SCHEDULED_RUNNER_CHECKS})",
+        report_dir=tmp_path / "with",
+    )
     assert run.code == 0, run.explain()
     import base64
 

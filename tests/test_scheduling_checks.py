@@ -21,9 +21,9 @@ from tests.deviations import (
     HandsOutOnce,
     IgnorePause,
     PollFiltersOnlyByTime,
+    RetriesByRescheduling,
     RewriteJson,
     RewritePoll,
-    RetriesByRescheduling,
     RewriteRuns,
     StringComparedBefore,
     drop_ties,
@@ -59,9 +59,17 @@ class Case:
 CASES = [
     Case(
         "awaiting-retry-without-next-scheduled-start-time",
-        lambda _: RewriteRuns(lambda run: {**run, "next_scheduled_start_time": None}
-                              if (run.get("state") or {}).get("name") == "AwaitingRetry" else run),
-        s("next_scheduled_start_time_set_when_a_running_run_awaits_retry", "next_scheduled_start_time_follows_reschedule"),
+        lambda _: RewriteRuns(
+            lambda run: (
+                {**run, "next_scheduled_start_time": None}
+                if (run.get("state") or {}).get("name") == "AwaitingRetry"
+                else run
+            )
+        ),
+        s(
+            "next_scheduled_start_time_set_when_a_running_run_awaits_retry",
+            "next_scheduled_start_time_follows_reschedule",
+        ),
         r"next_scheduled_start_time (is )?None",
         passes=s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
         select="next_scheduled_start_time",
@@ -85,8 +93,10 @@ CASES = [
     Case(
         "concurrency-limit-not-stored",
         lambda _: AcceptWithout("PATCH", r"/work_pools/", "concurrency_limit"),
-        s("concurrency_limit_counts_pending_and_running_runs[work_pool]",
-          "concurrency_limit_counts_pending_and_running_runs[work_queue]"),
+        s(
+            "concurrency_limit_counts_pending_and_running_runs[work_pool]",
+            "concurrency_limit_counts_pending_and_running_runs[work_queue]",
+        ),
         r"with work_(pool|queue) concurrency_limit 2 .*first difference at position 0",
         passes=s("paused_work_pool_hands_out_nothing"),
         select="concurrency_limit or paused_work_pool",
@@ -132,7 +142,9 @@ CASES = [
     ),
     Case(
         "poll-sorted-descending",
-        lambda _: RewritePoll(lambda body, items: sorted(items, key=lambda r: r["next_scheduled_start_time"] or "", reverse=True)),
+        lambda _: RewritePoll(
+            lambda body, items: sorted(items, key=lambda r: r["next_scheduled_start_time"] or "", reverse=True)
+        ),
         s("deployment_poll_orders_by_next_scheduled_start_time", "deployment_poll_limit"),
         r"first difference at position 0",
         select="deployment_poll",

@@ -5,12 +5,20 @@ from __future__ import annotations
 
 from harness.checks.schema import Violation, violations
 from scenarios.test_schema import ROUTES
-from tests.deviations import RewriteObjects, wrong_types, without_flow_id_with_an_extra_field
+from tests.deviations import RewriteObjects, without_flow_id_with_an_extra_field, wrong_types
 
 EVERY_ROUTE = {f"schema/response[{route}]" for route in ROUTES}
-FLOW_RUN_ROUTES = {f"schema/response[{route}]" for route in (
-    "POST /flow_runs/", "GET /flow_runs/{id}", "POST /flow_runs/filter", "POST /deployments/get_scheduled_flow_runs",
-    "POST /deployments/{id}/create_flow_run", "POST /work_pools/{name}/get_scheduled_flow_runs")}
+FLOW_RUN_ROUTES = {
+    f"schema/response[{route}]"
+    for route in (
+        "POST /flow_runs/",
+        "GET /flow_runs/{id}",
+        "POST /flow_runs/filter",
+        "POST /deployments/get_scheduled_flow_runs",
+        "POST /deployments/{id}/create_flow_run",
+        "POST /work_pools/{name}/get_scheduled_flow_runs",
+    )
+}
 
 
 def test_every_schema_check_fails_on_answers_of_the_wrong_types(deviating, suite) -> None:
@@ -18,8 +26,13 @@ def test_every_schema_check_fails_on_answers_of_the_wrong_types(deviating, suite
     orchestration status."""
     proxy = deviating(RewriteObjects(wrong_types))
     run = suite("--target", proxy.api_url, "-m", "schema")
-    run.assert_deviation_caught("wrong-types", EVERY_ROUTE, set(), r"breaks Prefect 3\.9\.1's schema for .*: \$\S*: "
-                                r"expected (type|one of) .*, got .*Hint: real clients parse")
+    run.assert_deviation_caught(
+        "wrong-types",
+        EVERY_ROUTE,
+        set(),
+        r"breaks Prefect 3\.9\.1's schema for .*: \$\S*: "
+        r"expected (type|one of) .*, got .*Hint: real clients parse",
+    )
     assert "$.created: expected type string, got 1764316800" in run.message("schema/response[GET /flows/{id}]")
     assert "$.status: expected one of" in run.message("schema/response[POST /flow_runs/{id}/set_state]")
 
@@ -30,18 +43,36 @@ def test_a_missing_required_field_fails_exactly_the_routes_that_answer_it(deviat
     proxy = deviating(RewriteObjects(without_flow_id_with_an_extra_field))
     run = suite("--target", proxy.api_url, "-m", "schema or differential")
     assert not [check for check in run.checks if check.startswith("differential/")], (
-        "the differential checks ran without --differential")
-    run.assert_deviation_caught("flow-runs-without-flow-id", FLOW_RUN_ROUTES, EVERY_ROUTE - FLOW_RUN_ROUTES,
-                                r"expected the required field 'flow_id'")
+        "the differential checks ran without --differential"
+    )
+    run.assert_deviation_caught(
+        "flow-runs-without-flow-id",
+        FLOW_RUN_ROUTES,
+        EVERY_ROUTE - FLOW_RUN_ROUTES,
+        r"expected the required field 'flow_id'",
+    )
     assert "$[0].flow_run: expected the required field 'flow_id'" in run.message(
-        "schema/response[POST /work_pools/{name}/get_scheduled_flow_runs]")
+        "schema/response[POST /work_pools/{name}/get_scheduled_flow_runs]"
+    )
 
 
 def test_violations_name_path_expectation_and_value_and_ignore_extra_fields() -> None:
-    document = {"components": {"schemas": {"Run": {
-        "type": "object", "required": ["id"], "additionalProperties": False,
-        "properties": {"id": {"type": "string"}, "state_type": {"anyOf": [{"enum": ["SCHEDULED", "RUNNING"]}, {"type": "null"}]},
-                       "when": {"type": "string", "format": "date-time"}}}}}}
+    document = {
+        "components": {
+            "schemas": {
+                "Run": {
+                    "type": "object",
+                    "required": ["id"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "id": {"type": "string"},
+                        "state_type": {"anyOf": [{"enum": ["SCHEDULED", "RUNNING"]}, {"type": "null"}]},
+                        "when": {"type": "string", "format": "date-time"},
+                    },
+                }
+            }
+        }
+    }
     schema = {"type": "array", "items": {"$ref": "#/components/schemas/Run"}}
     body = [{"id": "a", "extra": 1, "when": "not a date"}, {"state_type": "WAITING"}, {"id": 7}]
     assert violations(document, schema, body) == [
@@ -57,7 +88,14 @@ def test_an_empty_success_is_the_targets_failure_not_a_harness_error() -> None:
     from harness.checks.schema import assert_answer_matches
     from harness.target.api import Answer
 
-    document = {"paths": {"/flows/{id}": {"get": {"responses": {"200": {"content": {"application/json": {
-        "schema": {"type": "object"}}}}}}}}}
+    document = {
+        "paths": {
+            "/flows/{id}": {
+                "get": {"responses": {"200": {"content": {"application/json": {"schema": {"type": "object"}}}}}}
+            }
+        }
+    }
     with pytest.raises(AssertionError, match=r"GET /flows/abc answered 200 with no body, where Prefect's schema"):
-        assert_answer_matches(Answer("GET", "/flows/abc", 200, "", "application/json"), document, "3.9.1", "/flows/{id}")
+        assert_answer_matches(
+            Answer("GET", "/flows/abc", 200, "", "application/json"), document, "3.9.1", "/flows/{id}"
+        )

@@ -11,15 +11,17 @@ import re
 
 import pytest
 
-from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.conftest import DeviationCase as Case
+from tests.deviating_proxy import ProxyRequest, ProxyResponse
 from tests.deviations import (
     Deviation,
     RejectRequests,
     RewriteRequests,
     RewriteResponses,
     StringCompareFilters,
+    UnusualTimestamps,
+    WrongClock,
     drop_fraction,
     drop_offset,
     garbage_to_now,
@@ -29,8 +31,6 @@ from tests.deviations import (
     space_separator,
     to_offset,
     truncate_to_millis,
-    UnusualTimestamps,
-    WrongClock,
 )
 
 KINDS = ("flow", "flow_run", "deployment", "work_pool")
@@ -39,7 +39,9 @@ ROUND_TRIP = {f"timestamps/microsecond_round_trip[{m}]" for m in (1, 123456, 999
 OFFSETS = ("positive-offset", "negative-offset", "offset-without-colon", "offset-crossing-midnight")
 
 
-SERVER_SET = {f"timestamps/server_set_times[{k}]" for k in ("flow", "flow_run", "task_run", "deployment", "work_pool", "log")}
+SERVER_SET = {
+    f"timestamps/server_set_times[{k}]" for k in ("flow", "flow_run", "task_run", "deployment", "work_pool", "log")
+}
 STATE_TIMES = {f"timestamps/state_times_follow_the_states[{k}]" for k in ("flow_run", "task_run")}
 CLOCK = "timestamps/target_clock_agrees_with_the_harness"
 SERVER_TIMES = "clock or server_set_times or state_times"
@@ -95,7 +97,8 @@ CASES = [
         lambda: RewriteResponses(shifted(-5 * 3600), keys=frozenset({"created"})),
         "clock",
         {CLOCK},
-        r"the target's created times and its Date header disagree by more than 3 s: the target's clock is -(1799\d|1800\d)\.\d+ s",
+        r"the target's created times and its Date header disagree by more than 3 s: the target's clock is "
+        r"-(1799\d|1800\d)\.\d+ s",
         diagnosis="Times stored in a local zone",
     ),
     Case(
@@ -107,8 +110,14 @@ CASES = [
         passes=SERVER_SET,
         diagnosis="A clock skew",
     ),
-    Case("naive-output", lambda: RewriteResponses(drop_offset), "output_format", OUTPUT, "has no timezone offset",
-         diagnosis="Naive datetimes"),
+    Case(
+        "naive-output",
+        lambda: RewriteResponses(drop_offset),
+        "output_format",
+        OUTPUT,
+        "has no timezone offset",
+        diagnosis="Naive datetimes",
+    ),
     Case("space-separator-output", lambda: RewriteResponses(space_separator), "output_format", OUTPUT, "uses a space"),
     Case(
         "non-utc-output",
@@ -128,10 +137,22 @@ CASES = [
         passes={"timestamps/output_format[flow]", "timestamps/output_format[work_pool]"},
         diagnosis="Naive datetimes",
     ),
-    Case("millisecond-storage", lambda: RewriteResponses(truncate_to_millis), "microsecond_round_trip", ROUND_TRIP, "off by",
-         diagnosis="Precision truncated to milliseconds"),
-    Case("whole-second-storage", lambda: RewriteResponses(drop_fraction), "microsecond_round_trip", ROUND_TRIP, "off by",
-         diagnosis="Precision truncated to whole seconds"),
+    Case(
+        "millisecond-storage",
+        lambda: RewriteResponses(truncate_to_millis),
+        "microsecond_round_trip",
+        ROUND_TRIP,
+        "off by",
+        diagnosis="Precision truncated to milliseconds",
+    ),
+    Case(
+        "whole-second-storage",
+        lambda: RewriteResponses(drop_fraction),
+        "microsecond_round_trip",
+        ROUND_TRIP,
+        "off by",
+        diagnosis="Precision truncated to whole seconds",
+    ),
     Case(
         "input-offset-ignored",
         lambda: RewriteRequests(offset_ignored),
@@ -221,7 +242,9 @@ def test_a_should_checks_failure_is_a_warning_without_strict(deviating, suite) -
     proxy = deviating(RewriteRequests(garbage_to_now, keys=frozenset({"scheduled_time"})))
     run: SuiteRun = suite("--target", proxy.api_url, "-k", "invalid_input")
     assert run.code == 0, run.explain()
-    assert run.with_status("warning") == {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")}
+    assert run.with_status("warning") == {
+        f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")
+    }
     report = (run.report_dir / "report.md").read_text()
     assert "## Warnings (4)" in report and "conformant (4 warnings)" in report, report
 

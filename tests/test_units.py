@@ -12,14 +12,22 @@ from pathlib import Path
 import pytest
 from freezegun import freeze_time
 
+from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
+from harness.checks.timestamps import (
+    EXTRA_DATETIME_KEYS,
+    INPUT_FORMATS,
+    UTC,
+    check_timestamp,
+    datetime_keys,
+    iter_timestamps,
+    parse_instant,
+    schema_datetime_keys,
+)
 from harness.commands.conformance import exit_code
 from harness.errors import WaitTimeout
-from harness.checks.naming import PREFIX_PATTERN, new_run_prefix, unique_name
 from harness.processes import spawn
 from harness.reporting.history import prepare_report_dir
 from harness.reporting.results import check_id
-from harness.checks.timestamps import (EXTRA_DATETIME_KEYS, INPUT_FORMATS, UTC, check_timestamp, datetime_keys, iter_timestamps,
-                                       parse_instant, schema_datetime_keys)
 from harness.waits import wait_until
 
 INSTANT = dt.datetime(2026, 11, 26, 10, 17, 42, 123456, tzinfo=UTC)
@@ -90,8 +98,15 @@ def test_wait_until_times_out_with_what_was_awaited_and_last_seen() -> None:
             raise AssertionError(f"run is still SCHEDULED (poll {len(calls)})")
 
         with pytest.raises(WaitTimeout) as excinfo:
-            wait_until(probe, awaiting="the run to be COMPLETED", timeout=5, interval=1,
-                       hint="is anything polling?", sleep=frozen.tick, clock=time.monotonic)
+            wait_until(
+                probe,
+                awaiting="the run to be COMPLETED",
+                timeout=5,
+                interval=1,
+                hint="is anything polling?",
+                sleep=frozen.tick,
+                clock=time.monotonic,
+            )
     message = str(excinfo.value)
     assert "Timed out after 5.0s waiting for the run to be COMPLETED" in message
     assert "Last seen: run is still SCHEDULED (poll 6)" in message
@@ -152,7 +167,10 @@ def test_report_dir_keeps_previous_run_in_a_dated_folder(tmp_path: Path) -> None
 def test_stopping_a_process_kills_its_whole_group(tmp_path: Path) -> None:
     """A flow-run process started by a runner must not outlive the runner."""
     pidfile = tmp_path / "grandchild.pid"
-    script = f"import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(300)']); open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(300)"
+    script = (
+        "import subprocess,sys,time; p=subprocess.Popen([sys.executable,'-c','import time; time.sleep(300)']); "
+        f"open({str(pidfile)!r},'w').write(str(p.pid)); time.sleep(300)"
+    )
     proc = spawn("parent", [sys.executable, "-c", script], log_path=tmp_path / "parent.log")
     wait_until(pidfile.exists, awaiting="the grandchild to start", timeout=10, interval=0.05)
     wait_until(lambda: pidfile.read_text(), awaiting="the grandchild's pid", timeout=5, interval=0.05)
@@ -180,11 +198,21 @@ def test_failures_of_one_cause_are_grouped_and_long_lists_fold() -> None:
 
     run = RunInfo("http://t/api", "url", "3.9.1", "0.1.0", "3.9.1", "pc-x", "2026-11-26T10:17:42+00:00")
     kinds = [f"kind{i}" for i in range(10)]
-    same = [CheckResult(f"timestamps/output_format[{k}]", "timestamps", "s", "failed", description=f"about {k}",
-                        message=f"POST /{k}/ returned timestamps a Prefect client mis-reads:\n"
-                                f"  $.created = '2026-11-27 20:22:3{i}.1Z': uses a space instead of 'T'")
-            for i, k in enumerate(kinds)]
-    other = CheckResult("scheduling/deployment_poll_limit", "scheduling", "s", "failed", message="limit 201: expected 422")
+    same = [
+        CheckResult(
+            f"timestamps/output_format[{k}]",
+            "timestamps",
+            "s",
+            "failed",
+            description=f"about {k}",
+            message=f"POST /{k}/ returned timestamps a Prefect client mis-reads:\n"
+            f"  $.created = '2026-11-27 20:22:3{i}.1Z': uses a space instead of 'T'",
+        )
+        for i, k in enumerate(kinds)
+    ]
+    other = CheckResult(
+        "scheduling/deployment_poll_limit", "scheduling", "s", "failed", message="limit 201: expected 422"
+    )
     markdown = render_markdown(run, same + [other])
     assert "## Failures (11 checks, 2 causes)" in markdown
     assert "### 10 checks, one cause (failed): `timestamps/output_format[kind0]` and 9 more" in markdown
@@ -192,7 +220,9 @@ def test_failures_of_one_cause_are_grouped_and_long_lists_fold() -> None:
     assert markdown.count("uses a space instead of 'T'") == 1, "one cause is shown once"
     assert "_about kind0_" in markdown and "### `scheduling/deployment_poll_limit` (failed)" in markdown
     page = render_html(run, same + [other])
-    assert "10 checks, one cause: timestamps/output_format[kind0] and 9 more" in page and page.count("uses a space") == 1
+    assert (
+        "10 checks, one cause: timestamps/output_format[kind0] and 9 more" in page and page.count("uses a space") == 1
+    )
 
 
 def test_a_check_description_fills_in_its_parameters() -> None:
@@ -212,7 +242,10 @@ def test_a_check_description_fills_in_its_parameters() -> None:
 
     naive = next(f for f in INPUT_FORMATS if f.id == "naive")
     item = SimpleNamespace(function=check, callspec=SimpleNamespace(params={"fmt": naive}))
-    assert describe(item) == "A scheduled time sent as no offset; Prefect reads it as UTC is stored as the instant it names."
+    assert (
+        describe(item)
+        == "A scheduled time sent as no offset; Prefect reads it as UTC is stored as the instant it names."
+    )
     assert describe(SimpleNamespace(function=braces)) == "Each item is ``{work_pool_id, flow_run}``."
 
 
@@ -233,7 +266,9 @@ def test_unavoidable_waits_follow_the_settings_and_the_measured_start_up() -> No
     from harness.commands.bench import unavoidable_waits
 
     fast, slow = unavoidable_waits(1.0), unavoidable_waits(3.0)
-    assert slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 4.0  # two Runners, in turn
+    assert (
+        slow["worker"][1] - fast["worker"][1] == 2.0 and slow["serve"][1] - fast["serve"][1] == 4.0
+    )  # two Runners, in turn
     assert fast["scheduler"] == slow["scheduler"] and fast["timestamps"][1] == 0.0
     assert "(3.0 s)" in slow["worker"][0]
 
@@ -268,26 +303,32 @@ def test_datetime_fields_are_read_from_prefect_once_and_cached_per_release(tmp_p
         datetime_keys.cache_clear()
 
 
-
 def test_a_dead_clients_refusals_quote_what_it_gave_up_on_not_what_it_retried() -> None:
     """A Runner that died of a 404 on its poll, among 503s it retried (one of them later accepted)."""
     from types import SimpleNamespace
 
-    from harness.clients.transcript import Exchange
     from harness.clients.progress import refused_requests
+    from harness.clients.transcript import Exchange
 
     def exchange(method: str, path: str, status: int) -> Exchange:
         return Exchange("runner", method, path, status, 0.0, 1.0, "", f"answer {status}")
 
-    seen = [exchange("GET", "/deployments/name/f/d", 404), exchange("POST", "/deployments/", 201),
-            exchange("PATCH", "/deployments/1", 503), exchange("POST", "/deployments/get_scheduled_flow_runs", 404),
-            exchange("PATCH", "/deployments/1", 503), exchange("PATCH", "/deployments/2", 503),
-            exchange("PATCH", "/deployments/1", 204)]
+    seen = [
+        exchange("GET", "/deployments/name/f/d", 404),
+        exchange("POST", "/deployments/", 201),
+        exchange("PATCH", "/deployments/1", 503),
+        exchange("POST", "/deployments/get_scheduled_flow_runs", 404),
+        exchange("PATCH", "/deployments/1", 503),
+        exchange("PATCH", "/deployments/2", 503),
+        exchange("PATCH", "/deployments/1", 204),
+    ]
     actor = SimpleNamespace(recorder=SimpleNamespace(transcript=lambda: seen))
     assert refused_requests(actor) == "POST /deployments/get_scheduled_flow_runs -> 404 answer 404"
     only_transient = SimpleNamespace(recorder=SimpleNamespace(transcript=lambda: seen[:3] + seen[4:6]))
-    assert refused_requests(only_transient) == ("PATCH /deployments/1 -> 503 answer 503; PATCH /deployments/1 -> 503 "
-                                                "answer 503; PATCH /deployments/2 -> 503 answer 503")
+    assert refused_requests(only_transient) == (
+        "PATCH /deployments/1 -> 503 answer 503; PATCH /deployments/1 -> 503 "
+        "answer 503; PATCH /deployments/2 -> 503 answer 503"
+    )
 
 
 def test_a_run_the_worker_gave_up_on_times_out_quoting_the_refusals() -> None:
@@ -295,29 +336,35 @@ def test_a_run_the_worker_gave_up_on_times_out_quoting_the_refusals() -> None:
     Prefect's retries, the worker left the run PENDING, and the wait's message only said "run is PENDING"."""
     from types import SimpleNamespace
 
+    from harness.clients.progress import wait_for_final_state
     from harness.clients.transcript import Exchange
     from harness.errors import WaitTimeout
-    from harness.clients.progress import wait_for_final_state
 
     seen = [Exchange("worker", "POST", "/flow_runs/r1/set_state", 201, 0.0, 1.0, "", "ACCEPT")]
     seen += [Exchange("worker", "PATCH", "/flow_runs/r1/labels", 503, 0.0, 1.0, "", "Service Unavailable")] * 6
-    worker = SimpleNamespace(name="worker", recorder=SimpleNamespace(transcript=lambda: seen),
-                             is_running=lambda: True)
+    worker = SimpleNamespace(name="worker", recorder=SimpleNamespace(transcript=lambda: seen), is_running=lambda: True)
     api = SimpleNamespace(get=lambda path: {"name": "armored-chimera", "state": {"type": "PENDING", "name": "Pending"}})
     with pytest.raises(WaitTimeout) as caught:
         wait_for_final_state(api, "r1", actor=worker, timeout=0.3)
-    assert ("run is PENDING/Pending (run 'armored-chimera'); the target refused the worker's last requests: "
-            "PATCH /flow_runs/r1/labels -> 503 Service Unavailable") in str(caught.value)
+    assert (
+        "run is PENDING/Pending (run 'armored-chimera'); the target refused the worker's last requests: "
+        "PATCH /flow_runs/r1/labels -> 503 Service Unavailable"
+    ) in str(caught.value)
 
 
 def test_the_bench_counts_the_harness_requests_per_module_and_names_the_busiest_checks(tmp_path) -> None:
     from harness.commands.timeline import requests_by_module
 
     timeline = tmp_path / "timeline.jsonl"
-    rows = [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_scheduling.py::test_b", 3),
-            ("scenarios/test_worker.py::test_c", 40), ("scenarios/test_handshake.py::test_d", 1)]
-    timeline.write_text("".join(json.dumps({"worker": "gw0", "nodeid": n, "start": 0, "end": 1, "requests": r}) + "\n"
-                                for n, r in rows))
+    rows = [
+        ("scenarios/test_scheduling.py::test_a", 120),
+        ("scenarios/test_scheduling.py::test_b", 3),
+        ("scenarios/test_worker.py::test_c", 40),
+        ("scenarios/test_handshake.py::test_d", 1),
+    ]
+    timeline.write_text(
+        "".join(json.dumps({"worker": "gw0", "nodeid": n, "start": 0, "end": 1, "requests": r}) + "\n" for n, r in rows)
+    )
     modules, busiest = requests_by_module(timeline)
     assert modules == {"scheduling": 123, "worker": 40, "handshake": 1}
     assert busiest[:2] == [("scenarios/test_scheduling.py::test_a", 120), ("scenarios/test_worker.py::test_c", 40)]
@@ -329,23 +376,40 @@ def test_the_bench_names_the_critical_path_through_the_quiet_point(tmp_path) -> 
     from harness.commands.timeline import critical_path, describe_path
 
     timeline = tmp_path / "timeline.jsonl"
-    rows = [("gw0", "scenarios/test_scheduler.py::test_a", 0, 30), ("gw0", "scenarios/test_lists.py::test_b", 30, 40),
-            ("gw1", "scenarios/test_lifecycle__lease.py::test_c", 0, 70), ("gw1", "scenarios/test_logs.py::test_d", 70, 75),
-            ("gw0", "scenarios/test_durability.py::test_e", 40, 90)]
-    timeline.write_text("".join(json.dumps({"worker": w, "nodeid": n, "start": a, "end": b}) + "\n" for w, n, a, b in rows))
+    rows = [
+        ("gw0", "scenarios/test_scheduler.py::test_a", 0, 30),
+        ("gw0", "scenarios/test_lists.py::test_b", 30, 40),
+        ("gw1", "scenarios/test_lifecycle__lease.py::test_c", 0, 70),
+        ("gw1", "scenarios/test_logs.py::test_d", 70, 75),
+        ("gw0", "scenarios/test_durability.py::test_e", 40, 90),
+    ]
+    timeline.write_text(
+        "".join(json.dumps({"worker": w, "nodeid": n, "start": a, "end": b}) + "\n" for w, n, a, b in rows)
+    )
     assert describe_path(critical_path(timeline)) == (
-        "gw1 lifecycle__lease 0.0-70.0 s -> gw1 logs 70.0-75.0 s -> gw0 durability 40.0-90.0 s")
+        "gw1 lifecycle__lease 0.0-70.0 s -> gw1 logs 70.0-75.0 s -> gw0 durability 40.0-90.0 s"
+    )
 
 
-@pytest.mark.parametrize("markers, selection, cores, expected", [
-    (None, None, 2, 3),  # one process per core and one more
-    (None, None, 32, 19),  # never more processes than selected modules
-    ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
-    ("lifecycle", None, 2, 3),  # one feature in three modules
-    ("timestamps or scheduling", None, 8, 2),
-    (None, ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"], 4, 2),  # a --rerun-failed selection
-])
-def test_auto_starts_a_process_per_core_and_none_without_a_module(markers, selection, cores, expected, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "markers, selection, cores, expected",
+    [
+        (None, None, 2, 3),  # one process per core and one more
+        (None, None, 32, 19),  # never more processes than selected modules
+        ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
+        ("lifecycle", None, 2, 3),  # one feature in three modules
+        ("timestamps or scheduling", None, 8, 2),
+        (
+            None,
+            ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"],
+            4,
+            2,
+        ),  # a --rerun-failed selection
+    ],
+)
+def test_auto_starts_a_process_per_core_and_none_without_a_module(
+    markers, selection, cores, expected, monkeypatch
+) -> None:
     from harness.commands.scenarios_run import selected_features, selected_modules, worker_count
 
     monkeypatch.setattr("os.cpu_count", lambda: cores)
@@ -377,21 +441,34 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
     the real clients after the API-heavy modules. A module left out would run last, wherever its waits fall."""
     from types import SimpleNamespace
 
-    from harness.locations import scenarios_dir
     from harness.features import FEATURES
+    from harness.locations import scenarios_dir
     from harness.plugin import DISPATCH_ORDER, dispatch_rank
 
     modules = {path.stem.removeprefix("test_") for path in scenarios_dir().glob("test_*.py")}
     assert modules == set(DISPATCH_ORDER)
     assert {module.split("__")[0] for module in modules} == set(FEATURES)  # a feature's parts: test_<feature>__<part>
-    items = [SimpleNamespace(nodeid=f"scenarios/test_{name}.py::test_{i}", name=f"{name}-{i}")
-             for name in ("serve", "timestamps", "lifecycle", "scheduler", "lifecycle__lease") for i in range(2)]
+    items = [
+        SimpleNamespace(nodeid=f"scenarios/test_{name}.py::test_{i}", name=f"{name}-{i}")
+        for name in ("serve", "timestamps", "lifecycle", "scheduler", "lifecycle__lease")
+        for i in range(2)
+    ]
     assert [item.name for item in sorted(items, key=dispatch_rank)] == [
-        "scheduler-0", "scheduler-1", "lifecycle__lease-0", "lifecycle__lease-1", "timestamps-0", "timestamps-1",
-        "lifecycle-0", "lifecycle-1", "serve-0", "serve-1"]
+        "scheduler-0",
+        "scheduler-1",
+        "lifecycle__lease-0",
+        "lifecycle__lease-1",
+        "timestamps-0",
+        "timestamps-1",
+        "lifecycle-0",
+        "lifecycle-1",
+        "serve-0",
+        "serve-1",
+    ]
 
 
 # --- the scheduler's horizon: the limits a target's author states, and what a deviating series gets ----------------
+
 
 def test_scheduler_limits_read_as_prefect_names_them() -> None:
     from harness.checks.horizon import parse_limits, prefect_limits
@@ -402,8 +479,13 @@ def test_scheduler_limits_read_as_prefect_names_them() -> None:
     limits = parse_limits("min_runs=5, max_scheduled_time=30d,min_scheduled_time=90m", defaults)
     assert (limits.min_runs, limits.max_runs) == (5, 100)
     assert limits.describe() == "min_runs=5, max_runs=100, min_scheduled_time=90m, max_scheduled_time=30d"
-    for bad, says in (("min_runs=0", "at least 1"), ("max_runs=two", "whole number"), ("min_time=1h", "unknown limit"),
-                      ("max_scheduled_time=soon", "such as 3600"), ("min_runs=200", "more than max_runs")):
+    for bad, says in (
+        ("min_runs=0", "at least 1"),
+        ("max_runs=two", "whole number"),
+        ("min_time=1h", "unknown limit"),
+        ("max_scheduled_time=soon", "such as 3600"),
+        ("min_runs=200", "more than max_runs"),
+    ):
         with pytest.raises(ValueError, match=says):
             parse_limits(bad, defaults)
 
@@ -429,11 +511,26 @@ def test_horizon_is_judged_by_the_limits_the_author_states() -> None:
 
 
 def test_bad_scheduler_limits_are_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", "--scheduler-limits", "min_runs=many",
-                           "--target", "http://127.0.0.1:9/api", "--report-dir", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and "--scheduler-limits 'min_runs=many': min_runs must be a whole number" in proc.stderr, (
-        proc.stderr)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "harness.commands.cli",
+            "run",
+            "--scheduler-limits",
+            "min_runs=many",
+            "--target",
+            "http://127.0.0.1:9/api",
+            "--report-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (
+        proc.returncode == 2 and "--scheduler-limits 'min_runs=many': min_runs must be a whole number" in proc.stderr
+    ), proc.stderr
     assert "Traceback" not in proc.stderr
 
 
@@ -441,28 +538,45 @@ def test_service_loops_read_as_prefect_names_them() -> None:
     from harness.reference.environment import FAST_SERVICE_SETTINGS
     from harness.waits import PREFECT_SERVICE_LOOPS, SERVICE_LOOP_SETTINGS, parse_service_loops
 
-    defaults = {"pause_expirations": 5.0, "foreman": 15.0, "cancellation_cleanup": 20.0, "repossessor": 15.0,
-                "concurrency_slot_wait": 30.0, "deployment_last_polled_timeout": 60.0,
-                "work_queue_last_polled_timeout": 60.0}
+    defaults = {
+        "pause_expirations": 5.0,
+        "foreman": 15.0,
+        "cancellation_cleanup": 20.0,
+        "repossessor": 15.0,
+        "concurrency_slot_wait": 30.0,
+        "deployment_last_polled_timeout": 60.0,
+        "work_queue_last_polled_timeout": 60.0,
+    }
     assert parse_service_loops("") == PREFECT_SERVICE_LOOPS == defaults
-    assert parse_service_loops("foreman=30, pause_expirations=0.5") == {**defaults, "pause_expirations": 0.5,
-                                                                         "foreman": 30.0}
+    assert parse_service_loops("foreman=30, pause_expirations=0.5") == {
+        **defaults,
+        "pause_expirations": 0.5,
+        "foreman": 30.0,
+    }
     # The defaults are the pinned release's, and the bundled reference sets each of them.
     from prefect.settings.models.server import deployments, services
 
-    pinned = {"pause_expirations": services.ServerServicesPauseExpirationsSettings.model_fields["loop_seconds"].default,
-              "foreman": services.ServerServicesForemanSettings.model_fields["loop_seconds"].default,
-              "cancellation_cleanup": services.ServerServicesCancellationCleanupSettings.model_fields["loop_seconds"].default,
-              "repossessor": services.ServerServicesRepossessorSettings.model_fields["loop_seconds"].default,
-              "concurrency_slot_wait":
-                  deployments.ServerDeploymentsSettings.model_fields["concurrency_slot_wait_seconds"].default,
-              **{name: services.ServerServicesForemanSettings.model_fields[f"{name}_seconds"].default
-                 for name in ("deployment_last_polled_timeout", "work_queue_last_polled_timeout")}}
+    pinned = {
+        "pause_expirations": services.ServerServicesPauseExpirationsSettings.model_fields["loop_seconds"].default,
+        "foreman": services.ServerServicesForemanSettings.model_fields["loop_seconds"].default,
+        "cancellation_cleanup": services.ServerServicesCancellationCleanupSettings.model_fields["loop_seconds"].default,
+        "repossessor": services.ServerServicesRepossessorSettings.model_fields["loop_seconds"].default,
+        "concurrency_slot_wait": deployments.ServerDeploymentsSettings.model_fields[
+            "concurrency_slot_wait_seconds"
+        ].default,
+        **{
+            name: services.ServerServicesForemanSettings.model_fields[f"{name}_seconds"].default
+            for name in ("deployment_last_polled_timeout", "work_queue_last_polled_timeout")
+        },
+    }
     assert pinned == defaults
     assert set(SERVICE_LOOP_SETTINGS) == set(defaults)
     assert all(setting in FAST_SERVICE_SETTINGS for setting in SERVICE_LOOP_SETTINGS.values())
-    for bad, says in (("scheduler=5", "unknown service"), ("foreman=soon", "a number of seconds"),
-                      ("foreman=0", "more than 0")):
+    for bad, says in (
+        ("scheduler=5", "unknown service"),
+        ("foreman=soon", "a number of seconds"),
+        ("foreman=0", "more than 0"),
+    ):
         with pytest.raises(ValueError, match=says):
             parse_service_loops(bad)
 
@@ -478,8 +592,11 @@ def test_slot_asks_notes_each_answer_once_for_its_limit(tmp_path: Path) -> None:
     recorder = SimpleNamespace(answered=lambda method, suffixes: list(answers))
     asks = SlotAsks(tmp_path, [SimpleNamespace(recorder=recorder)])  # type: ignore[list-item]
     asks.names = ["pc-x-limit", "pc-x-tag"]  # watched without the thread: read by hand below
-    answers += [(200, 2.0, b'{"names": ["pc-x-limit"], "slots": 1}'), (423, 1.0, b'{"names": ["tag:pc-x-tag"]}'),
-                (200, 3.0, b'{"names": ["pc-x-lease-limit"]}')]
+    answers += [
+        (200, 2.0, b'{"names": ["pc-x-limit"], "slots": 1}'),
+        (423, 1.0, b'{"names": ["tag:pc-x-tag"]}'),
+        (200, 3.0, b'{"names": ["pc-x-lease-limit"]}'),
+    ]
     asks.note_new_answers()
     answers.append((423, 4.0, b'{"names": ["pc-x-limit"]}'))
     asks.note_new_answers()

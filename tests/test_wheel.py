@@ -13,14 +13,15 @@ import pytest
 
 from tests.conftest import PROJECT_ROOT, REPORT_FILES, user_environment
 
-
 #: Tests of this module share one expensive setup (one worker runs them in order).
 pytestmark = pytest.mark.xdist_group("wheel")
 
 
 def run(argv: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     proc = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    assert proc.returncode == 0, f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    assert proc.returncode == 0, (
+        f"{' '.join(argv)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    )
     return proc
 
 
@@ -32,7 +33,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
     env["XDG_CACHE_HOME"] = str(base / "user-cache")  # where platformdirs puts the user cache dir on Linux
     # Built from a copy of the tracked files: a build writes build/ and *.egg-info/ next to its sources.
     source = base / "source"
-    for name in subprocess.run(["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True).stdout.split():
+    for name in subprocess.run(
+        ["git", "ls-files"], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+    ).stdout.split():
         if (PROJECT_ROOT / name).is_file():
             (source / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(PROJECT_ROOT / name, source / name)
@@ -59,13 +62,28 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 def test_wheel_holds_everything_a_run_needs(installed) -> None:
     venv, env = installed
-    listing = run([str(venv / "bin" / "python"), "-c", "import harness, scenarios, harness.plugin; "
-                   "from harness.locations import checkout_root, scenarios_dir; "
-                   "print(checkout_root(), scenarios_dir()); print(harness.__file__)"], cwd=venv, env=env).stdout
+    listing = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "import harness, scenarios, harness.plugin; "
+            "from harness.locations import checkout_root, scenarios_dir; "
+            "print(checkout_root(), scenarios_dir()); print(harness.__file__)",
+        ],
+        cwd=venv,
+        env=env,
+    ).stdout
     assert listing.startswith("None "), f"an installed copy must not think it is a checkout: {listing}"
     assert str(venv) in listing, listing
-    entry_points = run([str(venv / "bin" / "python"), "-c", "from importlib.metadata import entry_points; "
-                        "print([e.value for e in entry_points(group='pytest11')])"], cwd=venv, env=env).stdout
+    entry_points = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from importlib.metadata import entry_points; print([e.value for e in entry_points(group='pytest11')])",
+        ],
+        cwd=venv,
+        env=env,
+    ).stdout
     assert "harness.plugin" in entry_points
 
 
@@ -81,12 +99,30 @@ def test_installed_cli_runs_from_an_empty_directory(installed, tmp_path: Path) -
     cache = Path(env["XDG_CACHE_HOME"]) / "prefect-conformance"
     assert list(cache.glob("reference-db-prefect-*/prefect.db")), f"no template database in {cache}"
     site = next((venv / "lib").glob("python*/site-packages"))
-    assert not (site / "reports").exists() and not (site / ".cache").exists(), "nothing may be written into site-packages"
+    assert not (site / "reports").exists() and not (site / ".cache").exists(), (
+        "nothing may be written into site-packages"
+    )
 
 
 def test_installed_scenarios_run_with_plain_pytest(installed, reference, tmp_path: Path) -> None:
     """`pytest --target URL` for people who prefer pytest: the plugin comes through its pytest11 entry point."""
     venv, env = installed
-    proc = run(["pytest", "--pyargs", "scenarios", "--target", reference.api_url, "-m", "timestamps", "-q",
-                "-p", "no:cacheprovider", "-k", "output_format"], cwd=tmp_path, env=env)
+    proc = run(
+        [
+            "pytest",
+            "--pyargs",
+            "scenarios",
+            "--target",
+            reference.api_url,
+            "-m",
+            "timestamps",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "output_format",
+        ],
+        cwd=tmp_path,
+        env=env,
+    )
     assert "4 passed" in proc.stdout, proc.stdout[-2000:]

@@ -32,9 +32,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from harness.errors import HarnessError, UnexpectedAnswer, means_not_implemented
 from harness.locations import cache_dir
 from harness.target.api import Answer, ApiClient, excerpt
-from harness.errors import HarnessError, UnexpectedAnswer, means_not_implemented
 
 #: The sample is drawn with this seed; the same seed, document and schemathesis release give the same requests.
 SEED = 20261128
@@ -88,8 +88,16 @@ PROBES = (
 
 #: Coverage scenarios that are not about the request's content (another method, a content type, a missing path
 #: parameter): Prefect's answer to them is routing's, not validation's.
-SKIPPED_SCENARIOS = frozenset({"unspecified_http_method", "malformed_content_type", "unsupported_content_type",
-                               "missing_parameter", "duplicate_parameter", "unsupported_path_pattern"})
+SKIPPED_SCENARIOS = frozenset(
+    {
+        "unspecified_http_method",
+        "malformed_content_type",
+        "unsupported_content_type",
+        "missing_parameter",
+        "duplicate_parameter",
+        "unsupported_path_pattern",
+    }
+)
 
 #: Sends each case through the release's app in-process and writes its answers (status, detail); run with the
 #: release's Python. ``app.state.docket`` is set by the server's lifespan, which an in-process client does not run;
@@ -168,22 +176,45 @@ MISSING = "<no body>"
 UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 
-def bad_requests(document: dict[str, Any], version: str, python: str, *, seed: int = SEED, per_route: int = PER_ROUTE,
-                 cache: Path | None = None) -> dict[str, list[BadRequest]]:
+def bad_requests(
+    document: dict[str, Any],
+    version: str,
+    python: str,
+    *,
+    seed: int = SEED,
+    per_route: int = PER_ROUTE,
+    cache: Path | None = None,
+) -> dict[str, list[BadRequest]]:
     """For each probe's key, up to ``per_route`` requests Prefect ``version`` answers 422 (with placeholders)."""
     import importlib.metadata
 
     generator = importlib.metadata.version("schemathesis")
     routes = {probe.route: document["paths"].get(probe.route) for probe in PROBES}
-    digest = hashlib.sha256(json.dumps([routes, document.get("components"), seed, per_route, generator],
-                                       sort_keys=True, default=str).encode()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        json.dumps(
+            [routes, document.get("components"), seed, per_route, generator], sort_keys=True, default=str
+        ).encode()
+    ).hexdigest()[:16]
     path = (cache or cache_dir()) / "bad-input" / f"prefect-{version}-{digest}.json"
-    return _refused(path, lambda: generate(document, seed=seed, per_route=per_route * 3), python, version,
-                    per_route=per_route, says=first_error)
+    return _refused(
+        path,
+        lambda: generate(document, seed=seed, per_route=per_route * 3),
+        python,
+        version,
+        per_route=per_route,
+        says=first_error,
+    )
 
 
-def _refused(path: Path, candidates: Callable[[], list[BadRequest]], python: str, version: str, *,
-             per_route: int, says: Callable[[str], str]) -> dict[str, list[BadRequest]]:
+def _refused(
+    path: Path,
+    candidates: Callable[[], list[BadRequest]],
+    python: str,
+    version: str,
+    *,
+    per_route: int,
+    says: Callable[[str], str],
+) -> dict[str, list[BadRequest]]:
     """For each route, up to ``per_route`` of the ``candidates`` Prefect ``version`` answers 422, with what it said;
     asked once and kept at ``path``."""
     if not path.exists():
@@ -230,8 +261,11 @@ SCHEDULE_PROBES = (
 )
 #: For each of them, by its key, the body a schedule is sent in.
 SCHEDULE_BODIES: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "POST /deployments/": lambda schedule: {"flow_id": FLOW_ID, "name": NAME,
-                                            "schedules": [{"schedule": schedule, "active": True}]},
+    "POST /deployments/": lambda schedule: {
+        "flow_id": FLOW_ID,
+        "name": NAME,
+        "schedules": [{"schedule": schedule, "active": True}],
+    },
     "PATCH /deployments/{id}": lambda schedule: {"schedules": [{"schedule": schedule, "active": True}]},
     "POST /deployments/{id}/schedules": lambda schedule: [{"schedule": schedule, "active": True}],
 }
@@ -244,8 +278,11 @@ def refused_schedules(version: str, python: str, *, cache: Path | None = None) -
     path = (cache or cache_dir()) / "bad-input" / f"prefect-{version}-schedules-{digest}.json"
 
     def candidates() -> list[BadRequest]:
-        return [BadRequest(probe.method, probe.route, probe.path, {}, SCHEDULE_BODIES[probe.key](schedule), scenario)
-                for probe in SCHEDULE_PROBES for scenario, schedule in REFUSED_SCHEDULES.items()]
+        return [
+            BadRequest(probe.method, probe.route, probe.path, {}, SCHEDULE_BODIES[probe.key](schedule), scenario)
+            for probe in SCHEDULE_PROBES
+            for scenario, schedule in REFUSED_SCHEDULES.items()
+        ]
 
     return _refused(path, candidates, python, version, per_route=len(REFUSED_SCHEDULES), says=value_error)
 
@@ -269,8 +306,10 @@ def generate(document: dict[str, Any], *, seed: int, per_route: int) -> list[Bad
     from schemathesis.core import NotSet
     from schemathesis.generation.modes import GenerationMode
 
-    trimmed = {**document, "paths": {probe.route: document["paths"][probe.route] for probe in PROBES
-                                     if probe.route in document["paths"]}}
+    trimmed = {
+        **document,
+        "paths": {probe.route: document["paths"][probe.route] for probe in PROBES if probe.route in document["paths"]},
+    }
     schema = schemathesis.openapi.from_dict(trimmed)
     chosen: list[BadRequest] = []
     for probe in PROBES:
@@ -280,8 +319,9 @@ def generate(document: dict[str, Any], *, seed: int, per_route: int) -> list[Bad
         config = schema.config.generation_for(operation=operation, phase="coverage")
         by_scenario: dict[str, list[BadRequest]] = {}
         seen: set[str] = set()
-        for case in schema.iter_coverage_cases(operation, generation_modes=[GenerationMode.NEGATIVE],
-                                               generation_config=config):
+        for case in schema.iter_coverage_cases(
+            operation, generation_modes=[GenerationMode.NEGATIVE], generation_config=config
+        ):
             scenario = str(getattr(case.meta.phase.data, "scenario", "negative"))
             if scenario in SKIPPED_SCENARIOS or case.method.upper() != probe.method:
                 continue
@@ -328,15 +368,32 @@ def prefect_answers(cases: list[BadRequest], python: str, version: str) -> list[
     """What Prefect ``version``'s own app answers to each case (its validation; no database is touched)."""
     with tempfile.TemporaryDirectory(prefix="prefect-bad-input-") as home:
         given, answered = Path(home) / "cases.json", Path(home) / "answers.json"
-        given.write_text(json.dumps([{"method": c.method, "path": c.path, "query": c.query,
-                                      **({"body": c.body} if c.has_body else {})} for c in cases]))
-        env = {**os.environ, "PREFECT_HOME": home,
-               "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/unused.db"}
-        proc = subprocess.run([python, "-c", VALIDATE_SCRIPT, str(given), str(answered)], capture_output=True,
-                              text=True, timeout=300, env=env, cwd=home)
+        given.write_text(
+            json.dumps(
+                [
+                    {"method": c.method, "path": c.path, "query": c.query, **({"body": c.body} if c.has_body else {})}
+                    for c in cases
+                ]
+            )
+        )
+        env = {
+            **os.environ,
+            "PREFECT_HOME": home,
+            "PREFECT_SERVER_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/unused.db",
+        }
+        proc = subprocess.run(
+            [python, "-c", VALIDATE_SCRIPT, str(given), str(answered)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            env=env,
+            cwd=home,
+        )
         if proc.returncode != 0 or not answered.exists():
-            raise HarnessError(f"could not ask Prefect {version}'s own app which inputs it rejects (exit "
-                               f"{proc.returncode}): {excerpt(proc.stderr.strip()[-600:], 600)}")
+            raise HarnessError(
+                f"could not ask Prefect {version}'s own app which inputs it rejects (exit "
+                f"{proc.returncode}): {excerpt(proc.stderr.strip()[-600:], 600)}"
+            )
         return [(status, text) for status, text in json.loads(answered.read_text())]
 
 
@@ -363,8 +420,12 @@ class Verdict:
     def send(self, api: ApiClient, request: BadRequest) -> Answer | None:
         """Send ``request`` and record what the target did with it; its answer, or None for no answer at all."""
         try:
-            answer = api.request(request.method, request.path, json_body=request.body if request.has_body else None,
-                                 params=request.query or None)
+            answer = api.request(
+                request.method,
+                request.path,
+                json_body=request.body if request.has_body else None,
+                params=request.query or None,
+            )
         except UnexpectedAnswer as exc:  # no answer at all: the target's, quoted like one
             self.record(request, None, str(exc), api.api_url)
             return None
@@ -375,8 +436,9 @@ class Verdict:
         """After :data:`UNANSWERED_LIMIT` unanswered requests, no more are sent: each would wait out the timeout."""
         if self.unanswered < UNANSWERED_LIMIT:
             return False
-        self.problems.append(f"the target answered none of {self.unanswered} requests; the other "
-                             f"{planned - self.sent} were not sent")
+        self.problems.append(
+            f"the target answered none of {self.unanswered} requests; the other {planned - self.sent} were not sent"
+        )
         return True
 
     def record(self, request: BadRequest, answer: Answer | None, error: str, api_url: str) -> None:
@@ -387,8 +449,11 @@ class Verdict:
             return
         if answer is not None and 400 <= answer.status < 500:
             return
-        got = f"no answer: {error}" if answer is None else (
-            f"{'accepted it' if answer.status < 400 else 'answered a server error'}: {answer.describe()}")
+        got = (
+            f"no answer: {error}"
+            if answer is None
+            else (f"{'accepted it' if answer.status < 400 else 'answered a server error'}: {answer.describe()}")
+        )
         self.problems.append(f"{request.describe()}: the target {got}\n    reproduce: {request.curl(api_url)}")
 
 
@@ -396,10 +461,14 @@ class Verdict:
 UNANSWERED_LIMIT = 2
 #: At most this many requests are quoted in one failure (the rest are counted).
 QUOTED = 3
-HINT = ("Hint: answer 422 (or another 4xx) to a request that breaks the route's schema, as Prefect does; a 5xx "
-        "tells Prefect's client to retry a request that can never succeed, and storing it breaks every client "
-        "that reads the object later")
-SCHEDULE_HINT = ("Hint: validate a schedule as Prefect does before storing it (an interval above zero; a cron string "
-                 "croniter accepts, without R or H; a time zone of the IANA database; an rrule dateutil parses) and "
-                 "answer 422 otherwise: a scheduler that meets a schedule it cannot compute stops scheduling, or "
-                 "creates runs Prefect would never create")
+HINT = (
+    "Hint: answer 422 (or another 4xx) to a request that breaks the route's schema, as Prefect does; a 5xx "
+    "tells Prefect's client to retry a request that can never succeed, and storing it breaks every client "
+    "that reads the object later"
+)
+SCHEDULE_HINT = (
+    "Hint: validate a schedule as Prefect does before storing it (an interval above zero; a cron string "
+    "croniter accepts, without R or H; a time zone of the IANA database; an rrule dateutil parses) and "
+    "answer 422 otherwise: a scheduler that meets a schedule it cannot compute stops scheduling, or "
+    "creates runs Prefect would never create"
+)

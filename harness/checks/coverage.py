@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 
+from harness.errors import means_not_implemented
 from harness.reporting.coverage import Coverage, Route
 from harness.target.api import excerpt
 from harness.target.credentials import api_headers
-from harness.errors import means_not_implemented
 from harness.target.tls import tls_context
 
 METHODS = ("get", "post", "put", "patch", "delete")
@@ -65,8 +65,9 @@ def probe_request(route: Route, operation: dict[str, Any], name: str) -> tuple[s
 
 
 def is_uuid(schema: dict[str, Any]) -> bool:
-    return schema.get("format") == "uuid" or any(s.get("format") == "uuid" and len(schema.get("anyOf", [])) == 1
-                                                 for s in schema.get("anyOf", []))
+    return schema.get("format") == "uuid" or any(
+        s.get("format") == "uuid" and len(schema.get("anyOf", [])) == 1 for s in schema.get("anyOf", [])
+    )
 
 
 def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10.0, workers: int = 8) -> Coverage:
@@ -83,8 +84,12 @@ def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10
         path, body, what = request
         route.probe = f"{route.method} {path} ({what})"
         try:
-            answer = http.request(route.method, path, content=body,
-                                  headers={"Content-Type": "application/json"} if body is not None else None)
+            answer = http.request(
+                route.method,
+                path,
+                content=body,
+                headers={"Content-Type": "application/json"} if body is not None else None,
+            )
         except httpx.HTTPError as exc:
             failures.append(f"{route.method} {path} failed: {type(exc).__name__}: {exc}")
             return
@@ -97,7 +102,11 @@ def probe(api_url: str, document: dict[str, Any], name: str, timeout: float = 10
             route.verdict = "present"
 
     limits = httpx.Limits(max_connections=workers)
-    with httpx.Client(base_url=api_url.rstrip("/"), timeout=timeout, headers=api_headers(), verify=tls_context(),
-                      limits=limits) as http, ThreadPoolExecutor(workers) as pool:
+    with (
+        httpx.Client(
+            base_url=api_url.rstrip("/"), timeout=timeout, headers=api_headers(), verify=tls_context(), limits=limits
+        ) as http,
+        ThreadPoolExecutor(workers) as pool,
+    ):
         list(pool.map(lambda pair: one(http, *pair), pairs))
     return Coverage([route for route, _ in pairs], failures[0] if failures else "")

@@ -30,12 +30,23 @@ from harness.target.api import Answer
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 #: Fields whose value depends on when (or by which server) the call was handled: compared by presence and type.
-VOLATILE = frozenset({
-    "created", "updated", "timestamp", "start_time", "end_time", "expected_start_time", "estimated_run_time",
-    "estimated_start_time_delta", "total_run_time", "last_polled", "last_heartbeat_time",
-    # A WAIT's delay counts down to the run's scheduled time from the moment each server answered.
-    "delay_seconds",
-})
+VOLATILE = frozenset(
+    {
+        "created",
+        "updated",
+        "timestamp",
+        "start_time",
+        "end_time",
+        "expected_start_time",
+        "estimated_run_time",
+        "estimated_start_time_delta",
+        "total_run_time",
+        "last_polled",
+        "last_heartbeat_time",
+        # A WAIT's delay counts down to the run's scheduled time from the moment each server answered.
+        "delay_seconds",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -114,14 +125,17 @@ def assert_same_answer(reference: Answer, expected: Any, target: Answer, actual:
     same normalised body (``expected``, ``actual``: :class:`Normaliser` output, None for no body to compare)."""
     assert target.status // 100 == reference.status // 100, (
         f"{target.method} {target.path} answered {target.status} where Prefect answers {reference.status}: "
-        f"{target.describe()}. Hint: the reference's answer was {reference.describe()}")
+        f"{target.describe()}. Hint: the reference's answer was {reference.describe()}"
+    )
     found = differences(expected, actual) if expected is not None else []
     assert not found, (
         f"the answer to {target.method} {target.path} differs from Prefect's in {len(found)} "
-        f"place{'' if len(found) == 1 else 's'}: " + "; ".join(d.describe() for d in found[:QUOTED])
+        f"place{'' if len(found) == 1 else 's'}: "
+        + "; ".join(d.describe() for d in found[:QUOTED])
         + (f" (and {len(found) - QUOTED} more)" if len(found) > QUOTED else "")
         + ". Hint: real clients were written against Prefect's answers; ids, names, times of handling and datetime "
-        "formats are already normalised, so each of these is a real difference")
+        "formats are already normalised, so each of these is a real difference"
+    )
 
 
 def _show(value: Any) -> str:

@@ -41,9 +41,11 @@ class SchedulerLimits:
     max_scheduled_time: dt.timedelta
 
     def describe(self) -> str:
-        return (f"min_runs={self.min_runs}, max_runs={self.max_runs}, "
-                f"min_scheduled_time={duration(self.min_scheduled_time)}, "
-                f"max_scheduled_time={duration(self.max_scheduled_time)}")
+        return (
+            f"min_runs={self.min_runs}, max_runs={self.max_runs}, "
+            f"min_scheduled_time={duration(self.min_scheduled_time)}, "
+            f"max_scheduled_time={duration(self.max_scheduled_time)}"
+        )
 
 
 def duration(value: dt.timedelta) -> str:
@@ -61,8 +63,12 @@ def prefect_limits() -> SchedulerLimits:
     from prefect.settings.models.server.services import ServerServicesSchedulerSettings  # heavy: only here
 
     fields = ServerServicesSchedulerSettings.model_fields
-    return SchedulerLimits(fields["min_runs"].default, fields["max_runs"].default,
-                           fields["min_scheduled_time"].default, fields["max_scheduled_time"].default)
+    return SchedulerLimits(
+        fields["min_runs"].default,
+        fields["max_runs"].default,
+        fields["min_scheduled_time"].default,
+        fields["max_scheduled_time"].default,
+    )
 
 
 def parse_limits(text: str, defaults: SchedulerLimits) -> SchedulerLimits:
@@ -82,8 +88,9 @@ def parse_limits(text: str, defaults: SchedulerLimits) -> SchedulerLimits:
                 raise ValueError(f"{name} must be a time such as 3600, 90m, 1h or 100d; got {raw!r}")
             values[name] = dt.timedelta(seconds=float(match[1]) * UNITS[match[2] or "s"])
         else:
-            raise ValueError(f"unknown limit {name!r}: the limits are min_runs, max_runs, min_scheduled_time and "
-                             "max_scheduled_time")
+            raise ValueError(
+                f"unknown limit {name!r}: the limits are min_runs, max_runs, min_scheduled_time and max_scheduled_time"
+            )
     limits = SchedulerLimits(**{**defaults.__dict__, **values})
     if limits.min_runs > limits.max_runs:
         raise ValueError(f"min_runs ({limits.min_runs}) is more than max_runs ({limits.max_runs})")
@@ -96,7 +103,8 @@ def scheduler_limits() -> SchedulerLimits:
 
 
 def prefect_pass(schedule: dict[str, Any], start: dt.datetime, limits: SchedulerLimits) -> list[dt.datetime]:
-    """The runs one pass of Prefect's scheduler makes of ``schedule`` at ``start`` (``_generate_scheduled_flow_runs``)."""
+    """The runs one pass of Prefect's scheduler makes of ``schedule`` at ``start``
+    (``_generate_scheduled_flow_runs``)."""
     dates = prefect_occurrences(schedule, start, start + limits.max_scheduled_time, n=limits.max_runs)
     for index, date in enumerate(dates):
         if index + 1 >= limits.min_runs and date >= start + limits.min_scheduled_time:
@@ -116,8 +124,10 @@ def why_it_ends(dates: Sequence[dt.datetime], start: dt.datetime, limits: Schedu
     if len(dates) >= limits.max_runs:
         return f"max_runs={limits.max_runs} of them"
     if len(dates) >= limits.min_runs and dates and dates[-1] >= start + limits.min_scheduled_time:
-        return (f"until the first at or past min_scheduled_time={duration(limits.min_scheduled_time)} ahead once "
-                f"there are min_runs={limits.min_runs}")
+        return (
+            f"until the first at or past min_scheduled_time={duration(limits.min_scheduled_time)} ahead once "
+            f"there are min_runs={limits.min_runs}"
+        )
     return f"every one within max_scheduled_time={duration(limits.max_scheduled_time)} ahead"
 
 
@@ -127,7 +137,9 @@ def span(dates: Sequence[dt.datetime]) -> str:
     return f"{len(dates)} runs, {describe_instant(dates[0])} to {describe_instant(dates[-1])}"
 
 
-def pass_starts(schedule: dict[str, Any], low: dt.datetime, high: dt.datetime, limits: SchedulerLimits) -> list[dt.datetime]:
+def pass_starts(
+    schedule: dict[str, Any], low: dt.datetime, high: dt.datetime, limits: SchedulerLimits
+) -> list[dt.datetime]:
     """Every instant in [low, high] from which a pass can differ from the one before: the result of
     :func:`prefect_pass` changes only where ``start`` passes an occurrence, or passes one less ``min_scheduled_time``
     (both comparisons are inclusive, so each interval between two of them is represented by its end)."""
@@ -137,9 +149,16 @@ def pass_starts(schedule: dict[str, Any], low: dt.datetime, high: dt.datetime, l
     return sorted({low, high} | {edge for edge in edges if low <= edge <= high})
 
 
-def horizon_problem(schedule: dict[str, Any], times: Sequence[dt.datetime], *, created: dt.datetime,
-                    observed: dt.datetime, limits: SchedulerLimits, lag: dt.timedelta,
-                    tolerance: dt.timedelta) -> str | None:
+def horizon_problem(
+    schedule: dict[str, Any],
+    times: Sequence[dt.datetime],
+    *,
+    created: dt.datetime,
+    observed: dt.datetime,
+    limits: SchedulerLimits,
+    lag: dt.timedelta,
+    tolerance: dt.timedelta,
+) -> str | None:
     """What is wrong with ``times``, the scheduled runs of a deployment with the one active ``schedule`` created at
     ``created``, read at ``observed`` (both by the harness's clock, ``tolerance`` the clocks' disagreement), or None.
 
@@ -150,12 +169,16 @@ def horizon_problem(schedule: dict[str, Any], times: Sequence[dt.datetime], *, c
     ordered = sorted(times)
     doubled = sorted({t for t in ordered if ordered.count(t) > 1})
     if doubled:
-        return (f"{len(doubled)} occurrences were scheduled more than once, e.g. {describe_instant(doubled[0])} "
-                f"{ordered.count(doubled[0])} times; Prefect inserts each occurrence of a schedule once")
+        return (
+            f"{len(doubled)} occurrences were scheduled more than once, e.g. {describe_instant(doubled[0])} "
+            f"{ordered.count(doubled[0])} times; Prefect inserts each occurrence of a schedule once"
+        )
     early = [t for t in ordered if t < created - tolerance]
     if early:
-        return (f"{len(early)} runs are due before the deployment was created at {describe_instant(created)}, e.g. "
-                f"{describe_instant(early[0])}; Prefect's scheduler makes no run before now")
+        return (
+            f"{len(early)} runs are due before the deployment was created at {describe_instant(created)}, e.g. "
+            f"{describe_instant(early[0])}; Prefect's scheduler makes no run before now"
+        )
     if ordered:
         on_schedule = set(prefect_occurrences(schedule, created - tolerance, ordered[-1], n=len(ordered) + 10))
         off = [t for t in ordered if t not in on_schedule]
@@ -173,9 +196,13 @@ def horizon_problem(schedule: dict[str, Any], times: Sequence[dt.datetime], *, c
     latest = prefect_pass(schedule, high, limits)
     expected = [t for t in latest if t >= observed]
     first = next((i for i, (a, b) in enumerate(zip(expected, ahead)) if a != b), min(len(expected), len(ahead)))
-    difference = (f"first difference at run {first + 1}: Prefect's is "
-                  f"{describe_instant(expected[first]) if first < len(expected) else 'none'}, the target's "
-                  f"{describe_instant(ahead[first]) if first < len(ahead) else 'none'}")
-    return (f"the runs not yet due at {describe_instant(observed)} are {span(ahead)}; Prefect's scheduler keeps "
-            f"{span(expected)}: the schedule's occurrences from now, {why_it_ends(latest, high, limits)}, topped up "
-            f"within {lag.total_seconds():.0f} s as they fall due ({difference}). Limits: {limits.describe()}")
+    difference = (
+        f"first difference at run {first + 1}: Prefect's is "
+        f"{describe_instant(expected[first]) if first < len(expected) else 'none'}, the target's "
+        f"{describe_instant(ahead[first]) if first < len(ahead) else 'none'}"
+    )
+    return (
+        f"the runs not yet due at {describe_instant(observed)} are {span(ahead)}; Prefect's scheduler keeps "
+        f"{span(expected)}: the schedule's occurrences from now, {why_it_ends(latest, high, limits)}, topped up "
+        f"within {lag.total_seconds():.0f} s as they fall due ({difference}). Limits: {limits.describe()}"
+    )

@@ -22,12 +22,20 @@ from harness.checks.objects import Created, create_deployment, create_flow, crea
 from harness.checks.polling import create_run
 from harness.checks.timestamps import describe_instant, read_instant, utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
-from harness.clients.lifecycle import (FLOW_KEYS, SlotAsks, decided, entrypoint, limit_asks, read_ledger,
-                                       start_lifecycle_runner, write_lifecycle_flows)
-from harness.target.api import ApiClient
-from harness.errors import HarnessError, UnexpectedAnswer
-from harness.waits import timeout_scale, wait_until
+from harness.clients.lifecycle import (
+    FLOW_KEYS,
+    SlotAsks,
+    decided,
+    entrypoint,
+    limit_asks,
+    read_ledger,
+    start_lifecycle_runner,
+    write_lifecycle_flows,
+)
 from harness.clients.progress import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state
+from harness.errors import HarnessError, UnexpectedAnswer
+from harness.target.api import ApiClient
+from harness.waits import timeout_scale, wait_until
 
 #: How long a run may take to be picked up and reach its flow code, or to end (a flow-run process starts in 1-2 s).
 RUN_TIMEOUT = 90.0
@@ -97,8 +105,11 @@ class Lifecycle:
     second_wave: Callable[[], None] = lambda: None
 
     def poll_path(self, client: str) -> str:
-        return (f"/work_pools/{self.pool_name}/get_scheduled_flow_runs" if client == "worker"
-                else "/deployments/get_scheduled_flow_runs")
+        return (
+            f"/work_pools/{self.pool_name}/get_scheduled_flow_runs"
+            if client == "worker"
+            else "/deployments/get_scheduled_flow_runs"
+        )
 
 
 #: How many workers share the crowd's pool, and how many runs are due there at once (the exactly-once check).
@@ -137,23 +148,43 @@ PURPOSES = {
 def wanted_purposes(request: pytest.FixtureRequest) -> set[str]:
     """The purposes of :data:`PURPOSES` whose checks this session runs in the requesting module (after ``-k`` and
     ``-m``)."""
-    selected = {getattr(item, "originalname", item.name) for item in request.session.items
-                if getattr(item, "module", None) is request.module}
+    selected = {
+        getattr(item, "originalname", item.name)
+        for item in request.session.items
+        if getattr(item, "module", None) is request.module
+    }
     return {purpose for purpose, checks in PURPOSES.items() if selected & set(checks)}
 
 
 #: The purposes whose runs the worker runs (the others are the Runner's alone, or have workers of their own).
-WORKER_PURPOSES = frozenset({"cancel", "crash", "flaky", "pausing", "suspending", "early", "limited", "tagged", "queued",
-                             "quick"})
+WORKER_PURPOSES = frozenset(
+    {"cancel", "crash", "flaky", "pausing", "suspending", "early", "limited", "tagged", "queued", "quick"}
+)
 #: The flows the Runner must serve for each purpose (a Runner serving a flow no check runs only costs a deployment).
-RUNNER_FLOWS = {"cancel": ("blocking",), "crash": ("blocking",), "early": ("blocking",), "flaky": ("flaky",),
-                "pausing": ("pausing",), "suspending": ("suspending",), "asking": ("asking",), "expiring": ("expiring",),
-                "nesting": ("nesting", "blocking"), "limited": ("limited",), "tagged": ("limited",),
-                "leasing": ("leasing",)}
+RUNNER_FLOWS = {
+    "cancel": ("blocking",),
+    "crash": ("blocking",),
+    "early": ("blocking",),
+    "flaky": ("flaky",),
+    "pausing": ("pausing",),
+    "suspending": ("suspending",),
+    "asking": ("asking",),
+    "expiring": ("expiring",),
+    "nesting": ("nesting", "blocking"),
+    "limited": ("limited",),
+    "tagged": ("limited",),
+    "leasing": ("leasing",),
+}
 
 
-def build_lifecycle(wanted: set[str], api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
-                    module_created: Created, scenario_dir: Path) -> Lifecycle:
+def build_lifecycle(
+    wanted: set[str],
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir: Path,
+) -> Lifecycle:
     """The flows file, a Runner serving the flows the ``wanted`` purposes run, and (where one needs it) a process
     pool with a deployment of each flow and its worker; then the first wave of the runs the purposes act on, created
     together so the clients run them side by side. Stop its :attr:`Lifecycle.asks` when the module ends."""
@@ -165,11 +196,21 @@ def build_lifecycle(wanted: set[str], api: ApiClient, actors: Callable[..., Acto
     pull = [{"prefect.deployments.steps.set_working_directory": {"directory": str(flows_dir)}}]
     flows = {key: create_flow(api, module_created, flow_name)["id"] for key, flow_name in flow_names.items()}
     needs_worker = bool(wanted & WORKER_PURPOSES)
-    worker_deployments = {
-        key: create_deployment(api, flows[key], module_names(f"worker-{key}"), work_pool_name=pool_name,
-                               entrypoint=entrypoint(key), pull_steps=pull)["id"]
-        for key in ("blocking", "flaky", "pausing", "suspending", "limited", "quick")
-    } if needs_worker else {}
+    worker_deployments = (
+        {
+            key: create_deployment(
+                api,
+                flows[key],
+                module_names(f"worker-{key}"),
+                work_pool_name=pool_name,
+                entrypoint=entrypoint(key),
+                pull_steps=pull,
+            )["id"]
+            for key in ("blocking", "flaky", "pausing", "suspending", "limited", "quick")
+        }
+        if needs_worker
+        else {}
+    )
     served = {key for purpose in wanted for key in RUNNER_FLOWS.get(purpose, ())}
     runner_names = {key: module_names(f"runner-{key}") for key in FLOW_KEYS if key in served}
     started: dict[str, Actor] = {}
@@ -186,17 +227,30 @@ def build_lifecycle(wanted: set[str], api: ApiClient, actors: Callable[..., Acto
         key: wait_for_deployment(api, flow_names[key], name, actor=started["runner"], timeout=RUN_TIMEOUT)["id"]
         for key, name in runner_names.items()
     }
-    lifecycle = Lifecycle(flows_dir, pool_name, started, {"runner": runner_deployments, "worker": worker_deployments},
-                          (lost_pool, lost_worker), flows, pull,
-                          SlotAsks(flows_dir, [a for n, a in started.items() if n in ("runner", "worker")]))
+    lifecycle = Lifecycle(
+        flows_dir,
+        pool_name,
+        started,
+        {"runner": runner_deployments, "worker": worker_deployments},
+        (lost_pool, lost_worker),
+        flows,
+        pull,
+        SlotAsks(flows_dir, [a for n, a in started.items() if n in ("runner", "worker")]),
+    )
     for client, deployments in lifecycle.deployments.items():
         if client not in started:
             continue
         now = utc_now()
         runs = lifecycle.runs[client] = {
             purpose: create_run(api, deployments[flow], module_names(client, purpose), now)
-            for purpose, flow in (("cancel", "blocking"), ("crash", "blocking"), ("flaky", "flaky"),
-                                  ("pausing", "pausing"), ("suspending", "suspending")) if purpose in wanted
+            for purpose, flow in (
+                ("cancel", "blocking"),
+                ("crash", "blocking"),
+                ("flaky", "flaky"),
+                ("pausing", "pausing"),
+                ("suspending", "suspending"),
+            )
+            if purpose in wanted
         }
         if "early" in wanted:
             lifecycle.early_due[client] = due = now + EARLY_BY
@@ -208,22 +262,34 @@ def build_lifecycle(wanted: set[str], api: ApiClient, actors: Callable[..., Acto
     if "leasing" in wanted:  # with the first wave: the slot is freed a minute after it is taken, at the soonest
         try:
             lifecycle.lease_limit = create_global_limit(api, module_created, module_names("lease-limit"))
-            lifecycle.runs["runner"]["leasing"] = create_run(api, runner_deployments["leasing"],
-                                                             module_names("runner", "leasing"), utc_now(),
-                                                             parameters={"limit": lifecycle.lease_limit})
+            lifecycle.runs["runner"]["leasing"] = create_run(
+                api,
+                runner_deployments["leasing"],
+                module_names("runner", "leasing"),
+                utc_now(),
+                parameters={"limit": lifecycle.lease_limit},
+            )
         except (UnexpectedAnswer, AssertionError) as exc:  # the target's answer: the check says so
             lifecycle.lease_limit = exc
     if "expiring" in wanted:  # the server's doing alone: one client's run is enough
-        lifecycle.runs["runner"]["expiring"] = create_run(api, runner_deployments["expiring"],
-                                                          module_names("runner", "expiring"), utc_now())
-    lifecycle.second_wave = lambda: make_second_wave(lifecycle, api, wanted, module_names, module_created,
-                                                     flow_names, runner_names)
+        lifecycle.runs["runner"]["expiring"] = create_run(
+            api, runner_deployments["expiring"], module_names("runner", "expiring"), utc_now()
+        )
+    lifecycle.second_wave = lambda: make_second_wave(
+        lifecycle, api, wanted, module_names, module_created, flow_names, runner_names
+    )
     return lifecycle
 
 
 @pytest.fixture(scope="module")
-def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[..., Actor],
-              module_names: Callable[..., str], module_created: Created, scenario_dir: Path) -> Iterator[Lifecycle]:
+def lifecycle(
+    request: pytest.FixtureRequest,
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+    scenario_dir: Path,
+) -> Iterator[Lifecycle]:
     """The requesting module's clients and the runs its selected checks act on (:func:`build_lifecycle`): each
     lifecycle module imports this one fixture."""
     world = build_lifecycle(wanted_purposes(request), api, actors, module_names, module_created, scenario_dir)
@@ -231,8 +297,15 @@ def lifecycle(request: pytest.FixtureRequest, api: ApiClient, actors: Callable[.
     world.asks.stop()
 
 
-def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], module_names: Callable[..., str],
-                     module_created: Created, flow_names: dict[str, str], runner_names: dict[str, str]) -> None:
+def make_second_wave(
+    lifecycle: Lifecycle,
+    api: ApiClient,
+    wanted: set[str],
+    module_names: Callable[..., str],
+    module_created: Created,
+    flow_names: dict[str, str],
+    runner_names: dict[str, str],
+) -> None:
     """The runs of the subflow, input, concurrency and task-retry checks, made together once the first of those
     checks begins: by then the first wave's runs have started. Made with the first wave, some twenty flow-run
     processes started at once, and the SQLite reference answered a worker 503 ("database is locked") in a loaded
@@ -252,32 +325,55 @@ def make_second_wave(lifecycle: Lifecycle, api: ApiClient, wanted: set[str], mod
             lifecycle.tag = exc
     if "queued" in wanted:
         try:
-            queued = create_deployment(api, lifecycle.flows["holding"], module_names("worker-holding"),
-                                       work_pool_name=lifecycle.pool_name, entrypoint=entrypoint("holding"),
-                                       pull_steps=lifecycle.pull, concurrency_limit=1)
-            lifecycle.queued = [create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now())
-                                for n in (1, 2)]
+            queued = create_deployment(
+                api,
+                lifecycle.flows["holding"],
+                module_names("worker-holding"),
+                work_pool_name=lifecycle.pool_name,
+                entrypoint=entrypoint("holding"),
+                pull_steps=lifecycle.pull,
+                concurrency_limit=1,
+            )
+            lifecycle.queued = [
+                create_run(api, queued["id"], module_names("worker", "queued", str(n)), utc_now()) for n in (1, 2)
+            ]
         except (UnexpectedAnswer, AssertionError) as exc:
             lifecycle.queued = exc
     for client in CLIENTS:
         runs, now = lifecycle.runs.setdefault(client, {}), utc_now()
         if isinstance(lifecycle.limit, str) and lifecycle.limit:  # one run of each client holds the slot in turn
-            runs["limited"] = create_run(api, deployments[client]["limited"], module_names(client, "limited"), now,
-                                         parameters={"limit": lifecycle.limit, "peers": 2})
+            runs["limited"] = create_run(
+                api,
+                deployments[client]["limited"],
+                module_names(client, "limited"),
+                now,
+                parameters={"limit": lifecycle.limit, "peers": 2},
+            )
         if isinstance(lifecycle.tag, str) and lifecycle.tag:  # one task of each client's run holds the slot in turn
-            runs["tagged"] = create_run(api, deployments[client]["limited"], module_names(client, "tagged"), now,
-                                        parameters={"limit": lifecycle.tag, "peers": 2, "tag": True})
+            runs["tagged"] = create_run(
+                api,
+                deployments[client]["limited"],
+                module_names(client, "tagged"),
+                now,
+                parameters={"limit": lifecycle.tag, "peers": 2, "tag": True},
+            )
     # One client's run is enough where the behaviour is the server's (or one client's as much as the other's).
     if "asking" in wanted:
-        lifecycle.runs["runner"]["asking"] = create_run(api, deployments["runner"]["asking"],
-                                                        module_names("runner", "asking"), utc_now())
+        lifecycle.runs["runner"]["asking"] = create_run(
+            api, deployments["runner"]["asking"], module_names("runner", "asking"), utc_now()
+        )
     if "nesting" in wanted:
         lifecycle.runs["runner"]["nesting"] = create_run(
-            api, deployments["runner"]["nesting"], module_names("runner", "nesting"), utc_now(),
-            parameters={"child": f"{flow_names['blocking']}/{runner_names['blocking']}"})
+            api,
+            deployments["runner"]["nesting"],
+            module_names("runner", "nesting"),
+            utc_now(),
+            parameters={"child": f"{flow_names['blocking']}/{runner_names['blocking']}"},
+        )
     if "quick" in wanted:
-        lifecycle.runs["worker"]["quick"] = create_run(api, deployments["worker"]["quick"],
-                                                       module_names("worker", "quick"), utc_now())
+        lifecycle.runs["worker"]["quick"] = create_run(
+            api, deployments["worker"]["quick"], module_names("worker", "quick"), utc_now()
+        )
 
 
 def second_wave(lifecycle: Lifecycle) -> Lifecycle:
@@ -287,8 +383,9 @@ def second_wave(lifecycle: Lifecycle) -> Lifecycle:
     return lifecycle
 
 
-def create_limit(api: ApiClient, created: Created, path: str, body: dict[str, Any], size_key: str,
-                 delete_path: str) -> None:
+def create_limit(
+    api: ApiClient, created: Created, path: str, body: dict[str, Any], size_key: str, delete_path: str
+) -> None:
     """A concurrency limit of one slot, ``POST {path}`` with ``body``, checked to say so under ``size_key``; deleted
     with the module's objects."""
     answer = api.post(path, body, expect=(200, 201))
@@ -300,15 +397,22 @@ def create_limit(api: ApiClient, created: Created, path: str, body: dict[str, An
 def create_tag_limit(api: ApiClient, created: Created, tag: str) -> str:
     """A task-run concurrency limit (v1) of one slot on ``tag``, as ``prefect concurrency-limit create TAG 1`` makes
     it: the tag."""
-    create_limit(api, created, "/concurrency_limits/", {"tag": tag, "concurrency_limit": 1}, "concurrency_limit",
-                 f"/concurrency_limits/tag/{tag}")
+    create_limit(
+        api,
+        created,
+        "/concurrency_limits/",
+        {"tag": tag, "concurrency_limit": 1},
+        "concurrency_limit",
+        f"/concurrency_limits/tag/{tag}",
+    )
     return tag
 
 
 def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
     """A global concurrency limit (v2) of one slot, as ``prefect gcl create NAME --limit 1`` makes it: its name."""
-    create_limit(api, created, "/v2/concurrency_limits/", {"name": name, "limit": 1}, "limit",
-                 f"/v2/concurrency_limits/{name}")
+    create_limit(
+        api, created, "/v2/concurrency_limits/", {"name": name, "limit": 1}, "limit", f"/v2/concurrency_limits/{name}"
+    )
     return name
 
 
@@ -331,8 +435,16 @@ def process_gone(pid: int) -> bool:
         return False
 
 
-def await_started(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str, state_type: str,
-                  state_name: str | None = None, *, hint: str) -> tuple[dict[str, Any], dict[str, Any]]:
+def await_started(
+    api: ApiClient,
+    lifecycle: Lifecycle,
+    client: str,
+    run_id: str,
+    state_type: str,
+    state_name: str | None = None,
+    *,
+    hint: str,
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Until the run's flow code has started (its ledger entry) and the target says ``state_type`` (and
     ``state_name``, if given): (the entry, the run)."""
     actor = lifecycle.actors[client]
@@ -347,16 +459,22 @@ def await_started(api: ApiClient, lifecycle: Lifecycle, client: str, run_id: str
         actor_can_still_act(actor, lifecycle.poll_path(client))
         raise AssertionError(f"run is {describe_state(run)}, its flow code {'started' if entries else 'not started'}")
 
-    return wait_until(probe, awaiting=f"the {client} to start flow run {run_id} and the target to say {wanted}",
-                      timeout=RUN_TIMEOUT, interval=0.25, hint=hint)
+    return wait_until(
+        probe,
+        awaiting=f"the {client} to start flow run {run_id} and the target to say {wanted}",
+        timeout=RUN_TIMEOUT,
+        interval=0.25,
+        hint=hint,
+    )
 
 
 def orchestration_result(api: ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
     """``POST path`` (a set_state or a resume) answered with an orchestration result ``{status, state, details}``."""
     result = api.post(path, body, expect=(200, 201))
     if not isinstance(result, dict) or "status" not in result:
-        raise UnexpectedAnswer(f"POST {path} answered {str(result)[:300]}, not an orchestration result "
-                               "{status, state, details}")
+        raise UnexpectedAnswer(
+            f"POST {path} answered {str(result)[:300]}, not an orchestration result {{status, state, details}}"
+        )
     return result
 
 
@@ -368,7 +486,9 @@ def cancel(api: ApiClient, run_id: str) -> dict[str, Any]:
 def proposal_outcome(result: dict[str, Any]) -> str:
     state = result.get("state") or {}
     reason = (result.get("details") or {}).get("reason")
-    return f"{result.get('status')} with state {state.get('type')}/{state.get('name')}" + (f" ({reason})" if reason else "")
+    return f"{result.get('status')} with state {state.get('type')}/{state.get('name')}" + (
+        f" ({reason})" if reason else ""
+    )
 
 
 def cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str:
@@ -388,21 +508,39 @@ def cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str
 
 def _cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> str:
     run = lifecycle.runs[client]["cancel"]
-    started, _ = await_started(api, lifecycle, client, run["id"], "RUNNING",
-                               hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out")
+    started, _ = await_started(
+        api,
+        lifecycle,
+        client,
+        run["id"],
+        "RUNNING",
+        hint=f"the {client} starts the runs that {lifecycle.poll_path(client)} hands out",
+    )
     result = cancel(api, run["id"])
     assert result.get("status") == "ACCEPT" and (result.get("state") or {}).get("type") == "CANCELLING", (
         f"proposing CANCELLING for RUNNING run {run['id']} got {proposal_outcome(result)}; Prefect accepts it "
-        "(the client that runs it then kills its process)")
+        "(the client that runs it then kills its process)"
+    )
     final = wait_for_final_state(
-        api, run["id"], actor=lifecycle.actors[client], timeout=CANCEL_TIMEOUT, poll_path=lifecycle.poll_path(client),
+        api,
+        run["id"],
+        actor=lifecycle.actors[client],
+        timeout=CANCEL_TIMEOUT,
+        poll_path=lifecycle.poll_path(client),
         hint=f"the {client} learns of a cancellation from the prefect.flow-run.Cancelling event (WS /events/out) or "
-        "its poll of POST /flow_runs/filter for CANCELLING runs, then kills the process and sets CANCELLED")
+        "its poll of POST /flow_runs/filter for CANCELLING runs, then kills the process and sets CANCELLED",
+    )
     assert final["state"]["type"] == "CANCELLED", (
         f"the cancelled run ended {describe_state(final)}, not CANCELLED; its flow code wrote "
-        f"{ledger_events(lifecycle, run['id'])}")
-    wait_until(lambda: process_gone(started["pid"]), awaiting=f"the cancelled run's process {started['pid']} to exit",
-               timeout=CANCEL_TIMEOUT, interval=0.2, hint=f"the {client} kills the flow-run process it cancels")
+        f"{ledger_events(lifecycle, run['id'])}"
+    )
+    wait_until(
+        lambda: process_gone(started["pid"]),
+        awaiting=f"the cancelled run's process {started['pid']} to exit",
+        timeout=CANCEL_TIMEOUT,
+        interval=0.2,
+        hint=f"the {client} kills the flow-run process it cancels",
+    )
     return run["id"]
 
 
@@ -447,12 +585,17 @@ def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, nam
     """The two runs made for ``purpose`` (one per client) completed, and their flows' holds of ``what`` never
     overlapped."""
     runs = {client: lifecycle.runs[client][purpose] for client in CLIENTS}
-    finals = {client: wait_for_final_state(api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT,
-                                           poll_path=lifecycle.poll_path(client)) for client, run in runs.items()}
+    finals = {
+        client: wait_for_final_state(
+            api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT, poll_path=lifecycle.poll_path(client)
+        )
+        for client, run in runs.items()
+    }
     spans = {client: ledger_span(lifecycle, run["id"], "acquired", "releasing") for client, run in runs.items()}
     assert all(final["state"]["type"] == "COMPLETED" for final in finals.values()) and all(spans.values()), (
         f"the two runs holding {what} {name!r} ended "
-        f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes")
+        f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes"
+    )
     (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
     asks = limit_asks(lifecycle.flows_dir, name)
     # Decided (granted, or refused as taken) before the first holder let go; a busy server's 503 decides nothing.
@@ -461,18 +604,22 @@ def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, nam
     assert len(granted) <= 1, (
         f"the target granted {what} {name!r} {len(granted)} times while the {first}'s run held it: its answers to "
         f"the asks for a slot (POST .../increment) were {describe_asks(asks, first_span[0])}, and the {first}'s run "
-        f"let the slot go at +{first_span[1] - first_span[0]:.2f} s. Prefect answers 423 (Locked) while the limit's one "
-        "slot is taken (the client asks again after Retry-After)")
+        f"let the slot go at +{first_span[1] - first_span[0]:.2f} s. Prefect answers 423 (Locked) while the limit's "
+        "one "
+        "slot is taken (the client asks again after Retry-After)"
+    )
     if len(during) < len(runs):  # the holder's own ask and the other's, or the check proved nothing
         raise HarnessError(
             f"the {second}'s run asked for {what} {name!r} only after the {first}'s run had let it go (the answers: "
             f"{describe_asks(asks, first_span[0])}; let go at +{first_span[1] - first_span[0]:.2f} s): a holder keeps "
-            "its slot up to a minute for the other's ask, so the machine was too loaded to test the limit")
+            "its slot up to a minute for the other's ask, so the machine was too loaded to test the limit"
+        )
     overlap = first_span[1] - second_span[0]
     assert overlap <= 0, (
         f"the {second}'s run took {what} {name!r} {overlap:.2f} s before the {first}'s run let it go (at "
         f"{describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target granted a slot "
-        "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)")
+        "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)"
+    )
 
 
 def describe_asks(asks: list[dict[str, Any]], since: float) -> str:
@@ -484,13 +631,19 @@ def active_slots(api: ApiClient, name: str) -> int:
     """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
     limit = api.get(f"/v2/concurrency_limits/{name}")
     if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
-        raise UnexpectedAnswer(f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with "
-                               "its active_slots")
+        raise UnexpectedAnswer(
+            f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with its active_slots"
+        )
     return limit["active_slots"]
 
 
-def crowd(lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], module_names: Callable[..., str],
-          module_created: Created) -> list[dict[str, Any]]:
+def crowd(
+    lifecycle: Lifecycle,
+    api: ApiClient,
+    actors: Callable[..., Actor],
+    module_names: Callable[..., str],
+    module_created: Created,
+) -> list[dict[str, Any]]:
     """Six runs of the quick flow due at once on a pool of their own, then three process workers started on it
     together, so that each worker's first poll finds them all: the crowd's runs (made once, for whichever check
     needs them first).
@@ -501,14 +654,26 @@ def crowd(lifecycle: Lifecycle, api: ApiClient, actors: Callable[..., Actor], mo
     if not lifecycle.crowd_runs:
         pool = module_names("crowd-pool")
         create_work_pool(api, module_created, pool)
-        deployment = create_deployment(api, lifecycle.flows["quick"], module_names("crowd-quick"), work_pool_name=pool,
-                                       entrypoint=entrypoint("quick"), pull_steps=lifecycle.pull)["id"]
-        lifecycle.crowd_runs = [create_run(api, deployment, module_names("crowd", str(n)), utc_now())
-                                for n in range(1, CROWD_RUNS + 1)]
+        deployment = create_deployment(
+            api,
+            lifecycle.flows["quick"],
+            module_names("crowd-quick"),
+            work_pool_name=pool,
+            entrypoint=entrypoint("quick"),
+            pull_steps=lifecycle.pull,
+        )["id"]
+        lifecycle.crowd_runs = [
+            create_run(api, deployment, module_names("crowd", str(n)), utc_now()) for n in range(1, CROWD_RUNS + 1)
+        ]
         lifecycle.crowd_pool = pool
         for n in range(1, CROWD_WORKERS + 1):
-            lifecycle.actors[f"crowd-worker-{n}"] = actors(start_worker, pool_name=pool, worker_name=module_names(
-                f"crowd-{n}"), name=f"crowd-worker-{n}", limit=CROWD_WORKER_LIMIT)
+            lifecycle.actors[f"crowd-worker-{n}"] = actors(
+                start_worker,
+                pool_name=pool,
+                worker_name=module_names(f"crowd-{n}"),
+                name=f"crowd-worker-{n}",
+                limit=CROWD_WORKER_LIMIT,
+            )
     return lifecycle.crowd_runs
 
 
@@ -518,20 +683,27 @@ def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor
     changed meanwhile, its new execution is awaited to its end and the round repeats. Then the flows' ledger holds
     every execution there was."""
     deadline = time.monotonic() + 2 * RUN_TIMEOUT * timeout_scale()
-    finals = [wait_for_final_state(api, run["id"], actor=workers[0], timeout=2 * RUN_TIMEOUT, poll_path=poll)
-              for run in runs]
+    finals = [
+        wait_for_final_state(api, run["id"], actor=workers[0], timeout=2 * RUN_TIMEOUT, poll_path=poll) for run in runs
+    ]
     while True:
         since = utc_now().timestamp()
         for actor in workers:
-            wait_until(lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
-                       awaiting=f"{actor.name} to poll {poll} once more after the runs ended", timeout=RUN_TIMEOUT,
-                       interval=0.25)
-        moved = any((api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")
-                    for run, final in zip(runs, finals))
+            wait_until(
+                lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
+                awaiting=f"{actor.name} to poll {poll} once more after the runs ended",
+                timeout=RUN_TIMEOUT,
+                interval=0.25,
+            )
+        moved = any(
+            (api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")
+            for run, final in zip(runs, finals)
+        )
         if not moved or time.monotonic() > deadline:
             return finals
-        finals = [wait_for_final_state(api, run["id"], actor=workers[0], timeout=RUN_TIMEOUT, poll_path=poll)
-                  for run in runs]
+        finals = [
+            wait_for_final_state(api, run["id"], actor=workers[0], timeout=RUN_TIMEOUT, poll_path=poll) for run in runs
+        ]
 
 
 def task_runs_of(api: ApiClient, flow_run_id: str) -> list[dict[str, Any]]:
@@ -539,5 +711,3 @@ def task_runs_of(api: ApiClient, flow_run_id: str) -> list[dict[str, Any]]:
     if not isinstance(runs, list):
         raise UnexpectedAnswer(f"POST /task_runs/filter answered {str(runs)[:300]}, not a list of task runs")
     return runs
-
-

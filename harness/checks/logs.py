@@ -12,8 +12,8 @@ from typing import Any
 
 from harness.checks.timestamps import describe_instant, read_instant
 from harness.clients.actors import Actor
-from harness.target.api import ApiClient
 from harness.errors import HarnessError, UnexpectedAnswer, WaitTimeout
+from harness.target.api import ApiClient
 from harness.waits import wait_until
 
 #: How long a flow-run process may take to send its last lines after its run is final (it sends them as it exits).
@@ -33,8 +33,14 @@ class Line:
 
     @classmethod
     def of(cls, log: dict[str, Any], where: str) -> "Line":
-        return cls(read_instant(log.get("timestamp"), f"{where} timestamp"), log.get("name"), log.get("level"),
-                   log.get("message"), log.get("flow_run_id"), log.get("task_run_id"))
+        return cls(
+            read_instant(log.get("timestamp"), f"{where} timestamp"),
+            log.get("name"),
+            log.get("level"),
+            log.get("message"),
+            log.get("flow_run_id"),
+            log.get("task_run_id"),
+        )
 
     def __str__(self) -> str:
         message = self.message if len(self.message or "") <= 60 else self.message[:57] + "..."
@@ -55,23 +61,34 @@ def difference(what: str, expected: list[Line], actual: list[Line]) -> str | Non
     """None when equal; otherwise where the two lists first differ, both lines quoted."""
     for index, (want, got) in enumerate(zip(expected, actual)):
         if want != got:
-            fields = [f for f in ("instant", "name", "level", "message", "flow_run_id", "task_run_id")
-                      if getattr(want, f) != getattr(got, f)]
-            return (f"{what}: line {index} of {len(expected)} differs in {', '.join(fields)}:\n"
-                    f"  expected {want}\n  actual   {got}"
-                    + (f"\n  (the expected line is the target's line {actual.index(want)})" if want in actual else ""))
+            fields = [
+                f
+                for f in ("instant", "name", "level", "message", "flow_run_id", "task_run_id")
+                if getattr(want, f) != getattr(got, f)
+            ]
+            return (
+                f"{what}: line {index} of {len(expected)} differs in {', '.join(fields)}:\n"
+                f"  expected {want}\n  actual   {got}"
+                + (f"\n  (the expected line is the target's line {actual.index(want)})" if want in actual else "")
+            )
     if len(expected) != len(actual):
-        more = actual[len(expected):] or expected[len(actual):]
+        more = actual[len(expected) :] or expected[len(actual) :]
         kind = "more" if len(actual) > len(expected) else "fewer"
-        return (f"{what}: {len(actual)} lines, {kind} than the {len(expected)} expected; "
-                f"{'first extra' if kind == 'more' else 'first missing'}: {more[0]}")
+        return (
+            f"{what}: {len(actual)} lines, {kind} than the {len(expected)} expected; "
+            f"{'first extra' if kind == 'more' else 'first missing'}: {more[0]}"
+        )
     return None
 
 
 def sent_lines(batches: list[Any], flow_run_id: str) -> list["Line"]:
     """The lines of ``flow_run_id`` in what a client sent through ``POST /logs/`` (batches of lines), in time order."""
-    lines = [Line.of(log, "POST /logs/ (the client's)") for batch in batches for log in batch
-             if log.get("flow_run_id") == flow_run_id]
+    lines = [
+        Line.of(log, "POST /logs/ (the client's)")
+        for batch in batches
+        for log in batch
+        if log.get("flow_run_id") == flow_run_id
+    ]
     return sorted(lines, key=lambda line: line.instant)
 
 
@@ -93,9 +110,12 @@ def await_line(actor: Actor, flow_run_id: str, message: str) -> None:
     """Wait (bounded) until ``actor``'s recorder has seen the target accept the line ``message`` of ``flow_run_id``,
     so the client is not stopped before its flow-run process sent its logs; no verdict here if it never does."""
     try:
-        wait_until(lambda: has_sent(actor.recorder.accepted_bodies("POST", "/logs/"), flow_run_id, message),
-                   awaiting=f"the {actor.name}'s flow-run process to send its logs", timeout=LAST_LINES_TIMEOUT,
-                   interval=0.1)
+        wait_until(
+            lambda: has_sent(actor.recorder.accepted_bodies("POST", "/logs/"), flow_run_id, message),
+            awaiting=f"the {actor.name}'s flow-run process to send its logs",
+            timeout=LAST_LINES_TIMEOUT,
+            interval=0.1,
+        )
     except WaitTimeout:
         pass
 
@@ -105,11 +125,15 @@ def assert_run_logs_read_back(api: ApiClient, actor: Actor, flow_run_id: str, me
     through the client's recorder, was accepted and is read back complete, in order and unchanged."""
     who = who or f"the {actor.name}'s flow-run process"
     refused = [e for e in actor.recorder.requests_to("POST", "/logs/") if not 200 <= e.status < 300]
-    assert not refused, (f"the target refused the {actor.name}'s POST /logs/: {refused[0].status} "
-                         f"{refused[0].response_summary}. Hint: accept log batches (Prefect answers 201)")
+    assert not refused, (
+        f"the target refused the {actor.name}'s POST /logs/: {refused[0].status} "
+        f"{refused[0].response_summary}. Hint: accept log batches (Prefect answers 201)"
+    )
     batches = actor.recorder.accepted_bodies("POST", "/logs/")
     if not has_sent(batches, flow_run_id, message):  # every POST /logs/ was accepted: the target had no part in it
-        raise HarnessError(f"{who} never sent the line {message!r} of run {flow_run_id}, "
-                           f"though the target accepted every POST /logs/; see {actor.process.log_path}")
+        raise HarnessError(
+            f"{who} never sent the line {message!r} of run {flow_run_id}, "
+            f"though the target accepted every POST /logs/; see {actor.process.log_path}"
+        )
     problem = read_back_problem(api, batches, flow_run_id, who)
     assert problem is None, problem

@@ -11,10 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.clients.actors import ENTRYPOINT_FUNCTION, write_flow_file
-from harness.target.api import ApiClient
 from harness.checks.timestamps import describe_instant
+from harness.clients.actors import ENTRYPOINT_FUNCTION, write_flow_file
 from harness.errors import WaitTimeout
+from harness.target.api import ApiClient
 from harness.waits import wait_until
 
 
@@ -63,8 +63,9 @@ def create_task_run(api: ApiClient, flow_run_id: str, name: str) -> dict[str, An
     return api.post("/task_runs/", {"flow_run_id": flow_run_id, "name": name, "task_key": name, "dynamic_key": "0"})
 
 
-def runs_of_deployment(api: ApiClient, deployment_id: str, state_type: str, *, starting_before: dt.datetime | None = None,
-                       **options: Any) -> list[dict[str, Any]]:
+def runs_of_deployment(
+    api: ApiClient, deployment_id: str, state_type: str, *, starting_before: dt.datetime | None = None, **options: Any
+) -> list[dict[str, Any]]:
     """``POST /flow_runs/filter``: the deployment's runs in ``state_type`` (``options``: sort, limit, ...), only
     those expected to start before ``starting_before`` if given."""
     runs_filter: dict[str, Any] = {"state": {"type": {"any_": [state_type]}}}
@@ -86,8 +87,13 @@ def fail_with_retries_left(api: ApiClient, run_id: str) -> dict[str, dict[str, A
     the retry policy (``PATCH /flow_runs/{id}``), propose PENDING, RUNNING, then FAILED, unforced, so the target's
     orchestration decides. Returns the answer to each proposal by state type (Prefect: ACCEPT, ACCEPT, then
     REJECT with an AwaitingRetry state)."""
-    api.call("PATCH", f"/flow_runs/{run_id}", {"empirical_policy": {"retries": 1, "retry_delay": 0}}, expect=(200, 204),
-             what="recording the flow's retry policy on its run")
+    api.call(
+        "PATCH",
+        f"/flow_runs/{run_id}",
+        {"empirical_policy": {"retries": 1, "retry_delay": 0}},
+        expect=(200, 204),
+        what="recording the flow's retry policy on its run",
+    )
     set_state(api, run_id, scheduled_state(dt.datetime.now(dt.timezone.utc)))  # due now, as runs a worker starts
     answers: dict[str, dict[str, Any]] = {}
     for state_type in ("PENDING", "RUNNING", "FAILED"):
@@ -105,20 +111,26 @@ def create_deployment(api: ApiClient, flow_id: str, name: str, **fields: Any) ->
     return api.post("/deployments/", body)
 
 
-def create_local_code_deployment(api: ApiClient, created: Created, directory: Path, *, pool_name: str, flow_name: str,
-                                 deployment_name: str) -> dict[str, Any]:
+def create_local_code_deployment(
+    api: ApiClient, created: Created, directory: Path, *, pool_name: str, flow_name: str, deployment_name: str
+) -> dict[str, Any]:
     """A deployment of flow code on local disk (the generated flow file, written into ``directory``) bound to the
     work pool ``pool_name``, as a process worker runs it: an entrypoint and a ``set_working_directory`` pull step."""
     flow_file = write_flow_file(directory, flow_name)
     flow = create_flow(api, created, flow_name)
     return create_deployment(
-        api, flow["id"], deployment_name, work_pool_name=pool_name, entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
+        api,
+        flow["id"],
+        deployment_name,
+        work_pool_name=pool_name,
+        entrypoint=f"{flow_file.name}:{ENTRYPOINT_FUNCTION}",
         pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(flow_file.parent)}}],
     )
 
 
-def create_work_pool(api: ApiClient, created: Created, name: str, pool_type: str = "process",
-                     **fields: Any) -> dict[str, Any]:
+def create_work_pool(
+    api: ApiClient, created: Created, name: str, pool_type: str = "process", **fields: Any
+) -> dict[str, Any]:
     pool = create_own(api, "/work_pools/", {"name": name, "type": pool_type, **fields}, f"/work_pools/{name}")
     created.add(f"/work_pools/{name}")
     return pool
@@ -143,21 +155,35 @@ def create_work_queue(api: ApiClient, pool_name: str, name: str, priority: int |
 
 def send_heartbeat(api: ApiClient, pool_name: str, worker_name: str) -> None:
     """A worker's heartbeat, as ``prefect worker start`` sends it (Prefect answers 204); it registers the worker."""
-    api.call("POST", f"/work_pools/{pool_name}/workers/heartbeat",
-             {"name": worker_name, "heartbeat_interval_seconds": 30}, expect=(200, 201, 204),
-             what="a worker's heartbeat failed")
+    api.call(
+        "POST",
+        f"/work_pools/{pool_name}/workers/heartbeat",
+        {"name": worker_name, "heartbeat_interval_seconds": 30},
+        expect=(200, 201, 204),
+        what="a worker's heartbeat failed",
+    )
 
 
 def pause_work_pool(api: ApiClient, pool_name: str, paused: bool) -> None:
     """PATCH /work_pools/{name} ``is_paused`` (Prefect answers 204)."""
-    api.call("PATCH", f"/work_pools/{pool_name}", {"is_paused": paused}, expect=(200, 204),
-             what=f"{'pausing' if paused else 'resuming'} the work pool failed")
+    api.call(
+        "PATCH",
+        f"/work_pools/{pool_name}",
+        {"is_paused": paused},
+        expect=(200, 204),
+        what=f"{'pausing' if paused else 'resuming'} the work pool failed",
+    )
 
 
 def pause_work_queue(api: ApiClient, pool_name: str, queue_name: str, paused: bool) -> None:
     """PATCH /work_pools/{pool}/queues/{queue} ``is_paused`` (Prefect answers 204)."""
-    api.call("PATCH", f"/work_pools/{pool_name}/queues/{queue_name}", {"is_paused": paused}, expect=(200, 204),
-             what=f"{'pausing' if paused else 'resuming'} the work queue failed")
+    api.call(
+        "PATCH",
+        f"/work_pools/{pool_name}/queues/{queue_name}",
+        {"is_paused": paused},
+        expect=(200, 204),
+        what=f"{'pausing' if paused else 'resuming'} the work queue failed",
+    )
 
 
 def task_runs_named(api: ApiClient, name: str) -> list[dict[str, Any]]:
@@ -169,11 +195,14 @@ def limit_concurrency(api: ApiClient, pool_name: str, limit: int | None, queue_n
     """``PATCH /work_pools/{name}`` (or one of its queues) with ``concurrency_limit``: how many of its runs may be
     PENDING or RUNNING at once (None: no limit)."""
     path = f"/work_pools/{pool_name}" + (f"/queues/{queue_name}" if queue_name else "")
-    api.call("PATCH", path, {"concurrency_limit": limit}, expect=(200, 204), what=f"setting concurrency_limit on {path}")
+    api.call(
+        "PATCH", path, {"concurrency_limit": limit}, expect=(200, 204), what=f"setting concurrency_limit on {path}"
+    )
 
 
-def watch_heartbeats(api: ApiClient, pool_name: str, worker_name: str, *, timeout: float,
-                     statuses: list[str] | None = None) -> list[str]:
+def watch_heartbeats(
+    api: ApiClient, pool_name: str, worker_name: str, *, timeout: float, statuses: list[str] | None = None
+) -> list[str]:
     """The distinct ``last_heartbeat_time`` values ``POST /work_pools/{name}/workers/filter`` lists for the worker,
     watched until a second one appears or ``timeout`` passes (both are outcomes: a check judges the list). The
     ``status`` of each listing is appended to ``statuses``."""

@@ -15,8 +15,8 @@ from typing import Any
 from harness.checks.objects import scheduled_state, set_state
 from harness.checks.sequences import Entry, sequence_message
 from harness.checks.timestamps import UTC, read_instant
-from harness.target.api import ApiClient
 from harness.errors import UnexpectedAnswer
+from harness.target.api import ApiClient
 
 US = dt.timedelta(microseconds=1)
 DEPLOYMENT_POLL = "/deployments/get_scheduled_flow_runs"
@@ -60,11 +60,14 @@ class Dataset:
 def create_run(api: ApiClient, deployment_id: str, name: str, instant: dt.datetime, **fields: Any) -> dict[str, Any]:
     """A SCHEDULED run of the deployment at ``instant`` (``POST /deployments/{id}/create_flow_run``), with any other
     ``fields`` of the body (``parameters``)."""
-    return api.post(f"/deployments/{deployment_id}/create_flow_run",
-                    {"name": name, "state": scheduled_state(instant), **fields})
+    return api.post(
+        f"/deployments/{deployment_id}/create_flow_run", {"name": name, "state": scheduled_state(instant), **fields}
+    )
 
 
-def create_runs(api: ApiClient, deployment_id: str, named_instants: list[tuple[str, dt.datetime]]) -> list[dict[str, Any]]:
+def create_runs(
+    api: ApiClient, deployment_id: str, named_instants: list[tuple[str, dt.datetime]]
+) -> list[dict[str, Any]]:
     """:func:`create_run` for each (name, instant), one at a time; the runs in the order given.
 
     Not a few at a time: Prefect 3.2.15 on SQLite resets connections under four concurrent creates and then leaves
@@ -86,10 +89,13 @@ def poll_deployments(api: ApiClient, deployment_ids: list[str], **body: Any) -> 
 
 def pool_items(api: ApiClient, pool_name: str, **body: Any) -> list[Any]:
     """The items ``POST /work_pools/{name}/get_scheduled_flow_runs`` answers (a worker's poll), unjudged."""
-    items = api.post(f"/work_pools/{pool_name}/get_scheduled_flow_runs", body, expect=200,
-                     what="polling the work pool failed")
+    items = api.post(
+        f"/work_pools/{pool_name}/get_scheduled_flow_runs", body, expect=200, what="polling the work pool failed"
+    )
     if not isinstance(items, list):
-        raise UnexpectedAnswer(f"POST /work_pools/{{name}}/get_scheduled_flow_runs answered {str(items)[:200]}, not a list")
+        raise UnexpectedAnswer(
+            f"POST /work_pools/{{name}}/get_scheduled_flow_runs answered {str(items)[:200]}, not a list"
+        )
     return items
 
 
@@ -115,9 +121,18 @@ def page_like_a_runner(
         page = poll_deployments(api, [deployment_id], scheduled_before=str(before), limit=page_size)
         if not page:
             break
-        pages.append([(run["id"], read_instant(run.get("next_scheduled_start_time"),
-                                               f"page {number}: next_scheduled_start_time of run {run.get('name')!r}"))
-                      for run in page])
+        pages.append(
+            [
+                (
+                    run["id"],
+                    read_instant(
+                        run.get("next_scheduled_start_time"),
+                        f"page {number}: next_scheduled_start_time of run {run.get('name')!r}",
+                    ),
+                )
+                for run in page
+            ]
+        )
         for run in page:  # the Runner proposes PENDING for each run it got (one at a time, as create_runs)
             set_state(api, run["id"], "PENDING")
     return pages

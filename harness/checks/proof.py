@@ -9,9 +9,9 @@ from __future__ import annotations
 from typing import Any, Iterable
 
 from harness.clients.actors import Actor
-from harness.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
-from harness.clients.transcript import condense
 from harness.clients.progress import refused_websockets
+from harness.clients.transcript import condense
+from harness.errors import Unsupported, means_not_implemented, websocket_means_not_implemented
 
 WORKER_LABELS = ("prefect.worker.name", "prefect.worker.type", "prefect.work-pool.name", "prefect.work-pool.id")
 
@@ -24,11 +24,10 @@ def transcript_digest(actor: Actor, limit: int = 25) -> str:
 
 
 def assert_polled(actor: Actor, path_suffix: str, *, must_mention: str = "") -> None:
-    """``actor`` sent ``POST ...path_suffix`` at least once, it answered 2xx, and (optionally) named ``must_mention``."""
+    """``actor`` sent ``POST ...path_suffix`` at least once, it answered 2xx, and (optionally) named
+    ``must_mention``."""
     polls = actor.recorder.requests_to("POST", path_suffix)
-    assert polls, (
-        f"the {actor.name} never sent POST {path_suffix}. Its transcript:\n{transcript_digest(actor)}"
-    )
+    assert polls, f"the {actor.name} never sent POST {path_suffix}. Its transcript:\n{transcript_digest(actor)}"
     ok = [e for e in polls if 200 <= e.status < 300]
     if not ok and all(means_not_implemented(e.status, e.response_summary) for e in polls):
         raise Unsupported(
@@ -44,8 +43,7 @@ def assert_polled(actor: Actor, path_suffix: str, *, must_mention: str = "") -> 
     if must_mention:
         mentioned = [e for e in polls if must_mention in e.request_summary]
         assert mentioned, (
-            f"the {actor.name}'s POST {path_suffix} requests never named {must_mention}: "
-            f"{polls[0].request_summary}"
+            f"the {actor.name}'s POST {path_suffix} requests never named {must_mention}: {polls[0].request_summary}"
         )
 
 
@@ -113,13 +111,19 @@ def registration_attempts(actor: Actor, pool_name: str) -> str:
     """How a worker tried to register with its pool, as "METHOD path -> status" (websocket first, then HTTP)."""
     paths = (f"/work_pools/{pool_name}/workers/connect", f"/work_pools/{pool_name}/workers/heartbeat")
     tried = [e for e in actor.recorder.transcript() if e.path in paths]
-    return ", ".join(f"{e.method} {e.path} -> {e.status}" for e in tried) or "neither the websocket nor the heartbeat endpoint"
+    return (
+        ", ".join(f"{e.method} {e.path} -> {e.status}" for e in tried)
+        or "neither the websocket nor the heartbeat endpoint"
+    )
 
 
 def runs_created_by(actor: Actor) -> list[str]:
     """Paths of the flow-run creations the actor sent (``POST /flow_runs/``, ``.../create_flow_run``)."""
-    return [e.path for e in actor.recorder.transcript()
-            if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))]
+    return [
+        e.path
+        for e in actor.recorder.transcript()
+        if e.method == "POST" and (e.path == "/flow_runs/" or e.path.endswith("/create_flow_run"))
+    ]
 
 
 def quiet_degradation(actor: Actor, what: str) -> str:

@@ -18,8 +18,9 @@ from harness.target.api import ApiClient
 MAX_RUNS = 100
 
 
-def prefect_occurrences(schedule: dict[str, Any], start: dt.datetime, end: dt.datetime,
-                        n: int = MAX_RUNS) -> list[dt.datetime]:
+def prefect_occurrences(
+    schedule: dict[str, Any], start: dt.datetime, end: dt.datetime, n: int = MAX_RUNS
+) -> list[dt.datetime]:
     """The instants (UTC) at which Prefect schedules runs for ``schedule`` (a deployment schedule's ``schedule``
     body: cron, rrule or interval) from ``start`` to ``end``, at most ``n``."""
     from prefect.server.schemas.schedules import CronSchedule, IntervalSchedule, RRuleSchedule  # heavy: only here
@@ -33,7 +34,14 @@ def prefect_occurrences(schedule: dict[str, Any], start: dt.datetime, end: dt.da
 def expand_schedules(api: ApiClient, deployment_id: str, start: dt.datetime, end: dt.datetime) -> None:
     """``POST /deployments/{id}/schedule``: the target creates the runs of the deployment's active schedules from
     ``start`` to ``end`` now (what its scheduler service does in a loop), every occurrence in the window."""
-    api.post(f"/deployments/{deployment_id}/schedule", expect=(200, 201, 204), body={
-        "start_time": start.isoformat(), "end_time": end.isoformat(),
-        "min_time": (end - start).total_seconds(), "min_runs": MAX_RUNS, "max_runs": MAX_RUNS,
-    })
+    api.post(
+        f"/deployments/{deployment_id}/schedule",
+        expect=(200, 201, 204),
+        body={
+            "start_time": start.isoformat(),
+            "end_time": end.isoformat(),
+            "min_time": (end - start).total_seconds(),
+            "min_runs": MAX_RUNS,
+            "max_runs": MAX_RUNS,
+        },
+    )

@@ -28,8 +28,10 @@ IGNORED_KEYWORDS = frozenset({"additionalProperties", "unevaluatedProperties"})
 #: At most this many violations are quoted in one failure (the rest are counted).
 QUOTED = 5
 #: What every schema failure ends with.
-HINT = ("Hint: real clients parse every answer into Prefect's models; a required field left out, a wrong type or an "
-        "unknown enum value makes them fail")
+HINT = (
+    "Hint: real clients parse every answer into Prefect's models; a required field left out, a wrong type or an "
+    "unknown enum value makes them fail"
+)
 
 
 @dataclass(frozen=True)
@@ -72,7 +74,9 @@ def violations(document: dict[str, Any], schema: dict[str, Any], body: Any) -> l
         leaf = best_match(error.context) if error.context else error
         if leaf.validator in IGNORED_KEYWORDS:
             continue
-        found.append(Violation(_json_path(leaf.absolute_path), _expectation(leaf), excerpt(json.dumps(leaf.instance), 120)))
+        found.append(
+            Violation(_json_path(leaf.absolute_path), _expectation(leaf), excerpt(json.dumps(leaf.instance), 120))
+        )
     return found
 
 
@@ -84,18 +88,23 @@ def assert_answer_matches(answer: Answer, document: dict[str, Any], version: str
     answer.expect((200, 201), what=f"the schema check needs a successful answer to {answer.method} {route}")
     schema = response_schema(document, answer.method, route, answer.status)
     if schema is None:
-        raise HarnessError(f"Prefect {version}'s OpenAPI document has no JSON answer for {answer.method} {route} "
-                           f"{answer.status}: the schema check's route table is wrong")
+        raise HarnessError(
+            f"Prefect {version}'s OpenAPI document has no JSON answer for {answer.method} {route} "
+            f"{answer.status}: the schema check's route table is wrong"
+        )
     if not answer.text:
-        raise AssertionError(f"{answer.method} {answer.path} answered {answer.status} with no body, where Prefect's "
-                             f"schema for {answer.method} {route} expects JSON. {HINT}")
+        raise AssertionError(
+            f"{answer.method} {answer.path} answered {answer.status} with no body, where Prefect's "
+            f"schema for {answer.method} {route} expects JSON. {HINT}"
+        )
     found = violations(document, schema, json.loads(answer.text))
     if found:
         quoted = "; ".join(v.describe() for v in found[:QUOTED])
         more = f" (and {len(found) - QUOTED} more)" if len(found) > QUOTED else ""
         raise AssertionError(
             f"{answer.method} {answer.path} answered {answer.status} with a body that breaks Prefect {version}'s "
-            f"schema for {answer.method} {route}: {quoted}{more}. {HINT}")
+            f"schema for {answer.method} {route}: {quoted}{more}. {HINT}"
+        )
 
 
 def _json_path(parts: Any) -> str:
@@ -129,8 +138,14 @@ _patterns: dict[tuple[int, str], tuple[dict[str, Any], list[tuple[str, re.Patter
 def _route_patterns(document: dict[str, Any], method: str) -> list[tuple[str, re.Pattern[str]]]:
     key = (id(document), method)
     if key not in _patterns:
-        _patterns[key] = document, [(template, re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"))
-                          for template, operations in document.get("paths", {}).items() if method in operations]
+        _patterns[key] = (
+            document,
+            [
+                (template, re.compile("^" + re.sub(r"\\\{[^/]+?\\\}", "[^/]+", re.escape(template)) + "$"))
+                for template, operations in document.get("paths", {}).items()
+                if method in operations
+            ],
+        )
     return _patterns[key][1]
 
 
@@ -152,12 +167,16 @@ def assert_traffic_matches(answers: list[tuple[Any, bytes]], document: dict[str,
             found = [Violation("$", "a JSON body", excerpt(body.decode(errors="replace"), 120))]
         if found:
             broken.setdefault(f"{exchange.method} {route}", []).append(
-                f"{exchange.method} {exchange.path} -> {exchange.status}: {found[0].describe()}")
+                f"{exchange.method} {exchange.path} -> {exchange.status}: {found[0].describe()}"
+            )
     if not judged:
-        raise AssertionError(f"{who} got no successful JSON answer on a route of Prefect's document, so there is "
-                             "nothing to judge. Hint: the feature's other checks say where its calls failed")
+        raise AssertionError(
+            f"{who} got no successful JSON answer on a route of Prefect's document, so there is "
+            "nothing to judge. Hint: the feature's other checks say where its calls failed"
+        )
     if broken:
         count = sum(len(examples) for examples in broken.values())
         quoted = "; ".join(f"{route} ({len(examples)}x), e.g. {examples[0]}" for route, examples in broken.items())
         raise AssertionError(
-            f"{count} of the {judged} answers {who} got break Prefect {version}'s schema: {quoted}. {HINT}")
+            f"{count} of the {judged} answers {who} got break Prefect {version}'s schema: {quoted}. {HINT}"
+        )

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, TypeVar
 
 from harness.checks.timestamps import UTC, describe_instant, read_instant
-from harness.target.api import Answer
 from harness.errors import UnexpectedAnswer
+from harness.target.api import Answer
 
 T = TypeVar("T")
 
@@ -66,8 +66,11 @@ class TargetClock:
         return f"the target's clock is {seconds(self.offset)} s from the harness's, {self.evidence()}"
 
     def evidence(self) -> str:
-        by_date = (f"; its Date header says {self.date_offset[0]:+.1f} s to {self.date_offset[1]:+.1f} s"
-                   if self.date_offset else "; it sends no Date header")
+        by_date = (
+            f"; its Date header says {self.date_offset[0]:+.1f} s to {self.date_offset[1]:+.1f} s"
+            if self.date_offset
+            else "; it sends no Date header"
+        )
         return f"by the created {self.created!r} of {self.source} (± {self.uncertainty:.3f} s){by_date}"
 
     def bounds(self, window: Window) -> tuple[dt.datetime, dt.datetime]:
@@ -138,15 +141,23 @@ def clock_problem(clock: TargetClock) -> str | None:
     disagree, ``created`` is at fault (a local time written as UTC, say), not the clock, and the message says so."""
     if clock.date_offset is not None:
         low, high = clock.date_offset
-        if not low - clock.uncertainty - MAX_CLOCK_OFFSET <= clock.offset <= high + clock.uncertainty + MAX_CLOCK_OFFSET:
-            return (f"the target's created times and its Date header disagree by more than {MAX_CLOCK_OFFSET:.0f} s: "
-                    f"{clock.describe()}. Hint: created must come from the server's clock in UTC, as the Date header "
-                    "does (a local time written as UTC is off by the zone's offset)")
+        if (
+            not low - clock.uncertainty - MAX_CLOCK_OFFSET
+            <= clock.offset
+            <= high + clock.uncertainty + MAX_CLOCK_OFFSET
+        ):
+            return (
+                f"the target's created times and its Date header disagree by more than {MAX_CLOCK_OFFSET:.0f} s: "
+                f"{clock.describe()}. Hint: created must come from the server's clock in UTC, as the Date header "
+                "does (a local time written as UTC is off by the zone's offset)"
+            )
     if abs(clock.offset) > MAX_CLOCK_OFFSET + clock.uncertainty:
-        return (f"the target's clock is {seconds(clock.offset)} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
-                f"{clock.evidence()}. Every time the server sets (created, updated, state timestamps, start_time) is "
-                "judged against its own clock, so they are not failed for this, but clients compare them with their "
-                "own clocks: a run looks late or early by as much. Hint: synchronise the server's clock (NTP)")
+        return (
+            f"the target's clock is {seconds(clock.offset)} s from the harness's (more than {MAX_CLOCK_OFFSET:.0f} s), "
+            f"{clock.evidence()}. Every time the server sets (created, updated, state timestamps, start_time) is "
+            "judged against its own clock, so they are not failed for this, but clients compare them with their "
+            "own clocks: a run looks late or early by as much. Hint: synchronise the server's clock (NTP)"
+        )
     return None
 
 
@@ -158,13 +169,21 @@ def window_problem(field: str, value: Any, window: Window, clock: TargetClock) -
         return None
     side = "before the request was sent" if instant < earliest else "after its answer arrived"
     gap = (earliest - instant) if instant < earliest else (instant - latest)
-    return (f"{field} is {value!r}, {gap.total_seconds():.3f} s {side}: the server set it while it handled "
-            f"{window.what}, between {describe_instant(earliest)} and {describe_instant(latest)} by the target's clock. "
-            f"Hint: set {field.rsplit(' ', 1)[-1]} from the server's clock, in UTC, when the request is handled")
+    return (
+        f"{field} is {value!r}, {gap.total_seconds():.3f} s {side}: the server set it while it handled "
+        f"{window.what}, between {describe_instant(earliest)} and {describe_instant(latest)} by the target's clock. "
+        f"Hint: set {field.rsplit(' ', 1)[-1]} from the server's clock, in UTC, when the request is handled"
+    )
 
 
-def order_problem(earlier: tuple[str, Any], later: tuple[str, Any], *, strictly: bool = False,
-                  tolerance: dt.timedelta = dt.timedelta(0), hint: str = "") -> str | None:
+def order_problem(
+    earlier: tuple[str, Any],
+    later: tuple[str, Any],
+    *,
+    strictly: bool = False,
+    tolerance: dt.timedelta = dt.timedelta(0),
+    hint: str = "",
+) -> str | None:
     """Why the time ``later`` = (field, value) is not after ``earlier`` (or equal, unless ``strictly``).
 
     ``tolerance`` allows ``later`` that much before ``earlier`` (never with ``strictly``)."""
@@ -174,24 +193,30 @@ def order_problem(earlier: tuple[str, Any], later: tuple[str, Any], *, strictly:
         return None
     relation = "equal to" if a == b else f"{(a - b).total_seconds():.6f} s before"
     wanted = "after" if strictly else "at or after"
-    return (f"{second_field} is {second!r}, {relation} {first_field} {first!r}; it must be {wanted} it"
-            + (f". Hint: {hint}" if hint else ""))
+    return f"{second_field} is {second!r}, {relation} {first_field} {first!r}; it must be {wanted} it" + (
+        f". Hint: {hint}" if hint else ""
+    )
 
 
 def same_instant_problem(field: str, value: Any, expected_field: str, expected: Any, *, reason: str) -> str | None:
-    """Why ``value`` does not name the same instant as ``expected`` (to the microsecond); ``reason`` says why it must."""
+    """Why ``value`` does not name the same instant as ``expected`` (to the microsecond); ``reason`` says why it
+    must."""
     a, b = read_instant(value, field), read_instant(expected, expected_field)
     if a == b:
         return None
-    return (f"{field} is {value!r}, but {expected_field} is {expected!r} ({(a - b).total_seconds() * 1e6:+.0f} µs): "
-            f"{reason}")
+    return (
+        f"{field} is {value!r}, but {expected_field} is {expected!r} ({(a - b).total_seconds() * 1e6:+.0f} µs): "
+        f"{reason}"
+    )
 
 
 def seconds_field(document: dict[str, Any], field: str, source: str) -> float:
     """A duration field (``total_run_time``, ``estimated_start_time_delta``: seconds, a JSON number) of an answer."""
     value = document.get(field)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise UnexpectedAnswer(f"{source} answered {field} = {value!r}; Prefect's clients read it as seconds (a number)")
+        raise UnexpectedAnswer(
+            f"{source} answered {field} = {value!r}; Prefect's clients read it as seconds (a number)"
+        )
     return float(value)
 
 
@@ -214,22 +239,44 @@ class TimeFindings:
     def not_before(self, source: str, document: dict[str, Any], earlier: str, later: str) -> None:
         """``document[later]`` is not before ``document[earlier]`` (Prefect on SQLite keeps an updated ``updated``
         to the millisecond, so it may read up to 1 ms before a ``created`` of the same millisecond)."""
-        self.add(order_problem((f"{source} {earlier}", document.get(earlier)), (f"{source} {later}", document.get(later)),
-                               tolerance=dt.timedelta(milliseconds=1),
-                               hint=f"{later} is set when the object is stored or changed, never before {earlier}"))
+        self.add(
+            order_problem(
+                (f"{source} {earlier}", document.get(earlier)),
+                (f"{source} {later}", document.get(later)),
+                tolerance=dt.timedelta(milliseconds=1),
+                hint=f"{later} is set when the object is stored or changed, never before {earlier}",
+            )
+        )
 
-    def moved(self, before: tuple[str, dict[str, Any]], after: tuple[str, dict[str, Any]], field: str,
-              window: Window) -> None:
+    def moved(
+        self, before: tuple[str, dict[str, Any]], after: tuple[str, dict[str, Any]], field: str, window: Window
+    ) -> None:
         """``field`` moved forward from ``before`` to ``after`` (each a source and its answer), to a time within the
         window of the change between them, and ``created`` stayed as it was."""
         (first_source, first), (second_source, second) = before, after
-        self.add(order_problem((f"{first_source} {field}", first.get(field)), (f"{second_source} {field}", second.get(field)),
-                               strictly=True, hint=f"{window.what} changed the object, so its {field} must move on"))
+        self.add(
+            order_problem(
+                (f"{first_source} {field}", first.get(field)),
+                (f"{second_source} {field}", second.get(field)),
+                strictly=True,
+                hint=f"{window.what} changed the object, so its {field} must move on",
+            )
+        )
         self.add(window_problem(f"{second_source} {field}", second.get(field), window, self.clock))
         if "created" in first and first.get("created") != second.get("created"):
-            self.add(same_instant_problem(f"{second_source} created", second.get("created"), f"{first_source} created",
-                                          first.get("created"), reason=f"{window.what} must not change it"))
+            self.add(
+                same_instant_problem(
+                    f"{second_source} created",
+                    second.get("created"),
+                    f"{first_source} created",
+                    first.get("created"),
+                    reason=f"{window.what} must not change it",
+                )
+            )
 
     def assert_none(self, what: str) -> None:
-        assert not self.problems, (f"{what}: {len(self.problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in self.problems)
-                                   + f"\n  ({self.clock.describe()})")
+        assert not self.problems, (
+            f"{what}: {len(self.problems)} problem(s):\n"
+            + "\n".join(f"  - {p}" for p in self.problems)
+            + f"\n  ({self.clock.describe()})"
+        )

@@ -61,8 +61,8 @@ def parse_instant(text: str) -> dt.datetime:
 @lru_cache(maxsize=1)
 def _client_datetime():
     """The pydantic type the pinned Prefect client validates every datetime field of an answer with."""
-    from pydantic import TypeAdapter
     from prefect.types._datetime import DateTime
+    from pydantic import TypeAdapter
 
     return TypeAdapter(DateTime)
 
@@ -152,9 +152,9 @@ def schema_datetime_keys() -> set[str]:
     """The names of the datetime-valued fields of the installed Prefect's client response schemas."""
     import datetime as _dt
 
-    import pydantic
     import prefect.client.schemas.objects as objects
     import prefect.client.schemas.responses as responses
+    import pydantic
 
     def holds_datetime(annotation: Any) -> bool:
         if annotation is _dt.datetime or getattr(annotation, "__name__", "") == "DateTime":
@@ -248,7 +248,12 @@ INPUT_FORMATS: tuple[InputFormat, ...] = (
     InputFormat("utc-z-no-fraction", "UTC with 'Z', whole seconds", 0, 0, utc_designator="Z"),
     InputFormat("utc-z-millis", "UTC with 'Z', milliseconds", 0, 3, utc_designator="Z"),
     InputFormat(
-        "utc-z-nanos", "UTC with 'Z', 9 fraction digits", 0, 9, utc_designator="Z", tolerance=dt.timedelta(microseconds=1)
+        "utc-z-nanos",
+        "UTC with 'Z', 9 fraction digits",
+        0,
+        9,
+        utc_designator="Z",
+        tolerance=dt.timedelta(microseconds=1),
     ),
     InputFormat("space-separator", "space separator, '+00:00', as Prefect clients send scheduled_before", 0, 6, " "),
     InputFormat("positive-offset", "'+05:30' offset", 330, 6),

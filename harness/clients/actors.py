@@ -14,12 +14,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from harness.target.credentials import client_environment
 from harness.clients.budget import client_environment as budget_environment
-from harness.processes import ManagedProcess, spawn
 from harness.clients.relay import RecordingRelay
+from harness.processes import ManagedProcess, spawn
 from harness.reference.environment import clean_environment
 from harness.reference.releases import Release, pinned
+from harness.target.credentials import client_environment
 
 #: Seconds between the scheduled Runner's runs (``serve(interval=...)``): its first run is due within one interval of
 #: the deployment's creation, a wait every run of the serve checks pays.
@@ -80,8 +80,15 @@ def write_flow_file(directory: Path, flow_name: str, deployment_name: str = "") 
     """Write the flow file an actor runs; returns its path (its directory is the pull-step working dir)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "conformance_flow.py"
-    path.write_text(FLOW_SOURCE.format(flow_name=flow_name, deployment_name=deployment_name, gate_env=GATE_ENV,
-                                       gate_timeout=GATE_TIMEOUT, log_line=FLOW_LOG_LINE))
+    path.write_text(
+        FLOW_SOURCE.format(
+            flow_name=flow_name,
+            deployment_name=deployment_name,
+            gate_env=GATE_ENV,
+            gate_timeout=GATE_TIMEOUT,
+            log_line=FLOW_LOG_LINE,
+        )
+    )
     return path
 
 
@@ -135,6 +142,7 @@ if __name__ == "__main__":
         os.replace(out + ".tmp", out)
 '''
 
+
 def write_tasks_file(directory: Path, task_name: str, marker: str) -> Path:
     """Write the module that both the task worker and the submitter import (the same task, the same task key)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -143,7 +151,8 @@ def write_tasks_file(directory: Path, task_name: str, marker: str) -> Path:
     return path
 
 
-LOGGING_FLOW_SOURCE = '''"""A flow that logs, run as a script, for prefect-conformance's logs checks (generated; one file per run)."""
+LOGGING_FLOW_SOURCE = '''"""A flow that logs, run as a script, for prefect-conformance's logs checks (generated; one
+file per run)."""
 import json
 import os
 import sys
@@ -179,17 +188,31 @@ if __name__ == "__main__":
 '''
 
 
-def start_logging_flow(target_api_url: str, workdir: Path, *, flow_name: str, task_name: str,
-                       flow_lines: list[tuple[int, str]], task_lines: list[tuple[int, str]], out: Path,
-                       name: str = "flow-run", release: Release | None = None) -> Actor:
+def start_logging_flow(
+    target_api_url: str,
+    workdir: Path,
+    *,
+    flow_name: str,
+    task_name: str,
+    flow_lines: list[tuple[int, str]],
+    task_lines: list[tuple[int, str]],
+    out: Path,
+    name: str = "flow-run",
+    release: Release | None = None,
+) -> Actor:
     """A flow called as a script (the flow engine, as in every Runner's and worker's flow-run process): it logs
     ``flow_lines`` with ``get_run_logger()``, calls a task that logs ``task_lines``, writes its flow run's and task
     run's ids to ``out`` and exits, its logs sent."""
     path = workdir / "logging-flow" / "conformance_logging_flow.py"
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(LOGGING_FLOW_SOURCE.format(flow_name=flow_name, task_name=task_name, flow_lines=flow_lines,
-                                               task_lines=task_lines))
-    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent)
+    path.write_text(
+        LOGGING_FLOW_SOURCE.format(
+            flow_name=flow_name, task_name=task_name, flow_lines=flow_lines, task_lines=task_lines
+        )
+    )
+    return start_client(
+        target_api_url, workdir, name, [(release or pinned()).python, str(path), str(out)], cwd=path.parent
+    )
 
 
 EVENTS_CLIENT_SOURCE = '''"""A client of the target's events, for prefect-conformance (generated; one file per run).
@@ -215,7 +238,8 @@ async def main(resource_ids, own, expected, timeout, out, ready):
     # An explicit window, a day either side: the filter's default ends at the moment it was made, before any live event.
     window = EventOccurredFilter(since=now - datetime.timedelta(days=1), until=now + datetime.timedelta(days=1))
     deadline = time.monotonic() + timeout
-    async with get_events_subscriber(filter=EventFilter(occurred=window, resource=EventResourceFilter(id=resource_ids))) as subscriber:
+    events = EventFilter(occurred=window, resource=EventResourceFilter(id=resource_ids))
+    async with get_events_subscriber(filter=events) as subscriber:
         open(ready, "w").close()
         emit_event(event=own["event"], resource=own["resource"], payload=own["payload"],
                    occurred=datetime.datetime.fromisoformat(own["occurred"]))
@@ -236,9 +260,19 @@ if __name__ == "__main__":
 '''
 
 
-def start_events_client(target_api_url: str, workdir: Path, *, resource_ids: list[str], own_event: dict[str, Any],
-                        expected: list[str], timeout: float, out: Path, ready: Path, name: str = "events-client",
-                        release: Release | None = None) -> Actor:
+def start_events_client(
+    target_api_url: str,
+    workdir: Path,
+    *,
+    resource_ids: list[str],
+    own_event: dict[str, Any],
+    expected: list[str],
+    timeout: float,
+    out: Path,
+    ready: Path,
+    name: str = "events-client",
+    release: Release | None = None,
+) -> Actor:
     """Prefect's own events clients in a child process: a subscription to ``resource_ids`` over ``WS /events/out``
     and ``own_event`` (``event``, ``resource``, ``payload``, ``occurred``) emitted over ``WS /events/in``; every
     event delivered goes to ``out`` until each ``expected`` name was seen or ``timeout`` passed. ``ready`` appears
@@ -247,7 +281,9 @@ def start_events_client(target_api_url: str, workdir: Path, *, resource_ids: lis
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(EVENTS_CLIENT_SOURCE)
     arguments = json.dumps([resource_ids, own_event, expected, timeout, str(out), str(ready)])
-    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(path), arguments], cwd=path.parent)
+    return start_client(
+        target_api_url, workdir, name, [(release or pinned()).python, str(path), arguments], cwd=path.parent
+    )
 
 
 @dataclass
@@ -291,13 +327,27 @@ def actor_environment(api_url: str, home: Path, extra: Mapping[str, str] | None 
     run's start budget (:mod:`harness.clients.budget`) over it and the processes it starts."""
     home.mkdir(parents=True, exist_ok=True)
     return clean_environment(
-        {**FAST_CLIENT_SETTINGS, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url, **(extra or {}),
-         **client_environment(), **budget_environment()}
+        {
+            **FAST_CLIENT_SETTINGS,
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": api_url,
+            **(extra or {}),
+            **client_environment(),
+            **budget_environment(),
+        }
     )
 
 
-def start_client(target_api_url: str, workdir: Path, name: str, argv: list[str], *, cwd: Path,
-                 extra_env: Mapping[str, str] | None = None, sigint_wait: float = 3.0) -> Actor:
+def start_client(
+    target_api_url: str,
+    workdir: Path,
+    name: str,
+    argv: list[str],
+    *,
+    cwd: Path,
+    extra_env: Mapping[str, str] | None = None,
+    sigint_wait: float = 3.0,
+) -> Actor:
     """``argv`` (a real client of some release) in a child process, talking to the target through a recorder."""
     recorder = RecordingRelay(target_api_url, actor=name, keep_answers=True)
     recorder.start()
@@ -329,8 +379,15 @@ def start_runner(
     # A folder per Runner: a flow-run process loads its flow from this file, so a second Runner must not rewrite it.
     flow_file = write_flow_file(workdir / f"{name}-flow", flow_name, deployment_name)
     argv = [(release or pinned()).python, str(flow_file), json.dumps(dict(serve_kwargs or {}))]
-    return start_client(target_api_url, workdir, name, argv, cwd=flow_file.parent, sigint_wait=3.0,
-                  extra_env={GATE_ENV: str(gate)} if gate else None)
+    return start_client(
+        target_api_url,
+        workdir,
+        name,
+        argv,
+        cwd=flow_file.parent,
+        sigint_wait=3.0,
+        extra_env={GATE_ENV: str(gate)} if gate else None,
+    )
 
 
 def start_worker(
@@ -345,8 +402,18 @@ def start_worker(
 ) -> Actor:
     """``prefect worker start --pool POOL --type process`` in a child process, through a recorder; with ``limit``,
     ``--limit N``: at most N of its flow runs at once."""
-    argv = [(release or pinned()).prefect, "worker", "start", "--pool", pool_name, "--type", "process", "--name", worker_name,
-            *(["--limit", str(limit)] if limit else [])]
+    argv = [
+        (release or pinned()).prefect,
+        "worker",
+        "start",
+        "--pool",
+        pool_name,
+        "--type",
+        "process",
+        "--name",
+        worker_name,
+        *(["--limit", str(limit)] if limit else []),
+    ]
     return start_client(target_api_url, workdir, name, argv, cwd=workdir, sigint_wait=1.0)
 
 
@@ -365,20 +432,45 @@ def task_environment(workdir: Path, storage: Path) -> dict[str, str]:
     return {"PREFECT_LOCAL_STORAGE_PATH": str(storage), "PREFECT_CONFORMANCE_TASK_LEDGER": str(task_ledger(workdir))}
 
 
-def start_task_worker(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path,
-                      name: str = "task-worker", release: Release | None = None) -> Actor:
+def start_task_worker(
+    target_api_url: str,
+    workdir: Path,
+    *,
+    tasks_file: Path,
+    storage: Path,
+    name: str = "task-worker",
+    release: Release | None = None,
+) -> Actor:
     """``prefect.task_worker.serve(task)`` in a child process, through a recorder."""
-    return start_client(target_api_url, workdir, name, [(release or pinned()).python, str(tasks_file), "serve"], cwd=tasks_file.parent,
-                  extra_env=task_environment(workdir, storage), sigint_wait=3.0)
+    return start_client(
+        target_api_url,
+        workdir,
+        name,
+        [(release or pinned()).python, str(tasks_file), "serve"],
+        cwd=tasks_file.parent,
+        extra_env=task_environment(workdir, storage),
+        sigint_wait=3.0,
+    )
 
 
-def start_task_submitter(target_api_url: str, workdir: Path, *, tasks_file: Path, storage: Path, count: int,
-                         timeout: float, out: Path, name: str = "task-submitter",
-                         release: Release | None = None) -> Actor:
+def start_task_submitter(
+    target_api_url: str,
+    workdir: Path,
+    *,
+    tasks_file: Path,
+    storage: Path,
+    count: int,
+    timeout: float,
+    out: Path,
+    name: str = "task-submitter",
+    release: Release | None = None,
+) -> Actor:
     """A second real client: ``task.delay(n)`` for n in range(count), then each future's ``result()``; it writes
     the task run ids and what each ``result()`` gave to ``out`` and exits."""
     argv = [(release or pinned()).python, str(tasks_file), "submit", str(count), str(timeout), str(out)]
-    return start_client(target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage))
+    return start_client(
+        target_api_url, workdir, name, argv, cwd=tasks_file.parent, extra_env=task_environment(workdir, storage)
+    )
 
 
 def read_submission(out: Path) -> dict[str, Any] | None:

@@ -164,7 +164,8 @@ def load_now(folder: str | Path | None = None) -> str:
     folder = folder or os.environ.get(BUDGET_ENV)
     if not folder or not Path(folder).is_dir():
         return ""
-    return f"{starting_now(Path(folder))} client processes starting, {alive_flow_runs(Path(folder))} flow-run processes alive"
+    starting, alive = starting_now(Path(folder)), alive_flow_runs(Path(folder))
+    return f"{starting} client processes starting, {alive} flow-run processes alive"
 
 
 @dataclass
@@ -183,10 +184,14 @@ class Load:
     peak_flow_runs_alive: int = 0
 
     def describe(self) -> str:
-        line = (f"at most {self.max_starts} client processes starting at once (--max-starts): {self.started} started, "
-                f"{self.peak_starting} at once at the most, the longest wait {self.longest_wait:.1f} s; "
-                f"{self.peak_flow_runs_alive} flow-run processes alive at once at the most")
-        return line + (f"; {self.overruns} started without a slot after waiting {WAIT_CAP:.0f} s" if self.overruns else "")
+        line = (
+            f"at most {self.max_starts} client processes starting at once (--max-starts): {self.started} started, "
+            f"{self.peak_starting} at once at the most, the longest wait {self.longest_wait:.1f} s; "
+            f"{self.peak_flow_runs_alive} flow-run processes alive at once at the most"
+        )
+        return line + (
+            f"; {self.overruns} started without a slot after waiting {WAIT_CAP:.0f} s" if self.overruns else ""
+        )
 
     def as_dict(self) -> dict[str, float | int]:
         return asdict(self)
@@ -248,4 +253,3 @@ class AliveSampler:
                 self.peak = max(self.peak, alive_flow_runs(self.folder))
             except OSError:
                 continue
-

@@ -1,5 +1,6 @@
 """Flows whose runs live beyond scheduling: one that blocks until it is cancelled, one that fails and retries, one
-that pauses, one that pauses for an input, and one that suspends itself until resumed, one that runs a deployment as its subflow, one that holds a
+that pauses, one that pauses for an input, and one that suspends itself until resumed, one that runs a deployment as
+its subflow, one that holds a
 global concurrency slot or a task's tag slot, one that takes a slot on a lease and dies holding it, one that holds its
 process a while, and a quick one whose task retries once.
 
@@ -187,7 +188,8 @@ def quick_flow() -> str:
     return wobbly_task(current_run.id)
 
 
-FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "asking": asking_flow, "suspending": suspending_flow,
+FLOWS = {{"blocking": blocking_flow, "flaky": flaky_flow, "pausing": pausing_flow, "asking": asking_flow,
+          "suspending": suspending_flow,
           "expiring": expiring_flow, "nesting": nesting_flow, "limited": limited_flow, "leasing": leasing_flow,
           "holding": holding_flow,
           "quick": quick_flow}}
@@ -199,8 +201,19 @@ if __name__ == "__main__":  # a Runner: serves every flow, one deployment each, 
 
 FLOWS_FILE = "lifecycle_flows.py"
 #: The flows of the file, by key: each key's function is ``<key>_flow``.
-FLOW_KEYS = ("blocking", "flaky", "pausing", "asking", "suspending", "expiring", "nesting", "limited", "leasing", "holding",
-             "quick")
+FLOW_KEYS = (
+    "blocking",
+    "flaky",
+    "pausing",
+    "asking",
+    "suspending",
+    "expiring",
+    "nesting",
+    "limited",
+    "leasing",
+    "holding",
+    "quick",
+)
 #: How long the blocking flow blocks unless it is cancelled: past every wait of the checks, so a run that ends on
 #: its own was never cancelled.
 BLOCK_SECONDS = 300.0
@@ -235,10 +248,19 @@ def write_lifecycle_flows(directory: Path, flow_names: dict[str, str]) -> Path:
     of :data:`FLOW_KEYS` named as ``flow_names`` says."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / FLOWS_FILE
-    path.write_text(LIFECYCLE_SOURCE.format(
-        ledger=str(ledger_path(directory)), block_seconds=BLOCK_SECONDS, retry_delay=RETRY_DELAY,
-        pause_timeout=PAUSE_TIMEOUT, expire_after=EXPIRE_AFTER, hold_seconds=HOLD_SECONDS, peer_settle=PEER_SETTLE,
-        lease_seconds=LEASE_SECONDS, **{f"{key}_name": flow_names[key] for key in FLOW_KEYS}))
+    path.write_text(
+        LIFECYCLE_SOURCE.format(
+            ledger=str(ledger_path(directory)),
+            block_seconds=BLOCK_SECONDS,
+            retry_delay=RETRY_DELAY,
+            pause_timeout=PAUSE_TIMEOUT,
+            expire_after=EXPIRE_AFTER,
+            hold_seconds=HOLD_SECONDS,
+            peer_settle=PEER_SETTLE,
+            lease_seconds=LEASE_SECONDS,
+            **{f"{key}_name": flow_names[key] for key in FLOW_KEYS},
+        )
+    )
     return path
 
 
@@ -300,8 +322,19 @@ class SlotAsks:
                     # answered first, so the answered ones are not an append-only list).
                     if f'{name}"'.encode() in body and (key := (name, index, answered)) not in self._noted:
                         self._noted.add(key)  # the ask names "NAME", or "tag:NAME" since 3.4
-                        lines.append(json.dumps({"event": "asked", "run": "", "limit": name, "status": status,
-                                                 "answered": answered, "time": time.time()}) + "\n")
+                        lines.append(
+                            json.dumps(
+                                {
+                                    "event": "asked",
+                                    "run": "",
+                                    "limit": name,
+                                    "status": status,
+                                    "answered": answered,
+                                    "time": time.time(),
+                                }
+                            )
+                            + "\n"
+                        )
         if lines:
             with open(ledger_path(self.directory), "a") as handle:
                 handle.write("".join(lines))
@@ -333,17 +366,31 @@ def lease_set_times(recorded: Recorded, limit: str) -> list[tuple[str, float]]:
     exchanges = recorded.transcript()
 
     def granted(e: Exchange) -> bool:
-        return (e.method == "POST" and e.path.endswith("/increment-with-lease") and 200 <= e.status < 300
-                and f'"{limit}"' in e.request_summary)
+        return (
+            e.method == "POST"
+            and e.path.endswith("/increment-with-lease")
+            and 200 <= e.status < 300
+            and f'"{limit}"' in e.request_summary
+        )
 
     leases = {match.group(1) for e in exchanges if granted(e) and (match := _LEASE_ID.search(e.response_summary))}
-    return [(f"POST {e.path.split('/api', 1)[-1]} answered {e.status}", e.started + e.latency_ms / 1000)
-            for e in exchanges if granted(e) or (not 400 <= e.status < 500 and any(
-                e.path.endswith(f"/leases/{lease}/renew") for lease in leases))]
+    return [
+        (f"POST {e.path.split('/api', 1)[-1]} answered {e.status}", e.started + e.latency_ms / 1000)
+        for e in exchanges
+        if granted(e)
+        or (not 400 <= e.status < 500 and any(e.path.endswith(f"/leases/{lease}/renew") for lease in leases))
+    ]
 
 
-def start_lifecycle_runner(target_api_url: str, workdir: Path, *, flows_file: Path, deployment_names: dict[str, str],
-                           name: str = "runner", release: Release | None = None) -> Actor:
+def start_lifecycle_runner(
+    target_api_url: str,
+    workdir: Path,
+    *,
+    flows_file: Path,
+    deployment_names: dict[str, str],
+    name: str = "runner",
+    release: Release | None = None,
+) -> Actor:
     """``serve(<flow>.to_deployment(name=...), ...)`` of every flow in a child process, through a recorder."""
     argv = [(release or pinned()).python, str(flows_file), json.dumps(deployment_names)]
     return start_client(target_api_url, workdir, name, argv, cwd=flows_file.parent, sigint_wait=3.0)

@@ -14,10 +14,10 @@ from typing import Iterator
 
 import httpx
 
+from harness.errors import HarnessError, UnexpectedAnswer
 from harness.reference.environment import clean_environment
 from harness.reference.releases import Release
 from harness.target.credentials import client_environment
-from harness.errors import HarnessError, UnexpectedAnswer
 
 #: The same calls as :func:`create_cron_deployment` makes in-process, for another release's interpreter; the
 #: schedule classes and the asynchronous client's methods used here have kept their names since Prefect 3.0.
@@ -39,8 +39,9 @@ print(asyncio.run(main(*json.loads(sys.argv[1]))))
 """
 
 
-def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, cron: str,
-                           release: Release | None = None) -> str:
+def create_cron_deployment(
+    api_url: str, flow_name: str, deployment_name: str, cron: str, release: Release | None = None
+) -> str:
     """Create a flow and a cron-scheduled deployment with Prefect's own (synchronous) client."""
     if release is not None and not release.is_pinned:
         env = clean_environment({"PREFECT_API_URL": api_url, **client_environment()})
@@ -51,7 +52,7 @@ def create_cron_deployment(api_url: str, flow_name: str, deployment_name: str, c
             # Prefect's client raises an HTTPStatusError quoting the target's answer: the target's fault.
             refused = [i for i, line in enumerate(lines) if "HTTPStatusError" in line]
             fault = UnexpectedAnswer if refused else HarnessError
-            said = " ".join(lines[refused[-1]:refused[-1] + 2]) if refused else lines[-1]
+            said = " ".join(lines[refused[-1] : refused[-1] + 2]) if refused else lines[-1]
             raise fault(f"Prefect {release.version}'s client could not create a cron deployment: {said[:600]}")
         return proc.stdout.strip().splitlines()[-1]
     from prefect.client.orchestration import get_client
@@ -82,5 +83,7 @@ def _answers_are_the_targets() -> Iterator[None]:
     try:
         yield
     except httpx.HTTPStatusError as exc:
-        raise UnexpectedAnswer(f"Prefect's client got {exc.response.status_code} from {exc.request.method} "
-                               f"{exc.request.url.path}: {exc.response.text[:300]}") from exc
+        raise UnexpectedAnswer(
+            f"Prefect's client got {exc.response.status_code} from {exc.request.method} "
+            f"{exc.request.url.path}: {exc.response.text[:300]}"
+        ) from exc

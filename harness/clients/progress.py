@@ -7,7 +7,13 @@ from __future__ import annotations
 import re
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import ActorCouldNotStart, Hopeless, Unsupported, means_not_implemented, websocket_means_not_implemented
+from harness.errors import (
+    ActorCouldNotStart,
+    Hopeless,
+    Unsupported,
+    means_not_implemented,
+    websocket_means_not_implemented,
+)
 from harness.waits import wait_until
 
 if TYPE_CHECKING:
@@ -37,8 +43,11 @@ def refused_requests(actor: "Actor", limit: int = 3) -> str:
     last_ok = max((i for i, e in enumerate(exchanges) if 200 <= e.status < 400), default=-1)
     accepted_last = {(e.method, e.path): i for i, e in enumerate(exchanges) if 200 <= e.status < 400}
     refused = [
-        e for i, e in enumerate(exchanges)
-        if not (200 <= e.status < 400) and e.path not in BENIGN_REFUSALS and not e.websocket
+        e
+        for i, e in enumerate(exchanges)
+        if not (200 <= e.status < 400)
+        and e.path not in BENIGN_REFUSALS
+        and not e.websocket
         and not (e.method == "GET" and e.status == 404 and i < last_ok)
         and accepted_last.get((e.method, e.path), -1) < i
     ]
@@ -70,15 +79,18 @@ def died(actor: "Actor") -> Exception:
     code, log = actor.process.popen.returncode, actor.log_tail()
     refused = refused_requests(actor) or refused_websockets(actor)
     if refused:
-        return Hopeless(f"the {actor.name} exited with code {code} after the target answered: {refused}; its last "
-                        f"log lines:\n{log}")
+        return Hopeless(
+            f"the {actor.name} exited with code {code} after the target answered: {refused}; its last log lines:\n{log}"
+        )
     if not actor.recorder.transcript() or LOCAL_START_FAILURES.search(log):
         return ActorCouldNotStart(
             f"the {actor.name} exited with code {code} before the target had any part in it (a harness or machine "
             f"fault, not the target's); its last log lines ({actor.process.log_path}):\n{log}"
         )
-    return Hopeless(f"the {actor.name} exited with code {code} while talking to the target (every answer was 2xx); "
-                    f"its last log lines:\n{log}")
+    return Hopeless(
+        f"the {actor.name} exited with code {code} while talking to the target (every answer was 2xx); "
+        f"its last log lines:\n{log}"
+    )
 
 
 def actor_can_still_act(actor: "Actor | None", poll_path: str = "", *, since: float = 0.0) -> None:
@@ -128,13 +140,20 @@ def describe_state(run: dict[str, Any]) -> str:
 
 
 def wait_for_final_state(
-    api: "ApiClient", run_id: str, *, actor: "Actor | None", timeout: float, poll_path: str = "", hint: str = "",
+    api: "ApiClient",
+    run_id: str,
+    *,
+    actor: "Actor | None",
+    timeout: float,
+    poll_path: str = "",
+    hint: str = "",
     since: float = 0.0,
 ) -> dict[str, Any]:
     """Poll ``GET /flow_runs/{id}`` until the run reaches a final state; return the run.
 
     Ends early if the actor dies or the target keeps refusing the actor's ``poll_path`` (from ``since`` on).
     """
+
     def probe() -> dict[str, Any] | None:
         run = api.get(f"/flow_runs/{run_id}")
         if (run.get("state") or {}).get("type") in FINAL_STATE_TYPES:
@@ -143,16 +162,26 @@ def wait_for_final_state(
         # A client gives up on a run when the target still refuses a request about it after the client's own
         # retries (a worker that got 503 six times for PATCH /flow_runs/{id}/labels leaves the run PENDING).
         refused = refused_requests(actor) if actor else ""
-        raise AssertionError(f"run is {describe_state(run)}"
-                             + (f"; the target refused the {actor.name}'s last requests: {refused}" if refused else ""))
+        raise AssertionError(
+            f"run is {describe_state(run)}"
+            + (f"; the target refused the {actor.name}'s last requests: {refused}" if refused else "")
+        )
 
     who = f" by the {actor.name}" if actor else ""
-    return wait_until(probe, awaiting=f"flow run {run_id} to be executed{who} and reach a final state", timeout=timeout,
-                      interval=0.25, hint=hint)
+    return wait_until(
+        probe,
+        awaiting=f"flow run {run_id} to be executed{who} and reach a final state",
+        timeout=timeout,
+        interval=0.25,
+        hint=hint,
+    )
 
 
-def wait_for_deployment(api: "ApiClient", flow_name: str, deployment_name: str, *, actor: "Actor", timeout: float) -> dict[str, Any]:
+def wait_for_deployment(
+    api: "ApiClient", flow_name: str, deployment_name: str, *, actor: "Actor", timeout: float
+) -> dict[str, Any]:
     """Poll ``GET /deployments/name/{flow}/{deployment}`` until the actor has created the deployment."""
+
     def probe() -> dict[str, Any] | None:
         answer = api.request("GET", f"/deployments/name/{flow_name}/{deployment_name}")
         if answer.status == 200:
@@ -160,5 +189,9 @@ def wait_for_deployment(api: "ApiClient", flow_name: str, deployment_name: str, 
         actor_can_still_act(actor)
         raise AssertionError(answer.describe())
 
-    return wait_until(probe, awaiting=f"the {actor.name} to create deployment {flow_name}/{deployment_name}",
-                      timeout=timeout, interval=0.25)
+    return wait_until(
+        probe,
+        awaiting=f"the {actor.name} to create deployment {flow_name}/{deployment_name}",
+        timeout=timeout,
+        interval=0.25,
+    )

@@ -94,11 +94,30 @@ class _Seen:
         latency = round((self.finished - self.started) * 1000, 2)
         if self.websocket:
             summary = self.detail or f"target refused the websocket: {self.status} {summarize_body(self.body(), 120)}"
-            return Exchange(actor, "WS", self.path, self.status, self.started, latency, self.offered, summary, True,
-                            self.subprotocol, self.user_agent)
-        return Exchange(actor, self.method, self.path, self.status, self.started, latency,
-                        summarize_body(self.request_body), summarize_body(self.body(), 160) or self.detail,
-                        user_agent=self.user_agent)
+            return Exchange(
+                actor,
+                "WS",
+                self.path,
+                self.status,
+                self.started,
+                latency,
+                self.offered,
+                summary,
+                True,
+                self.subprotocol,
+                self.user_agent,
+            )
+        return Exchange(
+            actor,
+            self.method,
+            self.path,
+            self.status,
+            self.started,
+            latency,
+            summarize_body(self.request_body),
+            summarize_body(self.body(), 160) or self.detail,
+            user_agent=self.user_agent,
+        )
 
 
 @dataclass
@@ -187,16 +206,22 @@ class RecordingRelay(Recorded):
     def accepted_bodies(self, method: str, path_suffix: str) -> list[Any]:
         """The parsed JSON bodies of the client's requests to ``path_suffix`` that the target answered 2xx, in
         order: what a real client sent that the target took (the log lines of ``POST /logs/``, say)."""
-        return [json.loads(body) for status, _, body in self.answered(method, (path_suffix,))
-                if 200 <= status < 300 and body]
+        return [
+            json.loads(body)
+            for status, _, body in self.answered(method, (path_suffix,))
+            if 200 <= status < 300 and body
+        ]
 
     def answered(self, method: str, path_suffixes: tuple[str, ...]) -> list[tuple[int, float, bytes]]:
         """(status, when it was answered, request body) of the client's answered requests to any of
         ``path_suffixes``, in order: cheap enough to read several times a second while the client runs (nothing is
         summarised), for a harness that acts on the target's answers as they come."""
         with self._lock:
-            seen = [s for s in self._seen if s.method == method and s.status
-                    and api_relative(s.path, self._api_path).endswith(path_suffixes)]
+            seen = [
+                s
+                for s in self._seen
+                if s.method == method and s.status and api_relative(s.path, self._api_path).endswith(path_suffixes)
+            ]
         return [(s.status, s.finished, s.request_body) for s in seen]
 
     def answers(self) -> list[tuple[Exchange, bytes]]:
@@ -204,7 +229,6 @@ class RecordingRelay(Recorded):
         with self._lock:
             kept = [s for s in self._seen if s.status and s.kept]
         return [(s.exchange(self.actor), s.body()) for s in kept]
-
 
     # --- the relay ---------------------------------------------------------------------------------------
 
@@ -216,8 +240,14 @@ class RecordingRelay(Recorded):
         seen.finished = time.time()
         seen.content_type, seen.content_encoding = content_type, encoding
         with self._lock:
-            seen.kept = self.keep_answers and not seen.websocket and 200 <= status < 300 and "json" in content_type \
-                and bool(body) and self._kept_bytes + len(body) <= MAX_KEPT_BYTES
+            seen.kept = (
+                self.keep_answers
+                and not seen.websocket
+                and 200 <= status < 300
+                and "json" in content_type
+                and bool(body)
+                and self._kept_bytes + len(body) <= MAX_KEPT_BYTES
+            )
             if seen.kept:
                 self._kept_bytes += len(body)
             seen.response_body = body if seen.kept else body[:SUMMARY_BYTES]
@@ -278,10 +308,16 @@ class _ClientSide(_Side):
     async def _connect(self) -> None:
         relay = self.relay
         try:
-            _, target = await asyncio.wait_for(asyncio.get_running_loop().create_connection(
-                lambda: _TargetSide(relay, self), relay._host, relay._port,
-                ssl=tls_context() if relay._secure else None, server_hostname=relay._host if relay._secure else None),
-                timeout=10)
+            _, target = await asyncio.wait_for(
+                asyncio.get_running_loop().create_connection(
+                    lambda: _TargetSide(relay, self),
+                    relay._host,
+                    relay._port,
+                    ssl=tls_context() if relay._secure else None,
+                    server_hostname=relay._host if relay._secure else None,
+                ),
+                timeout=10,
+            )
         except (OSError, asyncio.TimeoutError) as exc:
             self.unreachable = exc
             if self.early:
@@ -328,8 +364,10 @@ class _ClientSide(_Side):
         for seen in list(self.pending):
             self.relay._finish(seen, 502, body, "application/json", "")
         self.pending.clear()
-        self.transport.write(b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\nconnection: close\r\n"
-                             b"content-length: %d\r\n\r\n%s" % (len(body), body))
+        self.transport.write(
+            b"HTTP/1.1 502 Bad Gateway\r\ncontent-type: application/json\r\nconnection: close\r\n"
+            b"content-length: %d\r\n\r\n%s" % (len(body), body)
+        )
         self.transport.close()
 
 
@@ -385,7 +423,7 @@ class _Requests:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade as upgrade:
             self.raw = True
-            self.out.append(data[upgrade.args[0]:])
+            self.out.append(data[upgrade.args[0] :])
         except httptools.HttpParserError:
             self.raw = True  # not HTTP the relay can read: passed on as it is, no longer recorded
             return b"".join(self.out) + data
@@ -410,9 +448,17 @@ class _Requests:
             self.out.append(b"".join(head))
         path = self.url.split(b"?", 1)[0].decode("latin-1")
         websocket = lower.get(b"upgrade", b"").lower() == b"websocket"
-        self.seen = _Seen(method.decode(), api_relative(path, self.relay._api_path), time.time(),
-                          lower.get(b"user-agent", b"").decode("latin-1"), b"", websocket,
-                          f"subprotocols={[p.strip() for p in lower.get(b'sec-websocket-protocol', b'').decode('latin-1').split(',') if p.strip()]}")
+        offered = lower.get(b"sec-websocket-protocol", b"").decode("latin-1").split(",")
+        subprotocols = [p.strip() for p in offered if p.strip()]
+        self.seen = _Seen(
+            method.decode(),
+            api_relative(path, self.relay._api_path),
+            time.time(),
+            lower.get(b"user-agent", b"").decode("latin-1"),
+            b"",
+            websocket,
+            f"subprotocols={subprotocols}",
+        )
         self.pending.append(self.seen)
         self.relay._begin(self.seen)
 
@@ -487,7 +533,11 @@ class _Answers:
     def on_message_complete(self) -> None:
         status = self.parser.get_status_code()
         if status >= 200 and self.pending:
-            self.relay._finish(self.pending.popleft(), status, b"".join(self.body),
-                               self.headers.get(b"content-type", b"").decode("latin-1"),
-                               self.headers.get(b"content-encoding", b"").decode("latin-1").lower())
+            self.relay._finish(
+                self.pending.popleft(),
+                status,
+                b"".join(self.body),
+                self.headers.get(b"content-type", b"").decode("latin-1"),
+                self.headers.get(b"content-encoding", b"").decode("latin-1").lower(),
+            )
         self._reset()

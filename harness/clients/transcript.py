@@ -15,14 +15,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Self
 
-
 #: How many bytes of whole successful JSON answers a recorder keeps beside its exchanges, at most.
 MAX_KEPT_BYTES = 64 * 1024 * 1024
 
 
 def api_relative(path: str, api_path: str) -> str:
     """A request's path as transcripts record it: below the API root (``/api/flows/`` -> ``/flows/``)."""
-    return path[len(api_path):] if path.startswith(api_path) else path
+    return path[len(api_path) :] if path.startswith(api_path) else path
 
 
 @dataclass
@@ -107,7 +106,11 @@ def condense(exchanges: list[Exchange]) -> list[tuple[str, str, int]]:
         statuses = rows.setdefault(f"{exchange.method} {endpoint_of(exchange.path)}", {})
         statuses[exchange.status] = statuses.get(exchange.status, 0) + 1
     return [
-        (endpoint, ", ".join(f"{s}x{n}" if n > 1 else str(s) for s, n in sorted(statuses.items())), sum(statuses.values()))
+        (
+            endpoint,
+            ", ".join(f"{s}x{n}" if n > 1 else str(s) for s, n in sorted(statuses.items())),
+            sum(statuses.values()),
+        )
         for endpoint, statuses in rows.items()
     ]
 

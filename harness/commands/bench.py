@@ -28,19 +28,23 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-
-from harness.commands.options import absolute_path
-from harness.commands.timeline import (TIMELINE_ENV, WorkerProfile, critical_path, describe_path, requests_by_module,
-                                      worker_profile)
-from harness.locations import default_report_dir
-from harness.clients.actors import FAST_CLIENT_SETTINGS
+from harness.clients.actors import FAST_CLIENT_SETTINGS, SCHEDULE_INTERVAL
 from harness.clients.lifecycle import HOLD_SECONDS, LEASE_SECONDS, PEER_SETTLE, RETRIES, RETRY_DELAY
 from harness.clients.relay import RecordingRelay
+from harness.commands.options import absolute_path
+from harness.commands.timeline import (
+    TIMELINE_ENV,
+    WorkerProfile,
+    critical_path,
+    describe_path,
+    requests_by_module,
+    worker_profile,
+)
+from harness.features import FEATURE_ORDER
+from harness.locations import default_report_dir
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment
 from harness.reference.local import LocalReference
-from harness.features import FEATURE_ORDER
 from harness.waits import stability_window
-from harness.clients.actors import SCHEDULE_INTERVAL
 
 
 def flow_run_startup(samples: int = 3) -> float:
@@ -66,44 +70,69 @@ def unavoidable_waits(startup: float) -> dict[str, tuple[str, float]]:
     loop = float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_RECENT_DEPLOYMENTS_LOOP_SECONDS"])
     stable = stability_window(float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"]))
     return {
-        "scheduler": (f"the scheduler's first loop ({loop:.0f} s), then the run count must hold still for "
-                      f"{stable:.0f} s", loop + stable),
-        "serve": (f"two Runners in turn, each polling every {poll:.0f} s and starting a flow-run process "
-                  f"({startup:.1f} s); the scheduled run comes due up to {SCHEDULE_INTERVAL} s after its deployment",
-                  2 * (poll + startup) + SCHEDULE_INTERVAL),
-        "worker": (f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
-                   query + startup),
+        "scheduler": (
+            f"the scheduler's first loop ({loop:.0f} s), then the run count must hold still for {stable:.0f} s",
+            loop + stable,
+        ),
+        "serve": (
+            f"two Runners in turn, each polling every {poll:.0f} s and starting a flow-run process "
+            f"({startup:.1f} s); the scheduled run comes due up to {SCHEDULE_INTERVAL} s after its deployment",
+            2 * (poll + startup) + SCHEDULE_INTERVAL,
+        ),
+        "worker": (
+            f"the worker queries every {query:.0f} s, then starts a flow-run process ({startup:.1f} s)",
+            query + startup,
+        ),
         "task_worker": ("none: the target pushes task runs over a websocket as they are delayed", 0.0),
         "upserts": ("none: pure API requests", 0.0),
         "labels": ("none: pure API requests", 0.0),
         "lists": ("none: pure API requests", 0.0),
-        "statuses": (f"a queue and a deployment polled once become NOT_READY after {stale:g} s (the foreman loops every "
-                     f"{foreman:g} s)", stale + foreman),
-        "lifecycle": (f"three modules side by side, each with clients of its own: about twenty runs of a Runner's and "
-                      f"a worker's in two waves, each picked up ({poll:.0f} s, "
-                      f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
-                      f"subflow start after another, two runs of a one-slot deployment one after the other "
-                      f"({HOLD_SECONDS:g} s each, the second refused for {slot_wait:g} s), a global slot held until the "
-                      f"other holder's ask is answered and {PEER_SETTLE:g} s more; then three workers start and share six "
-                      "runs. In the third, a dead holder's slot is freed once its "
-                      f"{LEASE_SECONDS} s lease has expired (the repossessor loops every "
-                      f"{repossessor:g} s)",
-                      max(max(2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY,
-                              2 * (query + startup) + 2 * HOLD_SECONDS + slot_wait, 2 * (poll + startup) + PEER_SETTLE)
-                          + query + startup, poll + startup + LEASE_SECONDS + repossessor)),
+        "statuses": (
+            f"a queue and a deployment polled once become NOT_READY after {stale:g} s (the foreman loops every "
+            f"{foreman:g} s)",
+            stale + foreman,
+        ),
+        "lifecycle": (
+            f"three modules side by side, each with clients of its own: about twenty runs of a Runner's and "
+            f"a worker's in two waves, each picked up ({poll:.0f} s, "
+            f"{query:.0f} s) and started in a flow-run process ({startup:.1f} s); a suspended run and a "
+            f"subflow start after another, two runs of a one-slot deployment one after the other "
+            f"({HOLD_SECONDS:g} s each, the second refused for {slot_wait:g} s), a global slot held until the "
+            f"other holder's ask is answered and {PEER_SETTLE:g} s more; then three workers start and share six "
+            "runs. In the third, a dead holder's slot is freed once its "
+            f"{LEASE_SECONDS} s lease has expired (the repossessor loops every "
+            f"{repossessor:g} s)",
+            max(
+                max(
+                    2 * (max(poll, query) + startup) + RETRIES * RETRY_DELAY,
+                    2 * (query + startup) + 2 * HOLD_SECONDS + slot_wait,
+                    2 * (poll + startup) + PEER_SETTLE,
+                )
+                + query
+                + startup,
+                poll + startup + LEASE_SECONDS + repossessor,
+            ),
+        ),
         "logs": (f"a flow called as a script: a process's start-up ({startup:.1f} s)", startup),
-        "durability": (f"after every other check, the target's restart (its start-up, measured below), then the "
-                       f"scheduler's runs must hold still for {stable:.0f} s (the Runner and the worker run their runs "
-                       "meanwhile)", stable),
-        "events": (f"an events client's start-up ({startup:.1f} s); the reference persists events every "
-                   f"{FAST_SERVICE_SETTINGS['PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL']} s",
-                   startup + float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"])),
+        "durability": (
+            f"after every other check, the target's restart (its start-up, measured below), then the "
+            f"scheduler's runs must hold still for {stable:.0f} s (the Runner and the worker run their runs "
+            "meanwhile)",
+            stable,
+        ),
+        "events": (
+            f"an events client's start-up ({startup:.1f} s); the reference persists events every "
+            f"{FAST_SERVICE_SETTINGS['PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL']} s",
+            startup + float(FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL"]),
+        ),
         "scheduling": ("none: pure API requests", 0.0),
         "timestamps": ("none: pure API requests", 0.0),
         "handshake": ("none: one API request", 0.0),
         "schema": ("none: pure API requests (the OpenAPI document is generated once per release and cached)", 0.0),
-        "bad_input": ("none: pure API requests (the requests and Prefect's answers are made once per release and "
-                      "cached)", 0.0),
+        "bad_input": (
+            "none: pure API requests (the requests and Prefect's answers are made once per release and cached)",
+            0.0,
+        ),
     }
 
 
@@ -154,10 +183,13 @@ def warm_up(report_dir: Path) -> float:
 
 def run_cli(run_args: list[str], *, what: str, env: dict[str, str] | None = None) -> None:
     """``prefect-conformance run`` with ``run_args`` in a child process; a run that did not pass ends the bench."""
-    proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", *run_args], capture_output=True,
-                          text=True, env=env)
+    proc = subprocess.run(
+        [sys.executable, "-m", "harness.commands.cli", "run", *run_args], capture_output=True, text=True, env=env
+    )
     if proc.returncode != 0:
-        raise SystemExit(f"bench: {what} did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}")
+        raise SystemExit(
+            f"bench: {what} did not pass (exit {proc.returncode}):\n{proc.stdout[-2000:]}{proc.stderr[-2000:]}"
+        )
 
 
 def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
@@ -166,13 +198,18 @@ def run_suite(parallel: str, report_dir: Path) -> SuiteRun:
     timeline.unlink(missing_ok=True)
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.monotonic()
-    run_cli(["-n", parallel, "--report-dir", str(report_dir), "--", "-p", "harness.commands.timeline"],
-            what="the suite", env={**os.environ, TIMELINE_ENV: str(timeline)})
+    run_cli(
+        ["-n", parallel, "--report-dir", str(report_dir), "--", "-p", "harness.commands.timeline"],
+        what="the suite",
+        env={**os.environ, TIMELINE_ENV: str(timeline)},
+    )
     wall = time.monotonic() - started
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     span, workers = worker_profile(timeline)
-    return SuiteRun(wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers, report_dir)
+    return SuiteRun(
+        wall, cpu, json.loads((report_dir / "latest" / "results.json").read_text()), span, workers, report_dir
+    )
 
 
 def median_run(runs: list[SuiteRun]) -> SuiteRun:
@@ -198,7 +235,8 @@ def profile_lines(run: SuiteRun, cores: int) -> list[str]:
         f"one took {run.wall / (run.cpu / cores):.2f} x that.",
         "",
         f"Critical path (the modules that decided the wall time, each after the one before it on its worker, or after "
-        f"the rest of the run for the durability checks): {describe_path(critical_path(run.report_dir / 'timeline.jsonl'))}.",
+        "the rest of the run for the durability checks): "
+        f"{describe_path(critical_path(run.report_dir / 'timeline.jsonl'))}.",
         "",
         f"Load: {run.results['run']['extra'].get('load', 'not recorded')}.",
         "",
@@ -231,11 +269,17 @@ class Overhead:
     high: float
 
     def describe(self) -> str:
-        return (f"{(self.ratio - 1) * 100:+.1f} % (95 % CI {(self.low - 1) * 100:+.1f} % to {(self.high - 1) * 100:+.1f} %; "
-                f"{self.direct_ms:.2f} ms direct, {self.recorded_ms:.2f} ms recorded; median of {self.pairs} interleaved pairs)")
+        return (
+            f"{(self.ratio - 1) * 100:+.1f} % (95 % CI {(self.low - 1) * 100:+.1f} % to {(self.high - 1) * 100:+.1f} "
+            "%; "
+            f"{self.direct_ms:.2f} ms direct, {self.recorded_ms:.2f} ms recorded; median of {self.pairs} interleaved "
+            "pairs)"
+        )
 
 
-def paired_ratio(direct: list[float], recorded: list[float], *, resamples: int = 2000, seed: int = 0) -> tuple[float, float, float]:
+def paired_ratio(
+    direct: list[float], recorded: list[float], *, resamples: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
     """Median of the per-pair ratios ``recorded / direct`` and its 95 % bootstrap interval.
 
     Pairs, not two separate medians: a pair's two requests are sent back to back, so a slow moment of a shared
@@ -278,8 +322,12 @@ def recorder_overhead(pairs: int = 400) -> Overhead:
     pair, from a client in its own process (as real clients are) while the relay runs here (as in a run)."""
     with tempfile.TemporaryDirectory() as tmp, LocalReference(workdir=Path(tmp)) as reference:
         with RecordingRelay(reference.api_url, actor="bench") as relay:
-            proc = subprocess.run([sys.executable, "-c", OVERHEAD_CLIENT, reference.api_url, relay.api_url, str(pairs)],
-                                  capture_output=True, text=True, timeout=600)
+            proc = subprocess.run(
+                [sys.executable, "-c", OVERHEAD_CLIENT, reference.api_url, relay.api_url, str(pairs)],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
             if proc.returncode != 0:
                 raise SystemExit(f"bench: the overhead client failed:\n{proc.stderr[-2000:]}")
             timings = json.loads(proc.stdout)
@@ -290,11 +338,20 @@ def recorder_overhead(pairs: int = 400) -> Overhead:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.commands.bench", description=__doc__.splitlines()[0])
-    parser.add_argument("--report-dir", type=absolute_path, default=str(default_report_dir()),
-                        help="where to write (a relative path is taken from the current directory)")
-    parser.add_argument("--repeat", type=int, default=3, metavar="K",
-                        help="time the suite K times serially and K times in parallel, alternating, and report the "
-                        "median run of each (default 3; one run of the suite varies by a third on a shared machine)")
+    parser.add_argument(
+        "--report-dir",
+        type=absolute_path,
+        default=str(default_report_dir()),
+        help="where to write (a relative path is taken from the current directory)",
+    )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=3,
+        metavar="K",
+        help="time the suite K times serially and K times in parallel, alternating, and report the "
+        "median run of each (default 3; one run of the suite varies by a third on a shared machine)",
+    )
     args = parser.parse_args(argv)
     out = args.report_dir / "bench"
     out.mkdir(parents=True, exist_ok=True)
@@ -317,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
         f"target: bundled reference (Prefect {serial['run']['target_version']}, SQLite).",
         "",
-        "| feature | checks | time in checks, serial (s) | requests: harness / real clients | unavoidable waits (s) | what cannot be avoided |",
+        "| feature | checks | time in checks, serial (s) | requests: harness / real clients | unavoidable waits (s) | "
+        "what cannot be avoided |",
         "|---|---|---|---|---|---|",
     ]
     harness_requests, busiest = serial_run.harness_requests()
@@ -327,20 +385,24 @@ def main(argv: list[str] | None = None) -> int:
         counts[check["feature"]] = counts.get(check["feature"], 0) + 1
     for feature in sorted(features, key=lambda f: FEATURE_ORDER.index(f) if f in FEATURE_ORDER else 99):
         why, seconds = waits.get(feature, ("", 0.0))
-        lines.append(f"| {feature} | {counts[feature]} | {features[feature]:.1f} | {harness_requests.get(feature, 0)} / "
-                     f"{client_requests.get(feature, 0)} | {seconds:.1f} | {why} |")
+        lines.append(
+            f"| {feature} | {counts[feature]} | {features[feature]:.1f} | {harness_requests.get(feature, 0)} / "
+            f"{client_requests.get(feature, 0)} | {seconds:.1f} | {why} |"
+        )
     lines += [
         "",
         "| measure | value |",
         "|---|---|",
         f"| warm-up before the timed runs (`-m '{CACHE_BUILDING_FEATURES}'`, serially; fills the caches on a "
         f"machine's first run) | {warm:.1f} s |",
-        f"| reference server start-up (cached template DB) | {serial['run']['extra'].get('reference_startup_seconds', 0):.1f} s |",
+        "| reference server start-up (cached template DB) | "
+        f"{serial['run']['extra'].get('reference_startup_seconds', 0):.1f} s |",
         f"| full suite, serial (`-n 1`), wall | {serial_wall:.1f} s ({spread(serial_runs)}) |",
         f"| full suite, parallel (`-n auto`: {len(parallel_run.workers)} processes), wall | {parallel_wall:.1f} s "
         f"({spread(parallel_runs)}) |",
         f"| parallel speed-up | {serial_wall / parallel_wall:.2f}x |",
-        f"| CPU used by the parallel run (every process: pytest, clients, the reference) | {parallel_run.cpu:.1f} CPU-s |",
+        f"| CPU used by the parallel run (every process: pytest, clients, the reference) | {parallel_run.cpu:.1f} "
+        "CPU-s |",
         f"| parallel wall / CPU floor (CPU-s / {os.cpu_count()} cores) | "
         f"{parallel_wall / (parallel_run.cpu / (os.cpu_count() or 1)):.2f}x |",
         f"| flow-run process start-up (`import prefect.flow_engine`, median of 3) | {startup:.2f} s |",
@@ -350,7 +412,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Requests, serially: the harness sent {sum(harness_requests.values())} (its setup, waits and cleanup), the "
         f"real clients {sum(client_requests.values())}; the reference used {serial_run.reference_cpu:.1f} CPU-seconds "
         f"answering them and running its services. The checks that sent the most: "
-        + ", ".join(f"{nodeid.split('::')[-1]} {count}" for nodeid, count in busiest[:5]) + ".",
+        + ", ".join(f"{nodeid.split('::')[-1]} {count}" for nodeid, count in busiest[:5])
+        + ".",
         "",
         "## Where the median parallel run's time went",
         "",

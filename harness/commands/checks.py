@@ -12,11 +12,16 @@ import sys
 import pytest
 
 from harness.commands.scenarios_run import PYTEST_INI, plugin_option
-from harness.locations import scenarios_dir
-from harness.reporting.catalogue import (CheckInfo, applies_to, load_catalogue, render_catalogue_json,
-                                         render_catalogue_markdown)
-from harness.reporting.results import check_id, describe
 from harness.errors import HarnessError
+from harness.locations import scenarios_dir
+from harness.reporting.catalogue import (
+    CheckInfo,
+    applies_to,
+    load_catalogue,
+    render_catalogue_json,
+    render_catalogue_markdown,
+)
+from harness.reporting.results import check_id, describe
 
 
 class _Collected:
@@ -37,25 +42,43 @@ def collect_checks(keyword: str | None = None, markers: str | None = None) -> li
     """Every check of the scenarios (those ``-k``/``-m`` select), in the order a report lists them."""
     collected = _Collected()
     root = scenarios_dir().parent
-    args = [str(scenarios_dir()), f"--rootdir={root}", "-c", str(PYTEST_INI), *plugin_option(), "--collect-only",
-            "-p", "no:cacheprovider", "-p", "no:terminal",
-            "--reference-url=none"]  # the differential checks are listed too (nothing runs)
+    args = [
+        str(scenarios_dir()),
+        f"--rootdir={root}",
+        "-c",
+        str(PYTEST_INI),
+        *plugin_option(),
+        "--collect-only",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:terminal",
+        "--reference-url=none",
+    ]  # the differential checks are listed too (nothing runs)
     args += ["-k", keyword] if keyword else []
     args += ["-m", markers] if markers else []
     code = pytest.main(args, plugins=[collected])
     if code not in (0, 5):
-        raise HarnessError(f"collecting the scenarios failed (pytest exit {code}); run pytest --collect-only scenarios to see why")
+        raise HarnessError(
+            f"collecting the scenarios failed (pytest exit {code}); run pytest --collect-only scenarios to see why"
+        )
     unique = {c.id: c for c in collected.checks}
     return sorted(unique.values(), key=lambda c: c.id)
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
     checks = commands.add_parser(
-        "checks", help="list every check: its profile, severity, since, reference and what it proves",
+        "checks",
+        help="list every check: its profile, severity, since, reference and what it proves",
         description="List the catalogue of checks (no target needed; nothing runs). docs/checks.md is this "
-        "command's --format md.")
-    checks.add_argument("--format", choices=("text", "md", "json"), default="text",
-                        help="text (a line each, the default), md (docs/checks.md) or json")
+        "command's --format md.",
+    )
+    checks.add_argument(
+        "--format",
+        choices=("text", "md", "json"),
+        default="text",
+        help="text (a line each, the default), md (docs/checks.md) or json",
+    )
     checks.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas, as for run")
     checks.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches, as for run")
     checks.add_argument("--profiles", metavar="NAMES", help="only the checks of these profiles (comma-separated)")

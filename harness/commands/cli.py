@@ -18,19 +18,18 @@ from pathlib import Path
 from typing import Sequence
 
 from harness import PREFECT_REFERENCE_VERSION
-from harness.locations import default_report_dir
-from harness.errors import HarnessError, TargetUnavailable
-from harness.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.checks.horizon import SCHEDULER_LIMITS_ENV
 from harness.commands import checks as checks_command
+from harness.commands import matrix as matrix_command
 from harness.commands.conformance import EXIT_NO_VERDICT, compare, run
 from harness.commands.options import absolute_path, parallel_option
-from harness.commands import matrix as matrix_command
-from harness.reporting.catalogue import profile_names
+from harness.errors import HarnessError, TargetUnavailable
 from harness.features import FEATURE_ORDER
-from harness.reference.releases import (CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV)
-from harness.checks.horizon import SCHEDULER_LIMITS_ENV
-from harness.waits import (PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV,
-                           TIMEOUT_SCALE_ENV)
+from harness.locations import default_report_dir
+from harness.processes import REGISTRY_ENV, RUN_MARKER_ENV, install_termination_handler, reap_registry, stop_all
+from harness.reference.releases import CLIENT_VERSION_ENV, REFERENCE_VERSION_ENV
+from harness.reporting.catalogue import profile_names
+from harness.waits import PREFECT_SCHEDULER_INTERVAL, SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV, TIMEOUT_SCALE_ENV
 
 REFERENCE_MODES = ("local", "local-postgres", "docker", "docker-postgres")
 
@@ -74,34 +73,71 @@ def build_parser() -> argparse.ArgumentParser:
         "PostgreSQL database --reference-db-url; 'docker' = a container (testcontainers) on SQLite; "
         "'docker-postgres' = a container plus a PostgreSQL container on a private network (also $REFERENCE)",
     )
-    run.add_argument("--reference-version", metavar="X.Y.Z", default=os.environ.get(REFERENCE_VERSION_ENV) or None,
-                     help=f"run the bundled reference from this Prefect release instead of {PREFECT_REFERENCE_VERSION}: "
-                     "installed on first use like --client-version, or its official image (built here from Debian "
-                     f"and PyPI packages where the engine cannot pull) for the docker modes (also ${REFERENCE_VERSION_ENV})")
-    run.add_argument("--reference-image", metavar="IMAGE", default=os.environ.get("REFERENCE_IMAGE") or None,
-                     help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11, or its "
-                     "equivalent built here from Debian and PyPI packages when the engine cannot pull it; "
-                     "also $REFERENCE_IMAGE)")
-    run.add_argument("--postgres-image", metavar="IMAGE", default=os.environ.get("POSTGRES_IMAGE") or None,
-                     help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)")
-    run.add_argument("--reference-db-url", metavar="URL", default=os.environ.get("REFERENCE_DB_URL") or None,
-                     help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)")
-    run.add_argument("--differential", nargs="?", const="bundled", default=None, metavar="REFERENCE_URL",
-                     help="also run the differential checks: one sequence of client calls sent to the target and to "
-                     "Prefect's own server, answers compared. The bundled reference is started beside the target "
-                     "(with no --target, it is compared with itself), or give the API root of a running Prefect server")
-    run.add_argument("--restart-command", metavar="CMD", default=os.environ.get("PREFECT_CONFORMANCE_RESTART_COMMAND"),
-                     help="a shell command that restarts the target on its own data, for the durability checks, which "
-                     "restart it once, after every other check has finished (the bundled reference restarts itself; "
-                     "also $PREFECT_CONFORMANCE_RESTART_COMMAND)")
-    run.add_argument("--report-dir", type=absolute_path, default=None,
-                     help="where reports go; a relative path is taken from the current directory (default: "
-                     "$PREFECT_CONFORMANCE_REPORT_DIR, else reports/ of the suite's checkout, or "
-                     "./prefect-conformance-reports/ when installed)")
-    run.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression")
+    run.add_argument(
+        "--reference-version",
+        metavar="X.Y.Z",
+        default=os.environ.get(REFERENCE_VERSION_ENV) or None,
+        help=f"run the bundled reference from this Prefect release instead of {PREFECT_REFERENCE_VERSION}: "
+        "installed on first use like --client-version, or its official image (built here from Debian "
+        f"and PyPI packages where the engine cannot pull) for the docker modes (also ${REFERENCE_VERSION_ENV})",
+    )
+    run.add_argument(
+        "--reference-image",
+        metavar="IMAGE",
+        default=os.environ.get("REFERENCE_IMAGE") or None,
+        help="Prefect image for the docker references (default prefecthq/prefect:3.9.1-python3.11, or its "
+        "equivalent built here from Debian and PyPI packages when the engine cannot pull it; "
+        "also $REFERENCE_IMAGE)",
+    )
+    run.add_argument(
+        "--postgres-image",
+        metavar="IMAGE",
+        default=os.environ.get("POSTGRES_IMAGE") or None,
+        help="PostgreSQL image for docker-postgres (default postgres:15; also $POSTGRES_IMAGE)",
+    )
+    run.add_argument(
+        "--reference-db-url",
+        metavar="URL",
+        default=os.environ.get("REFERENCE_DB_URL") or None,
+        help="postgresql+asyncpg://... database that local-postgres may own (also $REFERENCE_DB_URL)",
+    )
+    run.add_argument(
+        "--differential",
+        nargs="?",
+        const="bundled",
+        default=None,
+        metavar="REFERENCE_URL",
+        help="also run the differential checks: one sequence of client calls sent to the target and to "
+        "Prefect's own server, answers compared. The bundled reference is started beside the target "
+        "(with no --target, it is compared with itself), or give the API root of a running Prefect server",
+    )
+    run.add_argument(
+        "--restart-command",
+        metavar="CMD",
+        default=os.environ.get("PREFECT_CONFORMANCE_RESTART_COMMAND"),
+        help="a shell command that restarts the target on its own data, for the durability checks, which "
+        "restart it once, after every other check has finished (the bundled reference restarts itself; "
+        "also $PREFECT_CONFORMANCE_RESTART_COMMAND)",
+    )
+    run.add_argument(
+        "--report-dir",
+        type=absolute_path,
+        default=None,
+        help="where reports go; a relative path is taken from the current directory (default: "
+        "$PREFECT_CONFORMANCE_REPORT_DIR, else reports/ of the suite's checkout, or "
+        "./prefect-conformance-reports/ when installed)",
+    )
+    run.add_argument(
+        "-k", dest="keyword", metavar="EXPR", help="only checks whose id matches this pytest -k expression"
+    )
     features = ", ".join(f for f in FEATURE_ORDER if f != "differential")
-    run.add_argument("-m", dest="markers", metavar="EXPR", help=f"only these feature areas ({features}; differential "
-                     "with --differential), e.g. 'timestamps or scheduling'")
+    run.add_argument(
+        "-m",
+        dest="markers",
+        metavar="EXPR",
+        help=f"only these feature areas ({features}; differential "
+        "with --differential), e.g. 'timestamps or scheduling'",
+    )
     run.add_argument(
         "-n",
         "--parallel",
@@ -189,35 +225,64 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="rewrite --expectations FILE from this run: every failing check listed, reasons of kept entries kept",
     )
-    gate.add_argument("--strict", action="store_true",
-                      help="fail the gate on `should` checks too (by default their failures are warnings; see "
-                      "`prefect-conformance checks` for each check's severity and why)")
-    gate.add_argument("--profiles", metavar="NAMES", default=None,
-                      help="run and claim only these profiles, e.g. core,workers (see `prefect-conformance checks`; "
-                      f"profiles: {', '.join(profile_names())})")
-    gate.add_argument("--github-summary", nargs="?", type=absolute_path, metavar="FILE", default=None,
-                      const=os.environ.get("GITHUB_STEP_SUMMARY") or "",
-                      help="append a screenful of Markdown (the verdict, the claim, a row per feature, new failures "
-                      "and fixes, the first causes) to FILE, by default $GITHUB_STEP_SUMMARY (a GitHub Actions job's "
-                      "summary page)")
-    gate.add_argument("--badge", type=absolute_path, metavar="FILE", default=None,
-                      help="also write the claim as a shields.io endpoint JSON to FILE, for a README badge")
+    gate.add_argument(
+        "--strict",
+        action="store_true",
+        help="fail the gate on `should` checks too (by default their failures are warnings; see "
+        "`prefect-conformance checks` for each check's severity and why)",
+    )
+    gate.add_argument(
+        "--profiles",
+        metavar="NAMES",
+        default=None,
+        help="run and claim only these profiles, e.g. core,workers (see `prefect-conformance checks`; "
+        f"profiles: {', '.join(profile_names())})",
+    )
+    gate.add_argument(
+        "--github-summary",
+        nargs="?",
+        type=absolute_path,
+        metavar="FILE",
+        default=None,
+        const=os.environ.get("GITHUB_STEP_SUMMARY") or "",
+        help="append a screenful of Markdown (the verdict, the claim, a row per feature, new failures "
+        "and fixes, the first causes) to FILE, by default $GITHUB_STEP_SUMMARY (a GitHub Actions job's "
+        "summary page)",
+    )
+    gate.add_argument(
+        "--badge",
+        type=absolute_path,
+        metavar="FILE",
+        default=None,
+        help="also write the claim as a shields.io endpoint JSON to FILE, for a README badge",
+    )
     gate.add_argument(
         "--strict-expectations",
         action="store_true",
         help="fail the gate on unexpected passes too, so the expectations file is kept current",
     )
-    gate.add_argument("--compare", type=absolute_path, metavar="RESULTS_JSON",
-                      help="report new failures, fixes and still-failing checks against an earlier results.json "
-                      "(default: the newest earlier run in REPORT_DIR against the same target)")
-    gate.add_argument("--rerun-failed", type=absolute_path, metavar="RESULTS_JSON",
-                      help="run only the checks that failed, were unsupported or errored in that results.json")
+    gate.add_argument(
+        "--compare",
+        type=absolute_path,
+        metavar="RESULTS_JSON",
+        help="report new failures, fixes and still-failing checks against an earlier results.json "
+        "(default: the newest earlier run in REPORT_DIR against the same target)",
+    )
+    gate.add_argument(
+        "--rerun-failed",
+        type=absolute_path,
+        metavar="RESULTS_JSON",
+        help="run only the checks that failed, were unsupported or errored in that results.json",
+    )
     run.add_argument("-v", "--verbose", action="store_true", help="show each check as it runs")
-    run.add_argument("pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="extra arguments passed to pytest after --")
+    run.add_argument(
+        "pytest_args", nargs="*", metavar="-- PYTEST_ARG", help="extra arguments passed to pytest after --"
+    )
     compare = commands.add_parser(
         "compare",
         help="compare two results.json files",
-        description="Print new failures, fixes and still-failing checks between two runs. Exit 1 if there are new failures.",
+        description="Print new failures, fixes and still-failing checks between two runs. Exit 1 if there are new "
+        "failures.",
     )
     compare.add_argument("before", type=absolute_path, metavar="OLD_RESULTS_JSON")
     compare.add_argument("after", type=absolute_path, metavar="NEW_RESULTS_JSON")

@@ -12,37 +12,47 @@ import time
 from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION, __version__
-from harness.target.credentials import redact
-from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
+from harness.checks.coverage import probe
+from harness.checks.horizon import SCHEDULER_LIMITS_ENV, parse_limits, prefect_limits
 from harness.checks.naming import new_run_prefix
 from harness.clients.budget import Load, default_max_starts
+from harness.commands.options import absolute_path
+from harness.commands.scenarios_run import run_scenarios
+from harness.errors import HarnessError, TargetUnavailable, WaitTimeout
 from harness.processes import RUN_MARKER_ENV
+from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.reference.releases import check_release_number, release, scheduler_loop_seconds
+from harness.reference.startup import ReferenceStartup
 from harness.reporting import expectations as expectations_file
-from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.catalogue import parse_profiles
 from harness.reporting.claims import make_claim, render_badge
-from harness.reporting.diagnoses import diagnose
-from harness.reporting.summary import render_summary
-from harness.checks.coverage import probe
 from harness.reporting.coverage import Coverage, add_client_usage
+from harness.reporting.diagnoses import diagnose
+from harness.reporting.diff import diff_runs, render_diff_text
 from harness.reporting.history import earlier_outcomes, prepare_report_dir, previous_results, target_identity
 from harness.reporting.html import render_html
 from harness.reporting.junit import render_junit
 from harness.reporting.markdown import render_markdown
-from harness.reporting.results import GATE_FAILING, NOT_PASSING, CheckResult, ResultCollector, RunInfo, read_results_json, summarize, write_results_json
-from harness.reference.environment import FAST_SERVICE_SETTINGS
-from harness.reference.releases import (check_release_number, release,
-                                       scheduler_loop_seconds)
-from harness.reference.startup import ReferenceStartup
+from harness.reporting.results import (
+    GATE_FAILING,
+    NOT_PASSING,
+    CheckResult,
+    ResultCollector,
+    RunInfo,
+    read_results_json,
+    summarize,
+    write_results_json,
+)
+from harness.reporting.summary import render_summary
+from harness.target.credentials import redact
 from harness.target.preflight import Target, preflight
-from harness.checks.horizon import SCHEDULER_LIMITS_ENV, parse_limits, prefect_limits
-from harness.waits import (SCHEDULER_INTERVAL_ENV, SERVICE_LOOP_SETTINGS, SERVICE_LOOPS_ENV,
-                           TIMEOUT_SCALE_ENV, parse_service_loops)
-
-
-from harness.commands.options import absolute_path
-from harness.commands.scenarios_run import run_scenarios
-
+from harness.waits import (
+    SCHEDULER_INTERVAL_ENV,
+    SERVICE_LOOP_SETTINGS,
+    SERVICE_LOOPS_ENV,
+    TIMEOUT_SCALE_ENV,
+    parse_service_loops,
+)
 
 EXIT_PASSED, EXIT_FAILED, EXIT_NO_VERDICT = 0, 1, 2
 
@@ -64,23 +74,37 @@ def run(args: argparse.Namespace) -> int:
     report_dir = prepare_report_dir(args.report_dir)
     identity = target_identity(target.api_url, target.kind) if target else f"reference-{args.reference}"
     baseline = baseline_of(args, identity)
-    run_info = RunInfo(target_url=target.api_url if target else "", target_kind=target.kind if target else "",
-                       target_version=target.version if target else "", suite_version=__version__,
-                       client_version=client.version, run_prefix=new_run_prefix(started),
-                       started=started.isoformat(), expectations_file=str(args.expectations or ""))
+    run_info = RunInfo(
+        target_url=target.api_url if target else "",
+        target_kind=target.kind if target else "",
+        target_version=target.version if target else "",
+        suite_version=__version__,
+        client_version=client.version,
+        run_prefix=new_run_prefix(started),
+        started=started.isoformat(),
+        expectations_file=str(args.expectations or ""),
+    )
     pytest_code, results, coverage = execute(args, target, run_info, report_dir, selection)
     stale = judge(args, results, expected, identity)
-    claim = make_claim(results, __version__, PREFECT_REFERENCE_VERSION,
-                       complete=not (args.keyword or args.markers or selection or args.pytest_args))
+    claim = make_claim(
+        results,
+        __version__,
+        PREFECT_REFERENCE_VERSION,
+        complete=not (args.keyword or args.markers or selection or args.pytest_args),
+    )
     run_info.finished = dt.datetime.now(dt.timezone.utc).isoformat()
     run_info.duration = round(time.monotonic() - clock, 2)
     diff = diff_runs(baseline, results) if baseline is not None else None
     code = exit_code(pytest_code, summarize(results), strict=args.strict_expectations)
-    write_reports(args, report_dir, run_info, results, expected, claim=claim, coverage=coverage, diff=diff,
-                  stale=stale, code=code)
+    write_reports(
+        args, report_dir, run_info, results, expected, claim=claim, coverage=coverage, diff=diff, stale=stale, code=code
+    )
     announce(results, run_info, report_dir, claim=claim, coverage=coverage, diff=diff)
     if pytest_code == 2:
-        print(f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})", file=sys.stderr)
+        print(
+            f"prefect-conformance: interrupted; the reports hold the checks that finished ({report_dir})",
+            file=sys.stderr,
+        )
     return code
 
 
@@ -98,8 +122,10 @@ def configure_waits(args: argparse.Namespace) -> None:
             raise HarnessError(f"--service-loops {args.service_loops!r}: {exc}.") from None
         os.environ[SERVICE_LOOPS_ENV] = args.service_loops
     elif not args.target:  # the bundled reference loops as its settings say
-        os.environ.setdefault(SERVICE_LOOPS_ENV, ",".join(
-            f"{name}={FAST_SERVICE_SETTINGS[setting]}" for name, setting in SERVICE_LOOP_SETTINGS.items()))
+        os.environ.setdefault(
+            SERVICE_LOOPS_ENV,
+            ",".join(f"{name}={FAST_SERVICE_SETTINGS[setting]}" for name, setting in SERVICE_LOOP_SETTINGS.items()),
+        )
     if args.scheduler_limits is not None:
         try:
             parse_limits(args.scheduler_limits, prefect_limits())
@@ -121,10 +147,14 @@ def check_invocation(args: argparse.Namespace) -> None:
             raise HarnessError("--github-summary without FILE needs $GITHUB_STEP_SUMMARY (set in GitHub Actions jobs).")
         args.github_summary = absolute_path(str(args.github_summary))
     if not args.target and args.reference == "local-postgres" and not args.reference_db_url:
-        raise HarnessError("--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
-                           "(a database this run may own). Hint: or use --reference docker-postgres.")
+        raise HarnessError(
+            "--reference local-postgres needs --reference-db-url postgresql+asyncpg://USER:PASSWORD@HOST/DB "
+            "(a database this run may own). Hint: or use --reference docker-postgres."
+        )
     if args.reference_version and args.target:
-        raise HarnessError("--reference-version chooses the bundled reference's release; it has no meaning with --target.")
+        raise HarnessError(
+            "--reference-version chooses the bundled reference's release; it has no meaning with --target."
+        )
     if args.reference_version:
         check_release_number(args.reference_version)
     if args.profiles:
@@ -151,8 +181,9 @@ def baseline_of(args: argparse.Namespace, identity: str):
     return read_results_json(previous) if previous is not None else None
 
 
-def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, report_dir: Path,
-            selection: list[str] | None) -> tuple[int, list[CheckResult], Coverage | None]:
+def execute(
+    args: argparse.Namespace, target: Target | None, run_info: RunInfo, report_dir: Path, selection: list[str] | None
+) -> tuple[int, list[CheckResult], Coverage | None]:
     """Start the bundled reference where there is no target (and the one to compare with), run the scenarios, map
     the target's API while it is still up, and stop every server whatever happens: (pytest's exit code, the
     results, the coverage map)."""
@@ -162,11 +193,17 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
         if target is None:
             # The reference comes up while pytest starts its workers; the checks wait for it (ReferenceStartup).
             reference = make_reference(args, report_dir)
-            startup = ReferenceStartup(reference, kind=f"reference-{args.reference}",
-                                       ready_file=report_dir / "reference" / "ready")
-            target = Target(reference.api_url, args.reference_version or PREFECT_REFERENCE_VERSION,
-                            f"reference-{args.reference}")
-            run_info.target_url, run_info.target_kind, run_info.target_version = target.api_url, target.kind, target.version
+            startup = ReferenceStartup(
+                reference, kind=f"reference-{args.reference}", ready_file=report_dir / "reference" / "ready"
+            )
+            target = Target(
+                reference.api_url, args.reference_version or PREFECT_REFERENCE_VERSION, f"reference-{args.reference}"
+            )
+            run_info.target_url, run_info.target_kind, run_info.target_version = (
+                target.api_url,
+                target.kind,
+                target.version,
+            )
         print(f"prefect-conformance: target {target.api_url} (version {target.version}, {target.kind})", flush=True)
         if args.differential == "bundled" and reference is None:
             compared = make_reference(args, report_dir)
@@ -176,10 +213,22 @@ def execute(args: argparse.Namespace, target: Target | None, run_info: RunInfo, 
             args.differential = target.api_url
         if args.differential:
             run_info.extra["differential_reference"] = args.differential
-        pytest_code = run_scenarios(args, target, run_info.run_prefix, report_dir, collector, selection,
-                                    ready_file=startup.ready_file if startup else None,
-                                    restart=reference)
-        if reference is None and pytest_code == 1 and args.outage_wait and (unrun := outage_victims(collector.ordered())):
+        pytest_code = run_scenarios(
+            args,
+            target,
+            run_info.run_prefix,
+            report_dir,
+            collector,
+            selection,
+            ready_file=startup.ready_file if startup else None,
+            restart=reference,
+        )
+        if (
+            reference is None
+            and pytest_code == 1
+            and args.outage_wait
+            and (unrun := outage_victims(collector.ordered()))
+        ):
             pytest_code = second_attempt(args, target, run_info, report_dir, collector, unrun)
         if (load := read_load_file(report_dir / "artifacts")) is not None:
             run_info.extra["load"], run_info.extra["load_figures"] = load.describe(), load.as_dict()
@@ -213,39 +262,64 @@ def outage_victims(results: list[CheckResult]) -> list[CheckResult]:
     return [r for r in results if r.outcome in GATE_FAILING and (r.target_down or NOT_RUN_DOWN in r.message)]
 
 
-def second_attempt(args: argparse.Namespace, target: Target, run_info: RunInfo, report_dir: Path,
-                   collector: ResultCollector, unrun: list[CheckResult]) -> int:
+def second_attempt(
+    args: argparse.Namespace,
+    target: Target,
+    run_info: RunInfo,
+    report_dir: Path,
+    collector: ResultCollector,
+    unrun: list[CheckResult],
+) -> int:
     """A target that stopped answering mid-run is said so once, with the load at that moment; given
     ``--outage-wait`` seconds to answer ``/health`` again; then the checks it decided run once more, at half the start
     budget, and replace their first attempts (which each keeps in ``attempts``). pytest's exit code for the run: a
     target that stays down leaves the first attempts, and no verdict. Only for ``--target``: a bundled reference that
     stops answering is the harness's error."""
-    from harness.waits import timeout_scale
     from harness.target.health import wait_for_health
+    from harness.waits import timeout_scale
 
     why = next((r.target_down for r in unrun if r.target_down), "") or unrun[0].message
     budget = args.max_starts or int(os.environ.get("PREFECT_CONFORMANCE_MAX_STARTS") or default_max_starts())
     half = max(1, budget // 2)
-    print(f"prefect-conformance: the target stopped answering mid-run ({why}); {len(unrun)} checks could not run. "
-          f"Waiting up to {args.outage_wait * timeout_scale():.0f} s for GET /health to answer again", flush=True)
+    print(
+        f"prefect-conformance: the target stopped answering mid-run ({why}); {len(unrun)} checks could not run. "
+        f"Waiting up to {args.outage_wait * timeout_scale():.0f} s for GET /health to answer again",
+        flush=True,
+    )
     began = time.monotonic()
     try:
-        wait_for_health(target.api_url, timeout=args.outage_wait, what="the target after it stopped answering",
-                        hint="a server that stops answering under the suite's load (stated in the report) gets no "
-                        "verdict; --max-starts lowers that load")
+        wait_for_health(
+            target.api_url,
+            timeout=args.outage_wait,
+            what="the target after it stopped answering",
+            hint="a server that stops answering under the suite's load (stated in the report) gets no "
+            "verdict; --max-starts lowers that load",
+        )
     except (TargetUnavailable, HarnessError, WaitTimeout) as exc:
         run_info.extra["outage"] = f"the target stopped answering mid-run ({why}) and did not answer again: {exc}"
         print(f"prefect-conformance: {run_info.extra['outage']}", flush=True)
         return 1
     back = time.monotonic() - began
-    run_info.extra["outage"] = (f"the target stopped answering mid-run ({why}); it answered again after {back:.0f} s, "
-                                f"and the {len(unrun)} checks it could not run ran once more at --max-starts {half}")
-    print(f"prefect-conformance: it answered again after {back:.0f} s: running those {len(unrun)} checks once more, "
-          f"at half the start budget (--max-starts {half})", flush=True)
+    run_info.extra["outage"] = (
+        f"the target stopped answering mid-run ({why}); it answered again after {back:.0f} s, "
+        f"and the {len(unrun)} checks it could not run ran once more at --max-starts {half}"
+    )
+    print(
+        f"prefect-conformance: it answered again after {back:.0f} s: running those {len(unrun)} checks once more, "
+        f"at half the start budget (--max-starts {half})",
+        flush=True,
+    )
     retry = argparse.Namespace(**{**vars(args), "max_starts": half})
     again = ResultCollector()
-    code = run_scenarios(retry, target, run_info.run_prefix, report_dir, again, sorted(r.nodeid for r in unrun),
-                         artifacts=report_dir / "artifacts" / "second-attempt")
+    code = run_scenarios(
+        retry,
+        target,
+        run_info.run_prefix,
+        report_dir,
+        again,
+        sorted(r.nodeid for r in unrun),
+        artifacts=report_dir / "artifacts" / "second-attempt",
+    )
     first = {r.id: r for r in unrun}
     for result in again.ordered():
         previous = first.get(result.id)
@@ -274,23 +348,47 @@ def judge(args: argparse.Namespace, results: list[CheckResult], expected: list, 
             result.diagnosis = found.line
     history = earlier_outcomes(args.report_dir, identity)
     return expectations_file.apply(
-        expected, results, strict=args.strict, history=history,
+        expected,
+        results,
+        strict=args.strict,
+        history=history,
         written_by=expectations_file.written_by(args.expectations) if has_file(args.expectations) else "",
-        passed_before=frozenset(cid for cid, outcomes in history.items() if "passed" in outcomes))
+        passed_before=frozenset(cid for cid, outcomes in history.items() if "passed" in outcomes),
+    )
 
 
-def write_reports(args: argparse.Namespace, report_dir: Path, run_info: RunInfo, results: list[CheckResult],
-                  expected: list, *, claim, coverage: Coverage | None, diff, stale: list[str], code: int) -> None:
+def write_reports(
+    args: argparse.Namespace,
+    report_dir: Path,
+    run_info: RunInfo,
+    results: list[CheckResult],
+    expected: list,
+    *,
+    claim,
+    coverage: Coverage | None,
+    diff,
+    stale: list[str],
+    code: int,
+) -> None:
     """results.json, junit.xml, report.md and report.html; the badge, the GitHub summary and the rewritten
     expectations file where asked for."""
     artifacts = report_dir / "artifacts"
-    write_results_json(report_dir / "results.json", run_info, results, claim=claim.as_dict(),
-                       coverage=coverage.as_dict() if coverage else None)
+    write_results_json(
+        report_dir / "results.json",
+        run_info,
+        results,
+        claim=claim.as_dict(),
+        coverage=coverage.as_dict() if coverage else None,
+    )
     (report_dir / "junit.xml").write_text(render_junit(run_info, results, claim=claim))
-    (report_dir / "report.md").write_text(render_markdown(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
-                                                          claim=claim, coverage=coverage))
-    (report_dir / "report.html").write_text(render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts,
-                                                        claim=claim, coverage=coverage))
+    (report_dir / "report.md").write_text(
+        render_markdown(
+            run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts, claim=claim, coverage=coverage
+        )
+    )
+    (report_dir / "report.html").write_text(
+        render_html(run_info, results, diff=diff, stale=stale, artifacts_dir=artifacts, claim=claim, coverage=coverage)
+    )
     if args.badge:
         args.badge.parent.mkdir(parents=True, exist_ok=True)
         args.badge.write_text(render_badge(claim))
@@ -301,8 +399,9 @@ def write_reports(args: argparse.Namespace, report_dir: Path, run_info: RunInfo,
         write_expectations(args.expectations, expected, results, run_info.target_url)
 
 
-def announce(results: list[CheckResult], run_info: RunInfo, report_dir: Path, *, claim, coverage: Coverage | None,
-             diff) -> None:
+def announce(
+    results: list[CheckResult], run_info: RunInfo, report_dir: Path, *, claim, coverage: Coverage | None, diff
+) -> None:
     """The run's last lines: its claim, its API coverage, the load it put on the target, then the summary."""
     print(f"prefect-conformance: claim: {claim.line}", flush=True)
     if coverage is not None:
@@ -391,14 +490,21 @@ def make_reference(args: argparse.Namespace, report_dir: Path):
         from harness.reference.docker import DEFAULT_POSTGRES_IMAGE, DockerReference, official_image
 
         postgres = (args.postgres_image or DEFAULT_POSTGRES_IMAGE) if mode == "docker-postgres" else None
-        reference = DockerReference(workdir, image=args.reference_image or official_image(version),
-                                    postgres_image=postgres, run_id=os.environ.get(RUN_MARKER_ENV, ""),
-                                    version=version)
+        reference = DockerReference(
+            workdir,
+            image=args.reference_image or official_image(version),
+            postgres_image=postgres,
+            run_id=os.environ.get(RUN_MARKER_ENV, ""),
+            version=version,
+        )
     else:
         from harness.reference.local import LocalReference
 
-        reference = LocalReference(workdir=workdir, db_url=args.reference_db_url if mode == "local-postgres" else "",
-                                   release=release(args.reference_version))
+        reference = LocalReference(
+            workdir=workdir,
+            db_url=args.reference_db_url if mode == "local-postgres" else "",
+            release=release(args.reference_version),
+        )
     return reference
 
 
@@ -409,5 +515,7 @@ def exit_code(pytest_code: int, counts: dict[str, int], *, strict: bool = False)
         return EXIT_NO_VERDICT
     if pytest_code not in (0, 1) or counts.get("error"):
         return EXIT_NO_VERDICT
-    failing = counts.get("failed", 0) + counts.get("unsupported", 0) + (counts.get("unexpected-pass", 0) if strict else 0)
+    failing = (
+        counts.get("failed", 0) + counts.get("unsupported", 0) + (counts.get("unexpected-pass", 0) if strict else 0)
+    )
     return EXIT_FAILED if failing else EXIT_PASSED

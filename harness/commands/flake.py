@@ -18,12 +18,15 @@ from harness.commands.options import absolute_path
 from harness.locations import default_report_dir
 
 
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.commands.flake", description=__doc__.splitlines()[0])
     parser.add_argument("-N", "--runs", type=int, default=20, help="how many runs (default 20)")
-    parser.add_argument("--report-dir", type=absolute_path, default=str(default_report_dir()),
-                        help="where to write (a relative path is taken from the current directory)")
+    parser.add_argument(
+        "--report-dir",
+        type=absolute_path,
+        default=str(default_report_dir()),
+        help="where to write (a relative path is taken from the current directory)",
+    )
     parser.add_argument("run_args", nargs="*", help="extra arguments for `prefect-conformance run` (after --)")
     args = parser.parse_args(argv)
     out = args.report_dir / "flake"
@@ -37,8 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         # A folder per run: a run that ends before writing results must not be credited with an earlier run's.
         run_dir = out / "runs" / f"{index:03d}"
         shutil.rmtree(run_dir, ignore_errors=True)
-        proc = subprocess.run([sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(run_dir), *args.run_args],
-                              capture_output=True, text=True)
+        proc = subprocess.run(
+            [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(run_dir), *args.run_args],
+            capture_output=True,
+            text=True,
+        )
         walls.append(time.monotonic() - started)
         results_path = run_dir / "latest" / "results.json"
         checks = json.loads(results_path.read_text())["checks"] if results_path.exists() else []
@@ -46,14 +52,20 @@ def main(argv: list[str] | None = None) -> int:
             tail = (proc.stderr.strip().splitlines() or proc.stdout.strip().splitlines() or ["(no output)"])[-1]
             empty_runs.append(f"run {index}: exit {proc.returncode}, no results: {tail[:300]}")
         for check in checks:
-            if check["status"] in ("skipped", "n/a"):  # not run (durability with nothing to restart the target): not flaky
+            if check["status"] in (
+                "skipped",
+                "n/a",
+            ):  # not run (durability with nothing to restart the target): not flaky
                 continue
             seen[check["id"]] += 1
             if check["status"] == "passed":
                 passes[check["id"]] += 1
             else:
                 failures.setdefault(check["id"], []).append(f"run {index}: {check['status']}: {check['message'][:200]}")
-        print(f"flake-check: run {index}/{args.runs}: exit {proc.returncode}, {len(checks)} checks, {walls[-1]:.1f}s", flush=True)
+        print(
+            f"flake-check: run {index}/{args.runs}: exit {proc.returncode}, {len(checks)} checks, {walls[-1]:.1f}s",
+            flush=True,
+        )
     flaky = sorted(cid for cid in seen if passes[cid] < args.runs)
     lines = [
         f"# flake-check, {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC",

@@ -51,8 +51,11 @@ def source_digest(root: Path) -> str:
 
 def built_from(tag: str) -> str:
     """The source digest ``tag`` was built from, or "" (no such image, or no label)."""
-    done = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{SOURCE_LABEL}"}}}}', tag],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{SOURCE_LABEL}"}}}}', tag],
+        capture_output=True,
+        text=True,
+    )
     return done.stdout.strip() if done.returncode == 0 else ""
 
 
@@ -92,10 +95,30 @@ def install_suite(rootfs: Path, wheel: Path) -> None:
     if resolv.is_symlink() or resolv.exists():
         resolv.unlink()
     shutil.copy("/etc/resolv.conf", resolv)  # the chroot resolves PyPI as the host does
-    chroot_env = ["env", "-i", "PATH=/opt/prefect/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
-                  "SSL_CERT_FILE=/tmp/host-ca.crt"]
-    run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/uv", "pip", "install", "--quiet", "--no-cache",
-         "--compile-bytecode", "--python", "/opt/prefect/bin/python", f"/tmp/{wheel.name}"])
+    chroot_env = [
+        "env",
+        "-i",
+        "PATH=/opt/prefect/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+        "SSL_CERT_FILE=/tmp/host-ca.crt",
+    ]
+    run(
+        [
+            "chroot",
+            str(rootfs),
+            *chroot_env,
+            "/opt/prefect/bin/uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-cache",
+            "--compile-bytecode",
+            "--python",
+            "/opt/prefect/bin/python",
+            f"/tmp/{wheel.name}",
+        ]
+    )
     for leftover in ("tmp/host-ca.crt", f"tmp/{wheel.name}"):
         (rootfs / leftover).unlink()
     resolv.write_text("")  # Docker provides the container's own
@@ -104,15 +127,30 @@ def install_suite(rootfs: Path, wheel: Path) -> None:
 
 def import_image(rootfs: Path, tag: str, digest: str) -> None:
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    run(["docker", "import",
-         "-c", f"LABEL {SOURCE_LABEL}={digest}",
-         "-c", "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-         "-c", "ENV LANG=C.UTF-8",
-         "-c", f"ENV PREFECT_CONFORMANCE_REPORT_DIR={REPORTS}",
-         "-c", f"WORKDIR {REPORTS}",
-         "-c", 'ENTRYPOINT ["prefect-conformance"]',
-         "-c", 'CMD ["--help"]',
-         "-", tag], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+    run(
+        [
+            "docker",
+            "import",
+            "-c",
+            f"LABEL {SOURCE_LABEL}={digest}",
+            "-c",
+            "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "-c",
+            "ENV LANG=C.UTF-8",
+            "-c",
+            f"ENV PREFECT_CONFORMANCE_REPORT_DIR={REPORTS}",
+            "-c",
+            f"WORKDIR {REPORTS}",
+            "-c",
+            'ENTRYPOINT ["prefect-conformance"]',
+            "-c",
+            'CMD ["--help"]',
+            "-",
+            tag,
+        ],
+        stdin=tar.stdout,
+        stdout=subprocess.DEVNULL,
+    )
     tar.wait()
     run(["docker", "tag", tag, "prefect-conformance:latest"], stdout=subprocess.DEVNULL)
 
@@ -134,10 +172,14 @@ def ensure_image(force: bool = False) -> str:
         export_filesystem(prefect, rootfs)
         install_suite(rootfs, wheel)
         import_image(rootfs, IMAGE, digest)
-    size = subprocess.run(["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE], capture_output=True, text=True,
-                          check=True).stdout.strip()
-    print(f"image: built {IMAGE} (and prefect-conformance:latest), {int(size) / 1e6:.0f} MB, in "
-          f"{time.monotonic() - started:.0f}s", flush=True)
+    size = subprocess.run(
+        ["docker", "image", "inspect", "-f", "{{.Size}}", IMAGE], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    print(
+        f"image: built {IMAGE} (and prefect-conformance:latest), {int(size) / 1e6:.0f} MB, in "
+        f"{time.monotonic() - started:.0f}s",
+        flush=True,
+    )
     return IMAGE
 
 

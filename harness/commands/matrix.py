@@ -78,17 +78,32 @@ def default_grid(target: str | None, clients: list[str] | None, servers: list[st
 
 def run_column(column: Column, args: argparse.Namespace, report_dir: Path) -> ColumnResult:
     """One ``prefect-conformance run`` of the column, its output in ``REPORT_DIR/<column>.log``."""
-    argv = [sys.executable, "-m", "harness.commands.cli", "run", "--report-dir", str(report_dir),
-            "--client-version", column.client, "-n", str(args.parallel)]
+    argv = [
+        sys.executable,
+        "-m",
+        "harness.commands.cli",
+        "run",
+        "--report-dir",
+        str(report_dir),
+        "--client-version",
+        column.client,
+        "-n",
+        str(args.parallel),
+    ]
     if column.server == TARGET:
         argv += ["--target", args.target]
     else:
         argv += ["--reference-version", column.server]
         if args.reference:
             argv += ["--reference", args.reference]
-    for option, value in (("-m", args.markers), ("-k", args.keyword), ("--timeout-scale", args.timeout_scale),
-                          ("--scheduler-interval", args.scheduler_interval),
-                          ("--scheduler-limits", args.scheduler_limits), ("--service-loops", args.service_loops)):
+    for option, value in (
+        ("-m", args.markers),
+        ("-k", args.keyword),
+        ("--timeout-scale", args.timeout_scale),
+        ("--scheduler-interval", args.scheduler_interval),
+        ("--scheduler-limits", args.scheduler_limits),
+        ("--service-loops", args.service_loops),
+    ):
         if value:
             argv += [option, str(value)]
     started = time.monotonic()
@@ -134,13 +149,15 @@ def collect(results: list[ColumnResult]) -> dict[str, dict[str, Any]]:
         if not path.exists():
             continue
         for check in json.loads(path.read_text())["checks"]:
-            row = checks.setdefault(check["id"], {"feature": check["feature"], "description": check.get("description", ""),
-                                                  "cells": {}})
+            row = checks.setdefault(
+                check["id"], {"feature": check["feature"], "description": check.get("description", ""), "cells": {}}
+            )
             row["cells"][result.column.id] = {"status": check["status"], "message": check.get("message", "")}
     for row in checks.values():
         for result in results:
-            row["cells"].setdefault(result.column.id, {"status": "n/a", "message": result.problem or
-                                                       "not run in this column"})
+            row["cells"].setdefault(
+                result.column.id, {"status": "n/a", "message": result.problem or "not run in this column"}
+            )
     return dict(sorted(checks.items(), key=lambda item: (item[1]["feature"], item[0])))
 
 
@@ -163,19 +180,26 @@ def render_html(results: list[ColumnResult], checks: dict[str, dict[str, Any]]) 
         for r in results:
             cell = row["cells"][r.column.id]
             status = cell["status"]
-            body = (f"<details><summary>{e(status)}</summary><pre>{e(cell['message'])}</pre></details>"
-                    if cell["message"] and status != "passed" else e(status))
+            body = (
+                f"<details><summary>{e(status)}</summary><pre>{e(cell['message'])}</pre></details>"
+                if cell["message"] and status != "passed"
+                else e(status)
+            )
             cells.append(f"<td class='{e(status.replace('/', ''))}'>{body}</td>")
         rows.append(f"<tr><td title='{e(row['description'])}'><code>{e(check_id)}</code></td>{''.join(cells)}</tr>")
-    style = ("body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
-             "padding:2px 6px;vertical-align:top}td.passed{background:#dfd}td.failed,td.error{background:#fdd}"
-             "td.unsupported{background:#ffd}td.na{background:#eee;color:#777}tr.feature th{text-align:left;"
-             "background:#f4f4f4}pre{white-space:pre-wrap;max-width:40em}")
-    return (f"<!doctype html><html><head><meta charset=utf-8><title>prefect-conformance matrix</title>"
-            f"<style>{style}</style></head><body><h1>prefect-conformance matrix</h1>"
-            f"<p>Server {e(results[0].column.server if results else '')} works with clients: "
-            f"{e(', '.join(works_with(results)) or 'none')}</p>"
-            f"<table><tr><th>check</th>{head}</tr>{''.join(rows)}</table></body></html>\n")
+    style = (
+        "body{font-family:sans-serif;margin:1em}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+        "padding:2px 6px;vertical-align:top}td.passed{background:#dfd}td.failed,td.error{background:#fdd}"
+        "td.unsupported{background:#ffd}td.na{background:#eee;color:#777}tr.feature th{text-align:left;"
+        "background:#f4f4f4}pre{white-space:pre-wrap;max-width:40em}"
+    )
+    return (
+        f"<!doctype html><html><head><meta charset=utf-8><title>prefect-conformance matrix</title>"
+        f"<style>{style}</style></head><body><h1>prefect-conformance matrix</h1>"
+        f"<p>Server {e(results[0].column.server if results else '')} works with clients: "
+        f"{e(', '.join(works_with(results)) or 'none')}</p>"
+        f"<table><tr><th>check</th>{head}</tr>{''.join(rows)}</table></body></html>\n"
+    )
 
 
 def verdict_of(result: ColumnResult) -> str:
@@ -191,7 +215,10 @@ def matrix(args: argparse.Namespace) -> int:
         release(version)  # each release installed once, before columns run side by side
     report_root = args.report_dir / "matrix"
     report_root.mkdir(parents=True, exist_ok=True)
-    print(f"prefect-conformance matrix: {len(columns)} columns, {args.jobs} at a time; reports in {report_root}", flush=True)
+    print(
+        f"prefect-conformance matrix: {len(columns)} columns, {args.jobs} at a time; reports in {report_root}",
+        flush=True,
+    )
     started = time.monotonic()
 
     stopping = threading.Event()
@@ -218,12 +245,19 @@ def matrix(args: argparse.Namespace) -> int:
         stop_columns(live_processes())
         pool.shutdown(wait=True, cancel_futures=True)
     checks = collect(results)
-    document = {"columns": [{**asdict(r), "id": r.column.id} for r in results], "works_with_clients": works_with(results),
-                "duration": round(time.monotonic() - started, 1), "checks": checks}
+    document = {
+        "columns": [{**asdict(r), "id": r.column.id} for r in results],
+        "works_with_clients": works_with(results),
+        "duration": round(time.monotonic() - started, 1),
+        "checks": checks,
+    }
     (report_root / "matrix.json").write_text(json.dumps(document, indent=2) + "\n")
     (report_root / "matrix.html").write_text(render_html(results, checks))
-    print(f"prefect-conformance matrix: {len(columns)} columns in {document['duration']:.0f} s; works with clients "
-          f"{', '.join(document['works_with_clients']) or 'none'}; {report_root / 'matrix.html'}", flush=True)
+    print(
+        f"prefect-conformance matrix: {len(columns)} columns in {document['duration']:.0f} s; works with clients "
+        f"{', '.join(document['works_with_clients']) or 'none'}; {report_root / 'matrix.html'}",
+        flush=True,
+    )
     if any(r.problem or r.exit_code not in (EXIT_PASSED, EXIT_FAILED) for r in results):
         return EXIT_NO_VERDICT
     return EXIT_FAILED if any(r.exit_code == EXIT_FAILED for r in results) else EXIT_PASSED
@@ -240,17 +274,40 @@ def add_parser(commands: Any, absolute_path: Any) -> None:
         "clients; with --target, that target with each client release. Exit 0 all columns passed, 1 a column "
         "failed, 2 a column gave no verdict.",
     )
-    cmd.add_argument("--target", metavar="URL", default=os.environ.get("PREFECT_CONFORMANCE_TARGET") or None,
-                     help="run the client columns against this server instead of the bundled reference")
-    cmd.add_argument("--clients", type=_versions, default=None, metavar="X.Y.Z,...",
-                     help="client releases run against the target or the pinned reference")
-    cmd.add_argument("--servers", type=_versions, default=None, metavar="X.Y.Z,...",
-                     help="reference releases run, each with its own clients (ignored with --target; '' for none)")
-    cmd.add_argument("--reference", choices=("local", "docker", "docker-postgres"), default=None,
-                     help="how the reference columns run (default local, SQLite); docker-postgres spares the old "
-                     "releases SQLite's locking under load (3.2.15 stalls there)")
-    cmd.add_argument("--jobs", type=int, default=max(2, (os.cpu_count() or 2) // 2), metavar="N",
-                     help="columns run side by side (default: half the cores, at least 2: a column mostly waits)")
+    cmd.add_argument(
+        "--target",
+        metavar="URL",
+        default=os.environ.get("PREFECT_CONFORMANCE_TARGET") or None,
+        help="run the client columns against this server instead of the bundled reference",
+    )
+    cmd.add_argument(
+        "--clients",
+        type=_versions,
+        default=None,
+        metavar="X.Y.Z,...",
+        help="client releases run against the target or the pinned reference",
+    )
+    cmd.add_argument(
+        "--servers",
+        type=_versions,
+        default=None,
+        metavar="X.Y.Z,...",
+        help="reference releases run, each with its own clients (ignored with --target; '' for none)",
+    )
+    cmd.add_argument(
+        "--reference",
+        choices=("local", "docker", "docker-postgres"),
+        default=None,
+        help="how the reference columns run (default local, SQLite); docker-postgres spares the old "
+        "releases SQLite's locking under load (3.2.15 stalls there)",
+    )
+    cmd.add_argument(
+        "--jobs",
+        type=int,
+        default=max(2, (os.cpu_count() or 2) // 2),
+        metavar="N",
+        help="columns run side by side (default: half the cores, at least 2: a column mostly waits)",
+    )
     cmd.add_argument("-n", "--parallel", default="1", metavar="N", help="pytest workers per column (default 1)")
     cmd.add_argument("-m", dest="markers", metavar="EXPR", help="only these feature areas")
     cmd.add_argument("-k", dest="keyword", metavar="EXPR", help="only checks whose id matches")

@@ -7,10 +7,6 @@ import argparse
 from pathlib import Path
 
 
-
-
-
-
 def absolute_path(value: str) -> Path:
     """A path option, resolved once against the directory the user ran the command in.
 

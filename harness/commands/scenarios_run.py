@@ -9,15 +9,12 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-from harness.locations import PACKAGE_DIR, plugin_autoloaded, scenarios_dir
-from harness.reporting.catalogue import load_catalogue, parse_profiles
 from harness.features import FEATURE_ORDER
-from harness.reporting.results import ResultCollector, check_id
+from harness.locations import PACKAGE_DIR, plugin_autoloaded, scenarios_dir
 from harness.reference.server import ReferenceServer
+from harness.reporting.catalogue import load_catalogue, parse_profiles
+from harness.reporting.results import ResultCollector, check_id
 from harness.target.preflight import Target
-
-
-
 
 PYTEST_INI = PACKAGE_DIR / "scenarios.ini"
 
@@ -87,11 +84,16 @@ def run_scenarios(
         return int(pytest.main(pytest_args, plugins=[collector]))
 
 
-def selected_features(markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False) -> list[str]:
+def selected_features(
+    markers: str | None, selection: Sequence[str] | None = None, *, differential: bool = False
+) -> list[str]:
     """The features (one scenario module each) a run will execute: those of the ``selection``'s node ids, or those
     the ``-m`` expression picks (all, when there is none). ``-k`` is not looked at: it only ever selects fewer."""
-    features = [f for f in FEATURE_ORDER if (differential or f != "differential")
-                and (f != "load" or re.search(r"\bload\b", markers or "") or selection)]
+    features = [
+        f
+        for f in FEATURE_ORDER
+        if (differential or f != "differential") and (f != "load" or re.search(r"\bload\b", markers or "") or selection)
+    ]
     if selection:
         modules = {check_id(nodeid)[1] for nodeid in selection}
         return [f for f in features if f in modules]

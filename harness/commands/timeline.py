@@ -43,8 +43,13 @@ def pytest_runtest_logfinish(nodeid: str, location: object) -> None:
     if not path or nodeid not in _started or (_controller and _controller[0]):
         return
     start, sent = _started.pop(nodeid)
-    line = {"worker": os.environ.get("PYTEST_XDIST_WORKER", "main"), "nodeid": nodeid,
-            "start": start, "end": time.time(), "requests": ApiClient.sent - sent}
+    line = {
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "nodeid": nodeid,
+        "start": start,
+        "end": time.time(),
+        "requests": ApiClient.sent - sent,
+    }
     with open(path, "a") as out:  # one short line per write: appends of several processes do not interleave
         out.write(json.dumps(line) + "\n")
 

@@ -28,8 +28,16 @@ from harness.plugin.start_budget import MAX_STARTS_ENV, StartBudget
 from harness.reference.releases import CLIENT_VERSION_ENV, not_applicable, pinned, storage_of
 from harness.reference.startup import await_ready
 from harness.reporting.catalogue import load_catalogue
-from harness.reporting.results import (CHECK_ID, DESCRIPTION, NOT_APPLICABLE_PREFIX, OUTCOME, TARGET_DOWN, attach,
-                                      check_id, describe)
+from harness.reporting.results import (
+    CHECK_ID,
+    DESCRIPTION,
+    NOT_APPLICABLE_PREFIX,
+    OUTCOME,
+    TARGET_DOWN,
+    attach,
+    check_id,
+    describe,
+)
 from harness.target.credentials import api_headers
 from harness.target.tls import tls_context
 
@@ -39,31 +47,53 @@ pytest_plugins = ["harness.plugin.fixtures"]
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("prefect-conformance")
-    group.addoption("--target", default=os.environ.get("PREFECT_CONFORMANCE_TARGET"), help="API root of the server under test")
+    group.addoption(
+        "--target", default=os.environ.get("PREFECT_CONFORMANCE_TARGET"), help="API root of the server under test"
+    )
     group.addoption("--target-kind", default="url", help="what the target is: url, or a reference mode")
-    group.addoption("--target-ready-file", default=None,
-                    help="a bundled reference is starting beside pytest: wait until this file says it is ready")
+    group.addoption(
+        "--target-ready-file",
+        default=None,
+        help="a bundled reference is starting beside pytest: wait until this file says it is ready",
+    )
     group.addoption("--run-prefix", default=None, help="prefix of every object this run creates on the target")
     group.addoption("--artifacts-dir", default=None, help="folder for per-scenario logs and transcripts")
-    group.addoption("--target-version", default=None,
-                    help="the target's release as its /admin/version says (the CLI passes it): checks Prefect's own "
-                         "releases do not honour for this server and client are reported n/a")
-    group.addoption("--reference-url", default=None,
-                    help="API root of Prefect's own server for the differential checks (the CLI's --differential "
-                         "passes it); without it they are not collected")
-    group.addoption("--restart-command", default=os.environ.get(RESTART_COMMAND_ENV),
-                    help="a shell command that restarts the target on its own data, for the durability checks (the "
-                         "bundled reference restarts itself)")
-    group.addoption("--profiles", default=None,
-                    help="only the checks of these profiles (comma-separated; see harness/catalogue.toml)")
-    group.addoption("--max-starts", type=int, default=None,
-                    help="at most N real-client processes (flow runs, Runners, workers) start at once, across the "
-                         f"run's processes (default: ${MAX_STARTS_ENV}, or the CPU count, at least 2)")
-    group.addoption("--client-version", default=os.environ.get(CLIENT_VERSION_ENV),
-                    help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
-                         "installed on first use into the cache")
-
-
+    group.addoption(
+        "--target-version",
+        default=None,
+        help="the target's release as its /admin/version says (the CLI passes it): checks Prefect's own "
+        "releases do not honour for this server and client are reported n/a",
+    )
+    group.addoption(
+        "--reference-url",
+        default=None,
+        help="API root of Prefect's own server for the differential checks (the CLI's --differential "
+        "passes it); without it they are not collected",
+    )
+    group.addoption(
+        "--restart-command",
+        default=os.environ.get(RESTART_COMMAND_ENV),
+        help="a shell command that restarts the target on its own data, for the durability checks (the "
+        "bundled reference restarts itself)",
+    )
+    group.addoption(
+        "--profiles",
+        default=None,
+        help="only the checks of these profiles (comma-separated; see harness/catalogue.toml)",
+    )
+    group.addoption(
+        "--max-starts",
+        type=int,
+        default=None,
+        help="at most N real-client processes (flow runs, Runners, workers) start at once, across the "
+        f"run's processes (default: ${MAX_STARTS_ENV}, or the CPU count, at least 2)",
+    )
+    group.addoption(
+        "--client-version",
+        default=os.environ.get(CLIENT_VERSION_ENV),
+        help="run the real clients from this Prefect release (X.Y.Z; default: the pinned one), "
+        "installed on first use into the cache",
+    )
 
 
 #: The order the scenario modules run in, and so (with ``--dist loadfile --no-loadscope-reorder``) the order xdist
@@ -77,9 +107,29 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 #: 14 s beside the scheduling checks' ~50 writes a second, 2026-11-29). Measured on 2 cores: ``make bench`` and
 #: docs/status.md. The durability module must come last: it restarts the target once every other check has finished
 #: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
-DISPATCH_ORDER = ("scheduler", "lifecycle__lease", "scheduling", "timestamps", "schema", "bad_input", "statuses",
-                  "upserts", "labels", "lists", "handshake", "logs", "events", "lifecycle", "serve", "worker",
-                  "task_worker", "lifecycle__limits", "load", "differential", "durability")
+DISPATCH_ORDER = (
+    "scheduler",
+    "lifecycle__lease",
+    "scheduling",
+    "timestamps",
+    "schema",
+    "bad_input",
+    "statuses",
+    "upserts",
+    "labels",
+    "lists",
+    "handshake",
+    "logs",
+    "events",
+    "lifecycle",
+    "serve",
+    "worker",
+    "task_worker",
+    "lifecycle__limits",
+    "load",
+    "differential",
+    "durability",
+)
 
 
 def dispatch_rank(item: pytest.Item) -> int:
@@ -96,7 +146,9 @@ def pytest_configure(config: pytest.Config) -> None:
     _target_down.clear()  # a second session in one process (the CLI's second attempt) starts afresh
     for feature, description in FEATURES.items():
         config.addinivalue_line("markers", f"{feature}: {description}")
-    config.addinivalue_line("markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)")
+    config.addinivalue_line(
+        "markers", "check_id(id): the stable id a renamed check keeps (see harness/reporting/results.py)"
+    )
     config.pluginmanager.register(QuietPoint(config), QuietPoint.name)
     if not hasattr(config, "workerinput"):  # the process that starts the others: they inherit its budget
         config.pluginmanager.register(StartBudget(config), StartBudget.name)
@@ -206,5 +258,3 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Itera
 
 
 # --- module-scoped fixtures for actor scenarios: one real client per module, several checks on its outcome ----
-
-

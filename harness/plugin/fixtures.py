@@ -13,18 +13,16 @@ import pytest
 
 from harness.checks.naming import new_run_prefix, unique_name
 from harness.checks.objects import Created
-from harness.reference.openapi import openapi_document
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
-from harness.reference.server import ReferenceServer
+from harness.errors import HarnessError
+from harness.plugin.quiet_point import QuietPoint
+from harness.reference.openapi import openapi_document
 from harness.reference.releases import Release, pinned, release
+from harness.reference.server import ReferenceServer
 from harness.target.api import ApiClient
 from harness.target.credentials import api_headers
-from harness.errors import HarnessError
 from harness.target.preflight import Target, preflight
-from harness.plugin.quiet_point import QuietPoint
-
-
 
 #: The environment variable that can give ``--restart-command``.
 RESTART_COMMAND_ENV = "PREFECT_CONFORMANCE_RESTART_COMMAND"
@@ -128,8 +126,8 @@ def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | 
     def run_command() -> None:
         import subprocess
 
-        from harness.waits import timeout_scale
         from harness.target.health import wait_for_health
+        from harness.waits import timeout_scale
 
         limit = RESTART_TIMEOUT * timeout_scale()
         try:
@@ -137,10 +135,16 @@ def target_restart(request: pytest.FixtureRequest, target: Target) -> Restart | 
         except subprocess.TimeoutExpired:
             raise HarnessError(f"--restart-command {command!r} did not finish within {limit:.0f} s") from None
         if done.returncode != 0:
-            raise HarnessError(f"--restart-command {command!r} exited with code {done.returncode}: "
-                               f"{(done.stderr or done.stdout).strip()[-300:]}")
-        wait_for_health(target.api_url, timeout=RESTART_TIMEOUT, what="the target after --restart-command",
-                        hint="the restart command must leave the server running and answering /health")
+            raise HarnessError(
+                f"--restart-command {command!r} exited with code {done.returncode}: "
+                f"{(done.stderr or done.stdout).strip()[-300:]}"
+            )
+        wait_for_health(
+            target.api_url,
+            timeout=RESTART_TIMEOUT,
+            what="the target after --restart-command",
+            hint="the restart command must leave the server running and answering /health",
+        )
 
     return Restart(f"--restart-command {command!r}", run_command)
 

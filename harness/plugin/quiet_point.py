@@ -9,10 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.reporting.results import (check_id)
 from harness.errors import HarnessError, WaitTimeout
-
-
+from harness.reporting.results import check_id
 
 #: How long the durability checks wait for the rest of the run to finish before they restart the target (scaled by
 #: ``--timeout-scale``, as every check's own waits are, which bound it).
@@ -69,8 +67,13 @@ class QuietPoint:
             return True
 
         try:  # the other checks' time, not the target's answer: running out of it is the harness's error
-            wait_until(unfinished, awaiting=f"the run's other {len(others)} checks to finish before the {but} checks",
-                       timeout=QUIET_TIMEOUT, interval=0.2, hint="a check that never ends holds the run")
+            wait_until(
+                unfinished,
+                awaiting=f"the run's other {len(others)} checks to finish before the {but} checks",
+                timeout=QUIET_TIMEOUT,
+                interval=0.2,
+                hint="a check that never ends holds the run",
+            )
         except WaitTimeout as exc:
             raise HarnessError(str(exc)) from None
         return f"the run's other {len(others)} checks had finished"

@@ -11,8 +11,6 @@ import pytest
 
 from harness.clients.budget import BUDGET_ENV, AliveSampler, default_max_starts, prepare, read_load
 
-
-
 #: The environment variable that can give ``--max-starts``.
 MAX_STARTS_ENV = "PREFECT_CONFORMANCE_MAX_STARTS"
 

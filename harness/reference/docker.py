@@ -7,7 +7,8 @@ ZONE`` and SQLite as naive text converted by Prefect, so the two storages are ex
 must survive.
 
 Where no registry is reachable, the default images are replaced by equivalents built from Debian's and PyPI's
-packages (:mod:`harness.reference.images`, also ``make reference-images``), built on first use. Ryuk is disabled (its image cannot be pulled everywhere): every container
+packages (:mod:`harness.reference.images`, also ``make reference-images``), built on first use. Ryuk is disabled (its
+image cannot be pulled everywhere): every container
 and network carries the run's label and is removed by :meth:`DockerReference.stop`, on failure and on Ctrl-C.
 """
 
@@ -21,13 +22,14 @@ from pathlib import Path
 
 from harness import PREFECT_REFERENCE_VERSION
 from harness.errors import HarnessError, WaitTimeout
-from harness.waits import wait_until
-from harness.target.health import wait_for_health
 from harness.reference.environment import FAST_SERVICE_SETTINGS, free_port
 from harness.reference.server import ReferenceServer
+from harness.target.health import wait_for_health
+from harness.waits import wait_until
 
 # Ryuk (testcontainers' reaper) is itself an image to pull; this harness removes its containers itself.
 os.environ.setdefault("TESTCONTAINERS_RYUK_DISABLED", "true")
+
 
 def official_image(version: str = PREFECT_REFERENCE_VERSION) -> str:
     """Prefect's own image of ``version``."""
@@ -71,16 +73,19 @@ def pullable(client, image: str) -> bool:
         return False
 
 
-def usable_images(client, image: str, postgres_image: str | None, log_path: Path,
-                  version: str = PREFECT_REFERENCE_VERSION) -> tuple[str, str | None]:
+def usable_images(
+    client, image: str, postgres_image: str | None, log_path: Path, version: str = PREFECT_REFERENCE_VERSION
+) -> tuple[str, str | None]:
     """The images to run: the requested ones when present or pullable. Where the engine can pull neither of
     the *default* images of ``version`` (a machine without a registry), their equivalents built from Debian's and
     PyPI's packages (:mod:`harness.reference.images`), built once per machine and release, saying so in one line
     first."""
     from harness.reference import images
 
-    local = {official_image(version): images.prefect_image(version),
-             DEFAULT_POSTGRES_IMAGE: images.postgres_image(version)}
+    local = {
+        official_image(version): images.prefect_image(version),
+        DEFAULT_POSTGRES_IMAGE: images.postgres_image(version),
+    }
     missing = [i for i in (image, postgres_image) if i and not pullable(client, i)]
     if not missing:
         return image, postgres_image
@@ -91,24 +96,33 @@ def usable_images(client, image: str, postgres_image: str | None, log_path: Path
             "or leave REFERENCE_IMAGE/POSTGRES_IMAGE unset to use images built from Debian's and PyPI's packages."
         )
     if all(images.image_exists(local[i]) for i in missing):
-        print(f"prefect-conformance: cannot pull {', '.join(missing)}; using the locally built "
-              f"{', '.join(local[i] for i in missing)}", flush=True)
+        print(
+            f"prefect-conformance: cannot pull {', '.join(missing)}; using the locally built "
+            f"{', '.join(local[i] for i in missing)}",
+            flush=True,
+        )
     elif os.geteuid() != 0:
         raise HarnessError(
             f"Docker image {missing[0]} cannot be pulled here, and building its local equivalent needs root. "
             "Hint: run `sudo make reference-images` once, or use --reference local."
         )
     else:
-        print(f"prefect-conformance: cannot pull {', '.join(missing)} (no registry); building equivalents from "
-              f"Debian's and PyPI's packages, once for this machine (about 2 minutes; log: {log_path})", flush=True)
+        print(
+            f"prefect-conformance: cannot pull {', '.join(missing)} (no registry); building equivalents from "
+            f"Debian's and PyPI's packages, once for this machine (about 2 minutes; log: {log_path})",
+            flush=True,
+        )
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "w") as log:
             try:
                 images.ensure_images(output=log, version=version)
             except Exception as exc:
-                raise HarnessError(f"Building the reference images failed ({type(exc).__name__}: {exc}). Log: {log_path}") from None
+                raise HarnessError(
+                    f"Building the reference images failed ({type(exc).__name__}: {exc}). Log: {log_path}"
+                ) from None
     return local.get(image, image) if image in missing else image, (
-        local.get(postgres_image, postgres_image) if postgres_image in missing else postgres_image)
+        local.get(postgres_image, postgres_image) if postgres_image in missing else postgres_image
+    )
 
 
 @dataclass
@@ -137,8 +151,9 @@ class DockerReference(ReferenceServer):
 
         started = time.monotonic()
         client = docker_client()
-        self.image, self.postgres_image = usable_images(client, self.image, self.postgres_image,
-                                                        self.workdir / "reference-images-build.log", self.version)
+        self.image, self.postgres_image = usable_images(
+            client, self.image, self.postgres_image, self.workdir / "reference-images-build.log", self.version
+        )
         labels = {RUN_LABEL: self.run_id}
         env = {**FAST_SERVICE_SETTINGS, "PREFECT_SERVER_API_HOST": "0.0.0.0", "PREFECT_HOME": "/tmp/prefect-home"}
         try:
@@ -155,7 +170,9 @@ class DockerReference(ReferenceServer):
                 self._containers.append(postgres)
                 postgres.start()
                 self._wait_for_postgres(postgres)
-                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = "postgresql+asyncpg://prefect:prefect@postgres:5432/prefect"
+                env["PREFECT_SERVER_DATABASE_CONNECTION_URL"] = (
+                    "postgresql+asyncpg://prefect:prefect@postgres:5432/prefect"
+                )
             # A host port of its own, bound: Docker gives a published-but-unbound port a new number on every restart,
             # and the durability checks' restart must leave the server at the URL every client was given.
             prefect = DockerContainer(self.image, labels=labels).with_bind_ports(4200, free_port())
@@ -180,14 +197,17 @@ class DockerReference(ReferenceServer):
             self._save_logs()
             self.stop()
             raise HarnessError(
-                f"The containerized reference ({self.image}{' + ' + self.postgres_image if self.postgres_image else ''}) "
+                "The containerized reference "
+                f"({self.image}{' + ' + self.postgres_image if self.postgres_image else ''}) "
                 f"did not become ready: {type(exc).__name__}: {str(exc)[:300]}. Logs: {self.log_path}"
             ) from None
         self.startup_seconds = time.monotonic() - started
 
     @property
     def restart_how(self) -> str:
-        return "its container restarted" + (", PostgreSQL's staying up" if self.postgres_image else ", its SQLite file inside")
+        return "its container restarted" + (
+            ", PostgreSQL's staying up" if self.postgres_image else ", its SQLite file inside"
+        )
 
     def restart(self) -> None:
         """Restart the server's container (Docker stops it and starts it again on its own file system, where the
@@ -195,8 +215,12 @@ class DockerReference(ReferenceServer):
         prefect = self._containers[-1]
         prefect.get_wrapped_container().restart(timeout=10)
         try:
-            wait_for_health(self.api_url, timeout=READY_TIMEOUT, what="the restarted reference container",
-                            hint=f"see the container's log ({self.log_path} once the run ends)")
+            wait_for_health(
+                self.api_url,
+                timeout=READY_TIMEOUT,
+                what="the restarted reference container",
+                hint=f"see the container's log ({self.log_path} once the run ends)",
+            )
         except WaitTimeout as exc:
             raise HarnessError(str(exc)) from None
 
@@ -208,8 +232,13 @@ class DockerReference(ReferenceServer):
             return True
 
         try:
-            wait_until(ready, awaiting=f"PostgreSQL ({self.postgres_image}) to accept connections", timeout=READY_TIMEOUT,
-                       interval=0.25, hint="see the container's log in the report folder; the machine may be overloaded")
+            wait_until(
+                ready,
+                awaiting=f"PostgreSQL ({self.postgres_image}) to accept connections",
+                timeout=READY_TIMEOUT,
+                interval=0.25,
+                hint="see the container's log in the report folder; the machine may be overloaded",
+            )
         except WaitTimeout as exc:
             raise HarnessError(str(exc)) from None
 
@@ -219,7 +248,9 @@ class DockerReference(ReferenceServer):
         for container in self._containers:
             try:
                 stdout, stderr = container.get_logs()
-                parts.append(f"=== {container.image} ===\n{stdout.decode(errors='replace')}{stderr.decode(errors='replace')}")
+                parts.append(
+                    f"=== {container.image} ===\n{stdout.decode(errors='replace')}{stderr.decode(errors='replace')}"
+                )
             except Exception:
                 continue
         self.log_path.write_text("\n".join(parts))

@@ -23,6 +23,7 @@ from typing import Iterator, TextIO
 
 from harness import PREFECT_REFERENCE_VERSION
 
+
 def prefect_image(version: str = PREFECT_REFERENCE_VERSION) -> str:
     return f"prefect-conformance/prefect:{version}-bookworm"
 
@@ -49,7 +50,8 @@ if [ ! -s "$PGDATA/PG_VERSION" ]; then
   su postgres -s /bin/sh -c "$PGBIN/initdb -D $PGDATA --username=$USER_NAME --auth=trust" >/dev/null
   echo "host all all 0.0.0.0/0 trust" >> "$PGDATA/pg_hba.conf"
   if [ "$DB_NAME" != "postgres" ]; then
-    echo "CREATE DATABASE \\"$DB_NAME\\";" | su postgres -s /bin/sh -c "$PGBIN/postgres --single -D $PGDATA postgres" >/dev/null
+    echo "CREATE DATABASE \\"$DB_NAME\\";" | su postgres -s /bin/sh -c "$PGBIN/postgres --single -D $PGDATA postgres"
+    >/dev/null
   fi
 fi
 exec su postgres -s /bin/sh -c "exec $PGBIN/postgres -D $PGDATA -c listen_addresses='*'"
@@ -89,19 +91,54 @@ def build_rootfs(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None
         # `make test` may install the browser at the same time: wait for dpkg's lock instead of failing on it.
         wait = ["-o", "DPkg::Lock::Timeout=600"]
         run(["apt-get", *wait, "update", "-qq"])
-        run(["apt-get", *wait, "install", "-y", "-qq", "mmdebstrap"], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-    run(["mmdebstrap", "--quiet", "--variant=minbase", f"--include={','.join(PACKAGES)}", "bookworm", str(rootfs),
-         DEBIAN_MIRROR], stdout=subprocess.DEVNULL)
+        run(
+            ["apt-get", *wait, "install", "-y", "-qq", "mmdebstrap"],
+            env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"},
+        )
+    run(
+        [
+            "mmdebstrap",
+            "--quiet",
+            "--variant=minbase",
+            f"--include={','.join(PACKAGES)}",
+            "bookworm",
+            str(rootfs),
+            DEBIAN_MIRROR,
+        ],
+        stdout=subprocess.DEVNULL,
+    )
     # pip and uv inside the chroot need the host's CA bundle (the machine may use its own CA) and a clean environment.
     ca = os.environ.get("PIP_CERT") or os.environ.get("SSL_CERT_FILE") or "/etc/ssl/certs/ca-certificates.crt"
     shutil.copy(ca, rootfs / "tmp" / "host-ca.crt")
-    chroot_env = ["env", "-i", "PATH=/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root", "LANG=C.UTF-8",
-                  "PIP_CERT=/tmp/host-ca.crt", "SSL_CERT_FILE=/tmp/host-ca.crt", "PIP_DISABLE_PIP_VERSION_CHECK=1"]
+    chroot_env = [
+        "env",
+        "-i",
+        "PATH=/usr/sbin:/usr/bin:/sbin:/bin",
+        "HOME=/root",
+        "LANG=C.UTF-8",
+        "PIP_CERT=/tmp/host-ca.crt",
+        "SSL_CERT_FILE=/tmp/host-ca.crt",
+        "PIP_DISABLE_PIP_VERSION_CHECK=1",
+    ]
     run(["chroot", str(rootfs), *chroot_env, "python3", "-m", "venv", "/opt/prefect"])
     # uv (from PyPI, bootstrapped with pip) installs Prefect in a fifth of pip's time; it stays in the venv (a few MB).
     run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/pip", "install", "-q", "--no-cache-dir", "uv"])
-    run(["chroot", str(rootfs), *chroot_env, "/opt/prefect/bin/uv", "pip", "install", "--quiet", "--no-cache",
-         "--compile-bytecode", "--python", "/opt/prefect/bin/python", *requirements(version)])
+    run(
+        [
+            "chroot",
+            str(rootfs),
+            *chroot_env,
+            "/opt/prefect/bin/uv",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-cache",
+            "--compile-bytecode",
+            "--python",
+            "/opt/prefect/bin/python",
+            *requirements(version),
+        ]
+    )
     (rootfs / "tmp" / "host-ca.crt").unlink()
     entrypoint = rootfs / "usr" / "local" / "bin" / "postgres-entrypoint"
     entrypoint.write_text(POSTGRES_ENTRYPOINT)
@@ -112,26 +149,51 @@ def build_rootfs(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None
 
 def import_images(rootfs: Path, version: str = PREFECT_REFERENCE_VERSION) -> None:
     tar = subprocess.Popen(["tar", "-C", str(rootfs), "-c", "."], stdout=subprocess.PIPE)
-    run(["docker", "import",
-         "-c", "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-         "-c", "ENV LANG=C.UTF-8",
-         "-c", "EXPOSE 4200",
-         "-c", 'CMD ["prefect", "server", "start", "--host", "0.0.0.0"]',
-         "-", prefect_image(version)], stdin=tar.stdout, stdout=subprocess.DEVNULL)
+    run(
+        [
+            "docker",
+            "import",
+            "-c",
+            "ENV PATH=/opt/prefect/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "-c",
+            "ENV LANG=C.UTF-8",
+            "-c",
+            "EXPOSE 4200",
+            "-c",
+            'CMD ["prefect", "server", "start", "--host", "0.0.0.0"]',
+            "-",
+            prefect_image(version),
+        ],
+        stdin=tar.stdout,
+        stdout=subprocess.DEVNULL,
+    )
     tar.wait()
     # The PostgreSQL image is the same filesystem with another command. Committing a never-started container with
     # new settings adds no layer and takes a second, where `docker build FROM ...` took half a minute.
-    container = subprocess.run(["docker", "create", prefect_image(version)], check=True, capture_output=True,
-                               text=True).stdout.strip()
+    container = subprocess.run(
+        ["docker", "create", prefect_image(version)], check=True, capture_output=True, text=True
+    ).stdout.strip()
     try:
-        run(["docker", "commit", "-c", "EXPOSE 5432", "-c", 'CMD ["/usr/local/bin/postgres-entrypoint"]', container,
-             postgres_image(version)], stdout=subprocess.DEVNULL)
+        run(
+            [
+                "docker",
+                "commit",
+                "-c",
+                "EXPOSE 5432",
+                "-c",
+                'CMD ["/usr/local/bin/postgres-entrypoint"]',
+                container,
+                postgres_image(version),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
     finally:
         subprocess.run(["docker", "rm", container], capture_output=True)
 
 
-def ensure_images(force: bool = False, output: TextIO | None = None,
-                  version: str = PREFECT_REFERENCE_VERSION) -> tuple[str, str]:
+def ensure_images(
+    force: bool = False, output: TextIO | None = None, version: str = PREFECT_REFERENCE_VERSION
+) -> tuple[str, str]:
     """Build both images of ``version`` unless they exist; return their tags. ``output``: where the build's output
     goes."""
     global _output
@@ -168,18 +230,24 @@ def _ensure(prefect: str, postgres: str, force: bool, output: TextIO | None, ver
             rootfs = Path(tmp) / "rootfs"
             build_rootfs(rootfs, version)
             import_images(rootfs, version)
-        print(f"reference-images: built {prefect} and {postgres} in {time.monotonic() - started:.0f}s",
-              flush=True, file=output or sys.stdout)
+        print(
+            f"reference-images: built {prefect} and {postgres} in {time.monotonic() - started:.0f}s",
+            flush=True,
+            file=output or sys.stdout,
+        )
     else:
-        print(f"reference-images: {prefect} and {postgres} exist; nothing to build", flush=True,
-              file=output or sys.stdout)
+        print(
+            f"reference-images: {prefect} and {postgres} exist; nothing to build", flush=True, file=output or sys.stdout
+        )
     return prefect, postgres
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m harness.reference.images", description=__doc__.splitlines()[0])
     parser.add_argument("--force", action="store_true", help="rebuild even if the tags exist")
-    parser.add_argument("--version", default=PREFECT_REFERENCE_VERSION, help="the Prefect release (default: the pinned one)")
+    parser.add_argument(
+        "--version", default=PREFECT_REFERENCE_VERSION, help="the Prefect release (default: the pinned one)"
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("reference-images: mmdebstrap and chroot need root", file=sys.stderr)

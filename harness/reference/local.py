@@ -19,14 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
+from harness.errors import HarnessError, WaitTimeout
 from harness.locations import cache_dir as user_cache_dir
 from harness.processes import ManagedProcess, spawn
 from harness.reference.environment import FAST_SERVICE_SETTINGS, clean_environment, free_port
 from harness.reference.releases import Release, pinned
 from harness.reference.server import ReferenceServer
-from harness.errors import HarnessError, WaitTimeout
-from harness.waits import wait_until
 from harness.target.health import wait_for_health
+from harness.waits import wait_until
 
 READY_TIMEOUT = 90.0
 #: How long a restarted reference may wait for its port: a closed connection holds it for about a minute.
@@ -61,7 +61,8 @@ class LocalReference(ReferenceServer):
         self.wait_ready()
 
     def cpu_seconds(self) -> float | None:
-        """CPU time the server has used so far, across restarts; None where it cannot be read (see ``ManagedProcess``)."""
+        """CPU time the server has used so far, across restarts; None where it cannot be read (see
+        ``ManagedProcess``)."""
         running = self.process.cpu_seconds() if self.process is not None else None
         return None if running is None else running + self._stopped_cpu
 
@@ -85,9 +86,13 @@ class LocalReference(ReferenceServer):
                 raise
             return True
 
-        wait_until(started, awaiting=f"the restarted reference server to get its port {self.port} back",
-                   timeout=RESTART_PORT_TIMEOUT, interval=1.0,
-                   hint="the old server's connections hold the port for up to a minute after it stops")
+        wait_until(
+            started,
+            awaiting=f"the restarted reference server to get its port {self.port} back",
+            timeout=RESTART_PORT_TIMEOUT,
+            interval=1.0,
+            hint="the old server's connections hold the port for up to a minute after it stops",
+        )
 
     def launch(self, *, keep_database: bool = False) -> None:
         self._launched = time.monotonic()
@@ -124,8 +129,13 @@ class LocalReference(ReferenceServer):
                 )
 
         try:
-            wait_for_health(self.api_url, timeout=timeout, what="the reference server", alive=alive,
-                            hint=f"see its log, {self.log_path}; the machine may be overloaded")
+            wait_for_health(
+                self.api_url,
+                timeout=timeout,
+                what="the reference server",
+                alive=alive,
+                hint=f"see its log, {self.log_path}; the machine may be overloaded",
+            )
         except (WaitTimeout, HarnessError) as exc:
             self.stop()
             raise HarnessError(str(exc)) from None
@@ -155,7 +165,9 @@ def ensure_template_database(cache_dir: Path, release: Release | None = None) ->
         home.mkdir()
         env = clean_environment({"PREFECT_HOME": str(home)})
         log = Path(tmp) / "migrate.log"
-        proc = spawn("migrate-template-db", [release.prefect, "server", "database", "upgrade", "-y"], log_path=log, env=env)
+        proc = spawn(
+            "migrate-template-db", [release.prefect, "server", "database", "upgrade", "-y"], log_path=log, env=env
+        )
         try:
             code = proc.popen.wait(timeout=180)
         finally:

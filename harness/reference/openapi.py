@@ -17,8 +17,10 @@ from harness.locations import cache_dir
 from harness.target.api import excerpt
 
 #: Written to a file, not stdout: a release may print warnings on import.
-OPENAPI_SCRIPT = ("import json, sys\nfrom prefect.server.api.server import create_api_app\n"
-                  "json.dump(create_api_app().openapi(), open(sys.argv[1], 'w'))\n")
+OPENAPI_SCRIPT = (
+    "import json, sys\nfrom prefect.server.api.server import create_api_app\n"
+    "json.dump(create_api_app().openapi(), open(sys.argv[1], 'w'))\n"
+)
 
 
 def openapi_document(version: str, python: str, cache: Path | None = None) -> dict[str, Any]:
@@ -31,10 +33,13 @@ def openapi_document(version: str, python: str, cache: Path | None = None) -> di
         with tempfile.TemporaryDirectory(prefix="prefect-openapi-") as home:
             staged = Path(home) / "openapi.json"
             env = {**os.environ, "PREFECT_HOME": home}
-            proc = subprocess.run([python, "-c", OPENAPI_SCRIPT, str(staged)], capture_output=True, text=True,
-                                  timeout=300, env=env)
+            proc = subprocess.run(
+                [python, "-c", OPENAPI_SCRIPT, str(staged)], capture_output=True, text=True, timeout=300, env=env
+            )
             if proc.returncode != 0 or not staged.exists():
-                raise HarnessError(f"could not generate Prefect {version}'s OpenAPI document (exit "
-                                   f"{proc.returncode}): {excerpt(proc.stderr.strip()[-600:], 600)}")
+                raise HarnessError(
+                    f"could not generate Prefect {version}'s OpenAPI document (exit "
+                    f"{proc.returncode}): {excerpt(proc.stderr.strip()[-600:], 600)}"
+                )
             os.replace(staged, path)  # atomic: a concurrent run reads the whole document or none
     return json.loads(path.read_text())

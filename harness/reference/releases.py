@@ -29,9 +29,9 @@ from importlib.metadata import version as installed_version
 from pathlib import Path
 from typing import Callable, Iterator
 
+from harness.errors import HarnessError
 from harness.locations import PACKAGE_DIR, cache_dir
 from harness.reference.environment import prefect_executable
-from harness.errors import HarnessError
 
 #: The index the release dates come from (PEP 691 JSON with PEP 700 upload times; uv reads the same).
 INDEX_URL = "https://pypi.org/simple"
@@ -122,19 +122,30 @@ class NotApplicable:
 
     def holds(self, check: str, client_version: str, server_version: str, storage: str | None = None) -> bool:
         # An exact id first: a parametrized one's "[runner]" would be a character class to fnmatch.
-        return (any(check == pattern or fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
-                and _within(client_version, self.clients) and _within(server_version, self.servers)
-                and (not self.storage or storage is None or storage == self.storage))
+        return (
+            any(check == pattern or fnmatch.fnmatchcase(check, pattern) for pattern in self.checks)
+            and _within(client_version, self.clients)
+            and _within(server_version, self.servers)
+            and (not self.storage or storage is None or storage == self.storage)
+        )
 
 
 def not_applicable_rules(path: Path = PINS_FILE) -> list[NotApplicable]:
-    return [NotApplicable(tuple(entry["checks"]), entry["reason"], entry.get("clients", ""), entry.get("servers", ""),
-                          entry.get("storage", ""))
-            for entry in _document(path).get("not_applicable", [])]
+    return [
+        NotApplicable(
+            tuple(entry["checks"]),
+            entry["reason"],
+            entry.get("clients", ""),
+            entry.get("servers", ""),
+            entry.get("storage", ""),
+        )
+        for entry in _document(path).get("not_applicable", [])
+    ]
 
 
-def not_applicable(check: str, client_version: str, server_version: str, path: Path = PINS_FILE,
-                   storage: str | None = None) -> str | None:
+def not_applicable(
+    check: str, client_version: str, server_version: str, path: Path = PINS_FILE, storage: str | None = None
+) -> str | None:
     """Why ``check`` does not apply to this server and client release (on ``storage``, None if unknown), or None
     when it does."""
     for rule in not_applicable_rules(path):
@@ -185,13 +196,18 @@ def uploaded_at(version: str, index_url: str = INDEX_URL) -> dt.datetime:
 
     url = f"{index_url.rstrip('/')}/prefect/"
     try:
-        answer = httpx.get(url, headers={"Accept": "application/vnd.pypi.simple.v1+json"}, timeout=30,
-                           follow_redirects=True)
+        answer = httpx.get(
+            url, headers={"Accept": "application/vnd.pypi.simple.v1+json"}, timeout=30, follow_redirects=True
+        )
         files = answer.raise_for_status().json()["files"]
     except (httpx.HTTPError, ValueError, KeyError) as exc:
-        raise HarnessError(f"cannot read Prefect's release dates from {url}: {exc}. Hint: installing another "
-                           "Prefect release needs PyPI (or an index with PEP 700 upload times)") from exc
-    stamps = [f["upload-time"] for f in files if _is_release_file(f.get("filename", ""), version) and f.get("upload-time")]
+        raise HarnessError(
+            f"cannot read Prefect's release dates from {url}: {exc}. Hint: installing another "
+            "Prefect release needs PyPI (or an index with PEP 700 upload times)"
+        ) from exc
+    stamps = [
+        f["upload-time"] for f in files if _is_release_file(f.get("filename", ""), version) and f.get("upload-time")
+    ]
     if not stamps:
         raise HarnessError(f"{url} lists no files of prefect {version}. Hint: pick a version PyPI has, e.g. 3.4.25")
     return max(dt.datetime.fromisoformat(s.replace("Z", "+00:00")) for s in stamps)
@@ -213,19 +229,33 @@ def _create(version: str, root: Path, requirements: list[str]) -> str:
     uv = _uv()
     for argv in (
         [uv, "venv", "--quiet", "--python", sys.executable, str(root)],
-        [uv, "pip", "install", "--quiet", "--python", str(root / "bin" / "python"), "--compile-bytecode",
-         "--exclude-newer", cutoff, *requirements],
+        [
+            uv,
+            "pip",
+            "install",
+            "--quiet",
+            "--python",
+            str(root / "bin" / "python"),
+            "--compile-bytecode",
+            "--exclude-newer",
+            cutoff,
+            *requirements,
+        ],
     ):
         proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             shutil.rmtree(root, ignore_errors=True)
             detail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise HarnessError(f"installing Prefect {version} into {root} failed: {' | '.join(detail)}. Hint: check "
-                               f"the version exists on PyPI, and add the pins it needs to {PINS_FILE.name}")
+            raise HarnessError(
+                f"installing Prefect {version} into {root} failed: {' | '.join(detail)}. Hint: check "
+                f"the version exists on PyPI, and add the pins it needs to {PINS_FILE.name}"
+            )
     (root / COMPLETE).write_text(" ".join(requirements) + f"\nexclude-newer {cutoff}\n")
     size = sum(p.stat().st_size for p in root.rglob("*") if p.is_file() and not p.is_symlink())
-    return (f"prefect-conformance: installed Prefect {version} in {root} ({size / 1e6:.0f} MB, "
-            f"{time.monotonic() - started:.1f} s; dependencies as on PyPI at {cutoff[:16].replace('T', ' ')} UTC)")
+    return (
+        f"prefect-conformance: installed Prefect {version} in {root} ({size / 1e6:.0f} MB, "
+        f"{time.monotonic() - started:.1f} s; dependencies as on PyPI at {cutoff[:16].replace('T', ' ')} UTC)"
+    )
 
 
 def _uv() -> str:

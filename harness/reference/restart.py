@@ -83,6 +83,8 @@ def request_restart(host: str, port: int, key: bytes) -> None:
             connection.send("restart")
             status, why = connection.recv()
     except (OSError, EOFError) as exc:
-        raise HarnessError(f"the CLI's restart of the bundled reference ({host}:{port}) did not answer: {exc}") from None
+        raise HarnessError(
+            f"the CLI's restart of the bundled reference ({host}:{port}) did not answer: {exc}"
+        ) from None
     if status != "ok":
         raise HarnessError(f"the bundled reference did not restart: {why}")

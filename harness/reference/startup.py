@@ -16,8 +16,8 @@ import os
 import threading
 from pathlib import Path
 
-from harness.reference.server import ReferenceServer
 from harness.errors import HarnessError
+from harness.reference.server import ReferenceServer
 from harness.target.preflight import PREFLIGHT_TIMEOUT, Target, preflight
 from harness.waits import wait_until
 
@@ -72,9 +72,13 @@ class ReferenceStartup:
 def await_ready(ready_file: Path) -> None:
     """In a pytest process: block until the reference started beside it is ready; raise ``HarnessError`` with the
     reason it did not start."""
-    wait_until(ready_file.exists, awaiting=f"the bundled reference server to start ({ready_file} to appear)",
-               timeout=AWAIT_TIMEOUT + PREFLIGHT_TIMEOUT, interval=0.05,
-               hint="the run's command starts it; see reference/reference-server.log in the report folder")
+    wait_until(
+        ready_file.exists,
+        awaiting=f"the bundled reference server to start ({ready_file} to appear)",
+        timeout=AWAIT_TIMEOUT + PREFLIGHT_TIMEOUT,
+        interval=0.05,
+        hint="the run's command starts it; see reference/reference-server.log in the report folder",
+    )
     line = ready_file.read_text()
     if line != READY:
         raise HarnessError(f"The bundled reference server did not start: {line}")

@@ -41,8 +41,9 @@ class ProfileClaim:
         if self.verdict == "no verdict":
             return f"no verdict ({self.errors} {'error' if self.errors == 1 else 'errors'})"
         if self.verdict == "conformant":
-            return "conformant" + (f" ({self.warnings} {'warning' if self.warnings == 1 else 'warnings'})"
-                                   if self.warnings else "")
+            return "conformant" + (
+                f" ({self.warnings} {'warning' if self.warnings == 1 else 'warnings'})" if self.warnings else ""
+            )
         known = f"; {self.known} known {'failure' if self.known == 1 else 'failures'}" if self.known else ""
         pending = f"; {self.pending} pending" if self.pending else ""
         if self.verdict == "not supported":
@@ -76,9 +77,14 @@ class Claim:
         return f"{head}: " + "; ".join(parts) + ("" if self.complete else " (only the checks this run selected)")
 
     def as_dict(self) -> dict:
-        return {"prefect_version": self.prefect_version, "api_version": self.api_version,
-                "suite_version": self.suite_version, "complete": self.complete, "line": self.line,
-                "profiles": [{**asdict(p), "text": p.text} for p in self.profiles]}
+        return {
+            "prefect_version": self.prefect_version,
+            "api_version": self.api_version,
+            "suite_version": self.suite_version,
+            "complete": self.complete,
+            "line": self.line,
+            "profiles": [{**asdict(p), "text": p.text} for p in self.profiles],
+        }
 
 
 def join(names: list[str]) -> str:
@@ -143,5 +149,15 @@ def render_badge(claim: Claim) -> str:
         message, color = ", ".join(claim.conformant), "brightgreen" if every else "yellow"
     else:
         message, color = "not conformant", "red"
-    return json.dumps({"schemaVersion": 1, "label": f"Prefect {claim.prefect_version} conformance",
-                       "message": message, "color": color}, indent=2) + "\n"
+    return (
+        json.dumps(
+            {
+                "schemaVersion": 1,
+                "label": f"Prefect {claim.prefect_version} conformance",
+                "message": message,
+                "color": color,
+            },
+            indent=2,
+        )
+        + "\n"
+    )

@@ -40,24 +40,33 @@ class Coverage:
     @property
     def summary(self) -> dict[str, int]:
         used = [r for r in self.routes if r.used]
-        return {"routes": len(self.routes), "present": sum(r.verdict == "present" for r in self.routes),
-                "missing": sum(r.verdict == "missing" for r in self.routes),
-                "server_error": sum(r.verdict == "server error" for r in self.routes),
-                "not_probed": sum(r.verdict == "not probed" for r in self.routes),
-                "used_by_clients": len(used), "used_but_missing": sum(r.verdict == "missing" for r in used)}
+        return {
+            "routes": len(self.routes),
+            "present": sum(r.verdict == "present" for r in self.routes),
+            "missing": sum(r.verdict == "missing" for r in self.routes),
+            "server_error": sum(r.verdict == "server error" for r in self.routes),
+            "not_probed": sum(r.verdict == "not probed" for r in self.routes),
+            "used_by_clients": len(used),
+            "used_but_missing": sum(r.verdict == "missing" for r in used),
+        }
 
     @property
     def line(self) -> str:
         s = self.summary
         if self.error:
             return f"the target's routes were not probed: {self.error}"
-        used = ("no real client's traffic was recorded" if not s["used_by_clients"] else
-                f"the real clients used {s['used_by_clients']}, "
-                + ("all present" if not s["used_but_missing"] else f"{s['used_but_missing']} of them missing"))
+        used = (
+            "no real client's traffic was recorded"
+            if not s["used_by_clients"]
+            else f"the real clients used {s['used_by_clients']}, "
+            + ("all present" if not s["used_but_missing"] else f"{s['used_but_missing']} of them missing")
+        )
         errors = f", {s['server_error']} answered a server error" if s["server_error"] else ""
-        return (f"implements {s['present']} of the {s['present'] + s['missing'] + s['server_error']} routes probed"
-                f"{errors} ({s['routes']} in Prefect's document, {s['not_probed']} not probed: no request they must "
-                "refuse); " + used)
+        return (
+            f"implements {s['present']} of the {s['present'] + s['missing'] + s['server_error']} routes probed"
+            f"{errors} ({s['routes']} in Prefect's document, {s['not_probed']} not probed: no request they must "
+            "refuse); " + used
+        )
 
     def by_tag(self) -> list[tuple[str, dict[str, int]]]:
         tags: dict[str, Counter[str]] = {}
@@ -66,8 +75,12 @@ class Coverage:
         return sorted((tag, dict(counts)) for tag, counts in tags.items())
 
     def as_dict(self) -> dict[str, Any]:
-        return {"line": self.line, "summary": self.summary, "error": self.error,
-                "routes": [asdict(r) for r in self.routes]}
+        return {
+            "line": self.line,
+            "summary": self.summary,
+            "error": self.error,
+            "routes": [asdict(r) for r in self.routes],
+        }
 
 
 def template_pattern(route: str) -> re.Pattern[str]:

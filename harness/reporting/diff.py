@@ -44,7 +44,11 @@ def diff_runs(before: StoredRun, after: list[CheckResult]) -> RunDiff:
 
 def render_diff_text(diff: RunDiff) -> str:
     lines = [f"Compared with {diff.baseline}:"]
-    for title, ids in (("new failures", diff.new_failures), ("fixed", diff.fixed), ("still failing", diff.still_failing)):
+    for title, ids in (
+        ("new failures", diff.new_failures),
+        ("fixed", diff.fixed),
+        ("still failing", diff.still_failing),
+    ):
         lines.append(f"  {title}: {len(ids)}")
         lines += [f"    {cid}" for cid in ids]
     return "\n".join(lines)

@@ -58,10 +58,12 @@ def load_expectations(path: Path) -> list[Expectation]:
     for pattern, entry in entries.items():
         if not isinstance(entry, dict) or entry.get("outcome", "fail") not in EXPECTED_OUTCOMES:
             raise HarnessError(
-                f"Expectations file {path}: entry {pattern!r} needs outcome = \"fail\", \"unsupported\" or "
-                "\"intermittent\" and a reason."
+                f'Expectations file {path}: entry {pattern!r} needs outcome = "fail", "unsupported" or '
+                '"intermittent" and a reason.'
             )
-        expectations.append(Expectation(pattern, entry.get("outcome", "fail"), str(entry.get("reason", "")), str(entry.get("link", ""))))
+        expectations.append(
+            Expectation(pattern, entry.get("outcome", "fail"), str(entry.get("reason", "")), str(entry.get("link", "")))
+        )
     return expectations
 
 
@@ -90,9 +92,15 @@ def listed_as(outcome: str) -> str:
     return "unsupported" if outcome == "unsupported" else "fail"
 
 
-def apply(expectations: list[Expectation], results: list[CheckResult], *, written_by: str = "",
-          passed_before: frozenset[str] = frozenset(), strict: bool = False,
-          history: dict[str, list[str]] | None = None) -> list[str]:
+def apply(
+    expectations: list[Expectation],
+    results: list[CheckResult],
+    *,
+    written_by: str = "",
+    passed_before: frozenset[str] = frozenset(),
+    strict: bool = False,
+    history: dict[str, list[str]] | None = None,
+) -> list[str]:
     """Set each result's status from its outcome, the expectations and the catalogue; return entries that matched
     no check.
 
@@ -114,8 +122,10 @@ def apply(expectations: list[Expectation], results: list[CheckResult], *, writte
             if expectation.outcome == "intermittent":
                 outcomes = [result.outcome, *(history or {}).get(result.id, [])]
                 failed = sum(1 for outcome in outcomes if outcome in NOT_PASSING)
-                result.expectation = (f"intermittent, failed in {failed} of the last {len(outcomes)} runs against this "
-                                      f"target: {result.expectation}")
+                result.expectation = (
+                    f"intermittent, failed in {failed} of the last {len(outcomes)} runs against this "
+                    f"target: {result.expectation}"
+                )
                 if result.outcome in NOT_PASSING:
                     result.status = "expected-failure"
                 continue
@@ -123,8 +133,10 @@ def apply(expectations: list[Expectation], results: list[CheckResult], *, writte
                 result.status = "expected-failure"
                 continue
             if result.outcome in NOT_PASSING:  # listed, but for another outcome: a change the gate must see
-                result.message = (f"listed as outcome = {expectation.outcome!r} in the expectations file, but the "
-                                  f"check {result.outcome}: {result.message}")
+                result.message = (
+                    f"listed as outcome = {expectation.outcome!r} in the expectations file, but the "
+                    f"check {result.outcome}: {result.message}"
+                )
                 continue
             if result.outcome == "passed":
                 result.status = "unexpected-pass"
@@ -132,8 +144,10 @@ def apply(expectations: list[Expectation], results: list[CheckResult], *, writte
             continue
         if written_by and result.since and newer(result.since, written_by) and result.id not in passed_before:
             result.status = "pending"
-            result.expectation = (f"new in suite {result.since}, after the expectations file's {written_by}: not "
-                                  "gating until it passes once, or --update-expectations records it")
+            result.expectation = (
+                f"new in suite {result.since}, after the expectations file's {written_by}: not "
+                "gating until it passes once, or --update-expectations records it"
+            )
         elif result.severity == "should" and result.outcome == "failed" and not strict:  # a missing endpoint gates
             result.status = "warning"
             result.expectation = f"should, not must: {load_catalogue().severity_of(result.id)[1]}"

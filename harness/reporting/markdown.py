@@ -7,13 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from harness.reporting.coverage import Coverage
 from harness.clients.transcript import condense, transcripts
 from harness.reporting.causes import Cause, group_by_cause
 from harness.reporting.claims import Claim
+from harness.reporting.coverage import Coverage
 from harness.reporting.diff import RunDiff
 from harness.reporting.results import GATE_FAILING, STATUSES, CheckResult, RunInfo, by_feature, summarize, verdict
-
 
 #: Lists of check ids longer than this are folded.
 FOLD_AFTER = 8
@@ -22,7 +21,9 @@ FOLD_AFTER = 8
 def cause_heading(cause: Cause) -> str:
     if len(cause.results) == 1:
         return f"### `{cause.ids[0]}` ({cause.status})"
-    return f"### {len(cause.results)} checks, one cause ({cause.status}): `{cause.ids[0]}` and {len(cause.ids) - 1} more"
+    return (
+        f"### {len(cause.results)} checks, one cause ({cause.status}): `{cause.ids[0]}` and {len(cause.ids) - 1} more"
+    )
 
 
 def claim_lines(claim: Claim) -> list[str]:
@@ -36,10 +37,19 @@ def noted_lines(results: list[CheckResult]) -> list[str]:
     """Checks that did not pass but do not fail the gate: warnings (``should``) and pending (new) ones."""
     lines: list[str] = []
     for status, title, about in (
-            ("warning", "Warnings", "`should` checks that did not pass: Prefect's clients tolerate the difference "
-             "(`--strict` fails the gate on them)."),
-            ("pending", "Pending", "Checks newer than the expectations file that do not pass yet: not gating until "
-             "they pass once or `--update-expectations` records them.")):
+        (
+            "warning",
+            "Warnings",
+            "`should` checks that did not pass: Prefect's clients tolerate the difference "
+            "(`--strict` fails the gate on them).",
+        ),
+        (
+            "pending",
+            "Pending",
+            "Checks newer than the expectations file that do not pass yet: not gating until "
+            "they pass once or `--update-expectations` records them.",
+        ),
+    ):
         held = [r for r in results if r.status == status]
         if held:
             lines += ["", f"## {title} ({len(held)})", "", about, ""]
@@ -53,26 +63,46 @@ def coverage_lines(coverage: Coverage) -> list[str]:
     if coverage.error or not coverage.routes:
         return lines
     lines += ["| routes (Prefect's tags) | present | missing | server error | not probed |", "|---|---|---|---|---|"]
-    lines += [f"| {tag} | {c.get('present', 0)} | {c.get('missing', 0)} | {c.get('server error', 0)} | "
-              f"{c.get('not probed', 0)} |" for tag, c in coverage.by_tag()]
+    lines += [
+        f"| {tag} | {c.get('present', 0)} | {c.get('missing', 0)} | {c.get('server error', 0)} | "
+        f"{c.get('not probed', 0)} |"
+        for tag, c in coverage.by_tag()
+    ]
     missing = [r for r in coverage.routes if r.verdict == "missing"]
     if missing:
         lines += ["", "Missing (a request the route must refuse was answered as by a server without it):", ""]
-        lines += [f"- `{r.method} {r.route}`{' (**used by the real clients**)' if r.used else ''}: {r.status} "
-                  f"{r.answer}" for r in missing]
+        lines += [
+            f"- `{r.method} {r.route}`{' (**used by the real clients**)' if r.used else ''}: {r.status} {r.answer}"
+            for r in missing
+        ]
     used = [r for r in coverage.routes if r.used]
     if used:
-        lines += ["", f"<details><summary>The {len(used)} routes the real clients called</summary>", "",
-                  "| route | calls | answers | present |", "|---|---|---|---|"]
-        lines += [f"| `{r.method} {r.route}` | {r.used} | "
-                  f"{', '.join(f'{s}×{n}' for s, n in sorted(r.used_statuses.items()))} | {r.verdict} |" for r in used]
+        lines += [
+            "",
+            f"<details><summary>The {len(used)} routes the real clients called</summary>",
+            "",
+            "| route | calls | answers | present |",
+            "|---|---|---|---|",
+        ]
+        lines += [
+            f"| `{r.method} {r.route}` | {r.used} | "
+            f"{', '.join(f'{s}×{n}' for s, n in sorted(r.used_statuses.items()))} | {r.verdict} |"
+            for r in used
+        ]
         lines += ["", "</details>"]
     return lines
 
 
-def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff | None = None,
-                    stale: list[str] | None = None, artifacts_dir: Path | None = None,
-                    claim: Claim | None = None, coverage: Coverage | None = None) -> str:
+def render_markdown(
+    run: RunInfo,
+    results: list[CheckResult],
+    *,
+    diff: RunDiff | None = None,
+    stale: list[str] | None = None,
+    artifacts_dir: Path | None = None,
+    claim: Claim | None = None,
+    coverage: Coverage | None = None,
+) -> str:
     counts = summarize(results)
     shown = [s for s in STATUSES if counts[s] or s in ("passed", "failed")]
     lines = [
@@ -100,7 +130,11 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines.append(f"| {feature} | " + " | ".join(str(c[s]) for s in shown) + " |")
     if diff is not None:
         lines += ["", "## Since the previous run against this target", "", f"Compared with {diff.baseline}.", ""]
-        for title, ids in (("New failures", diff.new_failures), ("Fixed", diff.fixed), ("Still failing", diff.still_failing)):
+        for title, ids in (
+            ("New failures", diff.new_failures),
+            ("Fixed", diff.fixed),
+            ("Still failing", diff.still_failing),
+        ):
             lines.append(f"- **{title}** ({len(ids)})" + (": " + ", ".join(f"`{i}`" for i in ids) if ids else ""))
     retried = [r for r in results if r.attempts]
     if retried:
@@ -111,15 +145,26 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         lines += ["", "## Measured", ""] + [f"- `{r.id}`: {r.measured}" for r in measured]
     unexpected = [r for r in results if r.status == "unexpected-pass"]
     if unexpected:
-        lines += ["", "## Unexpected passes", "", "Listed as failing in the expectations file, but passing now: remove them.", ""]
+        lines += [
+            "",
+            "## Unexpected passes",
+            "",
+            "Listed as failing in the expectations file, but passing now: remove them.",
+            "",
+        ]
         lines += [f"- `{r.id}` (was expected to fail: {r.expectation})" for r in unexpected]
     if stale:
         lines += ["", "## Expectation entries that matched no check", ""] + [f"- `{p}`" for p in stale]
     not_applicable = [r for r in results if r.status == "n/a"]
     if not_applicable:
-        lines += ["", "## Not applicable to these releases", "",
-                  f"Prefect's own releases differ here (server {run.target_version}, clients {run.client_version}); "
-                  "see `harness/releases.toml`.", ""]
+        lines += [
+            "",
+            "## Not applicable to these releases",
+            "",
+            f"Prefect's own releases differ here (server {run.target_version}, clients {run.client_version}); "
+            "see `harness/releases.toml`.",
+            "",
+        ]
         lines += [f"- `{r.id}`: {r.message}" for r in not_applicable]
     problems = [r for r in results if r.status in GATE_FAILING]
     if problems:
@@ -131,8 +176,12 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
                 lines += [f"**Diagnosis:** {cause.diagnosis}", ""]
             if len(cause.ids) > 1:
                 ids = ", ".join(f"`{i}`" for i in cause.ids)
-                lines += [f"<details><summary>{len(cause.ids)} checks</summary>\n\n{ids}\n\n</details>" if len(cause.ids) > FOLD_AFTER
-                          else ids, ""]
+                lines += [
+                    f"<details><summary>{len(cause.ids)} checks</summary>\n\n{ids}\n\n</details>"
+                    if len(cause.ids) > FOLD_AFTER
+                    else ids,
+                    "",
+                ]
             if cause.results[0].description:
                 lines += [f"_{cause.results[0].description}_", ""]
             lines += ["```", cause.example, "```", ""]
@@ -149,7 +198,8 @@ def render_markdown(run: RunInfo, results: list[CheckResult], *, diff: RunDiff |
         for t in found:
             lines += [
                 f"<details><summary><code>{t.feature}</code>: {t.actor}, {len(t.exchanges)} requests"
-                + "".join(f", <code>{agent}</code>" for agent in t.user_agents) + " "
+                + "".join(f", <code>{agent}</code>" for agent in t.user_agents)
+                + " "
                 f"(<code>{t.path.relative_to(artifacts_dir.parent)}</code>)</summary>",
                 "",
                 "| request | answers | count |",

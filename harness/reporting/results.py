@@ -34,8 +34,18 @@ from harness.reporting.catalogue import load_catalogue
 RESULTS_SCHEMA_VERSION = 1
 
 
-STATUSES = ("passed", "failed", "unsupported", "expected-failure", "unexpected-pass", "warning", "pending", "skipped",
-            "n/a", "error")
+STATUSES = (
+    "passed",
+    "failed",
+    "unsupported",
+    "expected-failure",
+    "unexpected-pass",
+    "warning",
+    "pending",
+    "skipped",
+    "n/a",
+    "error",
+)
 #: How a skip reason starts when the check does not apply to the releases in this run (status ``n/a``).
 NOT_APPLICABLE_PREFIX = "n/a: "
 #: Statuses that fail the gate (exit 1, or 2 for error); as outcomes, the same names mean "did not pass".
@@ -95,7 +105,7 @@ def check_id(nodeid: str, pinned: str = "") -> tuple[str, str]:
     """
     module, _, name = nodeid.partition("::")
     name = name.split("::")[-1]
-    parameter = name[name.index("["):] if "[" in name else ""
+    parameter = name[name.index("[") :] if "[" in name else ""
     if pinned:
         return pinned + parameter, pinned.split("/", 1)[0]
     feature = re.sub(r"^test_|__.*$", "", Path(module).stem)
@@ -146,9 +156,16 @@ class ResultCollector:
         if result is None:
             scenario = report.nodeid.split("::")[-1]
             known = load_catalogue()
-            result = self.results[cid] = CheckResult(cid, feature, scenario, "passed", nodeid=report.nodeid,
-                                                     profile=known.profile_of(cid, feature),
-                                                     severity=known.severity_of(cid)[0], since=known.since_of(cid))
+            result = self.results[cid] = CheckResult(
+                cid,
+                feature,
+                scenario,
+                "passed",
+                nodeid=report.nodeid,
+                profile=known.profile_of(cid, feature),
+                severity=known.severity_of(cid)[0],
+                since=known.since_of(cid),
+            )
         result.duration += report.duration
         result.description = result.description or properties.get(DESCRIPTION, "")
         result.measured = result.measured or properties.get(MEASURED, "")
@@ -177,7 +194,12 @@ def _skip_reason(report: pytest.TestReport) -> str:
 def _failure_message(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
     message = crash.message if crash is not None else str(report.longrepr)
-    message = re.sub(r"^(harness\.target\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|TargetUnavailable|AssertionError): ", "", message)
+    message = re.sub(
+        r"^(harness\.errors\.)?(UnexpectedAnswer|Unsupported|WaitTimeout|Hopeless|TargetUnavailable|"
+        r"AssertionError): ",
+        "",
+        message,
+    )
     # pytest appends its assertion introspection after the first line of a message; keep what we wrote.
     return message.split("\nassert ")[0].strip()
 
@@ -189,8 +211,13 @@ def summarize(results: Iterable[CheckResult]) -> dict[str, int]:
     return counts
 
 
-def write_results_json(path: Path, run: RunInfo, results: list[CheckResult], claim: dict[str, Any] | None = None,
-                       coverage: dict[str, Any] | None = None) -> None:
+def write_results_json(
+    path: Path,
+    run: RunInfo,
+    results: list[CheckResult],
+    claim: dict[str, Any] | None = None,
+    coverage: dict[str, Any] | None = None,
+) -> None:
     document = {
         "schema_version": RESULTS_SCHEMA_VERSION,
         "run": asdict(run),
@@ -220,7 +247,9 @@ def read_results_json(path: Path) -> StoredRun:
         checks = {c["id"]: CheckResult(**{k: v for k, v in c.items() if k in known}) for c in document["checks"]}
         return StoredRun(path, document.get("run", {}), checks)
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise HarnessError(f"Cannot read results file {path}: {exc}. Hint: pass a results.json written by this suite.") from None
+        raise HarnessError(
+            f"Cannot read results file {path}: {exc}. Hint: pass a results.json written by this suite."
+        ) from None
 
 
 def verdict(results: list[CheckResult]) -> str:

@@ -19,7 +19,7 @@ SHOWN_IDS = 10
 
 def first_line(text: str, limit: int = 240) -> str:
     line = (text.strip().splitlines() or [""])[0]
-    return line if len(line) <= limit else line[:limit - 1] + "…"
+    return line if len(line) <= limit else line[: limit - 1] + "…"
 
 
 def named(ids: list[str]) -> str:
@@ -27,13 +27,22 @@ def named(ids: list[str]) -> str:
     return shown + (f" and {len(ids) - SHOWN_IDS} more" if len(ids) > SHOWN_IDS else "")
 
 
-def render_summary(run: RunInfo, results: list[CheckResult], *, claim: Claim | None = None,
-                   diff: RunDiff | None = None, exit_code: int | None = None) -> str:
+def render_summary(
+    run: RunInfo,
+    results: list[CheckResult],
+    *,
+    claim: Claim | None = None,
+    diff: RunDiff | None = None,
+    exit_code: int | None = None,
+) -> str:
     counts = summarize(results)
-    lines = [f"## Prefect conformance: {verdict(results)}"
-             + (f" (exit {exit_code})" if exit_code is not None else ""), "",
-             f"Target `{run.target_url}`, version `{run.target_version}`; suite {run.suite_version}, clients from "
-             f"Prefect {run.client_version}; {run.duration:.0f} s.", ""]
+    lines = [
+        f"## Prefect conformance: {verdict(results)}" + (f" (exit {exit_code})" if exit_code is not None else ""),
+        "",
+        f"Target `{run.target_url}`, version `{run.target_version}`; suite {run.suite_version}, clients from "
+        f"Prefect {run.client_version}; {run.duration:.0f} s.",
+        "",
+    ]
     if claim is not None:
         lines += [f"> {claim.line}", ""]
     lines += ["| feature | passed | failed | other |", "|---|---|---|---|"]
@@ -42,8 +51,10 @@ def render_summary(run: RunInfo, results: list[CheckResult], *, claim: Claim | N
         failing = sum(c[s] for s in GATE_FAILING)
         other = len(items) - c["passed"] - failing
         lines.append(f"| {feature} | {c['passed']} | {failing or ''} | {other or ''} |")
-    lines.append(f"| **all** | **{counts['passed']}** | **{sum(counts[s] for s in GATE_FAILING)}** | "
-                 f"**{len(results) - counts['passed'] - sum(counts[s] for s in GATE_FAILING)}** |")
+    lines.append(
+        f"| **all** | **{counts['passed']}** | **{sum(counts[s] for s in GATE_FAILING)}** | "
+        f"**{len(results) - counts['passed'] - sum(counts[s] for s in GATE_FAILING)}** |"
+    )
     if diff is not None and (diff.new_failures or diff.fixed):
         lines += [""]
         if diff.new_failures:

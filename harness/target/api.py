@@ -95,7 +95,8 @@ class Answer:
             )
         if self.status not in allowed:
             raise UnexpectedAnswer(
-                (f"{what}: " if what else "") + f"expected {'/'.join(map(str, allowed))} from {self.describe()}"
+                (f"{what}: " if what else "")
+                + f"expected {'/'.join(map(str, allowed))} from {self.describe()}"
                 + (f" (request body: {excerpt(json.dumps(request_body), 200)})" if request_body is not None else "")
             )
         if self.status == 204 or not self.text:
@@ -157,13 +158,16 @@ class ApiClient:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def request(self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None) -> Answer:
+    def request(
+        self, method: str, path: str, *, json_body: Any = None, params: Mapping[str, Any] | None = None
+    ) -> Answer:
         """Send one request, retrying transient failures for up to ``patience`` seconds; never raises on status.
 
         No answer at all (a timeout, a connection refused or dropped until patience ran out) raises
         UnexpectedAnswer: like any answer, it is the target's, and the check that sent the request fails quoting it.
 
-        The back-off doubles from 0.1 s to at most :data:`MAX_BACKOFF`, or follows the answer's ``Retry-After`` as Prefect's
+        The back-off doubles from 0.1 s to at most :data:`MAX_BACKOFF`, or follows the answer's ``Retry-After`` as
+        Prefect's
         client does, and the request is always tried once more when patience runs out.
         """
         url = self.api_url + path
@@ -206,8 +210,15 @@ class ApiClient:
             time.sleep(max(0.0, min(pause, budget - (time.monotonic() - started))))
             delay = min(delay * 2, MAX_BACKOFF)
 
-    def call(self, method: str, path: str, json_body: Any = None, *, expect: int | tuple[int, ...] = (200, 201),
-             what: str = "") -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        json_body: Any = None,
+        *,
+        expect: int | tuple[int, ...] = (200, 201),
+        what: str = "",
+    ) -> Any:
         """Send a request that must succeed as it does on Prefect, and return the parsed JSON body."""
         answer = self.request(method, path, json_body=json_body)
         return answer.expect(expect, what=what, request_body=json_body)
@@ -221,7 +232,9 @@ class ApiClient:
         if means_not_implemented(answer.status, answer.text):
             raise Unsupported(f"the target does not implement {method} {path}: it answered {answer.describe()}")
         if not 400 <= answer.status < 500:
-            raise UnexpectedAnswer(f"{what} should be rejected with 4xx like Prefect does (422); got {answer.describe()}")
+            raise UnexpectedAnswer(
+                f"{what} should be rejected with 4xx like Prefect does (422); got {answer.describe()}"
+            )
         return answer
 
     def get(self, path: str) -> Any:

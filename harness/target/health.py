@@ -7,8 +7,8 @@ from typing import Callable
 
 import httpx
 
-from harness.target.tls import tls_context
 from harness.target.api import excerpt
+from harness.target.tls import tls_context
 from harness.waits import DEFAULT_HINT, wait_until
 
 
@@ -37,4 +37,6 @@ def wait_for_health(
                 return True
             raise AssertionError(f"GET /health answered {response.status_code} {excerpt(response.text, 120)}")
 
-        wait_until(probe, awaiting=f"{what} to answer GET {url} with true", timeout=timeout, interval=interval, hint=hint)
+        wait_until(
+            probe, awaiting=f"{what} to answer GET {url} with true", timeout=timeout, interval=interval, hint=hint
+        )

@@ -14,9 +14,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from harness.errors import TargetUnavailable, WaitTimeout
 from harness.target.api import excerpt
 from harness.target.credentials import api_headers
-from harness.errors import TargetUnavailable, WaitTimeout
 from harness.target.tls import tls_context
 from harness.waits import wait_until
 
@@ -52,8 +52,9 @@ def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIM
     """
     url = normalize_api_url(api_url)
     deadline = time.monotonic() + timeout
-    with httpx.Client(timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=api_headers(),
-                      verify=tls_context()) as http:
+    with httpx.Client(
+        timeout=httpx.Timeout(min(5.0, timeout), connect=min(3.0, timeout)), headers=api_headers(), verify=tls_context()
+    ) as http:
         health = _get_json(http, url, "/health", deadline)
         if health is not True:
             raise TargetUnavailable(
@@ -64,7 +65,7 @@ def preflight(api_url: str, *, kind: str = "url", timeout: float = PREFLIGHT_TIM
     if not isinstance(version, str) or not version:
         raise TargetUnavailable(
             f"Target {url} answered GET /admin/version with {excerpt(json.dumps(version), 120)}, not a version "
-            "string. Hint: Prefect answers a JSON string such as \"3.9.1\"."
+            'string. Hint: Prefect answers a JSON string such as "3.9.1".'
         )
     return Target(api_url=url, version=version, kind=kind)
 
@@ -93,8 +94,12 @@ def _get_json(http: httpx.Client, url: str, path: str, deadline: float) -> objec
         return response
 
     try:
-        response = wait_until(answered, awaiting=f"{url} to answer GET {path} with something other than 503",
-                              timeout=max(0.0, deadline - time.monotonic()), interval=0.25)
+        response = wait_until(
+            answered,
+            awaiting=f"{url} to answer GET {path} with something other than 503",
+            timeout=max(0.0, deadline - time.monotonic()),
+            interval=0.25,
+        )
     except WaitTimeout:
         response = answers[-1]  # still 503: judged below like any other answer
     content_type = response.headers.get("content-type", "")
@@ -105,7 +110,9 @@ def _get_json(http: httpx.Client, url: str, path: str, deadline: float) -> objec
             else "TARGET must be the API root of a Prefect server (the value of PREFECT_API_URL)"
         )
         what = "an HTML page" if "html" in content_type else "404"
-        raise TargetUnavailable(f"Target {url} answered {what} to GET {full}; it is not a Prefect API root. Hint: {hint}.")
+        raise TargetUnavailable(
+            f"Target {url} answered {what} to GET {full}; it is not a Prefect API root. Hint: {hint}."
+        )
     if response.status_code in (401, 403):
         sent = "with" if http.headers.get("Authorization") else "without"
         raise TargetUnavailable(
