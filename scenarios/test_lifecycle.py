@@ -56,18 +56,20 @@ from harness.checks.lifecycle import (
     RUN_TIMEOUT,
     Lifecycle,
     await_started,
-    cancel,
     cancel_running_run,
-    child_runs,
-    describe_history,
     ledger_events,
     lifecycle,
+    process_gone,
+    second_wave,
+)
+from harness.checks.orchestration import (
+    cancel,
+    child_runs,
+    describe_history,
     listed_worker,
     orchestration_result,
-    process_gone,
     proposal_outcome,
     resume,
-    second_wave,
     state_history,
 )
 from harness.checks.timestamps import describe_instant, read_instant, utc_now

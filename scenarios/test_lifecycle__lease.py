@@ -12,7 +12,8 @@ from typing import Any
 
 import pytest
 
-from harness.checks.lifecycle import REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, active_slots, ledger_events, lifecycle
+from harness.checks.lifecycle import REVOKE_GRACE, RUN_TIMEOUT, Lifecycle, ledger_events, lifecycle
+from harness.checks.orchestration import active_slots
 from harness.clients.lifecycle import LEASE_SECONDS, lease_set_times, read_ledger
 from harness.clients.progress import actor_can_still_act, describe_state
 from harness.target.api import ApiClient

@@ -11,22 +11,11 @@ from typing import Any, Callable
 
 import pytest
 
-from harness.checks.lifecycle import (
-    CANCEL_TIMEOUT,
-    RUN_TIMEOUT,
-    Lifecycle,
-    active_slots,
-    assert_holders_apart,
-    crowd,
-    describe_history,
-    ledger_span,
-    lifecycle,
-    second_wave,
-    settled_runs,
-    state_history,
-    task_runs_of,
-)
+from harness.checks.crowd import crowd, settled_runs
+from harness.checks.holders import assert_holders_apart, ledger_span
+from harness.checks.lifecycle import CANCEL_TIMEOUT, RUN_TIMEOUT, Lifecycle, lifecycle, second_wave
 from harness.checks.objects import Created
+from harness.checks.orchestration import active_slots, describe_history, state_history, task_runs_of
 from harness.clients.actors import Actor
 from harness.clients.lifecycle import read_ledger
 from harness.clients.progress import describe_state, wait_for_final_state

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -19,23 +18,22 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from harness.checks.objects import Created, create_deployment, create_flow, create_work_pool
+from harness.checks.orchestration import cancel, create_global_limit, create_tag_limit, proposal_outcome
 from harness.checks.polling import create_run
-from harness.checks.timestamps import describe_instant, read_instant, utc_now
+from harness.checks.timestamps import utc_now
 from harness.clients.actors import FAST_CLIENT_SETTINGS, Actor, start_worker
 from harness.clients.lifecycle import (
     FLOW_KEYS,
     SlotAsks,
-    decided,
     entrypoint,
-    limit_asks,
     read_ledger,
     start_lifecycle_runner,
     write_lifecycle_flows,
 )
 from harness.clients.progress import actor_can_still_act, describe_state, wait_for_deployment, wait_for_final_state
-from harness.errors import HarnessError, UnexpectedAnswer
+from harness.errors import UnexpectedAnswer
 from harness.target.api import ApiClient
-from harness.waits import timeout_scale, wait_until
+from harness.waits import wait_until
 
 #: How long a run may take to be picked up and reach its flow code, or to end (a flow-run process starts in 1-2 s).
 RUN_TIMEOUT = 90.0
@@ -47,10 +45,6 @@ CANCEL_TIMEOUT = 30.0
 
 
 CLIENTS = ("runner", "worker")
-
-
-#: What ``prefect flow-run cancel`` proposes (``State(type=CANCELLING)``, unforced).
-CANCEL_REQUEST = {"state": {"type": "CANCELLING", "name": "Cancelling"}, "force": False}
 
 
 #: How far ahead the run cancelled before it starts is due: beyond what either client prefetches (a Runner's 10 s,
@@ -114,14 +108,6 @@ class Lifecycle:
 
 #: How many workers share the crowd's pool, and how many runs are due there at once (the exactly-once check).
 CROWD_WORKERS, CROWD_RUNS = 3, 6
-
-
-#: How many runs each of the crowd's workers runs at once (``prefect worker start --limit``): every worker still
-#: proposes PENDING for the same first runs of its poll, but at most six flow-run processes run at once. With ten
-#: unlimited, Prefect's SQLite server answered 503 ("database is locked") beside another check's clients on two
-#: cores; with ten runs, in a loaded `make test` one run CRASHED before its flow began; six runs still give three
-#: workers the same first two to race for.
-CROWD_WORKER_LIMIT = 2
 
 
 #: The runs made when the module begins, by purpose, each for the checks named: a run is made only if one of its
@@ -383,39 +369,6 @@ def second_wave(lifecycle: Lifecycle) -> Lifecycle:
     return lifecycle
 
 
-def create_limit(
-    api: ApiClient, created: Created, path: str, body: dict[str, Any], size_key: str, delete_path: str
-) -> None:
-    """A concurrency limit of one slot, ``POST {path}`` with ``body``, checked to say so under ``size_key``; deleted
-    with the module's objects."""
-    answer = api.post(path, body, expect=(200, 201))
-    if not isinstance(answer, dict) or answer.get(size_key) != 1:
-        raise UnexpectedAnswer(f"POST {path} answered {str(answer)[:300]}, not the limit of 1 it created")
-    created.add(delete_path)
-
-
-def create_tag_limit(api: ApiClient, created: Created, tag: str) -> str:
-    """A task-run concurrency limit (v1) of one slot on ``tag``, as ``prefect concurrency-limit create TAG 1`` makes
-    it: the tag."""
-    create_limit(
-        api,
-        created,
-        "/concurrency_limits/",
-        {"tag": tag, "concurrency_limit": 1},
-        "concurrency_limit",
-        f"/concurrency_limits/tag/{tag}",
-    )
-    return tag
-
-
-def create_global_limit(api: ApiClient, created: Created, name: str) -> str:
-    """A global concurrency limit (v2) of one slot, as ``prefect gcl create NAME --limit 1`` makes it: its name."""
-    create_limit(
-        api, created, "/v2/concurrency_limits/", {"name": name, "limit": 1}, "limit", f"/v2/concurrency_limits/{name}"
-    )
-    return name
-
-
 def ledger_events(lifecycle: Lifecycle, run_id: str) -> list[str]:
     return [entry["event"] for entry in read_ledger(lifecycle.flows_dir, run_id)]
 
@@ -465,29 +418,6 @@ def await_started(
         timeout=RUN_TIMEOUT,
         interval=0.25,
         hint=hint,
-    )
-
-
-def orchestration_result(api: ApiClient, path: str, body: dict[str, Any]) -> dict[str, Any]:
-    """``POST path`` (a set_state or a resume) answered with an orchestration result ``{status, state, details}``."""
-    result = api.post(path, body, expect=(200, 201))
-    if not isinstance(result, dict) or "status" not in result:
-        raise UnexpectedAnswer(
-            f"POST {path} answered {str(result)[:300]}, not an orchestration result {{status, state, details}}"
-        )
-    return result
-
-
-def cancel(api: ApiClient, run_id: str) -> dict[str, Any]:
-    """Propose CANCELLING as ``prefect flow-run cancel`` does; the orchestration result."""
-    return orchestration_result(api, f"/flow_runs/{run_id}/set_state", CANCEL_REQUEST)
-
-
-def proposal_outcome(result: dict[str, Any]) -> str:
-    state = result.get("state") or {}
-    reason = (result.get("details") or {}).get("reason")
-    return f"{result.get('status')} with state {state.get('type')}/{state.get('name')}" + (
-        f" ({reason})" if reason else ""
     )
 
 
@@ -542,172 +472,3 @@ def _cancel_running_run(api: ApiClient, lifecycle: Lifecycle, client: str) -> st
         hint=f"the {client} kills the flow-run process it cancels",
     )
     return run["id"]
-
-
-def resume(api: ApiClient, run_id: str) -> dict[str, Any]:
-    """``POST /flow_runs/{id}/resume``, as ``prefect flow-run resume`` and the UI send it: the orchestration result."""
-    return orchestration_result(api, f"/flow_runs/{run_id}/resume", {})
-
-
-def listed_worker(api: ApiClient, pool_name: str, worker_name: str) -> dict[str, Any]:
-    workers = api.post(f"/work_pools/{pool_name}/workers/filter", {})
-    if not isinstance(workers, list):
-        raise UnexpectedAnswer(f"POST /work_pools/{{name}}/workers/filter answered {str(workers)[:300]}, not a list")
-    return next((w for w in workers if isinstance(w, dict) and w.get("name") == worker_name), {})
-
-
-def state_history(api: ApiClient, run_id: str) -> list[dict[str, Any]]:
-    states = api.get(f"/flow_run_states/?flow_run_id={run_id}")
-    if not isinstance(states, list):
-        raise UnexpectedAnswer(f"GET /flow_run_states/ answered {str(states)[:300]}, not a list of states")
-    return sorted(states, key=lambda s: read_instant(s.get("timestamp"), "timestamp of a flow run state"))
-
-
-def describe_history(states: list[dict[str, Any]]) -> str:
-    return ", ".join(f"{s.get('type')}/{s.get('name')}" for s in states)
-
-
-def child_runs(api: ApiClient, deployment_id: str, known: set[str]) -> list[dict[str, Any]]:
-    """The runs of a deployment that this module did not create itself: those a flow created as its subflows."""
-    runs = api.post("/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [deployment_id]}}})
-    if not isinstance(runs, list):
-        raise UnexpectedAnswer(f"POST /flow_runs/filter answered {str(runs)[:300]}, not a list of flow runs")
-    return [run for run in runs if isinstance(run, dict) and run.get("id") not in known]
-
-
-def ledger_span(lifecycle: Lifecycle, run_id: str, begin: str, end: str) -> tuple[float, float] | None:
-    """When the run's flow code wrote ``begin`` and ``end`` (seconds since the epoch), or None if it did not."""
-    entries = {e["event"]: e["time"] for e in read_ledger(lifecycle.flows_dir, run_id)}
-    return (entries[begin], entries[end]) if begin in entries and end in entries else None
-
-
-def assert_holders_apart(lifecycle: Lifecycle, api: ApiClient, purpose: str, name: str, what: str) -> None:
-    """The two runs made for ``purpose`` (one per client) completed, and their flows' holds of ``what`` never
-    overlapped."""
-    runs = {client: lifecycle.runs[client][purpose] for client in CLIENTS}
-    finals = {
-        client: wait_for_final_state(
-            api, run["id"], actor=lifecycle.actors[client], timeout=RUN_TIMEOUT, poll_path=lifecycle.poll_path(client)
-        )
-        for client, run in runs.items()
-    }
-    spans = {client: ledger_span(lifecycle, run["id"], "acquired", "releasing") for client, run in runs.items()}
-    assert all(final["state"]["type"] == "COMPLETED" for final in finals.values()) and all(spans.values()), (
-        f"the two runs holding {what} {name!r} ended "
-        f"{', '.join(f'{c}: {describe_state(f)}' for c, f in finals.items())}; each takes its slot and completes"
-    )
-    (first, first_span), (second, second_span) = sorted(spans.items(), key=lambda item: item[1][0])
-    asks = limit_asks(lifecycle.flows_dir, name)
-    # Decided (granted, or refused as taken) before the first holder let go; a busy server's 503 decides nothing.
-    during = [ask for ask in asks if ask["answered"] <= first_span[1] and decided(ask)]
-    granted = [ask for ask in during if 200 <= ask["status"] < 300]
-    assert len(granted) <= 1, (
-        f"the target granted {what} {name!r} {len(granted)} times while the {first}'s run held it: its answers to "
-        f"the asks for a slot (POST .../increment) were {describe_asks(asks, first_span[0])}, and the {first}'s run "
-        f"let the slot go at +{first_span[1] - first_span[0]:.2f} s. Prefect answers 423 (Locked) while the limit's "
-        "one "
-        "slot is taken (the client asks again after Retry-After)"
-    )
-    if len(during) < len(runs):  # the holder's own ask and the other's, or the check proved nothing
-        raise HarnessError(
-            f"the {second}'s run asked for {what} {name!r} only after the {first}'s run had let it go (the answers: "
-            f"{describe_asks(asks, first_span[0])}; let go at +{first_span[1] - first_span[0]:.2f} s): a holder keeps "
-            "its slot up to a minute for the other's ask, so the machine was too loaded to test the limit"
-        )
-    overlap = first_span[1] - second_span[0]
-    assert overlap <= 0, (
-        f"the {second}'s run took {what} {name!r} {overlap:.2f} s before the {first}'s run let it go (at "
-        f"{describe_instant(dt.datetime.fromtimestamp(second_span[0], dt.timezone.utc))}): the target granted a slot "
-        "it did not have. Prefect refuses a slot while the limit's one slot is taken (the client retries)"
-    )
-
-
-def describe_asks(asks: list[dict[str, Any]], since: float) -> str:
-    """The target's answers to the asks for a slot, each with when it came, relative to ``since`` (the first hold)."""
-    return ", ".join(f"{ask['status']} at {ask['answered'] - since:+.2f} s" for ask in asks) or "none"
-
-
-def active_slots(api: ApiClient, name: str) -> int:
-    """``GET /v2/concurrency_limits/{name}``'s ``active_slots``."""
-    limit = api.get(f"/v2/concurrency_limits/{name}")
-    if not isinstance(limit, dict) or not isinstance(limit.get("active_slots"), int):
-        raise UnexpectedAnswer(
-            f"GET /v2/concurrency_limits/{name} answered {str(limit)[:300]}, not a limit with its active_slots"
-        )
-    return limit["active_slots"]
-
-
-def crowd(
-    lifecycle: Lifecycle,
-    api: ApiClient,
-    actors: Callable[..., Actor],
-    module_names: Callable[..., str],
-    module_created: Created,
-) -> list[dict[str, Any]]:
-    """Six runs of the quick flow due at once on a pool of their own, then three process workers started on it
-    together, so that each worker's first poll finds them all: the crowd's runs (made once, for whichever check
-    needs them first).
-
-    Made when a check needs it rather than with the module's other runs: six more flow-run processes at the start
-    would more than double the load of the module's first seconds (on SQLite, the reference then answered a
-    worker 503)."""
-    if not lifecycle.crowd_runs:
-        pool = module_names("crowd-pool")
-        create_work_pool(api, module_created, pool)
-        deployment = create_deployment(
-            api,
-            lifecycle.flows["quick"],
-            module_names("crowd-quick"),
-            work_pool_name=pool,
-            entrypoint=entrypoint("quick"),
-            pull_steps=lifecycle.pull,
-        )["id"]
-        lifecycle.crowd_runs = [
-            create_run(api, deployment, module_names("crowd", str(n)), utc_now()) for n in range(1, CROWD_RUNS + 1)
-        ]
-        lifecycle.crowd_pool = pool
-        for n in range(1, CROWD_WORKERS + 1):
-            lifecycle.actors[f"crowd-worker-{n}"] = actors(
-                start_worker,
-                pool_name=pool,
-                worker_name=module_names(f"crowd-{n}"),
-                name=f"crowd-worker-{n}",
-                limit=CROWD_WORKER_LIMIT,
-            )
-    return lifecycle.crowd_runs
-
-
-def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor], poll: str) -> list[dict[str, Any]]:
-    """The runs once they are final and stay so: a second execution of a run may begin after its first has ended
-    (a worker handed it again), so after all are final every worker polls once more, and if any run's state has
-    changed meanwhile, its new execution is awaited to its end and the round repeats. Then the flows' ledger holds
-    every execution there was."""
-    deadline = time.monotonic() + 2 * RUN_TIMEOUT * timeout_scale()
-    finals = [
-        wait_for_final_state(api, run["id"], actor=workers[0], timeout=2 * RUN_TIMEOUT, poll_path=poll) for run in runs
-    ]
-    while True:
-        since = utc_now().timestamp()
-        for actor in workers:
-            wait_until(
-                lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
-                awaiting=f"{actor.name} to poll {poll} once more after the runs ended",
-                timeout=RUN_TIMEOUT,
-                interval=0.25,
-            )
-        moved = any(
-            (api.get(f"/flow_runs/{run['id']}").get("state") or {}).get("id") != final["state"].get("id")
-            for run, final in zip(runs, finals)
-        )
-        if not moved or time.monotonic() > deadline:
-            return finals
-        finals = [
-            wait_for_final_state(api, run["id"], actor=workers[0], timeout=RUN_TIMEOUT, poll_path=poll) for run in runs
-        ]
-
-
-def task_runs_of(api: ApiClient, flow_run_id: str) -> list[dict[str, Any]]:
-    runs = api.post("/task_runs/filter", {"flow_runs": {"id": {"any_": [flow_run_id]}}})
-    if not isinstance(runs, list):
-        raise UnexpectedAnswer(f"POST /task_runs/filter answered {str(runs)[:300]}, not a list of task runs")
-    return runs

@@ -17,25 +17,18 @@ tests) stay with the parsing proxy.
 from __future__ import annotations
 
 import asyncio
-import gzip
 import ipaddress
 import json
 import threading
 import time
-import zlib
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import httptools
-
-from harness.clients.transcript import MAX_KEPT_BYTES, Exchange, Recorded, api_relative, summarize_body
+from harness.clients.relay_reading import SUMMARY_BYTES, AnswerReader, RequestReader, Seen
+from harness.clients.transcript import MAX_KEPT_BYTES, Exchange, Recorded, api_relative
 from harness.target.tls import tls_context
-
-#: The most answer bytes one relay keeps whole for :meth:`RecordingRelay.answers` (as the proxy's).
-#: A body longer than this is kept only this far for its summary (a summary shows 300 characters).
-SUMMARY_BYTES = 1024 * 1024
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -53,74 +46,6 @@ def new_event_loop() -> asyncio.AbstractEventLoop:
 
 
 @dataclass
-class _Seen:
-    """One exchange as the relay saw it; turned into an :class:`Exchange` when a transcript is read."""
-
-    method: str
-    path: str
-    started: float
-    user_agent: str
-    request_body: bytes
-    websocket: bool
-    offered: str = ""
-    status: int = 0
-    finished: float = 0.0
-    response_body: bytes = b""
-    content_type: str = ""
-    content_encoding: str = ""
-    subprotocol: str | None = None
-    detail: str = ""
-    kept: bool = False  # the whole body is kept for ``answers()``
-    _exchange: Exchange | None = None  # built once: a transcript is read at every poll of a wait
-
-    def body(self) -> bytes:
-        """The answer's body as the client decoded it (gzip and deflate undone)."""
-        try:
-            if self.content_encoding == "gzip":
-                return gzip.decompress(self.response_body)
-            if self.content_encoding == "deflate":
-                return zlib.decompress(self.response_body)
-        except (OSError, zlib.error, EOFError):
-            return self.response_body
-        return self.response_body
-
-    def exchange(self, actor: str) -> Exchange:
-        """The transcript's record of this exchange, once it is complete (summarised the first time it is read)."""
-        if self._exchange is None:
-            self._exchange = self._summarised(actor)
-        return self._exchange
-
-    def _summarised(self, actor: str) -> Exchange:
-        latency = round((self.finished - self.started) * 1000, 2)
-        if self.websocket:
-            summary = self.detail or f"target refused the websocket: {self.status} {summarize_body(self.body(), 120)}"
-            return Exchange(
-                actor,
-                "WS",
-                self.path,
-                self.status,
-                self.started,
-                latency,
-                self.offered,
-                summary,
-                True,
-                self.subprotocol,
-                self.user_agent,
-            )
-        return Exchange(
-            actor,
-            self.method,
-            self.path,
-            self.status,
-            self.started,
-            latency,
-            summarize_body(self.request_body),
-            summarize_body(self.body(), 160) or self.detail,
-            user_agent=self.user_agent,
-        )
-
-
-@dataclass
 class RecordingRelay(Recorded):
     """A recording relay on a free loopback port in a background thread; use as a context manager.
 
@@ -135,7 +60,7 @@ class RecordingRelay(Recorded):
     #: DNS name other than ``localhost`` (see ``__post_init__``).
     rewrite_host: bool | None = None
     port: int = field(default=0, init=False)
-    _seen: list[_Seen] = field(default_factory=list, init=False, repr=False)
+    _seen: list[Seen] = field(default_factory=list, init=False, repr=False)
     _kept_bytes: int = field(default=0, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
     _loop: asyncio.AbstractEventLoop | None = field(default=None, init=False, repr=False)
@@ -232,11 +157,11 @@ class RecordingRelay(Recorded):
 
     # --- the relay ---------------------------------------------------------------------------------------
 
-    def _begin(self, seen: _Seen) -> None:
+    def _begin(self, seen: Seen) -> None:
         with self._lock:
             self._seen.append(seen)
 
-    def _finish(self, seen: _Seen, status: int, body: bytes, content_type: str, encoding: str) -> None:
+    def _finish(self, seen: Seen, status: int, body: bytes, content_type: str, encoding: str) -> None:
         seen.finished = time.time()
         seen.content_type, seen.content_encoding = content_type, encoding
         with self._lock:
@@ -295,8 +220,8 @@ class _ClientSide(_Side):
 
     def __init__(self, relay: RecordingRelay) -> None:
         super().__init__(relay)
-        self.pending: deque[_Seen] = deque()
-        self.requests = _Requests(relay, self.pending)
+        self.pending: deque[Seen] = deque()
+        self.requests = RequestReader(relay, self.pending)
         self.early: list[bytes] = []  # what the client sent before the target's connection was up
         self.eof = False
         self.unreachable: BaseException | None = None
@@ -377,7 +302,7 @@ class _TargetSide(_Side):
     def __init__(self, relay: RecordingRelay, client: _ClientSide) -> None:
         super().__init__(relay)
         self.client = client
-        self.answers = _Answers(relay, client.pending)
+        self.answers = AnswerReader(relay, client.pending)
 
     def data_received(self, data: bytes) -> None:
         # First the client; the copy is read after the events already waiting (the rest of the answer often
@@ -394,150 +319,3 @@ class _TargetSide(_Side):
         self.loop.call_soon(self.answers.closed)  # after the copies still waiting to be read
         self.client.transport.close()
         super().connection_lost(exc)
-
-
-class _Requests:
-    """The client's side of one connection: each request's head is read, ``Host`` rewritten and forwarded with
-    its body as it comes; after a websocket upgrade, frames pass untouched."""
-
-    def __init__(self, relay: RecordingRelay, pending: deque[_Seen]) -> None:
-        self.relay, self.pending = relay, pending
-        self.rewrites = relay._rewrites_host
-        self.parser: Any = httptools.HttpRequestParser(self)
-        self.raw = False
-        self.out: list[bytes] = []
-        self._reset()
-
-    def _reset(self) -> None:
-        self.url = b""
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.body: list[bytes] = []
-        self.size = 0
-        self.chunked = False
-
-    def feed(self, data: bytes) -> bytes:
-        if self.raw:
-            return data
-        self.out = []
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self.raw = True
-            self.out.append(data[upgrade.args[0] :])
-        except httptools.HttpParserError:
-            self.raw = True  # not HTTP the relay can read: passed on as it is, no longer recorded
-            return b"".join(self.out) + data
-        return b"".join(self.out)
-
-    # httptools callbacks
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
-
-    def on_headers_complete(self) -> None:
-        lower = {name.lower(): value for name, value in self.headers}
-        self.chunked = b"chunked" in lower.get(b"transfer-encoding", b"").lower()
-        method = self.parser.get_method()
-        if self.rewrites:
-            head = [b"%s %s HTTP/%s\r\n" % (method, self.url, self.parser.get_http_version().encode())]
-            for name, value in self.headers:
-                head.append(b"%s: %s\r\n" % (name, self.relay._netloc if name.lower() == b"host" else value))
-            head.append(b"\r\n")
-            self.out.append(b"".join(head))
-        path = self.url.split(b"?", 1)[0].decode("latin-1")
-        websocket = lower.get(b"upgrade", b"").lower() == b"websocket"
-        offered = lower.get(b"sec-websocket-protocol", b"").decode("latin-1").split(",")
-        subprotocols = [p.strip() for p in offered if p.strip()]
-        self.seen = _Seen(
-            method.decode(),
-            api_relative(path, self.relay._api_path),
-            time.time(),
-            lower.get(b"user-agent", b"").decode("latin-1"),
-            b"",
-            websocket,
-            f"subprotocols={subprotocols}",
-        )
-        self.pending.append(self.seen)
-        self.relay._begin(self.seen)
-
-    def on_body(self, body: bytes) -> None:
-        if self.rewrites:
-            self.out.append(b"%x\r\n%s\r\n" % (len(body), body) if self.chunked else body)
-        if self.size < SUMMARY_BYTES:
-            self.body.append(body)
-            self.size += len(body)
-
-    def on_message_complete(self) -> None:
-        if self.chunked and self.rewrites:
-            self.out.append(b"0\r\n\r\n")
-        self.seen.request_body = b"".join(self.body)
-        self._reset()
-
-
-class _Answers:
-    """A copy of the target's side of one connection, read after it was sent on: each answer completes the oldest
-    request still waiting; a ``101`` turns the connection into a websocket session, recorded when it ends."""
-
-    def __init__(self, relay: RecordingRelay, pending: deque[_Seen]) -> None:
-        self.relay, self.pending = relay, pending
-        self.parser: Any = httptools.HttpResponseParser(self)
-        self.raw = False
-        self.session: _Seen | None = None
-        self.bytes_out = 0
-        self._reset()
-
-    def _reset(self) -> None:
-        self.headers: dict[bytes, bytes] = {}
-        self.body: list[bytes] = []
-        self.size = 0
-
-    def feed(self, data: bytes) -> None:
-        if self.raw:
-            self.bytes_out += len(data)
-            return
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade as upgrade:
-            self.raw = True
-            self.bytes_out += len(data) - upgrade.args[0]
-        except httptools.HttpParserError:
-            self.raw = True
-
-    def closed(self) -> None:
-        if self.session is not None:
-            self.session.detail = f"websocket session ended; target->client {self.bytes_out} bytes"
-            self.relay._finish(self.session, 101, b"", "", "")
-        for seen in self.pending:  # asked, never answered: the connection closed first
-            if not seen.status:
-                seen.detail = "the target closed the connection without answering"
-                self.relay._finish(seen, 502, b"", "", "")
-        self.pending.clear()
-
-    # httptools callbacks
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers[name.lower()] = value
-
-    def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status == 101 and self.pending:
-            self.session = self.pending.popleft()
-            self.session.subprotocol = self.headers.get(b"sec-websocket-protocol", b"").decode("latin-1") or None
-
-    def on_body(self, body: bytes) -> None:
-        if self.size < MAX_KEPT_BYTES:
-            self.body.append(body)
-            self.size += len(body)
-
-    def on_message_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if status >= 200 and self.pending:
-            self.relay._finish(
-                self.pending.popleft(),
-                status,
-                b"".join(self.body),
-                self.headers.get(b"content-type", b"").decode("latin-1"),
-                self.headers.get(b"content-encoding", b"").decode("latin-1").lower(),
-            )
-        self._reset()
