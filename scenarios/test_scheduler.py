@@ -172,8 +172,7 @@ def scheduled(
             "scheduler's recent-deployments window), before its schedule changes",
         )
         # Nor at the turn of a minute: the scheduler then tops the rolling hour up by a run, in a pass that read the
-        # old schedule, and a change landing in that pass is undone by it (make test's slow-target run, loaded with
-        # other runs, 2026-12-06: every odd minute kept). Such a pass is over within seconds.
+        # old schedule, and a change landing in that pass is undone by it. Such a pass is over within seconds.
         wait_until(
             lambda: MINUTE_QUIET[0] <= utc_now().second < MINUTE_QUIET[1],
             awaiting=f"a second between {MINUTE_QUIET[0]} and {MINUTE_QUIET[1]} of the minute, away from the "

@@ -182,8 +182,8 @@ def served_on_schedule(
 
     Serving begins after the on-demand Runner of :func:`served` has stopped, not beside it: the scheduler's inserts
     for this deployment (up to 100 runs) keep the bundled reference's SQLite database busy, and under load the other
-    Runner's ``POST /deployments/`` got Prefect's "database is locked" 503 five times in a row, until its client
-    gave up (measured on 2026-11-28 in ``make test``). Only its process started early.
+    Runner's ``POST /deployments/`` can get Prefect's "database is locked" 503 until its client gives up. Only its
+    process starts early.
     """
     flow_name, deployment_name = scheduled_runner.flow_name, scheduled_runner.deployment_name
     runner = scheduled_runner.open()

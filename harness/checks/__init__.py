@@ -1,6 +1,6 @@
 """The building blocks of checks: what a conformant timestamp is, ordered sequences and their first difference,
-the run's own objects on the target and their names, the proofs drawn from real clients' transcripts, and the
-response schemas of Prefect's OpenAPI document.
+the run's own objects on the target and their names, the proofs drawn from real clients' transcripts, the
+response schemas of Prefect's OpenAPI document, the coverage probe, and the lifecycle's world of runs.
 
-May import :mod:`harness.target`, :mod:`harness.clients` and :mod:`harness.waits`; scenarios import these.
+May import every layer below it (reporting, clients, reference, target, waits); scenarios import these.
 """

@@ -1,5 +1,6 @@
-"""Real Prefect clients as child processes (Runner, worker, task worker), the recording proxy in front of each, their
-transcripts, the process registry that lets nothing outlive a run, and waiting on runs while a client works.
+"""Real Prefect clients as child processes (Runner, worker, task worker), the recording relay in front of each, their
+transcripts, the start budget, and waiting on runs while a client works.
 
-May import :mod:`harness.target`, :mod:`harness.reference.environment` and :mod:`harness.waits`.
+May import :mod:`harness.reference` (a client runs from a release's environment), :mod:`harness.processes`,
+:mod:`harness.target` and the layers below.
 """

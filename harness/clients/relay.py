@@ -34,10 +34,8 @@ from harness.target.tls import tls_context
 def new_event_loop() -> asyncio.AbstractEventLoop:
     """uvloop's event loop where it is installed (a dependency except on Windows), else asyncio's.
 
-    The relay's own cost per request is mostly its event loop's hops (a relay that records nothing cost as much as
-    one that records), and uvloop's are cheaper: in six interleaved measurements of 400 request pairs each on
-    2026-11-29, the median added latency was +1.9 % (1.6 % to 4.9 %) with uvloop against +4.9 % (1.6 % to 8.3 %)
-    with asyncio's loop."""
+    The relay's own cost per request is mostly its event loop's hops, and uvloop's are cheaper (``make bench``
+    measures the relay's overhead; docs/status.md keeps the figures)."""
     try:
         import uvloop
     except ImportError:

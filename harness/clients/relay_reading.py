@@ -9,17 +9,27 @@ import time
 import zlib
 from collections import deque
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import httptools
 
 from harness.clients.transcript import MAX_KEPT_BYTES, Exchange, api_relative, summarize_body
 
-if TYPE_CHECKING:
-    from harness.clients.relay import RecordingRelay
+
+class Relay(Protocol):
+    """What the readers need of the relay whose traffic they read (:class:`~harness.clients.relay.RecordingRelay`):
+    where the API lives, whether ``Host`` is rewritten, and where a seen exchange begins and ends."""
+
+    _api_path: str
+    _netloc: bytes
+    _rewrites_host: bool
+
+    def _begin(self, seen: Seen) -> None: ...
+
+    def _finish(self, seen: Seen, status: int, body: bytes, content_type: str, encoding: str) -> None: ...
 
 
-#: The most answer bytes one relay keeps whole for :meth:`RecordingRelay.answers` (as the proxy's).
+#: The most answer bytes one relay keeps whole for its answers (as the deviating proxy does).
 #: A body longer than this is kept only this far for its summary (a summary shows 300 characters).
 SUMMARY_BYTES = 1024 * 1024
 
@@ -96,7 +106,7 @@ class RequestReader:
     """The client's side of one connection: each request's head is read, ``Host`` rewritten and forwarded with
     its body as it comes; after a websocket upgrade, frames pass untouched."""
 
-    def __init__(self, relay: RecordingRelay, pending: deque[Seen]) -> None:
+    def __init__(self, relay: Relay, pending: deque[Seen]) -> None:
         self.relay, self.pending = relay, pending
         self.rewrites = relay._rewrites_host
         self.parser: Any = httptools.HttpRequestParser(self)
@@ -176,7 +186,7 @@ class AnswerReader:
     """A copy of the target's side of one connection, read after it was sent on: each answer completes the oldest
     request still waiting; a ``101`` turns the connection into a websocket session, recorded when it ends."""
 
-    def __init__(self, relay: RecordingRelay, pending: deque[Seen]) -> None:
+    def __init__(self, relay: Relay, pending: deque[Seen]) -> None:
         self.relay, self.pending = relay, pending
         self.parser: Any = httptools.HttpResponseParser(self)
         self.raw = False

@@ -173,9 +173,8 @@ CACHE_BUILDING_FEATURES = "schema or bad_input or timestamps"
 def warm_up(report_dir: Path) -> float:
     """Run the features that fill the user cache once, untimed by the comparison, and return how long it took.
 
-    Without it the first timed run pays for every cache on a fresh machine (measured on 2026-11-29: 57.5 s
-    serially against 40.5 s once warm, the reference's start-up 9.8 s against 3.7 s), and the speed-up of the
-    parallel run over it is inflated; the run that comes first must not be the one that pays."""
+    Without it the first timed run pays for every cache on a fresh machine, and the speed-up of the parallel run
+    over it is inflated; the run that comes first must not be the one that pays."""
     started = time.monotonic()
     run_cli(["-n", "1", "-m", CACHE_BUILDING_FEATURES, "--report-dir", str(report_dir)], what="the warm-up run")
     return time.monotonic() - started

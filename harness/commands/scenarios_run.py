@@ -120,11 +120,9 @@ def worker_count(parallel: str | int, modules: Sequence[str]) -> int:
     modules (a process without a module would only start up: ``-m timestamps`` runs in one).
 
     The suite mostly waits (a lease's minute, the scheduler's loops, a foreman's timeouts), so a process more than
-    the cores keeps them busy meanwhile: on 2 cores, the whole suite took 146 s with three against 173 s with two
-    (2026-12-07). Not on a busy machine, whose cores are taken already, nor more than one extra: on Prefect's SQLite
-    more writes at once mean more "database is locked" 503s, and the real clients back off 2, 4 and 8 s from them
-    (four processes on 2 cores, 2026-11-29: a Runner's ``POST /deployments/`` refused three times in a row while the
-    scheduling checks wrote). The real clients' starts are bounded apart from this (``--max-starts``)."""
+    the cores keeps them busy meanwhile. Not on a busy machine, whose cores are taken already, nor more than one
+    extra: on Prefect's SQLite more writes at once mean more "database is locked" 503s, which real clients back off
+    from for seconds (docs/speed.md). The real clients' starts are bounded apart from this (``--max-starts``)."""
     if str(parallel) != "auto":
         return int(parallel)
     cores = os.cpu_count() or 1

@@ -97,16 +97,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: The order the scenario modules run in, and so (with ``--dist loadfile --no-loadscope-reorder``) the order xdist
-#: hands them to its processes, each taking the next module when it is nearly done with its own. The long, quiet
-#: waits first (the scheduler's loops, the lifecycle lease check's minute: a Runner and one run), beside the API-heavy
-#: modules; the lifecycle feature's main module (its clients and a dozen runs) once those are done, before the short
-#: client modules; its limits module last but one. The three lifecycle modules at once (some twenty client processes
-#: starting in the first seconds) took as long on an idle machine (147 s against 146 s) and queued a run's start 84 s
-#: on a busy one. On Prefect's SQLite a client's read-then-write transaction is refused with a 503 "database is
-#: locked" whenever another write commits meanwhile, and real clients back off 2, 4 and 8 s from it (a Runner lost
-#: 14 s beside the scheduling checks' ~50 writes a second, 2026-11-29). Measured on 2 cores: ``make bench`` and
-#: docs/status.md. The durability module must come last: it restarts the target once every other check has finished
-#: (:class:`QuietPoint`), and a module queued behind it in its own process would never finish.
+#: hands them to its processes. The long, quiet waits first (the scheduler's loops, the lease check's minute) beside
+#: the API-heavy modules; the lifecycle modules apart from each other, since their client processes starting at once
+#: starve a small machine and Prefect's SQLite then refuses writes (docs/speed.md). The durability module comes last:
+#: it restarts the target once every other check has finished (:class:`QuietPoint`).
 DISPATCH_ORDER = (
     "scheduler",
     "lifecycle__lease",
