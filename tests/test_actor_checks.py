@@ -24,7 +24,8 @@ from harness.clients.transcript import Exchange
 from harness.errors import Unsupported
 from harness.reference.local import LocalReference
 from harness.waits import SCHEDULER_INTERVAL_ENV
-from scenarios.test_scheduler import CALENDAR_CASES, HORIZON_CASES, INTERVAL_CASES
+from scenarios.test_scheduler import HORIZON_CASES
+from scenarios.test_scheduler__expansion import CALENDAR_CASES, INTERVAL_CASES
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.deviations import (
     AcceptWithout,

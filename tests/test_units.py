@@ -395,10 +395,10 @@ def test_the_bench_names_the_critical_path_through_the_quiet_point(tmp_path) -> 
     "markers, selection, cores, expected",
     [
         (None, None, 2, 3),  # one process per core and one more
-        (None, None, 32, 19),  # never more processes than selected modules
-        ("timestamps", None, 2, 1),  # one module: serially, no pytest workers to start
-        ("lifecycle", None, 2, 3),  # one feature in three modules
-        ("timestamps or scheduling", None, 8, 2),
+        (None, None, 32, 24),  # never more processes than selected modules
+        ("handshake", None, 2, 1),  # one module: serially, no pytest workers to start
+        ("lifecycle", None, 2, 3),  # one feature in four modules
+        ("timestamps or scheduling", None, 8, 4),  # two features of two modules each
         (
             None,
             ["scenarios/test_worker.py::test_a", "scenarios/test_serve.py::test_b"],
@@ -460,10 +460,10 @@ def test_every_scenario_module_has_a_place_in_the_dispatch_order() -> None:
         "lifecycle__lease-1",
         "timestamps-0",
         "timestamps-1",
-        "lifecycle-0",
-        "lifecycle-1",
         "serve-0",
         "serve-1",
+        "lifecycle-0",
+        "lifecycle-1",
     ]
 
 

@@ -11,6 +11,7 @@ import asyncio
 import datetime as dt
 from typing import Any
 
+from harness.checks.objects import runs_of_deployment
 from harness.checks.timestamps import UTC
 from harness.target.api import ApiClient
 
@@ -44,4 +45,14 @@ def expand_schedules(api: ApiClient, deployment_id: str, start: dt.datetime, end
             "min_runs": MAX_RUNS,
             "max_runs": MAX_RUNS,
         },
+    )
+
+
+#: The time zone of the daylight-saving checks: New York's changes are the ones most ports get wrong.
+ZONE = "America/New_York"
+
+
+def scheduled_runs(api: ApiClient, deployment_id: str, before: dt.datetime | None = None) -> list[dict[str, Any]]:
+    return runs_of_deployment(
+        api, deployment_id, "SCHEDULED", starting_before=before, sort="EXPECTED_START_TIME_ASC", limit=200
     )

@@ -278,3 +278,9 @@ def utc_now() -> dt.datetime:
 
 def describe_instant(value: dt.datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+#: An instant a day ahead with microseconds, at 10:xx UTC so that a +14:00 offset crosses midnight.
+def future_instant(microsecond: int = 123456) -> dt.datetime:
+    tomorrow = dt.datetime.now(UTC) + dt.timedelta(days=1)
+    return tomorrow.replace(hour=10, minute=17, second=42, microsecond=microsecond)

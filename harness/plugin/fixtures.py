@@ -7,12 +7,12 @@ import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
 from harness.checks.naming import new_run_prefix, unique_name
-from harness.checks.objects import Created
+from harness.checks.objects import Created, create_flow
 from harness.checks.server_times import TargetClock, during, measure_clock
 from harness.clients.actors import Actor
 from harness.errors import HarnessError
@@ -162,6 +162,12 @@ def created(api: ApiClient) -> Iterator[Created]:
     ledger = Created(api)
     yield ledger
     ledger.delete_all()
+
+
+@pytest.fixture
+def flow(api: ApiClient, created: Created, names: Callable[..., str]) -> dict[str, Any]:
+    """A flow of the check's own, deleted when it ends."""
+    return create_flow(api, created, names("flow"))
 
 
 @pytest.fixture(scope="module")

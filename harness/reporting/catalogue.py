@@ -15,6 +15,7 @@ import tomllib
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from harness.features import FEATURES
 from harness.locations import PACKAGE_DIR
 
 CATALOGUE_FILE = PACKAGE_DIR / "catalogue.toml"
@@ -144,6 +145,9 @@ def load_catalogue(path: Path = CATALOGUE_FILE) -> Catalogue:
         )
         for name, entry in document.get("profiles", {}).items()
     )
+    unknown = {f for profile in profiles for f in profile.features} - set(FEATURES)
+    if unknown:  # the feature table (harness/features.py) is the one list of features
+        raise ValueError(f"{path}: profiles name features that harness/features.py does not list: {sorted(unknown)}")
     return Catalogue(
         versions=tuple(document["versions"]),
         profiles=profiles,
