@@ -21,7 +21,7 @@ from harness.reference.local import READY_TIMEOUT, LocalReference
 from harness.target.health import wait_for_health
 from harness.waits import SCHEDULER_INTERVAL_ENV
 from tests.deviating_proxy import DeviatingProxy
-from tests.deviations import Deviation
+from tests.deviations.framework import Deviation
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,16 +111,35 @@ class SuiteRun:
 
 @dataclass
 class DeviationCase:
-    """A deviating target (made fresh for each run), the checks selected by a ``-k`` expression, and the verdict it
-    must get (:meth:`SuiteRun.assert_deviation_caught`)."""
+    """A deviating target (made fresh for each run), the checks a run against it selects, and the verdict it must get
+    (:meth:`SuiteRun.assert_deviation_caught`): the one case type of the project's tests of checks."""
 
     id: str
     deviation: Callable[[], Deviation]
-    select: str  # -k expression
     fails: set[str]
     says: str  # a regular expression every failure message of the case must match
+    markers: str = ""  # -m: the features run
+    keywords: str = ""  # -k: the checks run
     passes: set[str] = field(default_factory=set)
+    args: tuple[str, ...] = ()  # more of the CLI's options
+    long: bool = False  # half a minute or more: started first (marker "long")
+    unsupported: bool = False  # the failing checks must be "unsupported" (a missing endpoint), not "failed"
     diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
+
+    def options(self) -> list[str]:
+        """What a run of the case passes after ``--target URL``."""
+        return [
+            *(["-m", self.markers] if self.markers else []),
+            *(["-k", self.keywords] if self.keywords else []),
+            *self.args,
+        ]
+
+    def assert_caught(self, run: SuiteRun, passes: set[str] | None = None) -> None:
+        run.assert_deviation_caught(
+            self.id, self.fails, self.passes if passes is None else passes, self.says, self.diagnosis
+        )
+        if self.unsupported:
+            assert all(run.status(check) == "unsupported" for check in self.fails), run.explain()
 
 
 def run_suite(*args: str, report_dir: Path, timeout: float = 600, extra_env: dict[str, str] | None = None) -> SuiteRun:

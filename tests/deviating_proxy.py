@@ -95,7 +95,8 @@ class DeviatingProxy(Recorded):
     upstream_api_url: str
     actor: str = "client"
     #: An object that changes the traffic (``latency``, ``on_request``, ``on_response``, ``on_websocket``):
-    #: the project's own tests make deliberately non-conforming targets with it (``tests/deviations.py``).
+    #: the project's own tests make deliberately non-conforming targets with it (``tests/deviations/``); it is told
+    #: the upstream it fronts (``bind``) when it has a ``bind``.
     deviation: Any = None
     exchanges: list[Exchange] = field(default_factory=list, init=False)
     #: Keep the whole body of each successful JSON answer beside its exchange (up to ``MAX_KEPT_BYTES``), for
@@ -109,6 +110,8 @@ class DeviatingProxy(Recorded):
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
     def __post_init__(self) -> None:
+        if hasattr(self.deviation, "bind"):
+            self.deviation.bind(self.upstream_api_url)
         parts = urlsplit(self.upstream_api_url.rstrip("/"))
         self._upstream_origin = f"{parts.scheme}://{parts.netloc}"
         self._api_path = parts.path

@@ -12,7 +12,8 @@ from pathlib import Path
 import yaml
 
 from tests.conftest import PROJECT_ROOT
-from tests.deviations import RewriteResponses, drop_offset
+from tests.deviations.framework import RewritesResponses
+from tests.deviations.timestamps import drop_offset
 
 SCRIPT = PROJECT_ROOT / "action" / "run.sh"
 
@@ -56,7 +57,7 @@ def test_the_action_script_writes_the_summary_and_exits_with_the_verdict(referen
 
 
 def test_the_action_fails_on_conformance_failures_and_says_what_failed(deviating, tmp_path: Path) -> None:
-    proxy = deviating(RewriteResponses(drop_offset))
+    proxy = deviating(RewritesResponses(drop_offset))
     done, summary = run_action(tmp_path, target=proxy.api_url, args="-k output_format")
     assert done.returncode == 1, done.stdout[-2000:] + done.stderr[-2000:]
     assert "verdict 1 — conformance failures" in done.stdout.splitlines()[-1]

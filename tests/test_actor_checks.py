@@ -11,61 +11,48 @@ import datetime as dt
 import json
 import re
 import uuid
-from dataclasses import dataclass, field
-from types import SimpleNamespace
+from dataclasses import dataclass
 from typing import Callable
 
 import httpx
 import pytest
 
-from harness.checks.proof import assert_never_used, assert_polled, assert_subscribed
 from harness.checks.timestamps import describe_instant, parse_instant
-from harness.clients.transcript import Exchange
-from harness.errors import Unsupported
 from harness.reference.local import LocalReference
 from harness.waits import SCHEDULER_INTERVAL_ENV
 from scenarios.test_scheduler import HORIZON_CASES
 from scenarios.test_scheduler__expansion import CALENDAR_CASES, INTERVAL_CASES
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
-from tests.deviations import (
-    AcceptWithout,
-    ActivityEndsPauses,
-    AlwaysCreated,
-    AlwaysReady,
-    CountsOneMore,
-    Deviation,
-    EmptyPolls,
-    FailuresAreFinal,
-    IgnoreDeletes,
+from tests.conftest import DeviationCase as Case
+from tests.deviations.framework import (
+    AcceptsWithout,
+    IgnoresDeletes,
+    Refuses,
+    RewritesJson,
+    RewritesObjects,
+    RewritesPolls,
+    RewritesRuns,
+    RewritesScheduleEntries,
+    RewritesSchedules,
+    Together,
+)
+from tests.deviations.labels import KeepsOwnLabelsOnly, LacksSystemLabels
+from tests.deviations.lifecycle import (
     IgnoresCancellation,
     IgnoresLimits,
     LacksLifecycleServices,
+    LacksPendingGuard,
     LacksTaskRunRecorder,
-    NoPendingGuard,
-    NoSystemLabels,
-    OffsetIgnored,
-    OwnLabelsOnly,
-    Refuse,
+    MakesFailuresFinal,
     RefusesCrashed,
     RefusesResume,
-    RelatedFiltersIgnored,
-    ReplacesSchedules,
-    RewriteJson,
-    RewriteObjects,
-    RewritePoll,
-    RewriteRuns,
-    RewriteScheduleEntries,
-    RewriteSchedules,
-    TimesSortedAsStrings,
-    Together,
-    UpsertStartsOver,
-    epoch_created,
-    first_pass_only,
-    horizon_of,
-    ignores_idempotency,
-    interval_schedules,
-    skip_late,
 )
+from tests.deviations.lists import CountsOneMore, IgnoresOffset, IgnoresRelatedFilters, SortsTimesAsStrings
+from tests.deviations.scheduler import first_pass_only, horizon_of, interval_schedules
+from tests.deviations.scheduling import AnswersEmptyPolls, skip_late
+from tests.deviations.schema import epoch_created
+from tests.deviations.statuses import EndsPausesOnActivity, ReportsAlwaysReady
+from tests.deviations.upserts import AlwaysCreates, ReplacesSchedules, StartsUpsertsOver, ignores_idempotency
 
 POOL_POLL = r"/work_pools/[^/]+/get_scheduled_flow_runs$"
 DEPLOYMENT_POLL = r"/deployments/get_scheduled_flow_runs$"
@@ -117,20 +104,6 @@ def with_worker_labels(run: dict) -> dict:
     return {**run, "labels": {**(run.get("labels") or {}), "prefect.worker.name": "someone-else"}}
 
 
-@dataclass
-class Case:
-    id: str
-    deviation: Callable[[], Deviation]
-    select: str  # -m expression
-    fails: set[str]
-    says: str  # a regex every failure message of the named checks matches
-    passes: set[str] = field(default_factory=set)
-    args: tuple[str, ...] = ()
-    long: bool = False  # half a minute or more: started first (marker "long")
-    unsupported: bool = False  # the failing checks must be "unsupported" (a missing endpoint), not "failed"
-    diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
-
-
 #: The interval cases whose runs keep a local wall time across a daylight-saving change (a day or a week long, in
 #: a zone that has one): a server that computes them in UTC fails these and no others.
 LOCAL_TIME_CASES = (
@@ -151,8 +124,7 @@ UNSCHEDULED_RUNNER_ONLY = ("-k", f"not ({SCHEDULED_RUNNER_CHECKS})")
 CASES = [
     Case(
         "answers-with-epoch-created",
-        lambda: RewriteObjects(epoch_created),
-        "serve or worker or task_worker",
+        lambda: RewritesObjects(epoch_created),
         {
             "serve/answers_the_runner_got_match_prefects_schema",
             "worker/answers_the_worker_got_match_prefects_schema",
@@ -160,14 +132,15 @@ CASES = [
         },
         r"\d+ of the \d+ answers the .* got break Prefect 3\.9\.1's schema: .*\$\S*\.created: expected type string, "
         r"got 1764316800",
+        markers="serve or worker or task_worker",
         args=("-k", "answers_the"),
     ),
     Case(
         "no-work-pool-polling-endpoint",
-        lambda: Refuse("POST", POOL_POLL),
-        "serve or worker",
+        lambda: Refuses("POST", POOL_POLL),
         {"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
         r"POST /work_pools/\S+/get_scheduled_flow_runs",
+        markers="serve or worker",
         passes={
             "serve/runner_polls_deployments_endpoint",
             "serve/served_run_completes",
@@ -177,89 +150,85 @@ CASES = [
     ),
     Case(
         "no-deployments-polling-endpoint",
-        lambda: Refuse("POST", DEPLOYMENT_POLL),
-        "serve or worker",
+        lambda: Refuses("POST", DEPLOYMENT_POLL),
         {
             "serve/runner_polls_deployments_endpoint",
             "serve/served_run_completes",
             "serve/runner_executes_server_scheduled_runs",
         },
         r"POST /deployments/get_scheduled_flow_runs",
+        markers="serve or worker",
         passes={"worker/worker_polls_work_pool_endpoint", "worker/worker_run_completes"},
     ),
     Case(
         "polls-never-return-runs",
-        EmptyPolls,
-        "serve or worker",
+        AnswersEmptyPolls,
         {"serve/served_run_completes", "worker/worker_run_completes"},
         r"Timed out .* waiting for flow run \S+ to be executed .* run is SCHEDULED",
+        markers="serve or worker",
         passes={"serve/runner_polls_deployments_endpoint", "worker/worker_polls_work_pool_endpoint"},
-        # Both features wait out their timeouts: side by side, in two pytest workers, the waits overlap. At 0.25 a
-        # loaded make test gave a Runner 15 s to create its deployment, too few once (2026-12-06).
         args=("--timeout-scale", "0.5", "-n", "2", *UNSCHEDULED_RUNNER_ONLY),
         long=True,
     ),
     Case(
         "worker-cannot-register",
-        lambda: Refuse("POST", r"/workers/heartbeat$", websocket_path=r"/workers/connect$"),
-        "worker",
+        lambda: Refuses("POST", r"/workers/heartbeat$", websocket_path=r"/workers/connect$"),
         {"worker/worker_registers_with_its_pool"},
-        # 3.9.1 falls back from the refused websocket to the HTTP heartbeat, and exits when that is refused too.
         r"is not registered with pool .* The worker tried: WS /work_pools/\S+/workers/connect -> 403, "
         r"POST /work_pools/\S+/workers/heartbeat -> 404",
+        markers="worker",
     ),
     Case(
         "worker-heartbeat-frozen-and-offline",
-        lambda: RewriteJson(
+        lambda: RewritesJson(
             "POST",
             r"/workers/filter$",
             lambda workers: [
                 {**w, "last_heartbeat_time": "2026-11-01T00:00:00Z", "status": "OFFLINE"} for w in workers
             ],
         ),
-        "worker",
         {"worker/worker_stays_online_with_a_moving_heartbeat"},
         r"is listed with status 'OFFLINE' while it heartbeats \(in all \d+ listings .*\['OFFLINE'\]\).*; and the "
         r"worker's last_heartbeat_time did not move in \d+ s .* seen \['2026-11-01T00:00:00Z'\]",
+        markers="worker",
         passes={"worker/worker_registers_with_its_pool", "worker/worker_run_completes"},
     ),
     Case(
         "worker-run-loses-labels-and-pid",
-        lambda: RewriteRuns(without("labels", "infrastructure_pid", "work_pool_name")),
-        "worker",
+        lambda: RewritesRuns(without("labels", "infrastructure_pid", "work_pool_name")),
         {"worker/worker_run_carries_pool_and_worker_labels", "worker/worker_runs_flow_in_a_new_process"},
         r"should carry|no infrastructure_pid",
+        markers="worker",
         passes={"worker/worker_polls_work_pool_endpoint"},
     ),
     Case(
         "served-run-looks-like-a-worker-run",
-        lambda: RewriteRuns(with_worker_labels),
-        "serve",
+        lambda: RewritesRuns(with_worker_labels),
         {"serve/served_run_is_not_a_worker_run"},
         r"looks like a worker ran it: label prefect.worker.name",
+        markers="serve",
         passes={"serve/served_run_completes"},
         args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "served-deployment-bound-to-a-pool",
-        lambda: RewriteJson("GET", r"/deployments/name/", lambda d: {**d, "work_pool_name": "default-agent-pool"}),
-        "serve",
+        lambda: RewritesJson("GET", r"/deployments/name/", lambda d: {**d, "work_pool_name": "default-agent-pool"}),
         {"serve/served_deployment_has_no_work_pool"},
         r"has work_pool_name 'default-agent-pool'",
+        markers="serve",
         args=UNSCHEDULED_RUNNER_ONLY,
     ),
     Case(
         "schedule-not-attached",
-        lambda: RewriteJson("GET", r"/deployments/[0-9a-f-]{36}/schedules$", lambda d: []),
-        "serve",
+        lambda: RewritesJson("GET", r"/deployments/[0-9a-f-]{36}/schedules$", lambda d: []),
         {"serve/served_deployment_has_its_schedule"},
         r"should have one active schedule with interval 1",
+        markers="serve",
         args=("-k", SCHEDULED_RUNNER_CHECKS),
     ),
     Case(
         "no-task-run-subscription",
-        lambda: Refuse("NONE", r"^$", websocket_path=r"/task_runs/subscriptions/scheduled$"),
-        "task_worker",
+        lambda: Refuses("NONE", r"^$", websocket_path=r"/task_runs/subscriptions/scheduled$"),
         {
             "task_worker/task_worker_subscribes_over_the_websocket",
             "task_worker/task_worker_never_polls_for_flow_runs",
@@ -267,19 +236,19 @@ CASES = [
             "task_worker/each_delayed_task_run_executes_exactly_once",
         },
         r"WS /task_runs/subscriptions/scheduled.* with 403",
+        markers="task_worker",
         unsupported=True,
     ),
     Case(
         "task-run-events-refused",
-        # Task runs report their states as events (WS /events/in), which the server records.
-        lambda: Refuse("NONE", r"^$", websocket_path=r"/events/in$"),
-        "task_worker",
+        lambda: Refuses("NONE", r"^$", websocket_path=r"/events/in$"),
         {
             "task_worker/delayed_task_runs_complete_with_results_for_the_submitter",
             "task_worker/each_delayed_task_run_executes_exactly_once",
         },
         r"future.result\(\) calls gave .*TimeoutError.*Hint: the task worker reports|run_count of the delayed task "
         r"runs .*: 0",
+        markers="task_worker",
         passes={
             "task_worker/task_worker_subscribes_over_the_websocket",
             "task_worker/task_worker_never_polls_for_flow_runs",
@@ -288,18 +257,18 @@ CASES = [
     ),
     Case(
         "task-runs-not-counted",
-        lambda: RewriteJson("POST", r"/task_runs/filter$", lambda runs: [{**run, "run_count": 0} for run in runs]),
-        "task_worker",
+        lambda: RewritesJson("POST", r"/task_runs/filter$", lambda runs: [{**run, "run_count": 0} for run in runs]),
         {"task_worker/each_delayed_task_run_executes_exactly_once"},
         r"run_count of the delayed task runs as the target returns them: .*: 0",
+        markers="task_worker",
         passes={"task_worker/delayed_task_runs_complete_with_results_for_the_submitter"},
     ),
     Case(
         "scheduler-ignores-cron-boundaries",
-        lambda: RewriteRuns(shift_schedule(17)),
-        "scheduler",
+        lambda: RewritesRuns(shift_schedule(17)),
         {"scheduler/runs_fall_on_cron_boundaries"},
         r"not on a minute boundary",
+        markers="scheduler",
         passes={
             "scheduler/scheduled_run_times_agree",
             "scheduler/no_duplicate_runs",
@@ -309,32 +278,32 @@ CASES = [
     ),
     Case(
         "schedule-ignores-daylight-saving",
-        lambda: RewriteRuns(standard_time_all_year),
-        "scheduler",
+        lambda: RewritesRuns(standard_time_all_year),
         {
             f"scheduler/schedule_follows_daylight_saving_time[{kind}-{transition}]"
             for kind in ("cron-hourly", "cron-daily-0130", "rrule-daily-0130")
             for transition in ("spring-forward", "fall-back")
         },
         r"first difference at position \d+ .*\n\s+expected .*EDT@.*\n\s+actual ",
+        markers="scheduler",
         args=("-k", "daylight_saving"),
         diagnosis="A schedule's daylight saving time ignored",
     ),
     Case(
         "interval-anchor-ignored",
         lambda: interval_schedules(lambda s: {**s, "anchor_date": "2027-01-01T00:00:00Z"}),
-        "scheduler",
         {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES},
         r"runs of \{'interval': .*first difference at position \d+ .*\n\s+expected .*\n\s+actual ",
+        markers="scheduler",
         args=("-k", "interval_schedule"),
     ),
     Case(
         "interval-time-zone-ignored",
         lambda: interval_schedules(lambda s: {**s, "timezone": "UTC"}),
-        "scheduler",
         {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
         r"wall clock in (America/New_York|Australia/Sydney)\): first difference at position \d+ .*\n\s+expected .*"
         r"(EDT|EST|AEST|AEDT)@",
+        markers="scheduler",
         passes={f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in INTERVAL_CASES}
         - {f"scheduler/interval_schedule_expands_as_prefect_does[{case}]" for case in LOCAL_TIME_CASES},
         args=("-k", "interval_schedule"),
@@ -343,12 +312,12 @@ CASES = [
     Case(
         "interval-anchor-without-microseconds",
         lambda: interval_schedules(lambda s: {**s, "anchor_date": re.sub(r"\.\d+", "", s.get("anchor_date", ""))}),
-        "scheduler",
         {
             "scheduler/interval_schedule_expands_as_prefect_does[every-7-minutes-anchored-in-the-future-with-microseconds]",
             "scheduler/interval_schedule_expands_as_prefect_does[every-90-minutes-anchored-at-plus-05-30]",
         },
         r"first difference at position 0 .*\n\s+expected \[[\d-]+ [\d:]+\.(123456|500000)UTC@",
+        markers="scheduler",
         passes={
             "scheduler/interval_schedule_expands_as_prefect_does[every-30-seconds-anchored-in-the-past]",
             "scheduler/interval_schedule_expands_as_prefect_does[daily-0900-new-york-fall-back]",
@@ -357,22 +326,21 @@ CASES = [
     ),
     Case(
         "calendar-schedules-in-the-servers-own-zone",
-        # Kathmandu's +05:45 moves even an hourly schedule off its whole hours.
-        lambda: RewriteSchedules(lambda s: {**s, "timezone": "Asia/Kathmandu"} if "interval" not in s else s),
-        "scheduler",
+        lambda: RewritesSchedules(lambda s: {**s, "timezone": "Asia/Kathmandu"} if "interval" not in s else s),
         {f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]" for case in CALENDAR_CASES},
         r"runs of \{'(cron|rrule)': .*first difference at position \d+ .*\n\s+expected .*\n\s+actual ",
+        markers="scheduler",
         args=("-k", "calendar_schedule"),
     ),
     Case(
         "cron-day-or-inverted",
-        lambda: RewriteSchedules(lambda s: {**s, "day_or": not s["day_or"]} if "day_or" in s else s),
-        "scheduler",
+        lambda: RewritesSchedules(lambda s: {**s, "day_or": not s["day_or"]} if "day_or" in s else s),
         {
             f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
             for case in ("cron-day-of-month-or-weekday", "cron-day-of-month-and-weekday")
         },
         r"\{'cron': '0 9 13 \* 5', .*'day_or': (True|False)\}.*first difference",
+        markers="scheduler",
         passes={
             "scheduler/calendar_schedule_expands_as_prefect_does[cron-steps-and-ranges]",
             "scheduler/calendar_schedule_expands_as_prefect_does[rrule-count]",
@@ -381,7 +349,7 @@ CASES = [
     ),
     Case(
         "rrule-only-freq-and-dtstart",
-        lambda: RewriteSchedules(
+        lambda: RewritesSchedules(
             lambda s: (
                 {
                     **s,
@@ -395,65 +363,64 @@ CASES = [
                 else s
             )
         ),
-        "scheduler",
         {
             f"scheduler/calendar_schedule_expands_as_prefect_does[{case}]"
             for case in ("rrule-count", "rrule-until", "rrule-exdate-and-rdate", "rrule-last-weekday-of-the-month")
         },
         r"\{'rrule': .*first difference at position \d+ \(expected \d+ runs, got \d+\)",
+        markers="scheduler",
         passes={"scheduler/calendar_schedule_expands_as_prefect_does[cron-hourly-macro]"},
         args=("-k", "calendar_schedule and (rrule or hourly)"),
     ),
     Case(
         "schedule-parameters-and-slug-ignored",
-        lambda: RewriteScheduleEntries(lambda e: {k: v for k, v in e.items() if k not in ("parameters", "slug")}),
-        "scheduler",
+        lambda: RewritesScheduleEntries(lambda e: {k: v for k, v in e.items() if k not in ("parameters", "slug")}),
         {"scheduler/each_schedule_gives_its_runs_its_parameters_and_slug"},
         r"has parameters \{'a': 'from-deployment', 'b': 'from-deployment'\}, not .*has created_by .*'display_value': "
         r"'CronSchedule'",
+        markers="scheduler",
         passes={"scheduler/an_inactive_schedule_makes_no_runs_until_activated"},
         args=("-k", "each_schedule or inactive_schedule"),
     ),
     Case(
         "inactive-schedules-expanded",
-        lambda: RewriteScheduleEntries(lambda e: {**e, "active": True}),
-        "scheduler",
+        lambda: RewritesScheduleEntries(lambda e: {**e, "active": True}),
         {"scheduler/an_inactive_schedule_makes_no_runs_until_activated"},
         r"with schedule 'quarter-to' inactive, expanding made runs at minutes \[15, 45\]",
+        markers="scheduler",
         passes={"scheduler/each_schedule_gives_its_runs_its_parameters_and_slug"},
         args=("-k", "each_schedule or inactive_schedule"),
     ),
     Case(
         "schedule-change-ignored",
-        lambda: AcceptWithout("PATCH", r"/deployments/[0-9a-f-]{36}/schedules/[0-9a-f-]{36}$", "schedule"),
-        "scheduler",
+        lambda: AcceptsWithout("PATCH", r"/deployments/[0-9a-f-]{36}/schedules/[0-9a-f-]{36}$", "schedule"),
         {"scheduler/schedule_change_replaces_the_runs_without_duplicates"},
         r"are not on the new schedule '\*/2 \* \* \* \*'",
+        markers="scheduler",
         passes={"scheduler/scheduler_creates_runs"},
         args=("-k", "schedule_change or scheduler_creates_runs"),
     ),
     Case(
         "polls-skip-late-runs",
-        lambda: RewritePoll(skip_late, pools=True, deployments=True),
-        "scheduler",
+        lambda: RewritesPolls(skip_late, pools=True, deployments=True),
         {"scheduler/late_runs_stay_scheduled_and_are_handed_out"},
         r"get_scheduled_flow_runs of the (deployment|pool) with the Late run: first difference at position 0",
+        markers="scheduler",
         passes={"scheduler/scheduler_creates_runs"},
         args=("-k", "late_runs or scheduler_creates_runs"),
     ),
     Case(
         "paused-deployment-scheduled-anyway",
-        lambda: AcceptWithout("POST", r"/deployments/$", "paused"),
-        "scheduler",
+        lambda: AcceptsWithout("POST", r"/deployments/$", "paused"),
         {"scheduler/paused_deployment_gets_no_runs_until_resumed"},
         r"the scheduler created \d+ runs for a paused deployment",
+        markers="scheduler",
         passes={"scheduler/scheduler_creates_runs"},
         args=("-k", "paused_deployment or scheduler_creates_runs"),
     ),
     Case(
         "deletes-leave-scheduled-runs",
-        lambda: IgnoreDeletes(r"/deployments/[0-9a-f-]{36}(/schedules/[0-9a-f-]{36})?$"),
-        "scheduler",
+        lambda: IgnoresDeletes(r"/deployments/[0-9a-f-]{36}(/schedules/[0-9a-f-]{36})?$"),
         {
             "scheduler/deleting_a_schedule_removes_its_scheduled_runs",
             "scheduler/deleting_a_deployment_leaves_no_scheduled_runs",
@@ -462,13 +429,12 @@ CASES = [
         r"SCHEDULED runs (of the deleted schedule )?are still there after DELETE|after DELETE of schedule "
         r"'quarter-to', "
         r"[1-9]\d* of its \d+ SCHEDULED runs are still there",
+        markers="scheduler",
         args=("-k", "deleting"),
     ),
     Case(
         "scheduler-horizon-of-30-minutes",
-        # Every schedule but the 10-s one (100 runs, 16.5 min) has runs further ahead; the 150-days one has none.
-        lambda: RewriteRuns(horizon_of(30)),
-        "scheduler",
+        lambda: RewritesRuns(horizon_of(30)),
         {f"scheduler/scheduler_keeps_prefects_horizon[{case}]" for case in HORIZON_CASES}
         - {
             "scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]",
@@ -476,16 +442,17 @@ CASES = [
         },
         r"the runs not yet due at .* are \d+ runs?.*; Prefect's scheduler keeps \d+ runs?.* \(first difference at run "
         r"\d+: Prefect's is [\d-]+T[\d:]+Z, the target's none\)\. Limits: min_runs=3, max_runs=100",
+        markers="scheduler",
         passes={"scheduler/scheduler_keeps_prefects_horizon[yearly-150-days-ahead]"},
         args=("-k", "horizon", "--timeout-scale", "0.5"),
     ),
     Case(
         "scheduler-never-tops-up",
-        lambda: RewriteRuns(first_pass_only()),
-        "scheduler",
+        lambda: RewritesRuns(first_pass_only()),
         {"scheduler/scheduler_keeps_prefects_horizon[every-10-seconds]"},
         r"looked at again once runs had fallen due: the runs not yet due at .* are \d+ runs, .*; Prefect's scheduler "
         r"keeps 100 runs, .*max_runs=100 of them, topped up within \d+ s",
+        markers="scheduler",
         passes={
             "scheduler/scheduler_keeps_prefects_horizon[hourly]",
             "scheduler/scheduler_keeps_prefects_horizon[daily]",
@@ -495,7 +462,6 @@ CASES = [
     Case(
         "cancellation-ignored",
         lambda: IgnoresCancellation(),
-        "lifecycle",
         {
             f"lifecycle/{check}[{client}]"
             for client in ("runner", "worker")
@@ -506,6 +472,7 @@ CASES = [
         },
         r"waiting for flow run .* to be executed by the (runner|worker) and reach a final state\. Last seen: run is "
         r"RUNNING/Running|got ACCEPT with state CANCELLING/Cancelling, and the run is (SCHEDULED|PENDING|RUNNING)/",
+        markers="lifecycle",
         passes={
             "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
             "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
@@ -516,13 +483,13 @@ CASES = [
     Case(
         "crashed-refused",
         lambda: RefusesCrashed(),
-        "lifecycle",
         {
             "lifecycle/a_killed_flow_run_process_ends_crashed[runner]",
             "lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
         },
         r"waiting for flow run .* to be executed by the (runner|worker) and reach a final state\. Last seen: run is "
         r"RUNNING/Running.*Hint: the (runner|worker) proposes CRASHED",
+        markers="lifecycle",
         passes={
             "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
             "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[worker]",
@@ -533,7 +500,6 @@ CASES = [
     Case(
         "resume-refused",
         lambda: RefusesResume(),
-        "lifecycle",
         {
             f"lifecycle/{check}[{client}]"
             for client in ("runner", "worker")
@@ -543,6 +509,7 @@ CASES = [
         r"without the input the run waits for got ABORT with state None/None \(resuming is not supported\)|"
         r"POST /flow_runs/\{id\}/resume of the (paused|suspended) run got ABORT with state None/None \(resuming is not "
         r"supported\); Prefect (accepts it|reschedules it)",
+        markers="lifecycle",
         passes={
             "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
             "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
@@ -555,13 +522,13 @@ CASES = [
     Case(
         "lifecycle-services-missing",
         lambda: LacksLifecycleServices(),
-        "lifecycle",
         {
             "lifecycle/a_worker_that_dies_is_marked_offline",
             "lifecycle/a_suspended_run_never_resumed_fails_when_its_pause_expires",
         },
         r"Last seen: the worker is listed 'ONLINE' .*its pool 'READY'.*Hint: Prefect's foreman|Last seen: run is "
         r"PAUSED/Suspended .*Hint: Prefect's pause-expirations service",
+        markers="lifecycle",
         passes={
             "lifecycle/a_killed_flow_run_process_ends_crashed[worker]",
             "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
@@ -571,14 +538,14 @@ CASES = [
     ),
     Case(
         "failures-are-final",
-        lambda: FailuresAreFinal(),
-        "lifecycle",
+        lambda: MakesFailuresFinal(),
         {
             "lifecycle/a_failing_flow_retries_until_it_completes[runner]",
             "lifecycle/a_failing_flow_retries_until_it_completes[worker]",
         },
         r"with retries=2 ended FAILED/Failed .* with run_count 1, after 1 attempts of its code; .* States kept: .*"
         r"RUNNING/Running, FAILED/Failed",
+        markers="lifecycle",
         passes={
             "lifecycle/a_scheduled_run_cancelled_before_it_starts_never_runs[runner]",
             "lifecycle/a_running_run_cancelled_ends_cancelled[worker]",
@@ -589,11 +556,10 @@ CASES = [
         "limits-and-task-runs-ignored",
         lambda: Together(
             IgnoresLimits(),
-            AcceptWithout("POST", r"/deployments/$", "concurrency_limit"),
+            AcceptsWithout("POST", r"/deployments/$", "concurrency_limit"),
             LacksTaskRunRecorder(),
-            AcceptWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input"),
+            AcceptsWithout("POST", r"/flow_runs/[^/]+/resume$", "run_input"),
         ),
-        "lifecycle",
         {
             "lifecycle/a_global_concurrency_limit_keeps_its_holders_apart",
             "lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart",
@@ -606,6 +572,7 @@ CASES = [
         r"|side by side, though their deployment's concurrency_limit is 1|neither run was ever AwaitingConcurrencySlot"
         r"|waiting for the target to keep the COMPLETED task run of flow run .*its task runs: none"
         r"|resume with run_input \{'value': 'answer-[0-9a-f]+'\} got REJECT",
+        markers="lifecycle",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
         args=(
             "-k",
@@ -615,31 +582,27 @@ CASES = [
     ),
     Case(
         "tag-limits-missing",
-        lambda: Refuse("POST", r"(?<!/v2)/concurrency_limits/$"),
-        "lifecycle",
+        lambda: Refuses("POST", r"(?<!/v2)/concurrency_limits/$"),
         {"lifecycle/a_tag_concurrency_limit_keeps_its_tasks_apart"},
         r"the target does not implement POST /concurrency_limits/",
+        markers="lifecycle",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
         args=("-k", "tag_concurrency or killed_flow_run"),
         unsupported=True,
     ),
     Case(
         "pending-unguarded",
-        lambda: NoPendingGuard(),
-        "lifecycle",
+        lambda: LacksPendingGuard(),
         {"lifecycle/every_run_is_executed_exactly_once_among_three_workers"},
         r"of 6 runs due at once to three workers, \d+ did not run their flow code once and complete: .* ran [2-9] "
         r"times",
+        markers="lifecycle",
         passes={"lifecycle/a_killed_flow_run_process_ends_crashed[runner]"},
-        # A second execution needs the workers' flow-run processes for one run to start close together: with two
-        # starting at a time (the default budget here), the first often completes before the second asks for
-        # RUNNING, which Prefect's engine then refuses to run; six at a time race as three real workers do.
         args=("-k", "exactly_once or killed_flow_run", "--max-starts", "6"),
     ),
     Case(
         "never-not-ready",
-        AlwaysReady,
-        "statuses",
+        ReportsAlwaysReady,
         {
             "statuses/a_new_pool_is_not_ready_or_paused_as_created",
             "statuses/a_resumed_pool_is_ready_with_an_online_worker_and_not_ready_without",
@@ -649,6 +612,7 @@ CASES = [
         },
         r"is 'READY' (as created|resumed without a worker|paused and resumed without ever being polled); Prefect's is "
         r"NOT_READY|Last seen: (work queue|deployment) \S+ is 'READY', \d+ s after its one poll",
+        markers="statuses",
         passes={
             "statuses/a_heartbeat_never_resumes_a_paused_pool",
             "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed",
@@ -656,14 +620,14 @@ CASES = [
     ),
     Case(
         "activity-ends-pauses",
-        ActivityEndsPauses,
-        "statuses",
+        EndsPausesOnActivity,
         {
             "statuses/a_heartbeat_never_resumes_a_paused_pool",
             "statuses/a_polled_queue_is_ready_paused_when_paused_and_ready_again_when_resumed",
         },
         r"is 'READY' (after PATCH is_paused true|after its worker's next heartbeat|after a worker polled it); "
         r"Prefect's is PAUSED",
+        markers="statuses",
         passes={
             "statuses/a_new_pool_is_not_ready_or_paused_as_created",
             "statuses/a_resumed_queue_no_one_polled_is_not_ready",
@@ -672,8 +636,7 @@ CASES = [
     ),
     Case(
         "idempotency-ignored-and-upserts-start-over",
-        lambda: Together(ignores_idempotency(), UpsertStartsOver()),
-        "upserts",
+        lambda: Together(ignores_idempotency(), StartsUpsertsOver()),
         {
             "upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
             "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
@@ -684,12 +647,12 @@ CASES = [
         r"deployment sent again with only "
         r"a new description reads \{'description': 'as sent again', 'tags': \[\], 'paused': False, "
         r"'concurrency_limit': None\}",
+        markers="upserts",
         passes={"upserts/a_schedule_patched_by_its_slug_is_changed_in_place"},
     ),
     Case(
         "always-created-and-schedules-replaced",
-        lambda: Together(AlwaysCreated(), ReplacesSchedules()),
-        "upserts",
+        lambda: Together(AlwaysCreates(), ReplacesSchedules()),
         {
             "upserts/a_flow_run_sent_twice_with_one_idempotency_key_is_one_run",
             "upserts/a_deployment_run_sent_twice_with_one_idempotency_key_is_one_run",
@@ -698,25 +661,26 @@ CASES = [
         },
         r"was answered 201 and then 201 \(the same run\)|its schedules are \(slug, interval, same id as before\) "
         r"\[\('pc-hourly', 7200(\.0)?, False\)\]",
+        markers="upserts",
         passes={"upserts/a_deployment_sent_again_keeps_its_id_and_what_the_request_left_out"},
     ),
     Case(
         "runs-inherit-no-labels",
-        OwnLabelsOnly,
-        "labels",
+        KeepsOwnLabelsOnly,
         {
             "labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
             "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id",
         },
         r"has labels \{.*\}, without \{'pc\.flow': 'flow'",
+        markers="labels",
         passes={"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
     ),
     Case(
         "deployments-without-system-labels",
-        NoSystemLabels,
-        "labels",
+        LacksSystemLabels,
         {"labels/a_deployment_carries_its_flows_labels_and_the_flow_id"},
         r"a deployment \(GET /deployments/\S+\) has labels .*, without \{'prefect\.flow\.id': ",
+        markers="labels",
         passes={
             "labels/a_deployment_run_carries_its_deployments_labels_and_both_ids",
             "labels/a_flow_run_carries_its_flows_labels_and_the_flow_id",
@@ -724,25 +688,24 @@ CASES = [
     ),
     Case(
         "offset-ignored",
-        OffsetIgnored,
-        "lists",
+        IgnoresOffset,
         {f"lists/pages_hold_each_object_once_in_order[{kind}]" for kind in LISTED_KINDS}
         | {"lists/a_pools_queues_are_paged_by_priority", "lists/a_pools_workers_are_paged_by_their_last_heartbeat"},
         r"in pages of 3 gave \[\[(?P<first>[^]]*)\], \[(?P=first)\], \[(?P=first)\]",
+        markers="lists",
         passes={f"lists/count_agrees_with_the_list[{kind}]" for kind in LISTED_KINDS},
     ),
     Case(
         "counts-one-more",
         CountsOneMore,
-        "lists",
         {f"lists/count_agrees_with_the_list[{kind}]" for kind in LISTED_KINDS},
         r"POST /\w+/count answered 8 for the filter under which POST /\w+/filter lists 7 objects",
+        markers="lists",
         passes={f"lists/pages_hold_each_object_once_in_order[{kind}]" for kind in LISTED_KINDS},
     ),
     Case(
         "related-filters-ignored",
-        RelatedFiltersIgnored,
-        "lists",
+        IgnoresRelatedFilters,
         {
             f"lists/{check}"
             for check in (
@@ -755,6 +718,7 @@ CASES = [
             )
         },
         r"POST /\w+/filter with .* listed \[.*'another \(.*\)'.*\]; Prefect lists \[",
+        markers="lists",
         passes={
             f"lists/{check}[{kind}]"
             for check in ("pages_hold_each_object_once_in_order", "count_agrees_with_the_list")
@@ -763,8 +727,7 @@ CASES = [
     ),
     Case(
         "times-sorted-as-strings",
-        TimesSortedAsStrings,
-        "lists",
+        SortsTimesAsStrings,
         {
             f"lists/flow_runs_are_sorted_as_prefect_sorts_them[{sort}]"
             for sort in (
@@ -776,6 +739,7 @@ CASES = [
             )
         },
         r"with sort \w+ listed the runs \['(e', 'a|b', 'c', 'd', 'a', 'e)'.*; Prefect lists .*sorted by instant",
+        markers="lists",
         passes={
             "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_ASC]",
             "lists/flow_runs_are_sorted_as_prefect_sorts_them[NAME_DESC]",
@@ -784,19 +748,19 @@ CASES = [
     ),
     Case(
         "scheduler-duplicates-runs",
-        lambda: RewriteRuns(duplicate_auto_scheduled),
-        "scheduler",
+        lambda: RewritesRuns(duplicate_auto_scheduled),
         {"scheduler/no_duplicate_runs"},
         r"occurrences were scheduled more than once",
+        markers="scheduler",
         passes={"scheduler/scheduled_run_times_agree"},
         args=CRON_DEPLOYMENT_ONLY,
     ),
     Case(
         "scheduled-runs-without-next-scheduled-start-time",
-        lambda: RewriteRuns(without("next_scheduled_start_time")),
-        "scheduler",
+        lambda: RewritesRuns(without("next_scheduled_start_time")),
         {"scheduler/scheduled_run_times_agree"},
         r"has no next_scheduled_start_time",
+        markers="scheduler",
         passes={"scheduler/runs_fall_on_cron_boundaries"},
         args=CRON_DEPLOYMENT_ONLY,
     ),
@@ -847,7 +811,7 @@ MERGED_IDS = {case_id for merged in MERGED for case_id in merged.cases}
 
 
 def case_marks(case: Case) -> list[pytest.MarkDecorator]:
-    return ([pytest.mark.long] if case.long else []) + ([LIFECYCLE_GROUP] if case.select == "lifecycle" else [])
+    return ([pytest.mark.long] if case.long else []) + ([LIFECYCLE_GROUP] if case.markers == "lifecycle" else [])
 
 
 @pytest.mark.parametrize(
@@ -855,10 +819,7 @@ def case_marks(case: Case) -> list[pytest.MarkDecorator]:
 )
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
-    run: SuiteRun = suite("--target", proxy.api_url, "-m", case.select, *case.args)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
-    if case.unsupported:
-        assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
+    case.assert_caught(suite("--target", proxy.api_url, *case.options()))
 
 
 def k_expression(args: tuple[str, ...]) -> str:
@@ -876,16 +837,14 @@ def test_lifecycle_deviations_together_fail_each_its_own_checks(merged: Merged, 
     selection = " or ".join(f"({k_expression(case.args)})" for case in cases)
     run: SuiteRun = suite("--target", proxy.api_url, "-m", "lifecycle", "-k", selection)
     for case in cases:
-        run.assert_deviation_caught(case.id, case.fails, merged.passes, case.says, case.diagnosis)
-        if case.unsupported:
-            assert all(run.status(check) == "unsupported" for check in case.fails), run.explain()
+        case.assert_caught(run, passes=merged.passes)
 
 
 def test_worker_without_the_channel_falls_back_to_http_heartbeats(deviating, suite) -> None:
     """A target that refuses the websocket ``/work_pools/{pool}/workers/connect`` (as one without it does: 403 from
     Starlette, 404 elsewhere) still gets a working worker: 3.9.1 falls back to ``POST .../workers/heartbeat``, and
     every worker check passes. Which path the target supports shows in the worker's transcript."""
-    proxy = deviating(Refuse("NONE", r"^$", websocket_path=r"/workers/connect$"))
+    proxy = deviating(Refuses("NONE", r"^$", websocket_path=r"/workers/connect$"))
     run = suite("--target", proxy.api_url, "-m", "worker")
     assert run.code == 0, run.explain()
     transcript = (run.report_dir / "artifacts" / "worker" / "worker.transcript.jsonl").read_text()
@@ -1008,90 +967,6 @@ def test_target_without_cleanup_services_leaves_the_subflow_running_and_the_slot
     assert "lifecycle/a_running_run_cancelled_ends_cancelled[runner]" in run.passed(), run.explain()
 
 
-# --- client-side proofs: shown failing on transcripts of the other kind of client ------------------------------
-
-
-def fake_actor(name: str, *requests: tuple[str, str, int]) -> SimpleNamespace:
-    exchanges = [Exchange(name, m, p, s, 0.0, 1.0, '{"deployment_ids":["d-1"]}') for m, p, s in requests]
-    return SimpleNamespace(
-        name=name,
-        recorder=SimpleNamespace(
-            transcript=lambda: exchanges,
-            requests_to=lambda method, suffix: [e for e in exchanges if e.method == method and e.path.endswith(suffix)],
-        ),
-    )
-
-
-def test_never_used_fails_on_a_transcript_that_used_the_other_path() -> None:
-    worker_like = fake_actor(
-        "runner",
-        ("POST", "/deployments/get_scheduled_flow_runs", 200),
-        ("POST", "/work_pools/p/get_scheduled_flow_runs", 200),
-    )
-    with pytest.raises(AssertionError, match=r"the runner used POST /work_pools/p/get_scheduled_flow_runs"):
-        assert_never_used(
-            worker_like,
-            "/work_pools/",
-            "a .serve() Runner has no work pool",
-            own_poll="/deployments/get_scheduled_flow_runs",
-        )
-
-
-def test_never_used_fails_when_the_client_never_polled_at_all() -> None:
-    """An idle client "never used" anything: that proves nothing, so the check fails instead of passing."""
-    idle = fake_actor("runner", ("GET", "/health", 200))
-    with pytest.raises(
-        AssertionError, match=r"never sent POST /deployments/get_scheduled_flow_runs, so .* proves nothing"
-    ):
-        assert_never_used(
-            idle, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs"
-        )
-    refused = fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 404))
-    assert_never_used(
-        refused, "/work_pools/", "a .serve() Runner has no work pool", own_poll="/deployments/get_scheduled_flow_runs"
-    )
-
-
-def test_polled_fails_without_the_poll_or_with_only_refusals_or_for_another_deployment() -> None:
-    with pytest.raises(AssertionError, match="never sent POST /deployments/get_scheduled_flow_runs"):
-        assert_polled(fake_actor("runner", ("GET", "/health", 200)), "/deployments/get_scheduled_flow_runs")
-    with pytest.raises(AssertionError, match="never answered 2xx: last answer 500"):
-        assert_polled(
-            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 500)),
-            "/deployments/get_scheduled_flow_runs",
-        )
-    with pytest.raises(Unsupported, match="the target does not implement POST /deployments/get_scheduled_flow_runs"):
-        assert_polled(
-            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 405)),
-            "/deployments/get_scheduled_flow_runs",
-        )
-    with pytest.raises(AssertionError, match="never named d-2"):
-        assert_polled(
-            fake_actor("runner", ("POST", "/deployments/get_scheduled_flow_runs", 200)),
-            "/deployments/get_scheduled_flow_runs",
-            must_mention="d-2",
-        )
-
-
-def fake_subscriber(*statuses: int) -> SimpleNamespace:
-    exchanges = [
-        Exchange("task-worker", "WS", "/task_runs/subscriptions/scheduled", s, 0.0, 1.0, "", "", True) for s in statuses
-    ]
-    return SimpleNamespace(name="task-worker", recorder=SimpleNamespace(transcript=lambda: exchanges))
-
-
-def test_subscribed_fails_without_an_accepted_subscription_and_is_unsupported_only_for_a_missing_route() -> None:
-    path = "/task_runs/subscriptions/scheduled"
-    assert_subscribed(fake_subscriber(403, 101), path)
-    with pytest.raises(AssertionError, match=r"never opened WS /task_runs/subscriptions/scheduled"):
-        assert_subscribed(fake_subscriber(), path)
-    with pytest.raises(Unsupported, match=r"does not implement WS .* 2 upgrade\(s\) with 404"):
-        assert_subscribed(fake_subscriber(403, 404), path)
-    with pytest.raises(AssertionError, match=r"refused every WS .* last 500") as caught:
-        assert_subscribed(fake_subscriber(500), path)
-    assert not isinstance(caught.value, Unsupported)
-
-
 # --- the capacity measurement (-m load): opt-in, a figure rather than a verdict, but it can fail -----------------
 
 
@@ -1101,7 +976,7 @@ def test_the_capacity_measurement_names_the_largest_wave_served_and_fails_when_n
 ) -> None:
     """The reference serves every wave; a target that serves one run at a time is measured at 1 (the wave of 2
     quoted: a run crashed, a 500), passing; one that serves none fails."""
-    from tests.deviations import RefusesRunsBeyond
+    from tests.deviations.load import RefusesRunsBeyond
 
     small = {"PREFECT_CONFORMANCE_LOAD_WAVES": "1,2"}  # two waves show it; eight runs at once cost minutes here
     own = suite("--target", reference.api_url, "-m", "load", extra_env=small)

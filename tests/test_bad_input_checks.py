@@ -15,7 +15,8 @@ from harness.checks.bad_input import (
     refused_schedules,
 )
 from harness.reference.releases import pinned
-from tests.deviations import ServerErrorInsteadOf422, StoresUnknownStateTypes, stores_refused_schedules
+from tests.deviations.bad_input import AnswersServerErrorsForBadInput, StoresUnknownStateTypes
+from tests.deviations.scheduler import stores_refused_schedules
 
 EVERY_ROUTE = {f"bad_input/rejected[{probe.key}]" for probe in PROBES}
 SCHEDULE_ROUTES = {f"bad_input/schedule_refused[{probe.key}]" for probe in SCHEDULE_PROBES}
@@ -23,7 +24,7 @@ STATE_ROUTES = {f"bad_input/rejected[{route}]" for route in ("POST /flow_runs/",
 
 
 def test_a_server_error_for_bad_input_fails_every_route_with_a_curl_that_reproduces_it(deviating, suite) -> None:
-    proxy = deviating(ServerErrorInsteadOf422())
+    proxy = deviating(AnswersServerErrorsForBadInput())
     run = suite("--target", proxy.api_url, "-m", "bad_input")
     run.assert_deviation_caught(
         "500-instead-of-422",

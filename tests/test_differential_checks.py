@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from harness.checks.differential import Difference, Normaliser, differences
 from scenarios.test_differential import STEPS
-from tests.deviations import EverythingSlightlyOff, RewriteObjects, renamed_next_scheduled_start_time
+from tests.deviations.framework import RewritesObjects
+from tests.deviations.schema import AnswersEverythingSlightlyOff, renamed_next_scheduled_start_time
 
 EVERY_STEP = {f"differential/step[{step}]" for step in STEPS}
 ANSWERING_RUNS = {
@@ -21,7 +22,7 @@ ANSWERING_RUNS = {
 
 
 def test_a_renamed_field_fails_the_steps_that_answer_it(reference, deviating, suite) -> None:
-    proxy = deviating(RewriteObjects(renamed_next_scheduled_start_time))
+    proxy = deviating(RewritesObjects(renamed_next_scheduled_start_time))
     run = suite("--target", proxy.api_url, "--differential", reference.api_url, "-m", "differential")
     run.assert_deviation_caught(
         "renamed-field",
@@ -33,7 +34,7 @@ def test_a_renamed_field_fails_the_steps_that_answer_it(reference, deviating, su
 
 
 def test_every_step_fails_on_a_target_slightly_off_everywhere(reference, deviating, suite) -> None:
-    proxy = deviating(EverythingSlightlyOff())
+    proxy = deviating(AnswersEverythingSlightlyOff())
     run = suite("--target", proxy.api_url, "--differential", reference.api_url, "-m", "differential")
     run.assert_deviation_caught(
         "slightly-off",

@@ -14,7 +14,7 @@ import pytest
 
 from tests.conftest import SuiteRun
 from tests.deviating_proxy import ProxyRequest, ProxyResponse
-from tests.deviations import Deviation
+from tests.deviations.framework import Deviation
 
 CHECKS = {
     "durability/records_survive_a_restart",

@@ -15,7 +15,8 @@ from harness import __version__
 from harness.reporting.html import render_html
 from harness.reporting.results import CheckResult, RunInfo
 from tests.conftest import run_suite
-from tests.deviations import Deviation, Refuse, RewriteResponses, drop_offset
+from tests.deviations.framework import Deviation, Refuses, RewritesResponses
+from tests.deviations.timestamps import drop_offset
 
 OUTPUT = sorted(f"timestamps/output_format[{k}]" for k in ("deployment", "flow", "flow_run", "work_pool"))
 
@@ -25,7 +26,7 @@ def naive_target(reference):
     """A target that returns naive timestamps: every output_format check fails on it."""
     from tests.deviating_proxy import DeviatingProxy
 
-    with DeviatingProxy(reference.api_url, actor="naive-target", deviation=RewriteResponses(drop_offset)) as proxy:
+    with DeviatingProxy(reference.api_url, actor="naive-target", deviation=RewritesResponses(drop_offset)) as proxy:
         yield proxy
 
 
@@ -93,7 +94,7 @@ def test_listed_failure_that_passes_is_an_unexpected_pass(reference, tmp_path: P
 
 
 def test_missing_endpoint_is_unsupported_never_a_pass(deviating, tmp_path: Path) -> None:
-    proxy = deviating(Refuse("POST", r"/api/work_pools/$", 404))
+    proxy = deviating(Refuses("POST", r"/api/work_pools/$", 404))
     run = run_suite("--target", proxy.api_url, "-k", "output_format", report_dir=tmp_path / "a")
     assert run.code == 1, run.explain()
     assert run.status("timestamps/output_format[work_pool]") == "unsupported"
@@ -155,7 +156,7 @@ def test_update_expectations_lists_failures_and_keeps_reasons(naive_target, tmp_
 
 def test_compare_and_rerun_failed(deviating, reference, tmp_path: Path) -> None:
     reports = tmp_path / "reports"
-    server = deviating(RewriteResponses(drop_offset))
+    server = deviating(RewritesResponses(drop_offset))
     broken = run_suite("--target", server.api_url, "-k", "output_format or in_filter", report_dir=reports)
     assert broken.code == 1
     old = shutil.copy(broken.report_dir / "results.json", tmp_path / "broken.json")
@@ -306,9 +307,10 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
     gate stays green (the new check is pending) until the new check has passed once against the port, and
     --update-expectations records the new suite version. The claim tells the truth throughout."""
     from tests.deviating_proxy import DeviatingProxy
-    from tests.deviations import NoSystemLabels, Together
+    from tests.deviations.framework import Together
+    from tests.deviations.labels import LacksSystemLabels
 
-    broken = Together(RewriteResponses(drop_offset), NoSystemLabels())
+    broken = Together(RewritesResponses(drop_offset), LacksSystemLabels())
     deviation = Switchable(broken)
     with DeviatingProxy(reference.api_url, actor="upgraded-port", deviation=deviation) as port:
         expectations = write(tmp_path / "port.toml", WRITTEN_BY_0_1_0)
@@ -337,7 +339,7 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
             properties["claim.records"] == "not supported (0 of 1; 1 pending)" and properties["claim"] == claim["line"]
         )
 
-        deviation.inner = RewriteResponses(drop_offset)  # the port fixes its labels: the new check passes once...
+        deviation.inner = RewritesResponses(drop_offset)  # the port fixes its labels: the new check passes once...
         fixed = run_suite(*args, report_dir=tmp_path / "reports")
         assert fixed.code == 0 and fixed.status(NEW_CHECK) == "passed", fixed.explain()
         deviation.inner = broken  # ...and from then on it gates
@@ -353,7 +355,7 @@ def test_an_older_suites_expectations_keep_the_gate_green_after_an_upgrade(refer
 def test_the_api_coverage_map_shows_a_missing_route_the_real_clients_used(deviating, suite) -> None:
     """A target without ``POST /logs/``: the coverage map probes every route of Prefect's document without side
     effects, finds that one missing, and names it among the routes the real clients called."""
-    proxy = deviating(Refuse("POST", r"/api/logs/$"))
+    proxy = deviating(Refuses("POST", r"/api/logs/$"))
     run = suite("--target", proxy.api_url, "-m", "logs", "-k", "a_flow_runs_logs_are_read_back")
     coverage = json.loads((run.report_dir / "results.json").read_text())["coverage"]
     missing = [(r["method"], r["route"]) for r in coverage["routes"] if r["verdict"] == "missing"]

@@ -10,9 +10,9 @@ from __future__ import annotations
 import pytest
 
 from tests.conftest import DeviationCase as Case
-from tests.conftest import SuiteRun
 from tests.deviating_proxy import ProxyRequest, ProxyResponse
-from tests.deviations import AcceptWithout, Deviation, RewriteJson, RewriteResponses, map_strings, truncate_to_millis
+from tests.deviations.framework import AcceptsWithout, Deviation, RewritesJson, RewritesResponses, map_strings
+from tests.deviations.timestamps import truncate_to_millis
 
 API_CHECKS = {
     "logs/logs_are_read_back_complete_in_order_and_unchanged",
@@ -28,7 +28,7 @@ API_ONLY = "test_logs and (logs_are_read_back_complete or logs_are_filtered or l
 PAGING = {"logs/logs_page_without_loss[TIMESTAMP_ASC]", "logs/logs_page_without_loss[TIMESTAMP_DESC]"}
 
 
-class DropLogs(Deviation):
+class DropsLogs(Deviation):
     """Answers ``POST /logs/`` 201, as Prefect does, and stores nothing."""
 
     def on_request(self, request: ProxyRequest) -> ProxyResponse | None:
@@ -46,19 +46,18 @@ def ascii_only(logs: list) -> list:
 CASES = [
     # Only the checks that send their own lines: the real client's lines are dropped alike (non-ascii-mangled shows
     # that check failing), and each run of it starts a flow process.
-    Case("logs-dropped", DropLogs, API_ONLY, API_CHECKS, r"0 lines, fewer than the \d+ expected"),
+    Case("logs-dropped", DropsLogs, API_CHECKS, r"0 lines, fewer than the \d+ expected", keywords=API_ONLY),
     Case(
         "logs-sorted-as-strings",
-        lambda: RewriteJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
-        "read_back_complete or page",
+        lambda: RewritesJson("POST", r"/logs/filter$", lambda logs: sorted(logs, key=lambda log: log["timestamp"])),
         {READ_BACK, "logs/logs_page_without_loss[TIMESTAMP_DESC]"},
         r"differs in instant, name, level, message",
+        keywords="read_back_complete or page",
     ),
     # -k logs selects the logs checks of the Runner's and the worker's runs too (their flows log non-ASCII)
     Case(
         "non-ascii-mangled",
-        lambda: RewriteJson("POST", r"/logs/filter$", ascii_only),
-        "logs",
+        lambda: RewritesJson("POST", r"/logs/filter$", ascii_only),
         {
             READ_BACK,
             "logs/logs_are_filtered_by_task_run_and_level",
@@ -67,20 +66,21 @@ CASES = [
             "worker/worker_run_logs_are_read_back",
         },
         r"differs in message:",
+        keywords="logs",
     ),
     Case(
         "timestamps-kept-to-milliseconds",
-        lambda: RewriteResponses(truncate_to_millis, path=r"/logs/filter$", keys=frozenset({"timestamp"})),
-        "read_back_complete or a_flow_runs",
+        lambda: RewritesResponses(truncate_to_millis, path=r"/logs/filter$", keys=frozenset({"timestamp"})),
         {READ_BACK, REAL_CLIENT},
         r"differs in instant:",
+        keywords="read_back_complete or a_flow_runs",
     ),
     Case(
         "offset-ignored",
-        lambda: AcceptWithout("POST", r"/logs/filter$", "offset"),
-        API_ONLY,
+        lambda: AcceptsWithout("POST", r"/logs/filter$", "offset"),
         PAGING,
         r"differs in|more than",
+        keywords=API_ONLY,
         passes={READ_BACK, "logs/logs_are_filtered_by_task_run_and_level"},
     ),
 ]
@@ -89,5 +89,4 @@ CASES = [
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     proxy = deviating(case.deviation())
-    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
+    case.assert_caught(suite("--target", proxy.api_url, *case.options()))

@@ -8,10 +8,10 @@ import pytest
 
 from harness.target.api import ApiClient
 from tests.deviating_proxy import ProxyRequest, ProxyResponse
-from tests.deviations import Deviation
+from tests.deviations.framework import Deviation
 
 
-class Canned(Deviation):
+class AnswersCanned(Deviation):
     """Answers every request itself: a server that is not (or no longer) a working Prefect API."""
 
     def __init__(self, status: int, body: bytes, content_type: str) -> None:
@@ -67,7 +67,7 @@ def test_not_a_url(suite) -> None:
     ids=["html-page", "http-500", "non-json", "unhealthy", "not-found"],
 )
 def test_target_that_is_not_a_working_prefect_api(status, body, content_type, says, deviating, suite) -> None:
-    proxy = deviating(Canned(status, body, content_type))
+    proxy = deviating(AnswersCanned(status, body, content_type))
     run, elapsed = timed(suite, "--target", proxy.api_url)
     assert_one_line_exit_2(run, says=says, within=10, elapsed=elapsed)
 
@@ -75,7 +75,7 @@ def test_target_that_is_not_a_working_prefect_api(status, body, content_type, sa
 @pytest.mark.long
 def test_target_stuck_answering_503_is_bounded(deviating, suite) -> None:
     """503 is retried (a starting server says that), but only until preflight's deadline."""
-    proxy = deviating(Canned(503, b'{"detail":"busy"}', "application/json"))
+    proxy = deviating(AnswersCanned(503, b'{"detail":"busy"}', "application/json"))
     run, elapsed = timed(suite, "--target", proxy.api_url)
     assert_one_line_exit_2(run, says="answered 503 to GET /health", within=20, elapsed=elapsed)
 

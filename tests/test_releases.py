@@ -16,7 +16,7 @@ from harness.commands.matrix import render_html as render_matrix
 from harness.errors import HarnessError
 from harness.reference.releases import Release, not_applicable, pinned, pins, release, storage_of
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS
-from tests.deviations import RewriteJson, RewritePoll
+from tests.deviations.framework import RewritesJson, RewritesPolls
 from tests.test_gate import CHROMIUM
 
 #: A release before the worker's websocket channel (3.7.1) and before stdlib datetimes replaced pendulum's in
@@ -92,7 +92,7 @@ def test_matrix_shows_a_target_that_breaks_only_old_clients_red_in_their_column(
 
     The scheduled Runner (``serve(interval=1)``) is the actor: its poll looks 10 s ahead, so answers hold several
     runs."""
-    proxy = deviating(RewritePoll(nulled_after_the_first))
+    proxy = deviating(RewritesPolls(nulled_after_the_first))
     current = pinned().version
     proc = subprocess.run(
         [
@@ -279,7 +279,7 @@ def test_a_check_skipped_as_not_applicable_is_reported_n_a_with_its_reason() -> 
 
 def test_handshake_fails_on_a_version_prefect_3_clients_refuse(deviating, suite) -> None:
     """A port that answers its own version ("0.1.0") is refused by every Prefect 3 client; the check says so."""
-    proxy = deviating(RewriteJson("GET", r"/admin/version$", lambda _: "0.1.0"))
+    proxy = deviating(RewritesJson("GET", r"/admin/version$", lambda _: "0.1.0"))
     run = suite("--target", proxy.api_url, "-m", "handshake")
     run.assert_deviation_caught(
         "own-version",

@@ -26,7 +26,7 @@ from harness.target.api import ApiClient
 from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SCHEDULED_RUNNER_CHECKS, run_suite
 from tests.deviating_proxy import DeviatingProxy, ProxyRequest, ProxyResponse
-from tests.deviations import Deviation
+from tests.deviations.framework import Deviation
 
 
 class BreaksAfter(Deviation):
@@ -71,7 +71,7 @@ class DiesAfter(Deviation):
         return None
 
 
-class Slow(Deviation):
+class AnswersSlowly(Deviation):
     latency = 0.3
 
 
@@ -173,7 +173,7 @@ def test_slow_target_still_passes(deviating, tmp_path: Path) -> None:
     things as the scheduler and the first Runner, so it is left out. So are the scheduler module's 22 checks of
     schedules expanded on request (intervals, cron and rrule details, two schedules): requests and answers only,
     they added 40 s of 300-ms requests here (2026-12-06)."""
-    proxy = deviating(Slow())
+    proxy = deviating(AnswersSlowly())
     run = run_suite(
         "--target",
         proxy.api_url,

@@ -7,25 +7,18 @@ ignored ``limit`` or queue names, queue priority ignored, ties collapsed.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Callable
-
 import pytest
 
-from tests.conftest import SuiteRun
-from tests.deviations import (
-    AcceptWithout,
-    Deviation,
-    DropRequestFields,
-    FirstValueOnly,
+from tests.conftest import DeviationCase as Case
+from tests.deviations.framework import AcceptsWithout, RewritesJson, RewritesPolls, RewritesRuns
+from tests.deviations.scheduling import (
+    ComparesBeforeAsStrings,
+    DropsRequestFields,
+    FiltersPollsOnlyByTime,
     HandsOutOnce,
-    IgnorePause,
-    PollFiltersOnlyByTime,
+    IgnoresPause,
+    ReadsFirstValueOnly,
     RetriesByRescheduling,
-    RewriteJson,
-    RewritePoll,
-    RewriteRuns,
-    StringComparedBefore,
     drop_ties,
     exclusive_after,
     exclusive_before,
@@ -44,22 +37,10 @@ def not_cleared(run: dict) -> dict:
     return run
 
 
-@dataclass
-class Case:
-    id: str
-    deviation: Callable[[str], Deviation]  # given the reference's API URL
-    fails: set[str]
-    says: str
-    passes: set[str] = field(default_factory=set)
-    select: str = "scheduling"
-    args: tuple[str, ...] = ()
-    diagnosis: str = ""  # the start of the diagnosis its failures name (harness/reporting/diagnoses.py), if any
-
-
 CASES = [
     Case(
         "awaiting-retry-without-next-scheduled-start-time",
-        lambda _: RewriteRuns(
+        lambda: RewritesRuns(
             lambda run: (
                 {**run, "next_scheduled_start_time": None}
                 if (run.get("state") or {}).get("name") == "AwaitingRetry"
@@ -72,95 +53,105 @@ CASES = [
         ),
         r"next_scheduled_start_time (is )?None",
         passes=s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
-        select="next_scheduled_start_time",
+        keywords="next_scheduled_start_time",
+        markers="scheduling",
     ),
     Case(
         "polls-hand-out-each-run-once",
-        lambda _: HandsOutOnce(),
+        lambda: HandsOutOnce(),
         s("work_queue_names_hands_out_a_run_moved_back_to_scheduled"),
         r"the same poll after the run went PENDING and back to SCHEDULED .*first difference at position 0",
         passes=s("paused_work_pool_hands_out_nothing"),
-        select="moved_back or paused_work_pool",
+        keywords="moved_back or paused_work_pool",
+        markers="scheduling",
     ),
     Case(
         "in-process-retries-handed-out",
-        lambda _: RetriesByRescheduling(),
+        lambda: RetriesByRescheduling(),
         s("work_pool_poll_skips_a_run_retrying_in_process"),
         r"awaits its in-process retry: first difference at position 0 \(expected 1 runs, got 2\).*actual\s+\[held@",
         passes=s("paused_work_pool_hands_out_nothing"),
-        select="retrying_in_process or paused_work_pool",
+        keywords="retrying_in_process or paused_work_pool",
+        markers="scheduling",
     ),
     Case(
         "concurrency-limit-not-stored",
-        lambda _: AcceptWithout("PATCH", r"/work_pools/", "concurrency_limit"),
+        lambda: AcceptsWithout("PATCH", r"/work_pools/", "concurrency_limit"),
         s(
             "concurrency_limit_counts_pending_and_running_runs[work_pool]",
             "concurrency_limit_counts_pending_and_running_runs[work_queue]",
         ),
         r"with work_(pool|queue) concurrency_limit 2 .*first difference at position 0",
         passes=s("paused_work_pool_hands_out_nothing"),
-        select="concurrency_limit or paused_work_pool",
+        keywords="concurrency_limit or paused_work_pool",
+        markers="scheduling",
     ),
     Case(
         "pause-ignored",
-        lambda _: IgnorePause(),
+        lambda: IgnoresPause(),
         s("paused_work_pool_hands_out_nothing", "paused_work_queue_hands_out_nothing"),
         r"paused",
         passes=s("work_pool_poll_limit"),
-        select="paused or work_pool_poll_limit",
+        keywords="paused or work_pool_poll_limit",
+        markers="scheduling",
     ),
     Case(
         "next-scheduled-start-time-missing",
-        lambda _: RewriteRuns(lambda run: {**run, "next_scheduled_start_time": None}),
+        lambda: RewritesRuns(lambda run: {**run, "next_scheduled_start_time": None}),
         s("next_scheduled_start_time_set_on_create", "next_scheduled_start_time_kept_for_late_runs"),
         r"null for a SCHEDULED run|Late run has next_scheduled_start_time None",
-        select="next_scheduled_start_time",
+        keywords="next_scheduled_start_time",
+        markers="scheduling",
     ),
     Case(
         "next-scheduled-start-time-not-cleared",
-        lambda _: RewriteRuns(not_cleared),
+        lambda: RewritesRuns(not_cleared),
         s("next_scheduled_start_time_cleared_when_leaving_scheduled"),
         r"a PENDING run still has next_scheduled_start_time",
         passes=s("next_scheduled_start_time_set_on_create"),
-        select="next_scheduled_start_time",
+        keywords="next_scheduled_start_time",
+        markers="scheduling",
     ),
     Case(
         "next-scheduled-start-time-never-updated",
-        lambda _: FirstValueOnly("next_scheduled_start_time"),
+        lambda: ReadsFirstValueOnly("next_scheduled_start_time"),
         s("next_scheduled_start_time_follows_reschedule"),
         r"after rescheduling from .* next_scheduled_start_time is",
         passes=s("next_scheduled_start_time_set_on_create"),
-        select="next_scheduled_start_time",
+        keywords="next_scheduled_start_time",
+        markers="scheduling",
     ),
     Case(
         "poll-sorted-as-strings",
-        lambda _: RewritePoll(string_sorted),
+        lambda: RewritesPolls(string_sorted),
         s("deployment_poll_orders_by_next_scheduled_start_time", "deployment_poll_without_bound_returns_all_scheduled"),
         r"first difference at position 2 .*\n\s+expected .*whole@.*\n\s+actual .*half@",
         passes=s("deployment_poll_bound_is_inclusive[one-us-before-a-run]"),
-        select="deployment_poll",
+        keywords="deployment_poll",
+        markers="scheduling",
     ),
     Case(
         "poll-sorted-descending",
-        lambda _: RewritePoll(
+        lambda: RewritesPolls(
             lambda body, items: sorted(items, key=lambda r: r["next_scheduled_start_time"] or "", reverse=True)
         ),
         s("deployment_poll_orders_by_next_scheduled_start_time", "deployment_poll_limit"),
         r"first difference at position 0",
-        select="deployment_poll",
+        keywords="deployment_poll",
+        markers="scheduling",
     ),
     Case(
         "poll-bound-exclusive",
-        lambda _: RewritePoll(exclusive_before),
+        lambda: RewritesPolls(exclusive_before),
         s("deployment_poll_bound_is_inclusive[at-a-run]", "deployment_poll_bound_is_inclusive[at-a-fractional-run]"),
         r"expected 3 runs, got 2|expected 4 runs, got 3",
-        # "one-us-before" is exactly at the just-before run, so only "one-us-after" (between runs) is unaffected.
         passes=s("deployment_poll_bound_is_inclusive[one-us-after-a-run]"),
-        select="deployment_poll",
+        keywords="deployment_poll",
+        markers="scheduling",
     ),
     Case(
         "poll-bound-compared-as-strings",
-        lambda _: StringComparedBefore(),
+        lambda: ComparesBeforeAsStrings(),
         s(
             "deployment_poll_bound_in_any_format[whole-space-separator]",
             "deployment_poll_bound_in_any_format[whole-positive-offset]",
@@ -169,83 +160,91 @@ CASES = [
             "deployment_poll_bound_is_inclusive[at-a-fractional-run]",
         ),
         r"first difference at position",
-        # Only a bound written exactly like the stored strings, and not between two of them, comes out right.
         passes=s("deployment_poll_bound_is_inclusive[one-us-before-a-run]"),
-        select="deployment_poll",
+        keywords="deployment_poll",
+        markers="scheduling",
     ),
     Case(
         "poll-filters-only-by-time",
-        PollFiltersOnlyByTime,
+        FiltersPollsOnlyByTime,
         s("deployment_poll_only_returns_scheduled_runs_of_the_deployment"),
         r"returned runs it must not: \[.*left-scheduled\(PENDING\)@.*other-deployment-run@",
-        select="deployment_poll",
+        keywords="deployment_poll",
+        markers="scheduling",
     ),
     Case(
         "limit-ignored",
-        lambda _: DropRequestFields("limit"),
+        lambda: DropsRequestFields("limit"),
         s("deployment_poll_limit", "work_pool_poll_limit", "many_runs_paged_like_a_runner_lose_nothing"),
         r"with limit 2: first difference at position 2|with limit 3: first difference|more than limit 15",
-        select="limit or many_runs",
+        keywords="limit or many_runs",
+        markers="scheduling",
     ),
     Case(
         "deployment-never-marked-ready",
-        lambda _: RewriteJson("GET", r"/deployments/[0-9a-f-]{36}$", lambda d: {**d, "status": "NOT_READY"}),
+        lambda: RewritesJson("GET", r"/deployments/[0-9a-f-]{36}$", lambda d: {**d, "status": "NOT_READY"}),
         s("deployment_poll_marks_deployment_ready"),
         r"waiting for GET /deployments/\S+ to show status READY .* status 'NOT_READY'",
-        select="marks_deployment_ready",
+        keywords="marks_deployment_ready",
         args=("--timeout-scale", "0.2"),
+        markers="scheduling",
     ),
     Case(
         "work-pool-poll-ignores-queue-priority",
-        lambda _: RewritePoll(time_sorted_ignoring_priority, pools=True, deployments=False),
+        lambda: RewritesPolls(time_sorted_ignoring_priority, pools=True, deployments=False),
         s("work_pool_poll_orders_by_queue_priority_then_time", "work_pool_poll_limit"),
         r"expected \[urgent-1@.*\n\s+actual\s+\[routine-1@",
         passes=s("work_pool_poll_response_shape", "work_pool_poll_filters_by_queue_names"),
-        select="work_pool_poll",
+        keywords="work_pool_poll",
+        markers="scheduling",
     ),
     Case(
         "work-pool-poll-after-exclusive",
-        lambda _: RewritePoll(exclusive_after, pools=True, deployments=False),
+        lambda: RewritesPolls(exclusive_after, pools=True, deployments=False),
         s("work_pool_poll_bounds_are_inclusive[both-at-runs]", "work_pool_poll_bounds_are_inclusive[space-form]"),
         r"expected 2 runs, got 1",
         passes=s("work_pool_poll_bounds_are_inclusive[one-us-inside]"),
-        select="work_pool_poll",
+        keywords="work_pool_poll",
+        markers="scheduling",
     ),
     Case(
         "work-pool-poll-before-exclusive",
-        lambda _: RewritePoll(exclusive_before, pools=True, deployments=False),
+        lambda: RewritesPolls(exclusive_before, pools=True, deployments=False),
         s("work_pool_poll_bounds_are_inclusive[both-at-runs]"),
         r"expected 2 runs, got 1",
         passes=s("work_pool_poll_bounds_are_inclusive[one-us-inside]"),
-        select="work_pool_poll",
+        keywords="work_pool_poll",
+        markers="scheduling",
     ),
     Case(
         "work-pool-poll-ignores-queue-names",
-        lambda _: DropRequestFields("work_queue_names"),
+        lambda: DropsRequestFields("work_queue_names"),
         s("work_pool_poll_filters_by_queue_names"),
         r"with work_queue_names .*first difference at position 0",
-        select="work_pool_poll",
+        keywords="work_pool_poll",
+        markers="scheduling",
     ),
     Case(
         "work-pool-poll-returns-bare-runs",
-        lambda _: RewritePoll(lambda body, items: [i["flow_run"] for i in items], pools=True, deployments=False),
+        lambda: RewritesPolls(lambda body, items: [i["flow_run"] for i in items], pools=True, deployments=False),
         s("work_pool_poll_response_shape"),
         r"an item lacks \['flow_run'",
-        select="work_pool_poll",
+        keywords="work_pool_poll",
+        markers="scheduling",
     ),
     Case(
         "tied-runs-collapsed",
-        lambda _: RewritePoll(drop_ties),
+        lambda: RewritesPolls(drop_ties),
         s("many_runs_paged_like_a_runner_lose_nothing"),
         r"returned \d+ runs: 0 duplicated, \d+ never returned",
         passes=s("deployment_poll_orders_by_next_scheduled_start_time"),
-        select="many_runs or deployment_poll_orders",
+        keywords="many_runs or deployment_poll_orders",
+        markers="scheduling",
     ),
 ]
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
 def test_deviation_fails_the_checks_it_should(case: Case, reference, deviating, suite) -> None:
-    proxy = deviating(case.deviation(reference.api_url))
-    run: SuiteRun = suite("--target", proxy.api_url, "-m", "scheduling", "-k", case.select, *case.args)
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
+    proxy = deviating(case.deviation())
+    case.assert_caught(suite("--target", proxy.api_url, *case.options()))

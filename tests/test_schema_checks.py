@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from harness.checks.schema import Violation, violations
 from scenarios.test_schema import ROUTES
-from tests.deviations import RewriteObjects, without_flow_id_with_an_extra_field, wrong_types
+from tests.deviations.framework import RewritesObjects
+from tests.deviations.schema import without_flow_id_with_an_extra_field, wrong_types
 
 EVERY_ROUTE = {f"schema/response[{route}]" for route in ROUTES}
 FLOW_RUN_ROUTES = {
@@ -24,7 +25,7 @@ FLOW_RUN_ROUTES = {
 def test_every_schema_check_fails_on_answers_of_the_wrong_types(deviating, suite) -> None:
     """Each route's answer made wrong where the harness does not read it: a number for a datetime, an unknown
     orchestration status."""
-    proxy = deviating(RewriteObjects(wrong_types))
+    proxy = deviating(RewritesObjects(wrong_types))
     run = suite("--target", proxy.api_url, "-m", "schema")
     run.assert_deviation_caught(
         "wrong-types",
@@ -40,7 +41,7 @@ def test_every_schema_check_fails_on_answers_of_the_wrong_types(deviating, suite
 def test_a_missing_required_field_fails_exactly_the_routes_that_answer_it(deviating, suite) -> None:
     """Flow runs without ``flow_id`` fail the six routes that answer flow runs, at the run's own path; a field
     Prefect does not list, added to every object, fails nothing."""
-    proxy = deviating(RewriteObjects(without_flow_id_with_an_extra_field))
+    proxy = deviating(RewritesObjects(without_flow_id_with_an_extra_field))
     run = suite("--target", proxy.api_url, "-m", "schema or differential")
     assert not [check for check in run.checks if check.startswith("differential/")], (
         "the differential checks ran without --differential"

@@ -14,14 +14,11 @@ import pytest
 from tests.conftest import SCHEDULED_RUNNER_CHECKS, SuiteRun
 from tests.conftest import DeviationCase as Case
 from tests.deviating_proxy import ProxyRequest, ProxyResponse
-from tests.deviations import (
-    Deviation,
-    RejectRequests,
-    RewriteRequests,
-    RewriteResponses,
-    StringCompareFilters,
-    UnusualTimestamps,
-    WrongClock,
+from tests.deviations.framework import Deviation, RejectsRequests, RewritesRequests, RewritesResponses
+from tests.deviations.timestamps import (
+    ComparesFiltersAsStrings,
+    KeepsAWrongClock,
+    WritesUnusualTimestamps,
     drop_fraction,
     drop_offset,
     garbage_to_now,
@@ -55,7 +52,7 @@ def in_filter(*ids: str) -> set[str]:
     return {f"timestamps/input_format_in_filter[{i}]" for i in ids}
 
 
-class EpochCreated(Deviation):
+class WritesEpochCreated(Deviation):
     """Returns ``created`` as a Unix epoch number, as a server storing integers might."""
 
     def on_response(self, request: ProxyRequest, response: ProxyResponse) -> ProxyResponse:
@@ -68,155 +65,163 @@ class EpochCreated(Deviation):
 
 CASES = [
     Case(
-        "updated-lags-five-hours",  # a database that fills updated from its own clock, in local time written as UTC
-        lambda: RewriteResponses(shifted(-5 * 3600), keys=frozenset({"updated"})),
-        SERVER_TIMES,
+        "updated-lags-five-hours",
+        lambda: RewritesResponses(shifted(-5 * 3600), keys=frozenset({"updated"})),
         SERVER_SET,
         r"updated is '[^']+', 1799\d\.\d+ s before the request was sent: the server set it while it handled",
+        keywords=SERVER_TIMES,
         passes={CLOCK} | STATE_TIMES,
         diagnosis="Times stored in a local zone",
     ),
     Case(
         "updated-truncated-to-seconds",
-        lambda: RewriteResponses(drop_fraction, keys=frozenset({"updated"})),
-        "server_set_times",
+        lambda: RewritesResponses(drop_fraction, keys=frozenset({"updated"})),
         SERVER_SET,
         r"updated is '[^']+', (equal to|[\d.]+ s before)",
+        keywords="server_set_times",
         diagnosis="Precision truncated to whole seconds",
     ),
     Case(
-        "state-timestamps-collide",  # a server that keeps whole seconds: states entered within one second tie
-        lambda: RewriteResponses(drop_fraction, keys=frozenset({"timestamp", "start_time", "end_time"})),
-        "state_times",
+        "state-timestamps-collide",
+        lambda: RewritesResponses(drop_fraction, keys=frozenset({"timestamp", "start_time", "end_time"})),
         STATE_TIMES,
         r"state's timestamp is '[^']+', equal to .* it must be after it",
+        keywords="state_times",
         diagnosis="Precision truncated to whole seconds",
     ),
     Case(
-        "created-in-local-time",  # created from a clock five hours behind UTC, written as UTC; the Date header is right
-        lambda: RewriteResponses(shifted(-5 * 3600), keys=frozenset({"created"})),
-        "clock",
+        "created-in-local-time",
+        lambda: RewritesResponses(shifted(-5 * 3600), keys=frozenset({"created"})),
         {CLOCK},
         r"the target's created times and its Date header disagree by more than 3 s: the target's clock is "
         r"-(1799\d|1800\d)\.\d+ s",
+        keywords="clock",
         diagnosis="Times stored in a local zone",
     ),
     Case(
-        "wrong-clock",  # an hour ahead, consistently: one failure, and every other time judged by its own clock
-        lambda: WrongClock(3600),
-        "clock or server_set_times",
+        "wrong-clock",
+        lambda: KeepsAWrongClock(3600),
         {CLOCK},
         r"the target's clock is \+(3599\.9|3600\.0)\d+ s from the harness's \(more than 3 s\), by the created",
+        keywords="clock or server_set_times",
         passes=SERVER_SET,
         diagnosis="A clock skew",
     ),
     Case(
         "naive-output",
-        lambda: RewriteResponses(drop_offset),
-        "output_format",
+        lambda: RewritesResponses(drop_offset),
         OUTPUT,
         "has no timezone offset",
+        keywords="output_format",
         diagnosis="Naive datetimes",
     ),
-    Case("space-separator-output", lambda: RewriteResponses(space_separator), "output_format", OUTPUT, "uses a space"),
+    Case(
+        "space-separator-output",
+        lambda: RewritesResponses(space_separator),
+        OUTPUT,
+        "uses a space",
+        keywords="output_format",
+    ),
     Case(
         "non-utc-output",
-        lambda: RewriteResponses(to_offset(330)),
-        "output_format or microsecond_round_trip",
+        lambda: RewritesResponses(to_offset(330)),
         OUTPUT,
         "is not in UTC",
-        passes=ROUND_TRIP,  # the instants are right, only their form is not
+        keywords="output_format or microsecond_round_trip",
+        passes=ROUND_TRIP,
     ),
-    Case("epoch-created", EpochCreated, "output_format", {"timestamps/output_format[flow]"}, "got int"),
+    Case("epoch-created", WritesEpochCreated, {"timestamps/output_format[flow]"}, "got int", keywords="output_format"),
     Case(
         "naive-nested-scheduled-time",
-        lambda: RewriteResponses(drop_offset, keys=frozenset({"scheduled_time"})),
-        "output_format",
+        lambda: RewritesResponses(drop_offset, keys=frozenset({"scheduled_time"})),
         {"timestamps/output_format[flow_run]"},
         "state_details.scheduled_time",
+        keywords="output_format",
         passes={"timestamps/output_format[flow]", "timestamps/output_format[work_pool]"},
         diagnosis="Naive datetimes",
     ),
     Case(
         "millisecond-storage",
-        lambda: RewriteResponses(truncate_to_millis),
-        "microsecond_round_trip",
+        lambda: RewritesResponses(truncate_to_millis),
         ROUND_TRIP,
         "off by",
+        keywords="microsecond_round_trip",
         diagnosis="Precision truncated to milliseconds",
     ),
     Case(
         "whole-second-storage",
-        lambda: RewriteResponses(drop_fraction),
-        "microsecond_round_trip",
+        lambda: RewritesResponses(drop_fraction),
         ROUND_TRIP,
         "off by",
+        keywords="microsecond_round_trip",
         diagnosis="Precision truncated to whole seconds",
     ),
     Case(
         "input-offset-ignored",
-        lambda: RewriteRequests(offset_ignored),
-        "input_format",
+        lambda: RewritesRequests(offset_ignored),
         input_format(*OFFSETS) | in_filter(*OFFSETS),
         "expected the instant|should return the run scheduled at exactly that instant",
+        keywords="input_format",
         passes=input_format("utc-z", "utc-offset", "space-separator", "naive"),
         diagnosis="An offset dropped",
     ),
     Case(
         "space-separator-rejected",
-        lambda: RejectRequests(r"^\d{4}-\d{2}-\d{2} \d"),
-        "input_format",
+        lambda: RejectsRequests(r"^\d{4}-\d{2}-\d{2} \d"),
         input_format("space-separator") | in_filter("space-separator"),
         "rejected",
+        keywords="input_format",
         passes=input_format("utc-z", "positive-offset"),
     ),
     Case(
-        "z-designator-rejected",  # Python < 3.11's fromisoformat
-        lambda: RejectRequests(r"^\d{4}-\d{2}-\d{2}T.*Z$"),
-        "input_format and not filter",
+        "z-designator-rejected",
+        lambda: RejectsRequests(r"^\d{4}-\d{2}-\d{2}T.*Z$"),
         input_format("utc-z", "utc-z-no-fraction", "utc-z-millis", "utc-z-nanos"),
         "rejected",
+        keywords="input_format and not filter",
         passes=input_format("utc-offset", "negative-offset"),
     ),
     Case(
         "nanoseconds-rejected",
-        lambda: RejectRequests(r"\.\d{7,}"),
-        "input_format and not filter",
+        lambda: RejectsRequests(r"\.\d{7,}"),
         input_format("utc-z-nanos"),
         "rejected",
+        keywords="input_format and not filter",
         passes=input_format("utc-z", "utc-z-millis"),
     ),
     Case(
         "naive-read-as-local-time",
-        lambda: RewriteRequests(naive_as_local),
-        "input_format",
+        lambda: RewritesRequests(naive_as_local),
         input_format("naive") | in_filter("naive"),
         "off by|should return the run scheduled at exactly that instant",
+        keywords="input_format",
         passes=input_format("utc-z", "space-separator"),
         diagnosis="A time without offset read in a local zone",
     ),
     Case(
         "filters-compare-strings",
-        StringCompareFilters,
-        "input_format_in_filter",
+        ComparesFiltersAsStrings,
         in_filter("utc-offset", "utc-z-millis", "space-separator", "naive", *OFFSETS),
         "compare parsed instants",
+        keywords="input_format_in_filter",
         passes=in_filter("utc-z"),
         diagnosis="Instants compared as strings",
     ),
     Case(
         "invalid-input-accepted",
-        lambda: RewriteRequests(garbage_to_now, keys=frozenset({"scheduled_time"})),
-        "invalid_input",
+        lambda: RewritesRequests(garbage_to_now, keys=frozenset({"scheduled_time"})),
         {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")},
         "-> 201",
+        keywords="invalid_input",
     ),
     Case(
         "invalid-input-crashes",
-        lambda: RejectRequests(r"^(not-a-timestamp|2026-13-.*|.*T25:.*|)$", status=500, detail="Internal Server Error"),
-        "invalid_input",
+        lambda: RejectsRequests(
+            r"^(not-a-timestamp|2026-13-.*|.*T25:.*|)$", status=500, detail="Internal Server Error"
+        ),
         {f"timestamps/invalid_input_rejected[{c}]" for c in ("garbage", "month-13", "hour-25", "empty")},
         "-> 500",
+        keywords="invalid_input",
     ),
 ]
 
@@ -232,14 +237,13 @@ def test_pass_through_proxy_is_transparent(deviating, suite) -> None:
 def test_deviation_fails_the_checks_it_should(case: Case, deviating, suite) -> None:
     """``--strict``: a ``should`` check's failure fails the gate too, so each check is shown failing as it can."""
     proxy = deviating(case.deviation())
-    run: SuiteRun = suite("--target", proxy.api_url, "-k", case.select, "--strict")
-    run.assert_deviation_caught(case.id, case.fails, case.passes, case.says, case.diagnosis)
+    case.assert_caught(suite("--target", proxy.api_url, *case.options(), "--strict"))
 
 
 def test_a_should_checks_failure_is_a_warning_without_strict(deviating, suite) -> None:
     """Invalid times no Prefect client can send, accepted: four ``should`` checks fail, the gate stays green, and
     the report lists them as warnings with the catalogue's reason."""
-    proxy = deviating(RewriteRequests(garbage_to_now, keys=frozenset({"scheduled_time"})))
+    proxy = deviating(RewritesRequests(garbage_to_now, keys=frozenset({"scheduled_time"})))
     run: SuiteRun = suite("--target", proxy.api_url, "-k", "invalid_input")
     assert run.code == 0, run.explain()
     assert run.with_status("warning") == {
@@ -251,7 +255,7 @@ def test_a_should_checks_failure_is_a_warning_without_strict(deviating, suite) -
 
 # --- unusual but client-readable timestamps: a verdict for the whole suite, never "no verdict" -----------------
 
-#: What each output_format check must quote from UnusualTimestamps: the reason and the value it saw.
+#: What each output_format check must quote from WritesUnusualTimestamps: the reason and the value it saw.
 NAIVE = ("has no timezone offset", r"'\d{4}-\d{2}-\d{2}T[\d:.]+'")
 SPACED = ("uses a space instead of 'T'", r"'\d{4}-\d{2}-\d{2} \d{2}:")
 
@@ -263,7 +267,7 @@ def test_unusual_timestamp_output_gets_failures_not_errors(deviating, suite) -> 
     every other check, which reads instants the way Prefect's client does (the Runner and the worker read naive
     runs from their polls). An `error` could not be listed in an expectations file. The scheduled Runner reads
     the same poll as the first one, so it is left out, and so are the lifecycle checks (their load)."""
-    proxy = deviating(UnusualTimestamps())
+    proxy = deviating(WritesUnusualTimestamps())
     # Not the lifecycle checks: they read no timestamps the proxy rewrites in a way the others do not, and their
     # twenty-odd flow-run processes beside the rest of make test left the SQLite reference answering 503.
     run: SuiteRun = suite("--target", proxy.api_url, "-m", "not lifecycle", "-k", f"not ({SCHEDULED_RUNNER_CHECKS})")

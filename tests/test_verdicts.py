@@ -28,7 +28,7 @@ from harness.reporting.results import CheckResult
 from harness.target.api import Answer, ApiClient
 from harness.waits import wait_until
 from tests.conftest import PROJECT_ROOT, SuiteRun
-from tests.deviations import Refuse
+from tests.deviations.framework import Refuses
 
 
 def test_outcome_rule() -> None:
@@ -108,7 +108,7 @@ def test_a_client_that_cannot_start_is_a_harness_error(tmp_path: Path, reference
 
 
 def test_a_client_killed_by_the_targets_answer_is_the_targets_failure(tmp_path: Path, deviating) -> None:
-    proxy = deviating(Refuse("POST", r"/deployments/get_scheduled_flow_runs$"))
+    proxy = deviating(Refuses("POST", r"/deployments/get_scheduled_flow_runs$"))
     script = (
         "import httpx, os, sys; url = os.environ['PREFECT_API_URL'];"
         "r = httpx.post(url + '/deployments/get_scheduled_flow_runs', json={}); sys.exit(r.status_code != 200)"
@@ -235,7 +235,7 @@ def test_the_previous_run_is_one_against_the_same_target(tmp_path: Path) -> None
 
 def test_invalid_input_on_a_missing_route_is_unsupported_never_a_pass(deviating, suite) -> None:
     """A 404 'Not Found' rejects every body, good or bad: it proves nothing about parsing timestamps."""
-    proxy = deviating(Refuse("POST", r"/api/flow_runs/$"))
+    proxy = deviating(Refuses("POST", r"/api/flow_runs/$"))
     run: SuiteRun = suite("--target", proxy.api_url, "-k", "invalid_input")
     assert run.code == 1, run.explain()
     assert run.with_status("unsupported") == set(run.checks) and len(run.checks) == 4, run.explain()
