@@ -16,10 +16,10 @@ from typing import Callable, Iterator
 import pytest
 
 from harness.errors import HarnessError
-from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.reference.environment import FAST_SERVICE_SETTINGS, bundled_service_loops
 from harness.reference.local import READY_TIMEOUT, LocalReference
 from harness.target.health import wait_for_health
-from harness.waits import SCHEDULER_INTERVAL_ENV
+from harness.waits import SCHEDULER_INTERVAL_ENV, SERVICE_LOOPS_ENV
 from tests.deviating_proxy import DeviatingProxy
 from tests.deviations.framework import Deviation
 
@@ -28,6 +28,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # Every target of these tests is a reference with the bundled fast settings (or a proxy in front of one): its
 # scheduler loops every second, not Prefect's default 60 s, and the CLI runs are told so.
 os.environ.setdefault(SCHEDULER_INTERVAL_ENV, FAST_SERVICE_SETTINGS["PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS"])
+# The same for the services' loops: a check failing on a deviating target waits as long as the reference behind it
+# needs, not as long as Prefect's defaults would (a minute for the foreman's timeouts).
+os.environ.setdefault(SERVICE_LOOPS_ENV, bundled_service_loops())
 
 
 #: ``-k`` expression of the checks that need the scheduled Runner (a second Runner, and a flow-run process per

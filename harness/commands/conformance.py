@@ -21,7 +21,7 @@ from harness.commands.outage import outage_victims, second_attempt
 from harness.commands.scenarios_run import run_scenarios
 from harness.errors import HarnessError, TargetUnavailable
 from harness.processes import RUN_MARKER_ENV
-from harness.reference.environment import FAST_SERVICE_SETTINGS
+from harness.reference.environment import FAST_SERVICE_SETTINGS, bundled_service_loops
 from harness.reference.releases import check_release_number, release, scheduler_loop_seconds
 from harness.reference.startup import ReferenceStartup
 from harness.reporting import expectations as expectations_file
@@ -49,7 +49,6 @@ from harness.target.credentials import redact
 from harness.target.preflight import Target, preflight
 from harness.waits import (
     SCHEDULER_INTERVAL_ENV,
-    SERVICE_LOOP_SETTINGS,
     SERVICE_LOOPS_ENV,
     TIMEOUT_SCALE_ENV,
     parse_service_loops,
@@ -123,10 +122,7 @@ def configure_waits(args: argparse.Namespace) -> None:
             raise HarnessError(f"--service-loops {args.service_loops!r}: {exc}.") from None
         os.environ[SERVICE_LOOPS_ENV] = args.service_loops
     elif not args.target:  # the bundled reference loops as its settings say
-        os.environ.setdefault(
-            SERVICE_LOOPS_ENV,
-            ",".join(f"{name}={FAST_SERVICE_SETTINGS[setting]}" for name, setting in SERVICE_LOOP_SETTINGS.items()),
-        )
+        os.environ.setdefault(SERVICE_LOOPS_ENV, bundled_service_loops())
     if args.scheduler_limits is not None:
         try:
             parse_limits(args.scheduler_limits, prefect_limits())

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Mapping
 
 from harness.errors import HarnessError
+from harness.waits import SERVICE_LOOP_SETTINGS
 
 #: Server settings every reference uses. Names as of Prefect 3.9.1 (``prefect config view --show-defaults``).
 FAST_SERVICE_SETTINGS: dict[str, str] = {
@@ -77,3 +78,9 @@ def clean_environment(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")}
     env.update(extra or {})
     return env
+
+
+def bundled_service_loops() -> str:
+    """The bundled reference's service loops as ``--service-loops`` states them: the checks' waits follow its own
+    settings, not Prefect's defaults."""
+    return ",".join(f"{name}={FAST_SERVICE_SETTINGS[setting]}" for name, setting in SERVICE_LOOP_SETTINGS.items())
