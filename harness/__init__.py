@@ -17,7 +17,7 @@ in pyproject.toml hold this; docs/development.md draws it):
 """
 
 #: The suite's version (pyproject.toml's, and the newest of harness/catalogue.toml's versions: a test holds them equal).
-__version__ = "0.3.0"
+__version__ = "0.4.0"
 
 #: The Prefect release whose server is the reference and whose clients are the actors.
 PREFECT_REFERENCE_VERSION = "3.9.1"

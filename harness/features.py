@@ -18,6 +18,7 @@ FEATURES: dict[str, str] = {
     "lists": "the filter endpoints' pages hold each object once in sort order, and their counts agree with them",
     "logs": "what a flow run logs is read back complete, in order and unchanged",
     "events": "what clients emit and the run's state events are kept and reach subscribers over the websockets",
+    "variables": "what flow code stores with Variable.set comes back as set, and is overwritten, unset and listed",
     "scheduler": "the target's own cron scheduler creates runs",
     "serve": "a flow's .serve() Runner polls the deployments endpoint and runs its own runs",
     "worker": "a process worker polls its work pool and runs the pool's runs",

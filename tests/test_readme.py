@@ -41,6 +41,7 @@ CHECKS_PER_FEATURE = {
     "lists": 25,
     "logs": 5,
     "events": 4,
+    "variables": 15,
     "scheduler": 45,
     "serve": 9,
     "worker": 9,

@@ -118,6 +118,7 @@ DISPATCH_ORDER = (
     "lists",
     "handshake",
     "logs",
+    "variables",
     "events",
     "lifecycle__pauses",
     "serve",
