@@ -835,7 +835,8 @@ def test_lifecycle_deviations_together_fail_each_its_own_checks(merged: Merged, 
     assert not merged.passes & touched, f"{merged.id}: a check named to pass is one a case fails"
     proxy = deviating(Together(*(case.deviation() for case in cases)))
     selection = " or ".join(f"({k_expression(case.args)})" for case in cases)
-    run: SuiteRun = suite("--target", proxy.api_url, "-m", "lifecycle", "-k", selection)
+    # Two processes: the lifecycle modules' failing checks mostly wait out their timeouts, side by side.
+    run: SuiteRun = suite("--target", proxy.api_url, "-m", "lifecycle", "-k", selection, "-n", "2")
     for case in cases:
         case.assert_caught(run, passes=merged.passes)
 
@@ -946,6 +947,8 @@ def test_target_without_cleanup_services_leaves_the_subflow_running_and_the_slot
         "subflow or running_run_cancelled or lease",
         "--service-loops",
         "cancellation_cleanup=1,repossessor=1",
+        "-n",
+        "2",  # the lease's minute beside the subflow's and the cancellation's waits
     )
     check, lease = (
         "lifecycle/a_cancelled_runs_subflow_is_cancelled_too",

@@ -98,8 +98,8 @@ def test_the_quiet_point_waits_for_every_other_check(tmp_path: Path, monkeypatch
     whose other checks never finish ends the wait as the harness's error (bounded), naming one that is still running."""
     from types import SimpleNamespace
 
-    from harness.plugin import quiet_point as plugin
     from harness.errors import HarnessError
+    from harness.plugin import quiet_point as plugin
 
     finished = tmp_path / "finished.txt"
     quiet = plugin.QuietPoint(SimpleNamespace(workerinput={plugin.QuietPoint.name: str(finished)}))
