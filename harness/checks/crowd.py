@@ -68,9 +68,9 @@ def crowd(
 
 def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor], poll: str) -> list[dict[str, Any]]:
     """The runs once they are final and stay so: a second execution of a run may begin after its first has ended
-    (a worker handed it again), so after all are final every worker polls once more, and if any run's state has
-    changed meanwhile, its new execution is awaited to its end and the round repeats. Then the flows' ledger holds
-    every execution there was."""
+    (a worker handed it again), so after all are final every worker polls twice more (a worker proposes PENDING for
+    what one poll handed it before it polls again), and if any run's state has changed meanwhile, its new execution
+    is awaited to its end and the round repeats. Then the flows' ledger holds every execution there was."""
     deadline = time.monotonic() + 2 * RUN_TIMEOUT * timeout_scale()
     finals = [
         wait_for_final_state(api, run["id"], actor=workers[0], timeout=2 * RUN_TIMEOUT, poll_path=poll) for run in runs
@@ -79,8 +79,8 @@ def settled_runs(api: ApiClient, runs: list[dict[str, Any]], workers: list[Actor
         since = utc_now().timestamp()
         for actor in workers:
             wait_until(
-                lambda: any(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()),
-                awaiting=f"{actor.name} to poll {poll} once more after the runs ended",
+                lambda: sum(e.path.endswith(poll) and e.started > since + 1 for e in actor.recorder.transcript()) >= 2,
+                awaiting=f"{actor.name} to poll {poll} twice more after the runs ended",
                 timeout=RUN_TIMEOUT,
                 interval=0.25,
             )
