@@ -98,6 +98,16 @@ def test_wheel_holds_everything_a_run_needs(installed) -> None:
         env=env,
     ).stdout
     assert "harness.plugin" in entry_points
+    flows = run(
+        [
+            str(venv / "bin" / "python"),
+            "-c",
+            "from harness.clients.flow_scripts import FLOWS_DIR; print(sorted(p.name for p in FLOWS_DIR.glob('*.py')))",
+        ],
+        cwd=venv,
+        env=env,
+    ).stdout
+    assert "variables_flow.py" in flows, f"the wheel holds no flow scripts: {flows}"  # copied and run, never imported
 
 
 def test_installed_cli_runs_from_an_empty_directory(installed, tmp_path: Path) -> None:
