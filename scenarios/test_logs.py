@@ -26,10 +26,9 @@ from harness.checks.logs import Line, assert_run_logs_read_back, difference, has
 from harness.checks.objects import Created, create_flow, create_scheduled_run, create_task_run
 from harness.checks.timestamps import describe_instant, utc_now
 from harness.clients.actors import Actor, read_submission, start_logging_flow
-from harness.clients.progress import died
+from harness.clients.flow_scripts import await_output
 from harness.errors import HarnessError
 from harness.target.api import ApiClient
-from harness.waits import wait_until
 
 pytestmark = pytest.mark.logs
 
@@ -167,19 +166,12 @@ def logged_run(
         out=out,
     )
 
-    def finished() -> bool:
-        if client.is_running():
-            return False
-        if client.process.popen.returncode != 0 or read_submission(out) is None:
-            raise died(client)
-        return True
-
     try:
-        wait_until(
-            finished,
+        await_output(
+            client,
+            out,
             awaiting="the flow run's process to run its flow and send its logs",
             timeout=FLOW_TIMEOUT,
-            interval=0.2,
             hint="the flow's process exits once its flow has run and its logs are sent",
         )
         failure = None

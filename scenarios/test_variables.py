@@ -25,11 +25,8 @@ import pytest
 
 from harness.checks.objects import Created
 from harness.clients.actors import Actor
-from harness.clients.flow_scripts import read_output, start_flow_script
-from harness.clients.progress import died
-from harness.errors import HarnessError
+from harness.clients.flow_scripts import await_output, start_flow_script
 from harness.target.api import ApiClient
-from harness.waits import wait_until
 
 pytestmark = pytest.mark.variables
 
@@ -82,28 +79,18 @@ def flow_saw(
         start_flow_script, script="variables_flow.py", args=[flow_name, prefix, json.dumps(VALUES), str(out)]
     )
 
-    def finished() -> bool:
-        if client.is_running():
-            return False
-        if client.process.popen.returncode != 0 or read_output(out) is None:
-            raise died(client)
-        return True
-
     try:
-        wait_until(
-            finished,
+        seen = await_output(
+            client,
+            out,
             awaiting="the flow's process to set and read its variables and exit",
             timeout=FLOW_TIMEOUT,
-            interval=0.2,
             hint="the flow's process exits once its flow has run",
         )
     finally:
         client.stop()
         for flow in api.post("/flows/filter", {"flows": {"name": {"any_": [flow_name]}}}):
             module_created.add(f"/flows/{flow['id']}")
-    seen = read_output(out)
-    if seen is None:
-        raise HarnessError(f"the variables flow wrote nothing to {out}")
     return FlowSaw(prefix, seen)
 
 

@@ -62,51 +62,29 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str,
 
 def test_wheel_holds_everything_a_run_needs(installed) -> None:
     venv, env = installed
-    requires = run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "from importlib.metadata import requires; print(requires('prefect-conformance'))",
-        ],
-        cwd=venv,
-        env=env,
-    ).stdout
+
+    def says(code: str) -> str:
+        """What ``code`` prints, run by the installed venv's Python."""
+        return run([str(venv / "bin" / "python"), "-c", code], cwd=venv, env=env).stdout
+
+    requires = says("from importlib.metadata import requires; print(requires('prefect-conformance'))")
     product = [r for r in eval(requires) if "extra ==" not in r]  # noqa: S307 (a list literal the line above printed)
-    assert not [r for r in product if r.startswith(("aiohttp", "uvicorn"))], (
-        product
-    )  # the deviating proxy's, tests only
-    listing = run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "import harness, scenarios, harness.plugin; "
-            "from harness.locations import checkout_root, scenarios_dir; "
-            "print(checkout_root(), scenarios_dir()); print(harness.__file__)",
-        ],
-        cwd=venv,
-        env=env,
-    ).stdout
+    # uvicorn and aiohttp are the deviating proxy's, tests only
+    assert not [r for r in product if r.startswith(("aiohttp", "uvicorn"))], product
+    listing = says(
+        "import harness, scenarios, harness.plugin; "
+        "from harness.locations import checkout_root, scenarios_dir; "
+        "print(checkout_root(), scenarios_dir()); print(harness.__file__)"
+    )
     assert listing.startswith("None "), f"an installed copy must not think it is a checkout: {listing}"
     assert str(venv) in listing, listing
-    entry_points = run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "from importlib.metadata import entry_points; print([e.value for e in entry_points(group='pytest11')])",
-        ],
-        cwd=venv,
-        env=env,
-    ).stdout
+    entry_points = says(
+        "from importlib.metadata import entry_points; print([e.value for e in entry_points(group='pytest11')])"
+    )
     assert "harness.plugin" in entry_points
-    flows = run(
-        [
-            str(venv / "bin" / "python"),
-            "-c",
-            "from harness.clients.flow_scripts import FLOWS_DIR; print(sorted(p.name for p in FLOWS_DIR.glob('*.py')))",
-        ],
-        cwd=venv,
-        env=env,
-    ).stdout
+    flows = says(
+        "from harness.clients.flow_scripts import FLOWS_DIR; print(sorted(p.name for p in FLOWS_DIR.glob('*.py')))"
+    )
     assert "variables_flow.py" in flows, f"the wheel holds no flow scripts: {flows}"  # copied and run, never imported
 
 

@@ -4,13 +4,14 @@ folder and started with their arguments; the harness imports nothing of them."""
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 from typing import Any
 
-from harness.clients.actors import Actor, start_client
+from harness.clients.actors import Actor, read_submission, start_client
+from harness.clients.progress import died
 from harness.reference.releases import Release, pinned
+from harness.waits import wait_until
 
 FLOWS_DIR = Path(__file__).resolve().parent / "flows"
 
@@ -33,9 +34,16 @@ def start_flow_script(
     )
 
 
-def read_output(out: Path) -> dict[str, Any] | None:
-    """What a flow script wrote to its output file, or None while it has not finished."""
-    try:
-        return json.loads(out.read_text())
-    except FileNotFoundError:
-        return None
+def await_output(client: Actor, out: Path, *, awaiting: str, timeout: float, hint: str) -> dict[str, Any]:
+    """What a client that writes ``out`` and exits wrote there, once it has exited; if it exited otherwise, what its
+    death means (:func:`~harness.clients.progress.died`)."""
+
+    def finished() -> bool:
+        if client.is_running():
+            return False
+        if client.process.popen.returncode != 0 or read_submission(out) is None:
+            raise died(client)
+        return True
+
+    wait_until(finished, awaiting=awaiting, timeout=timeout, interval=0.2, hint=hint)
+    return read_submission(out)
